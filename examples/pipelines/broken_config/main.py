@@ -1,0 +1,3 @@
+"""Never runs: its pipeline.json has mistakes, which Fast-Flow lists instead of guessing."""
+
+print("unreachable")

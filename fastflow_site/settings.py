@@ -1,0 +1,248 @@
+"""Fast-Flow settings: every value comes from the environment (or a `.env` file).
+
+`.env.example` lists each variable with a one-line explanation. The defaults are a working
+development setup; with DEBUG off, the secrets must be given explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(env.str("FASTFLOW_ENV_FILE", default=str(BASE_DIR / ".env")))
+
+
+def _path(name: str, default: Path | str) -> Path:
+    """A directory setting; relative paths are taken from the project folder, not the cwd."""
+    path = Path(env.str(name, default=str(default))).expanduser()
+    return path if path.is_absolute() else (BASE_DIR / path).resolve()
+
+
+def _int(name: str, default: int | None, minimum: int = 0) -> int | None:
+    """An integer setting; empty, `none` or `off` means "no value" where the default is None."""
+    raw = env.str(name, default="").strip()
+    if raw.lower() in ("", "none", "off") and (default is None or raw == ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a whole number; set e.g. {name}={default or 10}"
+        ) from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+DEBUG = env.bool("DEBUG", default=True)
+
+# --- Secrets: a development default only while DEBUG is on -------------------------------
+
+_DEV_SECRET_KEY = "django-insecure-fastflow-development-only"  # noqa: S105 (DEBUG only)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set and DEBUG is off. Generate one with\n"
+            '  python -c "import secrets; print(secrets.token_urlsafe(50))"\n'
+            "and put it in the environment or in .env as SECRET_KEY=..."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+
+
+def _encryption_keys(raw: str) -> list[str]:
+    """Comma-separated Fernet keys, newest first; each must be 32 url-safe base64 bytes."""
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise ImproperlyConfigured(
+                f"ENCRYPTION_KEY: key #{position} is not a Fernet key (32 url-safe base64 bytes). "
+                "Generate one with\n"
+                '  python -c "import base64, os; '
+                'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+            )
+    return keys
+
+
+ENCRYPTION_KEYS = _encryption_keys(env.str("ENCRYPTION_KEY", default=""))
+if not ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "ENCRYPTION_KEY is not set and DEBUG is off; secrets could not be stored. "
+            "Generate one with\n"
+            '  python -c "import base64, os; '
+            'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"\n'
+            "and put it in the environment or in .env as ENCRYPTION_KEY=... "
+            "(keep it: secrets encrypted with it cannot be read without it)"
+        )
+    # Development only: derived from the development SECRET_KEY so it survives restarts.
+    import hashlib
+
+    ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+    ]
+
+# --- Where things live ---------------------------------------------------------------------
+
+DATA_DIR = _path("DATA_DIR", "data")
+LOGS_DIR = _path("LOGS_DIR", "logs")
+PIPELINES_DIR = _path("PIPELINES_DIR", "pipelines")
+PIPELINES_SUBDIR = env.str("PIPELINES_SUBDIR", default="").strip("/")
+if ".." in Path(PIPELINES_SUBDIR).parts:
+    raise ImproperlyConfigured(
+        f"PIPELINES_SUBDIR={PIPELINES_SUBDIR!r} must stay inside PIPELINES_DIR"
+    )
+UV_CACHE_DIR = _path("UV_CACHE_DIR", DATA_DIR / "uv_cache")
+
+# --- The instance (PIPELINE_FORMAT.md, "Settings of the instance") -----------------------
+
+WORKER_IMAGE = env.str("WORKER_IMAGE", default="fastflow-worker:latest")
+FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
+UV_PRE_HEAT = env.bool("UV_PRE_HEAT", default=True)
+MAX_CONCURRENT_RUNS = _int("MAX_CONCURRENT_RUNS", 10, minimum=1)
+CONTAINER_TIMEOUT = _int("CONTAINER_TIMEOUT", None, minimum=1)  # seconds; None = no limit
+RETRY_ATTEMPTS = _int("RETRY_ATTEMPTS", 0)
+GIT_REPO_URL = env.str("GIT_REPO_URL", default="")
+GIT_BRANCH = env.str("GIT_BRANCH", default="main")
+AUTO_SYNC_INTERVAL = _int("AUTO_SYNC_INTERVAL", None, minimum=10)  # seconds; None = off
+LOG_RETENTION_RUNS = _int("LOG_RETENTION_RUNS", None, minimum=1)  # per pipeline; None = keep
+LOG_RETENTION_DAYS = _int("LOG_RETENTION_DAYS", None, minimum=1)  # None = keep
+LOG_MAX_SIZE_MB = _int("LOG_MAX_SIZE_MB", 50, minimum=1)
+LOG_STREAM_RATE_LIMIT = _int("LOG_STREAM_RATE_LIMIT", 100, minimum=1)  # lines/s to a browser
+GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="")
+GITHUB_INSTALLATION_ID = env.str("GITHUB_INSTALLATION_ID", default="")
+GITHUB_PRIVATE_KEY_PATH = env.str("GITHUB_PRIVATE_KEY_PATH", default="")
+INITIAL_ADMIN_EMAIL = env.str("INITIAL_ADMIN_EMAIL", default="")
+GITHUB_CLIENT_ID = env.str("GITHUB_CLIENT_ID", default="")
+GITHUB_CLIENT_SECRET = env.str("GITHUB_CLIENT_SECRET", default="")
+GOOGLE_CLIENT_ID = env.str("GOOGLE_CLIENT_ID", default="")
+GOOGLE_CLIENT_SECRET = env.str("GOOGLE_CLIENT_SECRET", default="")
+BASE_URL = env.str("BASE_URL", default="http://localhost:8000").rstrip("/")
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# pipeline.json and requirements files larger than this are refused by discovery.
+PIPELINE_CONFIG_MAX_BYTES = _int("PIPELINE_CONFIG_MAX_BYTES", 1024 * 1024, minimum=1024)
+
+# --- Django --------------------------------------------------------------------------------
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[BASE_URL])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "pipelines_app",
+    "runs_app",
+    "secrets_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Secure by default: every view needs a login unless marked @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "fastflow_site.urls"
+WSGI_APPLICATION = "fastflow_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if env.str("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+else:
+    # The embedded default must work on a fresh checkout: make its folder.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "fastflow.sqlite3",
+            "OPTIONS": {
+                # Web and worker write to the same file: WAL lets readers go on while one
+                # writes, IMMEDIATE makes writers queue (busy timeout) instead of failing
+                # with "database is locked" halfway through a transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = _path("STATIC_ROOT", "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = BASE_URL.startswith("https://")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django": {"level": "INFO", "propagate": True}},
+}

@@ -1,0 +1,11 @@
+"""WSGI entry point (the ASGI one arrives with the live UI)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+
+application = get_wsgi_application()

@@ -1,0 +1,164 @@
+"""Operator console for the catalogue. Everything here comes from the pipeline folders (git is
+law), so it is shown read-only; discovery is the way to change it."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import Count, Max, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import DiscoveryScan, Pipeline
+
+
+class ValidityFilter(admin.SimpleListFilter):
+    title = "configuration"
+    parameter_name = "validity"
+
+    def lookups(self, request, model_admin):
+        return [("valid", "valid"), ("invalid", "has errors"), ("warnings", "has warnings")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "valid":
+            return queryset.filter(config_errors=[])
+        if self.value() == "invalid":
+            return queryset.exclude(config_errors=[])
+        if self.value() == "warnings":
+            return queryset.exclude(config_warnings=[])
+        return queryset
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "status_label",
+        "entry_type",
+        "has_requirements",
+        "tag_list",
+        "run_count",
+        "last_run_at",
+        "last_seen_at",
+    ]
+    list_filter = ["state", ValidityFilter, "enabled", "entry_type", "has_requirements"]
+    search_fields = ["name", "description"]
+    actions = ["rediscover"]
+    fieldsets = [
+        (None, {"fields": ["name", "status_label", "description", "tag_list", "enabled"]}),
+        ("Problems", {"fields": ["errors_display", "warnings_display"]}),
+        (
+            "Source",
+            {
+                "fields": [
+                    "folder_path",
+                    "config_file",
+                    "entry_type",
+                    "requirements_file",
+                    "requirements_hash",
+                    "requirements_text",
+                ]
+            },
+        ),
+        ("Parsed configuration", {"fields": ["config_display"]}),
+        ("History", {"fields": ["runs_link", "discovered_at", "last_seen_at", "missing_since"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pipeline]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(run_count=Count("runs"), last_run_at=Max("runs__queued_at"))
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # pipelines come from folders, not from forms
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Only a pipeline whose folder is gone may be removed, and PROTECT keeps its runs safe.
+        return (
+            obj is not None
+            and obj.state == Pipeline.State.MISSING
+            and super().has_delete_permission(request, obj)
+        )
+
+    @admin.display(description="status", ordering="state")
+    def status_label(self, obj: Pipeline) -> str:
+        return obj.status
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Pipeline) -> str:
+        return ", ".join(obj.tags)
+
+    @admin.display(description="runs", ordering="run_count")
+    def run_count(self, obj: Pipeline) -> int:
+        return obj.run_count
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run_at(self, obj: Pipeline):
+        return obj.last_run_at
+
+    @admin.display(description="errors")
+    def errors_display(self, obj: Pipeline) -> str:
+        return _message_list(obj.error_messages) or "none"
+
+    @admin.display(description="warnings")
+    def warnings_display(self, obj: Pipeline) -> str:
+        return _message_list(obj.warning_messages) or "none"
+
+    @admin.display(description="configuration")
+    def config_display(self, obj: Pipeline) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.config, indent=2, sort_keys=True))
+
+    @admin.display(description="runs")
+    def runs_link(self, obj: Pipeline) -> str:
+        url = reverse("admin:runs_app_pipelinerun_changelist") + f"?pipeline__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} runs</a>', url, obj.runs.count())
+
+    @admin.action(description="Rediscover all pipelines from the pipelines directory")
+    def rediscover(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
+        scan, record = discover()
+        if scan.error:
+            self.message_user(request, scan.error, messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"Discovered {len(scan.pipelines)} pipelines ({record.created_count} new, "
+            f"{record.invalid_count} invalid, {record.missing_count} now missing).",
+            messages.WARNING if record.invalid_count else messages.SUCCESS,
+        )
+
+
+def _message_list(lines: list[str]) -> str:
+    return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
+
+
+@admin.register(DiscoveryScan)
+class DiscoveryScanAdmin(admin.ModelAdmin):
+    list_display = [
+        "started_at",
+        "root",
+        "created_count",
+        "updated_count",
+        "invalid_count",
+        "missing_count",
+        "skipped_count",
+        "root_error",
+    ]
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="skipped folders")
+    def skipped_count(self, obj: DiscoveryScan) -> int:
+        return len(obj.skipped_folders)

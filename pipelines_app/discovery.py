@@ -1,0 +1,382 @@
+"""Discovery: scan the pipelines directory and bring the `Pipeline` rows in step with it.
+
+`scan_pipelines()` only reads the file system and never raises for what it finds there: every
+broken folder becomes a report with its reason, so one bad folder never hides the others.
+`discover()` applies a scan to the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pipelines_app.contract import PIPELINE_NAME, PipelineConfig, Problem, parse_config
+from pipelines_app.models import DiscoveryScan, Pipeline
+
+logger = logging.getLogger(__name__)
+
+REQUIREMENTS_FILES = ("requirements.txt.lock", "requirements.txt")  # first found wins
+
+
+@dataclass
+class FolderReport:
+    """What discovery learned about one sub-folder of the pipelines directory."""
+
+    name: str
+    path: Path
+    status: Literal["ok", "invalid", "ignored", "rejected"]
+    reason: str = ""  # why a folder is ignored or rejected
+    config_file: str = ""
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    requirements_file: str = ""
+    requirements_hash: str = ""
+    requirements_text: str = ""
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.status in ("ok", "invalid")
+
+    def error(self, file: str, message: str, field_name: str = "") -> None:
+        self.errors.append(_problem(file, field_name, message))
+
+    def warn(self, file: str, message: str, field_name: str = "") -> None:
+        self.warnings.append(_problem(file, field_name, message))
+
+
+def _problem(file: str, field_name: str, message: str) -> Problem:
+    """ "pipeline.json: timeout ..." — file first, then the field, then what is wrong."""
+    where = " ".join(part for part in (f"{file}:" if file else "", field_name) if part)
+    return Problem(file, field_name, f"{where} {message}" if where else message)
+
+
+@dataclass
+class Scan:
+    root: Path
+    folders: list[FolderReport] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def pipelines(self) -> list[FolderReport]:
+        return [folder for folder in self.folders if folder.is_pipeline]
+
+
+class _Unreadable(Exception):
+    """A file that exists but cannot be used; the message says why, for people."""
+
+
+def pipelines_root() -> Path:
+    """PIPELINES_DIR plus PIPELINES_SUBDIR (which must stay inside it)."""
+    root = Path(settings.PIPELINES_DIR)
+    return root / settings.PIPELINES_SUBDIR if settings.PIPELINES_SUBDIR else root
+
+
+def scan_pipelines(root: Path, tz_name: str | None = None) -> Scan:
+    """Read every direct, non-hidden sub-folder of `root`."""
+    tz_name = tz_name or settings.TIME_ZONE
+    scan = Scan(root=root)
+    try:
+        if not root.is_dir():
+            what = "is not a directory" if root.exists() else "does not exist"
+            scan.error = (
+                f"The pipelines directory {root} {what}; create it or point PIPELINES_DIR "
+                "(and PIPELINES_SUBDIR) at the folder that holds your pipelines."
+            )
+            return scan
+        real_root = root.resolve()
+        entries = sorted(root.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        scan.error = f"The pipelines directory {root} cannot be read: {exc.strerror or exc}"
+        return scan
+
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            report = _inspect_entry(entry, real_root, tz_name)
+        except Exception as exc:  # a bug here must not hide the other pipelines
+            logger.exception("discovery failed on %s", entry)
+            report = FolderReport(entry.name, entry, "invalid")
+            report.error("", f"Fast-Flow could not read this folder ({type(exc).__name__}: {exc})")
+        if report is not None:
+            scan.folders.append(report)
+    _check_cross_references(scan)
+    return scan
+
+
+def _inspect_entry(entry: Path, real_root: Path, tz_name: str) -> FolderReport | None:
+    if entry.is_symlink() and not _inside(entry, real_root):
+        return FolderReport(
+            entry.name,
+            entry,
+            "rejected",
+            reason=f"is a symlink to {entry.resolve()}, outside the pipelines directory",
+        )
+    if not entry.is_dir():
+        return None  # plain files next to pipelines (README.md, ...) are not candidates
+    if not PIPELINE_NAME.match(entry.name) or len(entry.name) > 100:
+        return FolderReport(
+            entry.name,
+            entry,
+            "rejected",
+            reason="has a name Fast-Flow cannot use: only letters, digits, '-', '_' and '.' "
+            "(not first), at most 100 characters; rename the folder",
+        )
+    has_script = (entry / "main.py").exists() or (entry / "main.py").is_symlink()
+    has_notebook = (entry / "main.ipynb").exists() or (entry / "main.ipynb").is_symlink()
+    if not has_script and not has_notebook:
+        return FolderReport(
+            entry.name,
+            entry,
+            "ignored",
+            reason='has no main.py (nor main.ipynb with "type": "notebook"), '
+            "so it is not a pipeline",
+        )
+    return _inspect_pipeline(entry, real_root, tz_name)
+
+
+def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderReport:
+    report = FolderReport(folder.name, folder, "ok")
+    config_name = _config_file_name(folder, report)
+    if config_name:
+        report.config_file = config_name
+        data, duplicate_keys = _read_json(folder / config_name, real_root, report)
+        if data is not None:
+            result = parse_config(data, file=config_name, tz_name=tz_name)
+            report.config = result.config
+            report.errors.extend(result.errors)
+            report.warnings.extend(result.warnings)
+            for key in duplicate_keys:
+                report.warn(config_name, "appears twice; the last one wins", key)
+
+    entry_point = report.config.entry_point
+    entry = folder / entry_point
+    if not (entry.exists() or entry.is_symlink()):
+        other = "main.py" if entry_point == "main.ipynb" else "main.ipynb"
+        hint = (
+            f'set "type": "{"script" if other == "main.py" else "notebook"}" in pipeline.json'
+            if (folder / other).exists()
+            else f"add {entry_point}"
+        )
+        report.error("", f"{entry_point} is missing; {hint}")
+    elif not _inside(entry, real_root):
+        report.error(entry_point, "is a symlink that leaves the pipelines directory")
+    elif not entry.is_file():
+        report.error(entry_point, "is not a regular file")
+
+    _read_requirements(folder, real_root, report)
+    if report.errors:
+        report.status = "invalid"
+    return report
+
+
+def _config_file_name(folder: Path, report: FolderReport) -> str:
+    """pipeline.json wins over <folder name>.json."""
+    candidates = [
+        name for name in ("pipeline.json", f"{folder.name}.json") if (folder / name).exists()
+    ]
+    if len(candidates) == 2:
+        report.warn(candidates[1], "is ignored because pipeline.json exists; delete one of them")
+    return candidates[0] if candidates else ""
+
+
+def _read_json(path: Path, real_root: Path, report: FolderReport) -> tuple[Any, list[str]]:
+    duplicate_keys: list[str] = []
+
+    def keep_last_and_note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                duplicate_keys.append(key)
+            seen[key] = value
+        return seen
+
+    try:
+        text = _read_text(path, real_root)
+    except _Unreadable as exc:
+        report.error(path.name, str(exc))
+        return None, []
+    if not text.strip():
+        report.error(path.name, 'is empty; write {} (or {"description": "..."}) or delete the file')
+        return None, []
+    try:
+        data = json.loads(text, object_pairs_hook=keep_last_and_note_duplicates)
+    except json.JSONDecodeError as exc:
+        report.error(
+            path.name,
+            f"line {exc.lineno} column {exc.colno}: {exc.msg} — this is not valid JSON "
+            "(check for a missing comma or quote, or a trailing comma)",
+        )
+        return None, []
+    except RecursionError:
+        report.error(path.name, "is nested too deeply to be read")
+        return None, []
+    return data, duplicate_keys
+
+
+def _read_requirements(folder: Path, real_root: Path, report: FolderReport) -> None:
+    for name in REQUIREMENTS_FILES:
+        path = folder / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            text = _read_text(path, real_root)
+        except _Unreadable as exc:
+            report.error(name, str(exc))
+            return
+        report.requirements_file = name
+        report.requirements_text = text
+        report.requirements_hash = hashlib.sha256(text.encode()).hexdigest()
+        return
+
+
+def _read_text(path: Path, real_root: Path) -> str:
+    """A small UTF-8 text file inside the pipelines directory, or _Unreadable saying why."""
+    if not _inside(path, real_root):
+        raise _Unreadable("is a symlink that leaves the pipelines directory; it is not read")
+    try:
+        if not path.is_file():
+            raise _Unreadable("is not a regular file")
+        size = path.stat().st_size
+        limit = settings.PIPELINE_CONFIG_MAX_BYTES
+        if size > limit:
+            raise _Unreadable(
+                f"is {size / 1024:.0f} KiB; files of pipelines are read up to {limit // 1024} KiB"
+            )
+        raw = path.read_bytes()
+    except PermissionError:
+        raise _Unreadable("cannot be read (permission denied); make it readable") from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise _Unreadable(
+            f"is not UTF-8 text (byte 0x{bad} at position {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):  # symlink loops
+        return False
+
+
+def _check_cross_references(scan: Scan) -> None:
+    """Chaining names other pipelines; say so when they are not there."""
+    by_name = {folder.name: folder for folder in scan.pipelines}
+    for folder in scan.pipelines:
+        for index, trigger in enumerate(folder.config.downstream_triggers):
+            path = f"downstream_triggers[{index}]"
+            target = by_name.get(trigger.pipeline)
+            if target is None:
+                folder.warn(
+                    folder.config_file,
+                    f"'{trigger.pipeline}' is not a pipeline here; this trigger does nothing",
+                    f"{path}.pipeline",
+                )
+            elif trigger.run_config_id and target.config.schedule(trigger.run_config_id) is None:
+                folder.warn(
+                    folder.config_file,
+                    f"'{trigger.run_config_id}' is not a schedules[].id of '{trigger.pipeline}'; "
+                    "the started run would use that pipeline's defaults",
+                    f"{path}.run_config_id",
+                )
+
+
+# --- Applying a scan to the database --------------------------------------------------------
+
+
+def discover(root: Path | None = None) -> tuple[Scan, DiscoveryScan]:
+    """Scan and update the catalogue; retried once if another process discovered concurrently."""
+    root = root or pipelines_root()
+    started_at = timezone.now()
+    began = time.monotonic()
+    scan = scan_pipelines(root)
+    try:
+        record = _apply(scan, started_at, began)
+    except IntegrityError:
+        record = _apply(scan, started_at, began)
+    return scan, record
+
+
+@transaction.atomic
+def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
+    now = timezone.now()
+    existing = {pipeline.name: pipeline for pipeline in Pipeline.objects.all()}
+    created = updated = invalid = missing = 0
+    for folder in scan.pipelines:
+        values = _row_values(folder, now)
+        pipeline = existing.get(folder.name)
+        if pipeline is None:
+            Pipeline.objects.create(name=folder.name, discovered_at=now, **values)
+            created += 1
+        else:
+            for name, value in values.items():
+                setattr(pipeline, name, value)
+            pipeline.save()
+            updated += 1
+        invalid += folder.status == "invalid"
+
+    seen = {folder.name for folder in scan.pipelines}
+    if not scan.error:
+        # A directory that cannot be read says nothing about its pipelines: keep them as they are.
+        missing = (
+            Pipeline.objects.filter(state=Pipeline.State.PRESENT)
+            .exclude(name__in=seen)
+            .update(state=Pipeline.State.MISSING, missing_since=now, updated_at=now)
+        )
+
+    record = DiscoveryScan.objects.create(
+        started_at=started_at,
+        duration=timedelta(seconds=time.monotonic() - began),
+        root=str(scan.root),
+        root_error=scan.error,
+        skipped_folders=[
+            {"name": folder.name, "status": folder.status, "reason": folder.reason}
+            for folder in scan.folders
+            if not folder.is_pipeline
+        ],
+        created_count=created,
+        updated_count=updated,
+        missing_count=missing,
+        invalid_count=invalid,
+    )
+    stale = DiscoveryScan.objects.values_list("pk", flat=True)[DiscoveryScan.KEEP :]
+    DiscoveryScan.objects.filter(pk__in=list(stale)).delete()
+    return record
+
+
+def _row_values(folder: FolderReport, now) -> dict[str, Any]:
+    config = folder.config
+    return {
+        "folder_path": str(folder.path),
+        "config_file": folder.config_file,
+        "description": config.description,
+        "tags": list(config.tags),
+        "enabled": config.enabled,
+        "entry_type": config.type,
+        "config": config.to_json(),
+        "config_errors": [problem.to_json() for problem in folder.errors],
+        "config_warnings": [problem.to_json() for problem in folder.warnings],
+        "has_requirements": bool(folder.requirements_file),
+        "requirements_file": folder.requirements_file,
+        "requirements_hash": folder.requirements_hash,
+        "requirements_text": folder.requirements_text,
+        "state": Pipeline.State.PRESENT,
+        "last_seen_at": now,
+        "missing_since": None,
+    }

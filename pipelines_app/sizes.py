@@ -1,0 +1,56 @@
+"""Size strings of pipeline.json ("512m", "1.5g", "2Gi", "800M") to bytes and back."""
+
+from __future__ import annotations
+
+import re
+
+SIZE_EXAMPLES = "512m, 1.5g, 2Gi"
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "ki": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size string; units are powers of 1024 and case-insensitive.
+
+    Raises ValueError for anything that is not a size.
+    """
+    match = _SIZE.match(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"{text!r} is not a size")
+    return round(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(num_bytes: int | float | None) -> str:
+    """A short human form: 512 MiB, 1.5 GiB."""
+    if num_bytes is None:
+        return "—"
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return (
+                f"{value:.0f} {unit}"
+                if unit == "B" or value.is_integer()
+                else f"{value:.1f} {unit}"
+            )
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -1,0 +1,111 @@
+"""Run history in the operator console: read-only, because a run's record is evidence."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from pipelines_app.sizes import format_size
+from runs_app.models import PipelineRun
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "pipeline_link",
+        "status",
+        "failure_reason",
+        "exit_code",
+        "trigger",
+        "attempt",
+        "queued_at",
+        "duration_display",
+    ]
+    list_filter = ["status", "failure_reason", "trigger", "queued_at"]
+    list_select_related = ["pipeline", "triggered_by"]
+    search_fields = ["=public_id", "pipeline__name", "git_commit", "container_id"]
+    date_hierarchy = "queued_at"
+    raw_id_fields = ["pipeline", "triggered_by", "retry_of"]
+    show_full_result_count = False  # COUNT(*) over 100k+ runs on every page view adds up
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "public_id",
+                    "pipeline_link",
+                    "status",
+                    "failure_reason",
+                    "error_message",
+                    "exit_code",
+                ]
+            },
+        ),
+        ("Trigger", {"fields": ["trigger", "triggered_by", "attempt", "retry_of_link"]}),
+        (
+            "Timing",
+            {"fields": ["queued_at", "started_at", "finished_at", "setup_duration"]},
+        ),
+        (
+            "Execution",
+            {
+                "fields": [
+                    "git_commit",
+                    "uv_version",
+                    "container_id",
+                    "log_path",
+                    "environment_display",
+                    "secret_env_names",
+                    "parameters_display",
+                ]
+            },
+        ),
+        ("Resources", {"fields": ["peak_cpu_percent", "peak_memory", "limit_warnings"]}),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs are started, not typed in
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="run", ordering="public_id")
+    def short_id(self, obj: PipelineRun) -> str:
+        return str(obj.public_id)[:8]
+
+    @admin.display(description="pipeline", ordering="pipeline__name")
+    def pipeline_link(self, obj: PipelineRun) -> str:
+        url = reverse("admin:pipelines_app_pipeline_change", args=[obj.pipeline_id])
+        return format_html('<a href="{}">{}</a>', url, obj.pipeline.name)
+
+    @admin.display(description="retry of")
+    def retry_of_link(self, obj: PipelineRun) -> str:
+        if obj.retry_of_id is None:
+            return "—"
+        url = reverse("admin:runs_app_pipelinerun_change", args=[obj.retry_of_id])
+        return format_html('<a href="{}">{}</a>', url, obj.retry_of_id)
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: PipelineRun) -> str:
+        duration = obj.duration
+        return "—" if duration is None else f"{duration.total_seconds():.1f} s"
+
+    @admin.display(description="peak memory")
+    def peak_memory(self, obj: PipelineRun) -> str:
+        return format_size(obj.peak_memory_bytes)
+
+    @admin.display(description="environment (no secrets)")
+    def environment_display(self, obj: PipelineRun) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.environment, indent=2, sort_keys=True))
+
+    @admin.display(description="parameters")
+    def parameters_display(self, obj: PipelineRun) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.parameters, indent=2, sort_keys=True))

@@ -1,0 +1,1 @@
+"""Encrypted secrets and parameters (models arrive with the secrets issue)."""
