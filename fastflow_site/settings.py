@@ -16,7 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(env.str("FASTFLOW_ENV_FILE", default=str(BASE_DIR / ".env")))
+_env_file = Path(env.str("FASTFLOW_ENV_FILE", default=str(BASE_DIR / ".env")))
+if _env_file.is_file():
+    environ.Env.read_env(_env_file)
 
 
 def _path(name: str, default: Path | str) -> Path:

@@ -272,7 +272,9 @@ class _Reader:
         for key in data:
             if key in known:
                 continue
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5) or [
+                name for name in known if name.endswith(f"_{key}")
+            ]
             hint = f"; did you mean '{close[0]}'?" if close else " and is ignored"
             self.warn(f"{prefix}{key}", f"is not a pipeline.json field{hint}")
 

@@ -46,6 +46,16 @@ def normalize_cron(expression: str) -> str:
 def next_fire_times(
     expression: str, after: datetime, tz: ZoneInfo, count: int = 1
 ) -> list[datetime]:
-    """The next `count` moments (aware, in `tz`) strictly after `after` that match."""
+    """The next `count` moments (aware, in `tz`) strictly after `after` that match.
+
+    When clocks go back, croniter yields a fixed time like 02:30 twice (fold 0 and 1);
+    standard cron runs such a job once, so the repeat is skipped.
+    """
     iterator = croniter(expression, after.astimezone(tz))
-    return [iterator.get_next(datetime) for _ in range(count)]
+    moments: list[datetime] = []
+    while len(moments) < count:
+        moment = iterator.get_next(datetime)
+        if moments and moment.replace(fold=0) == moments[-1].replace(fold=0, tzinfo=moment.tzinfo):
+            continue
+        moments.append(moment)
+    return moments

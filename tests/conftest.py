@@ -1,0 +1,89 @@
+"""Shared fixtures: people by role, and throw-away pipeline directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    """An operator with every permission (the instance's first admin)."""
+    return django_user_model.objects.create_superuser("ada", "ada@example.com", "pw-ada")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """A logged-in person without staff rights: may read pages, not the admin."""
+    return django_user_model.objects.create_user("vic", "vic@example.com", "pw-vic")
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def pipelines_dir(tmp_path, settings) -> Path:
+    """An empty PIPELINES_DIR for this test."""
+    root = tmp_path / "pipelines"
+    root.mkdir()
+    settings.PIPELINES_DIR = root
+    settings.PIPELINES_SUBDIR = ""
+    return root
+
+
+PipelineFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_pipeline(pipelines_dir) -> PipelineFactory:
+    """Write a pipeline folder: make_pipeline("name", config={...}, requirements="...")."""
+
+    def make(
+        name: str,
+        *,
+        config: dict | str | None = None,
+        requirements: str | None = None,
+        main: str | None = 'print("hi")\n',
+        config_name: str = "pipeline.json",
+    ) -> Path:
+        folder = pipelines_dir / name
+        folder.mkdir()
+        if main is not None:
+            (folder / "main.py").write_text(main)
+        if config is not None:
+            text = config if isinstance(config, str) else json.dumps(config)
+            (folder / config_name).write_text(text)
+        if requirements is not None:
+            (folder / "requirements.txt").write_text(requirements)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def example_pipelines(pipelines_dir) -> Path:
+    """The demo pipelines of examples/, copied (tests may change them)."""
+    shutil.rmtree(pipelines_dir)
+    shutil.copytree(EXAMPLES_DIR, pipelines_dir)
+    return pipelines_dir

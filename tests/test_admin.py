@@ -1,0 +1,175 @@
+"""The operator console: every admin page answers, history is read-only, nothing leaks."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import DiscoveryScan, Pipeline
+from runs_app.models import PipelineRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalogue(example_pipelines, admin_user):
+    discover()
+    hello = Pipeline.objects.get(name="hello_world")
+    first = PipelineRun.objects.create(
+        pipeline=hello,
+        status=PipelineRun.Status.FAILED,
+        failure_reason=PipelineRun.FailureReason.EXIT_CODE,
+        exit_code=3,
+        triggered_by=admin_user,
+        environment={"GREETING": "hello"},
+        secret_env_names=["DB_PASSWORD"],
+    )
+    PipelineRun.objects.create(
+        pipeline=hello, trigger=PipelineRun.Trigger.RETRY, attempt=2, retry_of=first
+    )
+    return hello
+
+
+def admin_pages(model_admin, obj) -> list[str]:
+    info = (model_admin.model._meta.app_label, model_admin.model._meta.model_name)
+    return [
+        reverse("admin:{}_{}_changelist".format(*info)),
+        reverse("admin:{}_{}_change".format(*info), args=[obj.pk]),
+        reverse("admin:{}_{}_history".format(*info), args=[obj.pk]),
+    ]
+
+
+def test_every_admin_page_answers(admin_client, catalogue):
+    Group.objects.create(name="operators")
+    objects = {
+        Pipeline: catalogue,
+        PipelineRun: PipelineRun.objects.first(),
+        DiscoveryScan: DiscoveryScan.objects.first(),
+    }
+    pages = [reverse("admin:index")]
+    for model, model_admin in admin.site._registry.items():
+        pages += admin_pages(model_admin, objects.get(model) or model.objects.first())
+        pages.append(reverse("admin:app_list", args=[model._meta.app_label]))
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?q=hello",
+        "?state__exact=missing",
+        "?validity=invalid",
+        "?validity=valid",
+        "?validity=warnings",
+        "?enabled__exact=1",
+        "?entry_type__exact=script",
+        "?has_requirements__exact=1",
+        "?o=6",
+    ],
+)
+def test_pipeline_changelist_filters(admin_client, catalogue, query):
+    response = admin_client.get(reverse("admin:pipelines_app_pipeline_changelist") + query)
+    assert response.status_code == 200
+
+
+def test_invalid_filter_lists_the_broken_pipeline(admin_client, catalogue):
+    response = admin_client.get(
+        reverse("admin:pipelines_app_pipeline_changelist") + "?validity=invalid"
+    )
+    html = response.content.decode()
+    assert "broken_config" in html and "hello_world" not in html
+
+
+def test_pipeline_page_shows_errors_and_links_to_runs(admin_client, catalogue):
+    broken = Pipeline.objects.get(name="broken_config")
+    html = admin_client.get(
+        reverse("admin:pipelines_app_pipeline_change", args=[broken.pk])
+    ).content.decode()
+    assert "mem_hard_limit &#x27;1.5x&#x27; is not a size" in html
+    html = admin_client.get(
+        reverse("admin:pipelines_app_pipeline_change", args=[catalogue.pk])
+    ).content.decode()
+    assert f"/admin/runs_app/pipelinerun/?pipeline__id__exact={catalogue.pk}" in html
+    assert "2 runs" in html
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?status__exact=failed",
+        "?failure_reason__exact=exit_code",
+        "?trigger__exact=retry",
+        "?q=hello_world",
+        "?queued_at__year=2000",
+        "?o=-8",
+    ],
+)
+def test_run_changelist_filters(admin_client, catalogue, query):
+    response = admin_client.get(reverse("admin:runs_app_pipelinerun_changelist") + query)
+    assert response.status_code == 200
+
+
+def test_run_history_is_read_only(admin_client, catalogue):
+    run = PipelineRun.objects.get(attempt=2)
+    assert admin_client.get(reverse("admin:runs_app_pipelinerun_add")).status_code == 403
+    page = admin_client.get(reverse("admin:runs_app_pipelinerun_change", args=[run.pk]))
+    html = page.content.decode()
+    assert 'name="_save"' not in html
+    assert reverse("admin:runs_app_pipelinerun_change", args=[run.retry_of_id]) in html
+    assert reverse("admin:pipelines_app_pipeline_change", args=[catalogue.pk]) in html
+    response = admin_client.post(
+        reverse("admin:runs_app_pipelinerun_change", args=[run.pk]), {"status": "succeeded"}
+    )
+    assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == PipelineRun.Status.QUEUED
+
+
+def test_run_page_shows_secret_names_only(admin_client, catalogue):
+    run = PipelineRun.objects.get(attempt=1)
+    html = admin_client.get(
+        reverse("admin:runs_app_pipelinerun_change", args=[run.pk])
+    ).content.decode()
+    assert "DB_PASSWORD" in html
+    assert "GREETING" in html
+
+
+def test_pipelines_cannot_be_added_and_only_missing_ones_deleted(admin_client, catalogue):
+    assert admin_client.get(reverse("admin:pipelines_app_pipeline_add")).status_code == 403
+    delete = reverse("admin:pipelines_app_pipeline_delete", args=[catalogue.pk])
+    assert admin_client.get(delete).status_code == 403
+    catalogue.state = Pipeline.State.MISSING
+    catalogue.save()
+    # Deleting a missing pipeline with runs is refused by PROTECT: the page says so.
+    response = admin_client.get(delete)
+    assert response.status_code == 200
+    assert b"protected" in response.content.lower() or b"would require deleting" in response.content
+
+
+def test_rediscover_action(admin_client, catalogue, example_pipelines):
+    (example_pipelines / "new_one").mkdir()
+    (example_pipelines / "new_one" / "main.py").write_text("print(1)")
+    response = admin_client.post(
+        reverse("admin:pipelines_app_pipeline_changelist"),
+        {"action": "rediscover", "_selected_action": [catalogue.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Discovered 8 pipelines (1 new, 1 invalid, 0 now missing)." in response.content.decode()
+    assert Pipeline.objects.filter(name="new_one").exists()
+
+
+def test_changelists_query_count_does_not_grow_with_rows(
+    admin_client, catalogue, django_assert_max_num_queries
+):
+    pipeline = catalogue
+    PipelineRun.objects.bulk_create(PipelineRun(pipeline=pipeline) for _ in range(50))
+    with django_assert_max_num_queries(12):
+        admin_client.get(reverse("admin:runs_app_pipelinerun_changelist"))
+    with django_assert_max_num_queries(12):
+        admin_client.get(reverse("admin:pipelines_app_pipeline_changelist"))
