@@ -85,12 +85,14 @@ class PipelineRun(models.Model):
     class Meta:
         ordering = ["-queued_at", "-id"]
         indexes = [
+            # Each index ends with the ordering's tie-breaker, so lists need no extra sort.
             # runs of pipeline X, newest first
-            models.Index(fields=["pipeline", "-queued_at"], name="run_pipeline_newest"),
-            # runs by status (dashboard counts, queue position)
-            models.Index(fields=["status", "queued_at"], name="run_status_queued"),
+            models.Index(fields=["pipeline", "-queued_at", "-id"], name="run_pipeline_newest"),
+            # runs by status; for queued runs also the FIFO order of the queue
+            models.Index(fields=["status", "queued_at", "id"], name="run_status_fifo"),
             # runs in a time window, newest first
-            models.Index(fields=["-queued_at"], name="run_newest"),
+            models.Index(fields=["-queued_at", "-id"], name="run_newest"),
+            # retention: finished before a moment
             models.Index(fields=["finished_at"], name="run_finished"),
         ]
 

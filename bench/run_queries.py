@@ -1,0 +1,145 @@
+"""How fast the everyday run questions are with many runs in the database.
+
+    uv run python bench/run_queries.py                  # SQLite file in a temp folder
+    DATABASE_URL=postgres://postgres@127.0.0.1/fastflow uv run python bench/run_queries.py
+
+It creates a throw-away database (PostgreSQL: test_<name>, dropped at the end), inserts
+--runs runs over --pipelines pipelines spread over 90 days, and prints p50/p95 of each query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+if not os.environ.get("DATABASE_URL"):
+    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="fastflow-bench-")
+
+import django
+
+django.setup()
+
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from pipelines_app.models import Pipeline
+from runs_app.models import PipelineRun
+
+
+def timed(label: str, query, repeat: int) -> None:
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        query()
+        samples.append((time.perf_counter() - began) * 1000)
+    samples.sort()
+    p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+    print(f"  {label:<48} p50 {statistics.median(samples):7.2f} ms   p95 {p95:7.2f} ms")
+
+
+def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
+    now = timezone.now()
+    pipelines = Pipeline.objects.bulk_create(
+        Pipeline(name=f"p{i:03}", folder_path=f"/p/{i}", discovered_at=now, last_seen_at=now)
+        for i in range(pipeline_count)
+    )
+    statuses = ["succeeded"] * 80 + ["failed"] * 15 + ["cancelled", "timed_out"] * 2 + ["queued"]
+    rng = random.Random(7)
+    batch = []
+    for _ in range(run_count):
+        queued_at = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
+        batch.append(
+            PipelineRun(
+                pipeline=rng.choice(pipelines),
+                status=rng.choice(statuses),
+                queued_at=queued_at,
+                started_at=queued_at + timedelta(seconds=1),
+                finished_at=queued_at + timedelta(seconds=rng.uniform(2, 600)),
+            )
+        )
+        if len(batch) == 5000:
+            PipelineRun.objects.bulk_create(batch)
+            batch = []
+    PipelineRun.objects.bulk_create(batch)
+    return pipelines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--pipelines", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+
+    old_name = connection.settings_dict["NAME"]
+    if connection.vendor == "postgresql":
+        connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    else:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+    try:
+        began = time.perf_counter()
+        pipelines = populate(args.runs, args.pipelines)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        print(
+            f"{connection.vendor}: {args.runs:,} runs over {args.pipelines} pipelines "
+            f"(inserted in {time.perf_counter() - began:.1f} s)"
+        )
+        target = pipelines[len(pipelines) // 2]
+        now = timezone.now()
+        timed(
+            "runs of one pipeline, newest 50",
+            lambda: list(PipelineRun.objects.filter(pipeline=target)[:50]),
+            args.repeat,
+        )
+        timed(
+            "queued runs, FIFO, first 50",
+            lambda: list(
+                PipelineRun.objects.filter(status="queued").order_by("queued_at", "id")[:50]
+            ),
+            args.repeat,
+        )
+        timed(
+            "failed runs, newest 50",
+            lambda: list(PipelineRun.objects.filter(status="failed")[:50]),
+            args.repeat,
+        )
+        timed(
+            "runs of the last 24 h, newest 50",
+            lambda: list(PipelineRun.objects.filter(queued_at__gte=now - timedelta(days=1))[:50]),
+            args.repeat,
+        )
+        timed(
+            "page 100 of all runs (50 per page)",
+            lambda: list(PipelineRun.objects.select_related("pipeline")[4950:5000]),
+            args.repeat,
+        )
+        timed(
+            "count by status, last 24 h",
+            lambda: list(
+                PipelineRun.objects.filter(queued_at__gte=now - timedelta(days=1))
+                .values("status")
+                .annotate(n=Count("id"))
+            ),
+            args.repeat,
+        )
+    finally:
+        if connection.vendor == "postgresql":
+            connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Settings come from the environment, fail loudly when unsafe, and pick the right database.
+
+Each case imports the settings in a fresh interpreter, as a real start-up would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+BASE_DIR = Path(settings.BASE_DIR)
+FERNET_KEY = "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy1rZXk="  # 32 bytes, url-safe base64
+
+
+def start(tmp_path, code: str = "", **env_vars: str) -> subprocess.CompletedProcess:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEY", "DEBUG", "REDIS_URL")
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "fastflow_site.settings",
+            "DATA_DIR": str(tmp_path / "data"),
+            "FASTFLOW_ENV_FILE": str(tmp_path / "no.env"),
+            **env_vars,
+        }
+    )
+    script = "import django, json; django.setup(); from django.conf import settings\n" + code
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=BASE_DIR, capture_output=True, text=True
+    )
+
+
+def test_debug_off_without_secret_key_stops_with_a_recipe(tmp_path):
+    result = start(tmp_path, DEBUG="false", ENCRYPTION_KEY=FERNET_KEY)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set and DEBUG is off" in result.stderr
+    assert "secrets.token_urlsafe(50)" in result.stderr
+
+
+def test_debug_off_without_encryption_key_stops_with_a_recipe(tmp_path):
+    result = start(tmp_path, DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "ENCRYPTION_KEY is not set and DEBUG is off" in result.stderr
+    assert "base64.urlsafe_b64encode(os.urandom(32))" in result.stderr
+
+
+def test_debug_off_with_both_keys_starts(tmp_path):
+    result = start(
+        tmp_path,
+        "print(json.dumps([settings.DEBUG, settings.ENCRYPTION_KEYS]))",
+        DEBUG="false",
+        SECRET_KEY="x" * 50,
+        ENCRYPTION_KEY=f"{FERNET_KEY}, {FERNET_KEY}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [False, [FERNET_KEY, FERNET_KEY]]
+
+
+def test_a_malformed_encryption_key_is_refused(tmp_path):
+    result = start(tmp_path, ENCRYPTION_KEY=f"{FERNET_KEY},not-a-key")
+    assert result.returncode != 0
+    assert "ENCRYPTION_KEY: key #2 is not a Fernet key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("MAX_CONCURRENT_RUNS", "many", "MAX_CONCURRENT_RUNS='many' is not a whole number"),
+        ("MAX_CONCURRENT_RUNS", "0", "MAX_CONCURRENT_RUNS=0 must be at least 1"),
+        ("PIPELINES_SUBDIR", "../etc", "must stay inside PIPELINES_DIR"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path, name, value, words):
+    result = start(tmp_path, **{name: value})
+    assert result.returncode != 0
+    assert words in result.stderr
+
+
+def test_development_defaults(tmp_path):
+    result = start(
+        tmp_path,
+        "print(json.dumps({k: str(getattr(settings, k)) for k in ["
+        "'DEBUG', 'PIPELINES_DIR', 'LOGS_DIR', 'UV_CACHE_DIR', 'MAX_CONCURRENT_RUNS', "
+        "'CONTAINER_TIMEOUT', 'RETRY_ATTEMPTS', 'GIT_BRANCH', 'AUTO_SYNC_INTERVAL', "
+        "'LOG_STREAM_RATE_LIMIT', 'UV_PRE_HEAT', 'WORKER_IMAGE']}))",
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values == {
+        "DEBUG": "True",
+        "PIPELINES_DIR": str(BASE_DIR / "pipelines"),
+        "LOGS_DIR": str(BASE_DIR / "logs"),
+        "UV_CACHE_DIR": str(tmp_path / "data" / "uv_cache"),
+        "MAX_CONCURRENT_RUNS": "10",
+        "CONTAINER_TIMEOUT": "None",
+        "RETRY_ATTEMPTS": "0",
+        "GIT_BRANCH": "main",
+        "AUTO_SYNC_INTERVAL": "None",
+        "LOG_STREAM_RATE_LIMIT": "100",
+        "UV_PRE_HEAT": "True",
+        "WORKER_IMAGE": "fastflow-worker:latest",
+    }
+
+
+def test_sqlite_by_default_in_wal_mode_with_immediate_transactions(tmp_path):
+    code = """
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    journal = cursor.fetchone()[0]
+    cursor.execute("PRAGMA busy_timeout")
+    busy = cursor.fetchone()[0]
+print(json.dumps([connection.vendor, str(connection.settings_dict["NAME"]), journal, busy,
+                  connection.settings_dict["OPTIONS"]["transaction_mode"]]))
+"""
+    result = start(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        "sqlite",
+        str(tmp_path / "data" / "fastflow.sqlite3"),
+        "wal",
+        20000,
+        "IMMEDIATE",
+    ]
+
+
+def test_database_url_selects_postgresql_with_psycopg3(tmp_path):
+    code = (
+        "from django.db import connection; import psycopg;"
+        "print(json.dumps([connection.vendor, connection.settings_dict['NAME'],"
+        " psycopg.__version__[0]]))"
+    )
+    result = start(tmp_path, code, DATABASE_URL="postgres://fast:flow@db.example:5432/fastflow")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["postgresql", "fastflow", "3"]
+
+
+def test_a_dot_env_file_is_read(tmp_path):
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("MAX_CONCURRENT_RUNS=3\nGIT_BRANCH=prod\n")
+    result = start(
+        tmp_path,
+        "print(settings.MAX_CONCURRENT_RUNS, settings.GIT_BRANCH)",
+        FASTFLOW_ENV_FILE=str(env_file),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "prod"]
+
+
+def env_example_names() -> set[str]:
+    text = (BASE_DIR / ".env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    source = (BASE_DIR / "fastflow_site" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env(?:\.\w+)?|_path|_int)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert len(read) > 30
+    assert read - env_example_names() == set()
+
+
+def test_every_instance_setting_of_the_pipeline_contract_exists():
+    contract = [
+        "DATABASE_URL",
+        "PIPELINES_DIR",
+        "PIPELINES_SUBDIR",
+        "LOGS_DIR",
+        "DATA_DIR",
+        "WORKER_IMAGE",
+        "UV_CACHE_DIR",
+        "UV_PRE_HEAT",
+        "MAX_CONCURRENT_RUNS",
+        "CONTAINER_TIMEOUT",
+        "RETRY_ATTEMPTS",
+        "GIT_REPO_URL",
+        "GIT_BRANCH",
+        "AUTO_SYNC_INTERVAL",
+        "LOG_RETENTION_RUNS",
+        "LOG_RETENTION_DAYS",
+        "LOG_MAX_SIZE_MB",
+        "LOG_STREAM_RATE_LIMIT",
+        "ENCRYPTION_KEY",
+        "GITHUB_APP_ID",
+        "GITHUB_INSTALLATION_ID",
+        "GITHUB_PRIVATE_KEY_PATH",
+        "INITIAL_ADMIN_EMAIL",
+        "GITHUB_CLIENT_ID",
+        "GITHUB_CLIENT_SECRET",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "BASE_URL",
+    ]
+    assert set(contract) - env_example_names() == set()
+    for name in contract:
+        if name not in ("DATABASE_URL", "ENCRYPTION_KEY"):
+            assert hasattr(settings, name), name

@@ -1,0 +1,121 @@
+"""The README's first command: a fresh instance with the demo pipelines, reachable in a browser."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from pipelines_app.models import Pipeline
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, deadline_seconds: float = 60) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"up exited early:\n{process.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {deadline_seconds} s")
+
+
+@pytest.mark.django_db
+def test_prepare_installs_the_demo_once_and_creates_one_admin(tmp_path, settings):
+    settings.PIPELINES_DIR = tmp_path / "pipelines"
+    settings.DATA_DIR = tmp_path
+    out = StringIO()
+    call_command("up", "--demo", "--prepare-only", stdout=out)
+    password = (tmp_path / "initial-admin-password.txt").read_text().strip()
+    assert f"Log in as admin with the password in {tmp_path}" in out.getvalue()
+    assert get_user_model().objects.get(username="admin").check_password(password)
+    assert Pipeline.objects.count() == 7
+    assert oct((tmp_path / "initial-admin-password.txt").stat().st_mode & 0o777) == "0o600"
+
+    (settings.PIPELINES_DIR / "hello_world" / "main.py").write_text("print('mine')\n")
+    call_command("up", "--demo", "--prepare-only", stdout=StringIO())
+    assert (settings.PIPELINES_DIR / "hello_world" / "main.py").read_text() == "print('mine')\n"
+    assert get_user_model().objects.count() == 1
+
+
+def test_a_newcomer_logs_in_and_sees_the_demo_pipelines(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "data"),
+        "PIPELINES_DIR": str(tmp_path / "pipelines"),
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "up", "--demo", "--port", str(port)],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/accounts/login/", process)
+        password = (tmp_path / "data" / "initial-admin-password.txt").read_text().strip()
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+        first = opener.open(f"{base}/")  # anonymous: sent to the login page
+        assert first.url == f"{base}/accounts/login/?next=/"
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', first.read().decode())[1]
+        form = urllib.parse.urlencode(
+            {
+                "username": "admin",
+                "password": password,
+                "csrfmiddlewaretoken": token,
+                "next": "/",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"{base}/accounts/login/", data=form, headers={"Referer": base}
+        )
+        page = opener.open(request)
+        html = page.read().decode()
+        assert page.url == f"{base}/pipelines/"
+        for name in (
+            "hello_world",
+            "with_requirements",
+            "always_fails",
+            "slow_counter",
+            "print_env",
+            "memory_hog",
+        ):
+            assert f'id="pipeline-{name}"' in html
+        assert "pipeline.json: mem_hard_limit &#x27;1.5x&#x27; is not a size" in html
+        css = opener.open(f"{base}/static/css/fastflow.css")
+        assert css.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert process.returncode == 0
