@@ -33,7 +33,7 @@ class Pipeline(models.Model):
     entry_type = models.CharField(
         max_length=10, choices=EntryType.choices, default=EntryType.SCRIPT
     )
-    # PipelineConfig.to_json(): validated and normalised; read it through `.settings`.
+    # PipelineConfig.to_json(): validated and normalised; read it through `.spec`.
     config = models.JSONField(default=dict, blank=True)
     config_errors = models.JSONField(default=list, blank=True)
     config_warnings = models.JSONField(default=list, blank=True)
@@ -60,7 +60,7 @@ class Pipeline(models.Model):
         return reverse("pipelines_app:detail", args=[self.name])
 
     @cached_property
-    def settings(self) -> PipelineConfig:
+    def spec(self) -> PipelineConfig:
         """The typed configuration (no JSON re-parsing, no re-validation)."""
         return PipelineConfig.from_json(self.config)
 

@@ -25,5 +25,5 @@ def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(
         request,
         "pipelines_app/pipeline_detail.html",
-        {"pipeline": pipeline, "config": pipeline.settings},
+        {"pipeline": pipeline, "spec": pipeline.spec},
     )

@@ -30,7 +30,7 @@ def test_a_folder_with_main_py_is_a_pipeline(make_pipeline):
     assert pipeline.status == "ok"
     assert pipeline.entry_type == "script"
     assert pipeline.config_file == ""
-    assert pipeline.settings.entry_point == "main.py"
+    assert pipeline.spec.entry_point == "main.py"
     assert record.created_count == 1 and record.invalid_count == 0
 
 
@@ -57,8 +57,8 @@ def test_every_stored_field_comes_from_the_folder(make_pipeline):
     assert pipeline.has_requirements and pipeline.requirements_file == "requirements.txt"
     assert pipeline.requirements_text == "requests==2.32.3\n"
     assert len(pipeline.requirements_hash) == 64
-    assert pipeline.settings.run.mem_hard_limit_bytes == 256 * 1024**2
-    assert pipeline.settings.schedules[0].cron == "0 3 * * *"
+    assert pipeline.spec.run.mem_hard_limit_bytes == 256 * 1024**2
+    assert pipeline.spec.schedules[0].cron == "0 3 * * *"
 
 
 def test_requirements_lock_wins_over_requirements_txt(make_pipeline):
