@@ -119,7 +119,7 @@ class PipelineAdmin(admin.ModelAdmin):
     @admin.display(description="runs")
     def runs_link(self, obj: Pipeline) -> str:
         url = reverse("admin:runs_app_pipelinerun_changelist") + f"?pipeline__id__exact={obj.pk}"
-        return format_html('<a href="{}">{} runs</a>', url, obj.runs.count())
+        return format_html('<a href="{}">{} runs</a>', url, obj.run_count)
 
     @admin.action(description="Rediscover all pipelines from the pipelines directory")
     def rediscover(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:

@@ -319,19 +319,23 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
     existing = {pipeline.name: pipeline for pipeline in Pipeline.objects.all()}
     created = updated = invalid = missing = 0
     for folder in scan.pipelines:
-        values = _row_values(folder, now)
+        values = _row_values(folder)
         pipeline = existing.get(folder.name)
         if pipeline is None:
-            Pipeline.objects.create(name=folder.name, discovered_at=now, **values)
+            Pipeline.objects.create(name=folder.name, discovered_at=now, last_seen_at=now, **values)
             created += 1
         else:
-            for name, value in values.items():
-                setattr(pipeline, name, value)
-            pipeline.save()
-            updated += 1
+            # Rescans are frequent (every sync); only rows whose folder changed are written.
+            changed = [name for name, value in values.items() if getattr(pipeline, name) != value]
+            if changed:
+                for name in changed:
+                    setattr(pipeline, name, values[name])
+                pipeline.save(update_fields=[*changed, "updated_at"])
+                updated += 1
         invalid += folder.status == "invalid"
 
     seen = {folder.name for folder in scan.pipelines}
+    Pipeline.objects.filter(name__in=seen).update(last_seen_at=now)
     if not scan.error:
         # A directory that cannot be read says nothing about its pipelines: keep them as they are.
         missing = (
@@ -360,7 +364,7 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
     return record
 
 
-def _row_values(folder: FolderReport, now) -> dict[str, Any]:
+def _row_values(folder: FolderReport) -> dict[str, Any]:
     config = folder.config
     return {
         "folder_path": str(folder.path),
@@ -377,6 +381,5 @@ def _row_values(folder: FolderReport, now) -> dict[str, Any]:
         "requirements_hash": folder.requirements_hash,
         "requirements_text": folder.requirements_text,
         "state": Pipeline.State.PRESENT,
-        "last_seen_at": now,
         "missing_since": None,
     }

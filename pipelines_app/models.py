@@ -105,7 +105,7 @@ class DiscoveryScan(models.Model):
     # [{"name": ..., "status": "ignored" | "rejected", "reason": ...}]
     skipped_folders = models.JSONField(default=list, blank=True)
     created_count = models.PositiveIntegerField(default=0)
-    updated_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0, help_text="rows that changed")
     missing_count = models.PositiveIntegerField(default=0)
     invalid_count = models.PositiveIntegerField(default=0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -22,8 +23,10 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
 
 def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
-    return render(
-        request,
-        "pipelines_app/pipeline_detail.html",
-        {"pipeline": pipeline, "spec": pipeline.spec},
-    )
+    context = {
+        "pipeline": pipeline,
+        "spec": pipeline.spec,
+        "instance_timeout": settings.CONTAINER_TIMEOUT,
+        "instance_retries": settings.RETRY_ATTEMPTS,
+    }
+    return render(request, "pipelines_app/pipeline_detail.html", context)

@@ -18,7 +18,7 @@ def filesize(num_bytes: int | None) -> str:
 def seconds(value: float | int | None) -> str:
     """120 -> "2 min", 0 -> "no limit"."""
     if value is None:
-        return "—"
+        return ""
     if value == 0:
         return "no limit"
     if value % 3600 == 0:

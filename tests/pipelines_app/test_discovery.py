@@ -424,3 +424,17 @@ def test_the_examples_are_all_valid_but_the_broken_one(example_pipelines):
     assert "pipeline.json: mem_hard_limit '1.5x' is not a size; use e.g. 512m, 1.5g, 2Gi" in (
         broken.error_messages
     )
+
+
+def test_a_rescan_writes_only_what_changed(make_pipeline):
+    make_pipeline("same")
+    changing = make_pipeline("changing", config={"timeout": 5})
+    discover()
+    before = Pipeline.objects.get(name="same")
+    (changing / "pipeline.json").write_text('{"timeout": 6}')
+    _, record = discover()
+    assert record.created_count == 0 and record.updated_count == 1
+    after = Pipeline.objects.get(name="same")
+    assert after.updated_at == before.updated_at
+    assert after.last_seen_at > before.last_seen_at
+    assert Pipeline.objects.get(name="changing").spec.run.timeout_seconds == 6

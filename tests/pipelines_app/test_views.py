@@ -74,12 +74,25 @@ def test_pipeline_detail_shows_the_parsed_configuration(viewer_client, make_pipe
     response = viewer_client.get(reverse("pipelines_app:detail", args=["etl"]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert "512 MiB" in html and "1.5" in html and "10 min" in html
-    assert "2 (fixed_delay)" in html
+    assert "512 MiB" in html and "1.5 cores" in html and "10 min" in html
+    assert "2, fixed_delay" in html
     assert "<code>REGION</code>" in html and "eu-west-1" not in html  # names, not values
     assert "<code>nightly</code>: cron <code>0 3 * * *</code>" in html
     assert "when route is “full”" in html
     assert "requests==2.32.3" in html
+
+
+def test_pipeline_detail_shows_instance_defaults_where_the_pipeline_sets_none(
+    viewer_client, make_pipeline, settings
+):
+    settings.CONTAINER_TIMEOUT = 3600
+    settings.RETRY_ATTEMPTS = 1
+    make_pipeline("plain")
+    discover()
+    html = viewer_client.get(reverse("pipelines_app:detail", args=["plain"])).content.decode()
+    assert "<dt>Timeout</dt><dd>1 h (instance default)</dd>" in html
+    assert "<dt>Retries</dt><dd>1 (instance default)</dd>" in html
+    assert "<dt>CPU limit</dt><dd>no limit</dd>" in html
 
 
 def test_pipeline_detail_of_a_broken_pipeline_lists_its_errors(viewer_client, make_pipeline):
