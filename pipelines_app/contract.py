@@ -1,4 +1,4 @@
-"""The pipeline.json contract (docs: ../shared/PIPELINE_FORMAT.md), parsed once into typed values.
+"""The pipeline.json contract (docs/pipeline-format.md), parsed once into typed values.
 
 `parse_config()` validates a decoded pipeline.json and returns a `PipelineConfig` plus the
 problems found. Every error names the file, the field, the bad value and a fix. The config is
@@ -234,6 +234,12 @@ class Problem:
     field: str
     message: str
 
+    @classmethod
+    def of(cls, file: str, field: str, what: str) -> Problem:
+        """A problem whose message reads: file, field, then what is wrong."""
+        where = " ".join(part for part in (f"{file}:" if file else "", field) if part)
+        return cls(file, field, f"{where} {what}" if where else what)
+
     def to_json(self) -> dict[str, str]:
         return {"file": self.file, "field": self.field, "message": self.message}
 
@@ -263,10 +269,10 @@ class _Reader:
         self.warnings: list[Problem] = []
 
     def error(self, path: str, message: str) -> None:
-        self.errors.append(Problem(self.file, path, f"{self.file}: {path} {message}"))
+        self.errors.append(Problem.of(self.file, path, message))
 
     def warn(self, path: str, message: str) -> None:
-        self.warnings.append(Problem(self.file, path, f"{self.file}: {path} {message}"))
+        self.warnings.append(Problem.of(self.file, path, message))
 
     def unknown_keys(self, data: dict[str, Any], known: tuple[str, ...], prefix: str) -> None:
         for key in data:
@@ -431,13 +437,10 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
     """Validate a decoded pipeline.json; never raises for bad content."""
     reader = _Reader(file, tz_name)
     if not isinstance(data, dict):
-        reader.errors.append(
-            Problem(
-                file,
-                "",
-                f"{file}: must hold a JSON object ({{...}}), not {type(data).__name__}; "
-                'e.g. {"description": "Nightly import"}',
-            )
+        reader.error(
+            "",
+            f"must hold a JSON object ({{...}}), not {type(data).__name__}; "
+            'e.g. {"description": "Nightly import"}',
         )
         return ParseResult(PipelineConfig(), reader.errors, reader.warnings)
 

@@ -49,16 +49,10 @@ class FolderReport:
         return self.status in ("ok", "invalid")
 
     def error(self, file: str, message: str, field_name: str = "") -> None:
-        self.errors.append(_problem(file, field_name, message))
+        self.errors.append(Problem.of(file, field_name, message))
 
     def warn(self, file: str, message: str, field_name: str = "") -> None:
-        self.warnings.append(_problem(file, field_name, message))
-
-
-def _problem(file: str, field_name: str, message: str) -> Problem:
-    """ "pipeline.json: timeout ..." — file first, then the field, then what is wrong."""
-    where = " ".join(part for part in (f"{file}:" if file else "", field_name) if part)
-    return Problem(file, field_name, f"{where} {message}" if where else message)
+        self.warnings.append(Problem.of(file, field_name, message))
 
 
 @dataclass
