@@ -1,7 +1,7 @@
 # The Fast-Flow application image (web + worker). Run containers use WORKER_IMAGE instead.
 FROM python:3.11-slim-bookworm
 
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_PROJECT_ENVIRONMENT=/venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
     PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1
 
