@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import warnings
 from pathlib import Path
 
 import environ
@@ -133,6 +134,16 @@ GOOGLE_CLIENT_SECRET = env.str("GOOGLE_CLIENT_SECRET", default="")
 BASE_URL = env.str("BASE_URL", default="http://localhost:8000").rstrip("/")
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# A CA bundle mounted into every run (SSL_CERT_FILE, REQUESTS_CA_BUNDLE point at it), for
+# machines behind a TLS-intercepting proxy. Defaults to the orchestrator's own SSL_CERT_FILE.
+RUN_CA_BUNDLE = env.str("RUN_CA_BUNDLE", default=env.str("SSL_CERT_FILE", default=""))
+RUN_PIDS_LIMIT = _int("RUN_PIDS_LIMIT", 512, minimum=16)
+RUN_TMPFS_SIZE_MB = _int("RUN_TMPFS_SIZE_MB", 512, minimum=16)  # each of /tmp and $HOME
+RUN_STOP_GRACE_SECONDS = _int("RUN_STOP_GRACE_SECONDS", 10, minimum=0)  # SIGTERM, then SIGKILL
+RETRY_ON_TIMEOUT = env.bool("RETRY_ON_TIMEOUT", default=False)
+# A worker that has not shown a sign of life for this long has lost its runs to another.
+RUN_HEARTBEAT_TIMEOUT = _int("RUN_HEARTBEAT_TIMEOUT", 30, minimum=5)
+
 # pipeline.json and requirements files larger than this are refused by discovery.
 PIPELINE_CONFIG_MAX_BYTES = _int("PIPELINE_CONFIG_MAX_BYTES", 1024 * 1024, minimum=1024)
 
@@ -150,6 +161,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "django_q",
     "pipelines_app",
     "runs_app",
     "secrets_app",
@@ -209,6 +221,33 @@ else:
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# django-q2 carries run work to the worker processes (docs/execution.md explains the choices).
+# - timeout None: a run enforces its own pipeline timeout (0 = none, for daemons); a q2
+#   timeout would kill the worker mid-run and orphan its container.
+# - retry: an unacknowledged task is delivered again after this long; execute_run is
+#   idempotent (it only takes a run whose worker stopped heartbeating), so a redelivery of a
+#   long run is a no-op, and a task lost with a dead worker is picked up again.
+# - max_attempts 1: failures are handled by our own retries (new run rows), never by q2.
+warnings.filterwarnings(  # about timeout None, which is deliberate (see above)
+    "ignore", message="Retry and timeout are misconfigured", category=UserWarning
+)
+Q_CLUSTER = {
+    "name": "fastflow",
+    "workers": _int("WORKER_PROCESSES", MAX_CONCURRENT_RUNS + 2, minimum=2),
+    "timeout": None,
+    "retry": 300,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 200,
+    "catch_up": False,
+    "poll": 0.1,
+    "label": "Worker tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline
 
 
+class RunRefused(Exception):
+    """A run cannot be started; the message says why, for people."""
+
+
 class PipelineRun(models.Model):
-    """One attempt. A retry is a new row pointing at the run it retries."""
+    """One attempt. A retry is a new row pointing at the run it retries.
+
+    State changes are conditional UPDATEs that name the state they leave, so two processes
+    can never both claim, take or finish the same run (the loser's UPDATE matches 0 rows).
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -63,7 +74,11 @@ class PipelineRun(models.Model):
     )
 
     queued_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="A retry waits in the queue until this moment."
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="Left the queue.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="Container started.")
     finished_at = models.DateTimeField(null=True, blank=True)
     setup_duration = models.DurationField(
         null=True, blank=True, help_text="Container start until the pipeline's code starts."
@@ -77,6 +92,15 @@ class PipelineRun(models.Model):
     secret_env_names = models.JSONField(default=list, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
     log_path = models.CharField(max_length=1024, blank=True)
+
+    route = models.CharField(
+        max_length=200, blank=True, help_text="What the run wrote to FASTFLOW_ROUTE_FILE."
+    )
+    # Who executes it: "host:pid" of the worker process, kept alive by heartbeats, so a
+    # restarted or surviving worker can tell a followed run from an orphaned one.
+    worker_id = models.CharField(max_length=120, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     peak_cpu_percent = models.FloatField(null=True, blank=True)
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
@@ -98,6 +122,115 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pipeline.name} #{str(self.public_id)[:8]} ({self.status})"
+
+    # --- starting --------------------------------------------------------------------------
+
+    @classmethod
+    def enqueue(
+        cls,
+        pipeline: Pipeline,
+        *,
+        trigger: str,
+        user=None,
+        parameters: dict[str, str] | None = None,
+        retry_of: PipelineRun | None = None,
+        not_before=None,
+    ) -> PipelineRun:
+        """Queue a run (a row first); the dispatcher starts it when a slot is free."""
+        if pipeline.state == Pipeline.State.MISSING:
+            raise RunRefused(f"{pipeline.name} cannot run: its folder is gone")
+        if not pipeline.is_valid:
+            raise RunRefused(
+                f"{pipeline.name} cannot run until its configuration is fixed: "
+                + "; ".join(pipeline.error_messages)
+            )
+        run = cls(
+            pipeline=pipeline,
+            trigger=trigger,
+            triggered_by=user if user is not None and user.is_authenticated else None,
+            parameters=dict(parameters or {}),
+            retry_of=retry_of,
+            attempt=retry_of.attempt + 1 if retry_of else 1,
+            not_before=not_before,
+        )
+        run.log_path = str(Path(settings.LOGS_DIR) / f"{run.public_id}.log")
+        run.save()
+        from runs_app.queue import dispatch
+
+        transaction.on_commit(dispatch)
+        return run
+
+    def request_cancel(self) -> str:
+        """Cancel: a queued run at once, a running one through its follower.
+
+        Returns "cancelled", "stopping" or "finished" (nothing left to cancel).
+        """
+        now = timezone.now()
+        queued = PipelineRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.CANCELLED, finished_at=now, cancel_requested_at=now
+        )
+        if queued:
+            self.refresh_from_db()
+            return "cancelled"
+        running = PipelineRun.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING, cancel_requested_at__isnull=True
+        ).update(cancel_requested_at=now)
+        self.refresh_from_db()
+        if running or self.status == self.Status.RUNNING:
+            return "stopping"
+        return "finished"
+
+    # --- the worker's side -------------------------------------------------------------------
+
+    @classmethod
+    def take(cls, pk: int, worker_id: str, orphaned_workers: list[str] | None = None) -> bool:
+        """Make `worker_id` the one process that executes a claimed run.
+
+        Succeeds for a run nobody follows yet, or whose follower stopped heartbeating (or is
+        known dead), so a redelivered task never runs a run twice.
+        """
+        stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+        free = Q(worker_id="") | Q(heartbeat_at__lt=stale)
+        if orphaned_workers:
+            free |= Q(worker_id__in=orphaned_workers)
+        return bool(
+            cls.objects.filter(free, pk=pk, status=cls.Status.RUNNING)
+            .exclude(worker_id=worker_id)
+            .update(worker_id=worker_id, heartbeat_at=timezone.now())
+        )
+
+    def beat(self) -> bool:
+        """Heartbeat of the follower; False when another worker has taken the run over."""
+        return bool(
+            PipelineRun.objects.filter(
+                pk=self.pk, worker_id=self.worker_id, status=self.Status.RUNNING
+            ).update(heartbeat_at=timezone.now())
+        )
+
+    def cancel_is_requested(self) -> bool:
+        return PipelineRun.objects.filter(pk=self.pk, cancel_requested_at__isnull=False).exists()
+
+    def finish(self, status: str, **fields) -> bool:
+        """Leave RUNNING for a final status, once; a cancel request always wins."""
+        assert status in self.FINAL_STATUSES
+        fields.setdefault("finished_at", timezone.now())
+        running = PipelineRun.objects.filter(pk=self.pk, status=self.Status.RUNNING)
+        changed = running.filter(cancel_requested_at__isnull=True).update(status=status, **fields)
+        if not changed:
+            fields.update(failure_reason="", error_message="cancelled on request")
+            changed = running.update(status=self.Status.CANCELLED, **fields)
+        self.refresh_from_db()
+        return bool(changed)
+
+    @property
+    def queue_position(self) -> int | None:
+        """1 for the next queued run to start, None when not queued."""
+        if self.status != self.Status.QUEUED:
+            return None
+        ahead = PipelineRun.objects.filter(status=self.Status.QUEUED).filter(
+            Q(queued_at__lt=self.queued_at) | Q(queued_at=self.queued_at, id__lt=self.id)
+        )
+        return ahead.count() + 1
 
     @property
     def is_finished(self) -> bool:

@@ -33,6 +33,25 @@ def catalogue(example_pipelines, admin_user):
     return hello
 
 
+def _task_queue_rows() -> None:
+    """One row for each of django-q2's admin pages (schedules, tasks, queued messages)."""
+    from django.utils import timezone
+    from django_q.models import OrmQ, Schedule, Task
+
+    now = timezone.now()
+    Schedule.objects.create(func="math.floor", args="1.5", name="floor")
+    for success in (True, False):
+        Task.objects.create(
+            id=f"task{success}",
+            name=f"t{success}",
+            func="math.floor",
+            started=now,
+            stopped=now,
+            success=success,
+        )
+    OrmQ.objects.create(key="fastflow", payload="x", lock=now)
+
+
 def admin_pages(model_admin, obj) -> list[str]:
     info = (model_admin.model._meta.app_label, model_admin.model._meta.model_name)
     return [
@@ -44,6 +63,7 @@ def admin_pages(model_admin, obj) -> list[str]:
 
 def test_every_admin_page_answers(admin_client, catalogue):
     Group.objects.create(name="operators")
+    _task_queue_rows()
     objects = {
         Pipeline: catalogue,
         PipelineRun: PipelineRun.objects.first(),

@@ -1,0 +1,114 @@
+"""Run logs are files first: one line per output line, appended and flushed as it arrives.
+
+Format of `LOGS_DIR/<run public id>.log`, one record per line:
+
+    2026-11-21T23:59:59.123456789Z O hello        (O = stdout, E = stderr, S = Fast-Flow)
+
+The timestamp is the container's own (docker's), so a worker that re-attaches to a running
+container can ask for exactly the lines after the last one written: no gaps, no duplicates.
+Line number = sequence number, which the live viewer uses to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+
+STDOUT, STDERR, SYSTEM = "O", "E", "S"
+TRUNCATION_NOTE = "log truncated at LOG_MAX_SIZE_MB={mb}; the run goes on, its output is dropped"
+
+
+def log_path_for(public_id: str) -> Path:
+    return Path(settings.LOGS_DIR) / f"{public_id}.log"
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """Docker's RFC 3339 form with nanoseconds, so our lines sort with the container's."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+class LogWriter:
+    """Appends lines to a run's log; thread-safe; stops writing (but keeps counting) at the cap."""
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int | None = None,
+        mask: Callable[[str], str] | None = None,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes if max_bytes is not None else settings.LOG_MAX_SIZE_MB * 1024**2
+        # The seam for secret masking: every line passes through it before it is written.
+        self.mask = mask or (lambda text: text)
+        self.lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.size = self.file.tell()
+        self.truncated = self.size >= self.max_bytes
+        self.dropped_lines = 0
+
+    def write(self, stream: str, text: str, timestamp: str | None = None) -> None:
+        record = f"{timestamp or utc_timestamp()} {stream} {self.mask(text)}\n"
+        with self.lock:
+            if self.truncated:
+                self.dropped_lines += 1
+                return
+            if self.size + len(record.encode()) > self.max_bytes:
+                self.truncated = True
+                self.dropped_lines += 1
+                note = TRUNCATION_NOTE.format(mb=self.max_bytes // 1024**2 or self.max_bytes)
+                record = f"{utc_timestamp()} {SYSTEM} {note}\n"
+            self.file.write(record)
+            self.file.flush()  # readable by another process at once
+            self.size += len(record.encode())
+
+    def system(self, text: str) -> None:
+        self.write(SYSTEM, text)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.dropped_lines and self.truncated:
+                self.file.write(
+                    f"{utc_timestamp()} {SYSTEM} {self.dropped_lines} line(s) were not kept\n"
+                )
+            self.file.close()
+
+
+def last_timestamps(path: Path) -> dict[str, str]:
+    """The newest timestamp written per stream (O, E): where a re-attached follower resumes."""
+    latest: dict[str, str] = {}
+    if not path.exists():
+        return latest
+    with open(path, "rb") as log:
+        # Reading from the end would be faster; logs are capped, and this runs once per
+        # re-attach, so a plain scan keeps it simple and exact.
+        for raw in log:
+            parts = raw.split(b" ", 2)
+            if len(parts) >= 2 and parts[1] in (b"O", b"E"):
+                latest[parts[1].decode()] = parts[0].decode()
+    return latest
+
+
+def parse_line(record: str) -> tuple[str, str, str]:
+    """(timestamp, stream, text) of one stored record."""
+    timestamp, stream, text = [*record.rstrip("\n").split(" ", 2), "", ""][:3]
+    return timestamp, stream, text
+
+
+def read_lines(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8", errors="replace") as log:
+        return [parse_line(line) for line in log]
+
+
+def remove_log(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

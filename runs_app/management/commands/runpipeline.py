@@ -1,0 +1,62 @@
+"""manage.py runpipeline NAME [-e KEY=VALUE]... [--follow]"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pipelines_app.models import Pipeline
+from runs_app.follow import exit_status, follow_log
+from runs_app.logs import parse_line
+from runs_app.models import PipelineRun, RunRefused
+
+ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+
+
+class Command(BaseCommand):
+    help = "Queue a run of a pipeline; with --follow, stream its log and exit with its status."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="the pipeline (its folder name)")
+        parser.add_argument(
+            "-e",
+            "--env",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a value for this run's environment (repeatable)",
+        )
+        parser.add_argument(
+            "--follow", action="store_true", help="print the log live and exit with the run"
+        )
+
+    def handle(self, *args, name: str, env: list[str], follow: bool, **options) -> None:
+        try:
+            pipeline = Pipeline.objects.get(name=name)
+        except Pipeline.DoesNotExist:
+            raise CommandError(
+                f"no pipeline called {name!r}; `manage.py discover` lists them"
+            ) from None
+        parameters = {}
+        for assignment in env:
+            match = ENV_ASSIGNMENT.match(assignment)
+            if not match:
+                raise CommandError(f"-e {assignment!r} is not KEY=VALUE (KEY: letters, digits, _)")
+            parameters[match[1]] = match[2]
+        try:
+            run = PipelineRun.enqueue(
+                pipeline, trigger=PipelineRun.Trigger.CLI, parameters=parameters
+            )
+        except RunRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"queued run {run.public_id} of {pipeline.name}")
+        if not follow:
+            return
+        for record in follow_log(run):
+            _, stream, text = parse_line(record)
+            target = self.stderr if stream == "E" else self.stdout
+            target.write(text if stream != "S" else f"[fast-flow] {text}")
+        run.refresh_from_db()
+        sys.exit(exit_status(run))

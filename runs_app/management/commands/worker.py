@@ -1,0 +1,95 @@
+"""manage.py worker: the worker process — django-q2's cluster plus Fast-Flow's ticker.
+
+The cluster's processes execute tasks (one run each). The ticker, in this process, starts
+runs that became due (retries) every second and reconciles: at start-up at once (runs of
+a worker that died are re-attached), then periodically.
+
+Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: the cluster's
+processes are ended at once, the run containers go on, and the next worker re-attaches to
+them with their logs continuing where they stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+
+from django.core.management.base import BaseCommand, CommandParser
+from django_q.cluster import Cluster
+
+from runs_app.execution import reconcile
+from runs_app.queue import dispatch
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the worker: execute runs, start due ones, re-attach orphaned ones."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--tick", type=float, default=1.0, help="seconds between ticks")
+        parser.add_argument(
+            "--reconcile-every", type=float, default=15.0, help="seconds between reconciles"
+        )
+
+    def handle(self, *args, tick: float, reconcile_every: float, **options) -> None:
+        self.stopping = threading.Event()
+        cluster = Cluster()
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        cluster.start()
+        self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
+        try:
+            self.run_ticker(tick, reconcile_every)
+        finally:
+            end_processes(_descendants(os.getpid()))
+
+    def run_ticker(self, tick: float, reconcile_every: float) -> None:
+        self.tick(reconcile_now=True, startup=True)
+        last_reconcile = time.monotonic()
+        while not self.stopping.wait(tick):
+            due = time.monotonic() - last_reconcile >= reconcile_every
+            self.tick(reconcile_now=due)
+            if due:
+                last_reconcile = time.monotonic()
+
+    def tick(self, *, reconcile_now: bool, startup: bool = False) -> None:
+        """One pass; errors are logged, never allowed to stop the loop."""
+        try:
+            if reconcile_now:
+                counts = reconcile(startup=startup)
+                if any(counts.values()):
+                    logger.info("reconciled: %s", counts)
+            dispatch()
+        except Exception:
+            logger.exception("worker tick failed")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def end_processes(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

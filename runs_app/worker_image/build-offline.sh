@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build the worker image from Debian packages, for machines without a container registry.
+# The result matches the Dockerfile beside this script: python3 and uv on PATH, a non-root
+# user `fastflow` (uid 1000) with HOME /home/fastflow, nothing else assumed.
+#
+#   bash runs_app/worker_image/build-offline.sh [IMAGE]     (default: $WORKER_IMAGE or fastflow-worker:latest)
+#   FORCE=1 bash ...                                        (rebuild even if the image exists)
+set -euo pipefail
+
+IMAGE="${1:-${WORKER_IMAGE:-fastflow-worker:latest}}"
+if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  echo "worker image $IMAGE already exists (FORCE=1 rebuilds it)"
+  exit 0
+fi
+
+command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+
+# The machine's own Debian mirror (no internet beyond the package registries).
+MIRROR=""
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+fi
+if [ -z "$MIRROR" ] && [ -f /etc/apt/sources.list ]; then
+  MIRROR=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
+fi
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+
+# The real uv binary (a `uv` on PATH may be a shim script): the PyPI wheel carries it.
+UV_BIN="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null || command -v uv)"
+head -c 4 "$UV_BIN" | grep -q ELF || { echo "$UV_BIN is not the uv binary; pip install uv" >&2; exit 1; }
+
+ROOTFS="$(mktemp -d /tmp/fastflow-rootfs.XXXXXX)"
+trap 'rm -rf "$ROOTFS"' EXIT
+
+echo "debootstrap bookworm from $MIRROR into $ROOTFS"
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  bookworm "$ROOTFS" "$MIRROR" >/tmp/fastflow-debootstrap.log 2>&1 \
+  || { tail -n 30 /tmp/fastflow-debootstrap.log; exit 1; }
+
+install -m 0755 "$UV_BIN" "$ROOTFS/usr/local/bin/uv"
+echo "fastflow:x:1000:1000:Fast-Flow run:/home/fastflow:/bin/sh" >>"$ROOTFS/etc/passwd"
+echo "fastflow:x:1000:" >>"$ROOTFS/etc/group"
+echo "fastflow:*:19000:0:99999:7:::" >>"$ROOTFS/etc/shadow"
+mkdir -p "$ROOTFS/home/fastflow"
+chown 1000:1000 "$ROOTFS/home/fastflow"
+# Smaller image: documentation, locales and apt's caches are not needed to run pipelines.
+rm -rf "$ROOTFS"/usr/share/{doc,man,info,locale} "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/*
+
+tar -C "$ROOTFS" -c . | docker import \
+  -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONUNBUFFERED=1' \
+  -c 'USER fastflow' \
+  -c 'WORKDIR /home/fastflow' \
+  - "$IMAGE" >/dev/null
+docker run --rm "$IMAGE" sh -c 'python3 --version && uv --version && id'
+echo "built $IMAGE"

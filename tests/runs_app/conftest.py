@@ -1,0 +1,94 @@
+"""Fixtures for running pipelines for real: a Docker engine, the worker image, a uv cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings as django_settings
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.execution import execute_run
+from runs_app.models import PipelineRun
+from runs_app.queue import claim_runs
+
+
+def require(available: bool, what: str) -> None:
+    """Skip where a real part is missing on a developer's machine; never in CI."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI (.ci/run installs it)")
+    pytest.skip(f"{what} is not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException:
+        require(False, "a Docker engine")
+    try:
+        client.images.get(django_settings.WORKER_IMAGE)
+    except ImageNotFound:
+        require(False, f"the worker image {django_settings.WORKER_IMAGE}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def shared_uv_cache(tmp_path_factory):
+    """One uv cache for the whole session, as on a real instance."""
+    return tmp_path_factory.mktemp("uv_cache")
+
+
+@pytest.fixture
+def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, docker_engine):
+    settings.LOGS_DIR = tmp_path / "logs"
+    settings.DATA_DIR = tmp_path / "data"
+    settings.UV_CACHE_DIR = shared_uv_cache
+    settings.FASTFLOW_EXECUTOR = "docker"
+    settings.RUN_STOP_GRACE_SECONDS = 2
+    yield
+    # No container outlives its test.
+    for container in docker_engine.containers.list(all=True, filters={"label": "fastflow.run_id"}):
+        container.remove(force=True)
+
+
+def run_now(
+    make_pipeline, name: str, main: str, config: dict | None = None, **files
+) -> PipelineRun:
+    """Write a pipeline, discover it, queue a run, and execute it in this thread to its end."""
+    folder = make_pipeline(name, main=main, config=config, requirements=files.get("requirements"))
+    for file_name, content in files.get("extra", {}).items():
+        (folder / file_name).write_text(content)
+    discover()
+    run = PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger=PipelineRun.Trigger.CLI)
+    return execute(run)
+
+
+def execute(run: PipelineRun) -> PipelineRun:
+    """Claim (unless enqueue's dispatch already did) and follow the run in this thread."""
+    claim_runs()
+    assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.RUNNING
+    execute_run(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def log_text(run: PipelineRun) -> str:
+    with open(run.log_path, encoding="utf-8") as log:
+        return log.read()
+
+
+def output_lines(run: PipelineRun) -> list[str]:
+    """The pipeline's own output lines (stdout and stderr), without timestamps."""
+    return [
+        line.split(" ", 2)[2]
+        for line in log_text(run).splitlines()
+        if line.split(" ", 2)[1] in ("O", "E")
+    ]
