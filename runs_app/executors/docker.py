@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
@@ -306,8 +305,13 @@ class DockerExecutor:
         return {c["Labels"][LABEL_RUN]: c["Id"] for c in containers}
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(NotFound):
+        try:
             self.client.api.remove_container(container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
 
 
 def _prepare_writable_dir(path: Path) -> None:

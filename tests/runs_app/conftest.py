@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -55,8 +56,11 @@ def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, docker_engine
     settings.RUN_STOP_GRACE_SECONDS = 2
     yield
     # No container outlives its test.
+    from docker.errors import APIError
+
     for container in docker_engine.containers.list(all=True, filters={"label": "fastflow.run_id"}):
-        container.remove(force=True)
+        with contextlib.suppress(APIError):  # already being removed by the executor
+            container.remove(force=True)
 
 
 def run_now(

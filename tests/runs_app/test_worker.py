@@ -1,0 +1,195 @@
+"""The worker process for real: django-q2 cluster + ticker, limits, and surviving a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.follow import wait_for
+from runs_app.models import PipelineRun
+from tests.runs_app.conftest import log_text, output_lines
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
+
+Status = PipelineRun.Status
+
+
+def database_url() -> str:
+    """The test database, for the worker process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class Worker:
+    """`manage.py worker` as a separate process group, started and killed by the test."""
+
+    def __init__(self, settings, tmp_path) -> None:
+        self.settings = settings
+        self.log = tmp_path / "worker.log"
+        self.process: subprocess.Popen | None = None
+
+    def environment(self) -> dict[str, str]:
+        """Read when the process starts, so a test's settings changes reach the worker."""
+        settings = self.settings
+        return {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "DATA_DIR": str(settings.DATA_DIR),
+            "LOGS_DIR": str(settings.LOGS_DIR),
+            "PIPELINES_DIR": str(settings.PIPELINES_DIR),
+            "UV_CACHE_DIR": str(settings.UV_CACHE_DIR),
+            "MAX_CONCURRENT_RUNS": str(settings.MAX_CONCURRENT_RUNS),
+            "WORKER_PROCESSES": str(settings.MAX_CONCURRENT_RUNS + 1),
+            "RUN_STOP_GRACE_SECONDS": "2",
+        }
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "worker", "--tick", "0.2", "--reconcile-every", "2"],
+            cwd=django_settings.BASE_DIR,
+            env=self.environment(),
+            stdout=open(self.log, "a"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: no clean-up code runs."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    running = Worker(settings, tmp_path)
+    yield running
+    running.kill()
+
+
+def queue_runs(name: str, count: int) -> list[PipelineRun]:
+    pipeline = Pipeline.objects.get(name=name)
+    return [PipelineRun.enqueue(pipeline, trigger=PipelineRun.Trigger.API) for _ in range(count)]
+
+
+def all_final(runs: list[PipelineRun]) -> bool:
+    ids = [r.pk for r in runs]
+    return not PipelineRun.objects.filter(
+        pk__in=ids, status__in=PipelineRun.ACTIVE_STATUSES
+    ).exists()
+
+
+def test_at_most_the_limit_runs_at_once_and_all_finish_in_order(
+    make_pipeline, worker, settings, docker_engine
+):
+    settings.MAX_CONCURRENT_RUNS = 2
+    make_pipeline("nap", main="import time\nprint('napping', flush=True)\ntime.sleep(1.5)\n")
+    discover()
+    worker.start()
+    runs = queue_runs("nap", 5)
+    most = 0
+    deadline = time.monotonic() + 120
+    while not all_final(runs) and time.monotonic() < deadline:
+        live = docker_engine.containers.list(filters={"label": "fastflow.pipeline=nap"})
+        most = max(most, len(live))
+        time.sleep(0.1)
+    assert all_final(runs), worker.log.read_text()[-3000:]
+    assert most <= 2
+    assert most == 2  # the limit was used, not just respected
+    finished = PipelineRun.objects.filter(pk__in=[r.pk for r in runs])
+    assert {r.status for r in finished} == {Status.SUCCEEDED}
+    by_start = [r.pk for r in finished.order_by("claimed_at", "id")]
+    assert by_start == [r.pk for r in runs]  # FIFO
+
+
+def test_max_instances_with_the_real_worker(make_pipeline, worker, settings, docker_engine):
+    settings.MAX_CONCURRENT_RUNS = 3
+    make_pipeline("single", main="import time\ntime.sleep(1)\n", config={"max_instances": 1})
+    discover()
+    worker.start()
+    runs = queue_runs("single", 3)
+    most = 0
+    deadline = time.monotonic() + 120
+    while not all_final(runs) and time.monotonic() < deadline:
+        most = max(
+            most, len(docker_engine.containers.list(filters={"label": "fastflow.pipeline=single"}))
+        )
+        time.sleep(0.1)
+    assert all_final(runs)
+    assert most == 1
+
+
+def test_a_killed_worker_is_replaced_and_the_run_continues_with_its_full_log(
+    make_pipeline, worker, settings, docker_engine
+):
+    settings.MAX_CONCURRENT_RUNS = 2
+    make_pipeline(
+        "ticker",
+        main="import time\nfor i in range(25):\n"
+        "    print('tick', i, flush=True)\n    time.sleep(0.25)\n",
+    )
+    discover()
+    worker.start()
+    (run,) = queue_runs("ticker", 1)
+    assert wait_for(lambda: "O tick 3\n" in _read(run.log_path), timeout=60), worker.log.read_text()
+    worker.kill()  # the container goes on without anybody following it
+    run.refresh_from_db()
+    # Lines printed while nobody follows: they must reach the log after the restart.
+    assert wait_for(
+        lambda: (
+            b"tick 10" in docker_engine.api.logs(run.container_id)
+            and "tick 10" not in _read(run.log_path)
+        ),
+        timeout=30,
+    )
+    worker.start()
+    assert wait_for(lambda: all_final([run]), timeout=90), worker.log.read_text()[-3000:]
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert output_lines(run) == [f"tick {i}" for i in range(25)]  # no gap, no duplicate
+    assert "re-attached to the run" in log_text(run)
+
+
+def test_a_run_whose_container_vanished_is_marked_lost(
+    make_pipeline, worker, settings, docker_engine
+):
+    make_pipeline("victim", main="import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    discover()
+    worker.start()
+    (run,) = queue_runs("victim", 1)
+    assert wait_for(lambda: "O up\n" in _read(run.log_path), timeout=60)
+    worker.kill()
+    run.refresh_from_db()
+    docker_engine.api.remove_container(run.container_id, force=True)
+    worker.start()
+    assert wait_for(lambda: all_final([run]), timeout=60), worker.log.read_text()[-3000:]
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    assert run.failure_reason == PipelineRun.FailureReason.LOST
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as log:
+            return log.read()
+    except FileNotFoundError:
+        return ""
