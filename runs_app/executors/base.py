@@ -9,10 +9,13 @@ the run's final state. Executors never touch the database.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from django.conf import settings
 
 from runs_app.logs import STDERR, SYSTEM, LogWriter
 
@@ -122,3 +125,38 @@ def soft_limit_warnings(
             f"of {mem_soft / 1024**2:.0f} MiB"
         )
     return warnings
+
+
+def supervise(
+    spec: RunSpec,
+    outcome: Outcome,
+    log: LogWriter,
+    watch: Watch,
+    *,
+    still_running: Callable[[float], bool],
+    stop: Callable[[int], None],
+) -> None:
+    """Until the run ends: heartbeats, cancel requests (graceful stop), the timeout (kill).
+
+    `still_running(wait_seconds)` waits up to that long and says whether the run goes on;
+    `stop(grace_seconds)` stops it (0 = kill now). The timeout counts from the run's own
+    start, so a re-attached follower keeps the original deadline.
+    """
+    started = outcome.started_at or datetime.now(UTC)
+    deadline = started + timedelta(seconds=spec.timeout_seconds) if spec.timeout_seconds else None
+    last_beat = last_cancel_check = 0.0
+    while still_running(0.2):
+        now = time.monotonic()
+        if now - last_beat >= 5:
+            watch.heartbeat()
+            last_beat = now
+        if not outcome.cancelled and now - last_cancel_check >= 0.5:
+            last_cancel_check = now
+            if watch.should_cancel():
+                outcome.cancelled = True
+                log.write(SYSTEM, "cancel requested: stopping the run")
+                stop(settings.RUN_STOP_GRACE_SECONDS)
+        if deadline and not outcome.timed_out and datetime.now(UTC) >= deadline:
+            outcome.timed_out = True
+            log.write(SYSTEM, f"timeout of {spec.timeout_seconds} s reached: killing the run")
+            stop(0)

@@ -6,7 +6,6 @@ import logging
 import os
 import struct
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,9 +22,10 @@ from runs_app.executors.base import (
     RunSpec,
     Watch,
     soft_limit_warnings,
+    supervise,
     uv_command,
 )
-from runs_app.logs import STDERR, STDOUT, SYSTEM, LogWriter
+from runs_app.logs import STDERR, STDOUT, LogWriter
 
 logger = logging.getLogger(__name__)
 
@@ -190,29 +190,18 @@ class DockerExecutor:
         log_thread.start()
         stats_thread.start()
 
-        deadline = (
-            outcome.started_at + timedelta(seconds=spec.timeout_seconds)
-            if spec.timeout_seconds
-            else None
-        )
-        last_beat = last_cancel_check = 0.0
-        while log_thread.is_alive():
-            now = time.monotonic()
-            if now - last_beat >= 5:
-                watch.heartbeat()
-                last_beat = now
-            if not outcome.cancelled and now - last_cancel_check >= 0.5:
-                last_cancel_check = now
-                if watch.should_cancel():
-                    outcome.cancelled = True
-                    log.write(SYSTEM, "cancel requested: stopping the run")
-                    self._stop(container_id, settings.RUN_STOP_GRACE_SECONDS)
-            if deadline and not outcome.timed_out and datetime.now(UTC) >= deadline:
-                outcome.timed_out = True
-                log.write(SYSTEM, f"timeout of {spec.timeout_seconds} s reached: killing the run")
-                self._stop(container_id, 0)
-            log_thread.join(timeout=0.2)
+        def still_running(wait_seconds: float) -> bool:
+            log_thread.join(timeout=wait_seconds)  # the log stream ends when the container does
+            return log_thread.is_alive()
 
+        supervise(
+            spec,
+            outcome,
+            log,
+            watch,
+            still_running=still_running,
+            stop=lambda grace: self._stop(container_id, grace),
+        )
         result = api.wait(container_id)
         done.set()
         stats_thread.join(timeout=2)

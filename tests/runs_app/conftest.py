@@ -48,17 +48,34 @@ def shared_uv_cache(tmp_path_factory):
 
 
 @pytest.fixture
-def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, docker_engine):
+def executor(request, settings) -> str:
+    """The executor under test: docker unless a test is parametrized with "local" too."""
+    name = getattr(request, "param", "docker")
+    settings.FASTFLOW_EXECUTOR = name
+    if name == "docker":
+        request.getfixturevalue("docker_engine")
+    return name
+
+
+# Tests marked with this run once per executor: the behaviour both must share.
+both_executors = pytest.mark.parametrize("executor", ["docker", "local"], indirect=True)
+
+
+@pytest.fixture
+def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, executor):
     settings.LOGS_DIR = tmp_path / "logs"
     settings.DATA_DIR = tmp_path / "data"
     settings.UV_CACHE_DIR = shared_uv_cache
-    settings.FASTFLOW_EXECUTOR = "docker"
     settings.RUN_STOP_GRACE_SECONDS = 2
     yield
+    if executor != "docker":
+        return
     # No container outlives its test.
+    import docker
     from docker.errors import APIError
 
-    for container in docker_engine.containers.list(all=True, filters={"label": "fastflow.run_id"}):
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": "fastflow.run_id"}):
         with contextlib.suppress(APIError):  # already being removed by the executor
             container.remove(force=True)
 

@@ -1,4 +1,8 @@
-"""Runs in real containers on a real Docker engine: outcomes, limits, lock-down, logs."""
+"""Runs for real — in containers on a real Docker engine, and as local processes.
+
+Tests marked `both_executors` are the shared contract; the rest are Docker's own (lock-down,
+container limits, labels).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import pytest
 
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import execute, log_text, output_lines, run_now
+from tests.runs_app.conftest import both_executors, execute, log_text, output_lines, run_now
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -54,6 +58,7 @@ def test_every_line_is_timestamped_and_marked_with_its_stream(make_pipeline):
     assert "x" * 40000 in log_text(run)  # a line longer than docker's 16 KiB chunks, whole
 
 
+@both_executors
 def test_a_failing_run_reports_its_exit_code(make_pipeline):
     run = run_now(make_pipeline, "fails", "import sys\nprint('bad input')\nsys.exit(3)\n")
     assert run.status == Status.FAILED
@@ -63,6 +68,7 @@ def test_a_failing_run_reports_its_exit_code(make_pipeline):
     assert "finished: failed — exited with code 3" in log_text(run)
 
 
+@both_executors
 def test_an_uncaught_exception_looks_like_python_main_py(make_pipeline):
     run = run_now(make_pipeline, "raises", "def boom():\n    raise ValueError('nope')\nboom()\n")
     assert run.status == Status.FAILED and run.exit_code == 1
@@ -72,6 +78,7 @@ def test_an_uncaught_exception_looks_like_python_main_py(make_pipeline):
     assert lines[-1] == "ValueError: nope"
 
 
+@both_executors
 def test_out_of_memory_is_named_as_such(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -88,6 +95,7 @@ def test_out_of_memory_is_named_as_such(make_pipeline):
     assert "survived" not in output_lines(run)
 
 
+@both_executors
 def test_timeout_kills_the_run(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -101,12 +109,14 @@ def test_timeout_kills_the_run(make_pipeline):
     assert (run.finished_at - run.started_at).total_seconds() < 30
 
 
+@both_executors
 def test_instance_timeout_applies_when_the_pipeline_sets_none(make_pipeline, settings):
     settings.CONTAINER_TIMEOUT = 1
     run = run_now(make_pipeline, "sleepy", "import time\ntime.sleep(60)\n")
     assert run.status == Status.TIMED_OUT
 
 
+@both_executors
 def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     from pipelines_app.discovery import discover
     from pipelines_app.models import Pipeline
@@ -139,6 +149,7 @@ def _read(path: str) -> str:
         return ""
 
 
+@both_executors
 def test_the_route_file_is_read_back(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -218,6 +229,7 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
     worker.join(timeout=60)
 
 
+@both_executors
 def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline):
     main = "import six\nprint('six', six.__version__)\n"
     first = run_now(make_pipeline, "deps1", main, requirements="six==1.16.0\n")
@@ -231,6 +243,7 @@ def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline)
     assert second.setup_duration < first.setup_duration or first.setup_duration.total_seconds() < 1
 
 
+@both_executors
 def test_a_requirement_that_cannot_be_resolved_fails_as_dependency_install(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -255,6 +268,7 @@ def test_a_missing_image_fails_the_run_with_the_command_that_builds_it(make_pipe
     assert "build-offline.sh" in log_text(run)
 
 
+@both_executors
 def test_failed_runs_are_retried_with_backoff(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -286,6 +300,7 @@ def _due(run: PipelineRun) -> bool:
     return run.not_before <= timezone.now()
 
 
+@both_executors
 def test_no_retry_after_a_timeout_unless_configured(make_pipeline, settings):
     config = {
         "timeout": 1,
@@ -299,6 +314,7 @@ def test_no_retry_after_a_timeout_unless_configured(make_pipeline, settings):
     assert run.retries.get().attempt == 2
 
 
+@both_executors
 def test_soft_limits_are_watched_and_peaks_stored(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -315,6 +331,7 @@ def test_soft_limits_are_watched_and_peaks_stored(make_pipeline):
     assert "above the soft limit of 20 MiB" in run.limit_warnings[0]
 
 
+@both_executors
 def test_a_notebook_runs_cell_by_cell(make_pipeline):
     cells = [
         {"cell_type": "markdown", "source": ["# title"]},

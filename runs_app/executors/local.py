@@ -1,0 +1,214 @@
+"""LocalExecutor: runs as subprocesses on this machine, with uv — for development and for
+machines without Docker. Same contract as DockerExecutor, weaker isolation:
+
+- the run sees this machine's file system and runs as the worker's own user;
+- `mem_hard_limit` becomes an address-space rlimit of the pipeline's Python process (it
+  raises MemoryError, reported as out of memory), `cpu_hard_limit` is not enforced;
+- the run is its own process group: cancel sends SIGTERM, then SIGKILL after the grace
+  period, a timeout SIGKILL, to the whole group;
+- a run whose worker died cannot be re-attached (its output pipes died with the worker):
+  it is stopped and recorded as lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+from runs_app.executors.base import (
+    LAUNCHER,
+    ExecutorError,
+    MarkerReader,
+    Outcome,
+    RunSpec,
+    Watch,
+    soft_limit_warnings,
+    supervise,
+    uv_command,
+)
+from runs_app.logs import STDERR, STDOUT, LogWriter, utc_timestamp
+
+HANDLE_PREFIX = "local:"
+# What a run inherits from the worker's environment; everything else comes from the run.
+INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "TMPDIR")
+
+
+@cache
+def uv_binary() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+@cache
+def uv_version() -> str:
+    result = subprocess.run(  # noqa: S603 - our own uv binary
+        [uv_binary(), "--version"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.split(" (")[0].strip()
+
+
+class LocalExecutor:
+    name = "local"
+
+    def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        Path(settings.UV_CACHE_DIR).mkdir(parents=True, exist_ok=True)
+        env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+        env.update(spec.env)
+        env.update(
+            PYTHONUNBUFFERED="1",
+            UV_CACHE_DIR=str(settings.UV_CACHE_DIR),
+            FASTFLOW_ROUTE_FILE=str(spec.run_dir / "route"),
+        )
+        if spec.mem_hard_limit_bytes:
+            env["FASTFLOW_MEMORY_RLIMIT"] = str(spec.mem_hard_limit_bytes)
+        if settings.RUN_CA_BUNDLE and Path(settings.RUN_CA_BUNDLE).is_file():
+            env.update(
+                SSL_CERT_FILE=settings.RUN_CA_BUNDLE, REQUESTS_CA_BUNDLE=settings.RUN_CA_BUNDLE
+            )
+        if spec.cpu_hard_limit:
+            log.system("cpu_hard_limit is not enforced by the local executor")
+        command = uv_command(spec, str(LAUNCHER))
+        command[0] = uv_binary()
+        outcome = Outcome(uv_version=uv_version(), started_at=datetime.now(UTC))
+        try:
+            process = subprocess.Popen(  # noqa: S603 - the command is built above, no shell
+                command,
+                cwd=spec.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ExecutorError("internal_error", f"The run could not be started: {exc}") from exc
+        watch.on_started(f"{HANDLE_PREFIX}{process.pid}")
+        reader = MarkerReader(log, outcome)
+        readers = [
+            threading.Thread(target=_pump, args=(process.stdout, STDOUT, reader), daemon=True),
+            threading.Thread(target=_pump, args=(process.stderr, STDERR, reader), daemon=True),
+        ]
+        for thread in readers:
+            thread.start()
+        sampler = threading.Thread(target=_sample, args=(process, outcome), daemon=True)
+        sampler.start()
+
+        def still_running(wait_seconds: float) -> bool:
+            try:
+                process.wait(timeout=wait_seconds)
+            except subprocess.TimeoutExpired:
+                return True
+            return False
+
+        supervise(
+            spec,
+            outcome,
+            log,
+            watch,
+            still_running=still_running,
+            stop=lambda grace: _stop_group(process, grace),
+        )
+        for thread in readers:
+            thread.join(timeout=5)
+        code = process.returncode
+        outcome.exit_code = 128 - code if code < 0 else code  # killed by signal N → 128+N
+        outcome.limit_warnings = soft_limit_warnings(
+            spec, outcome.peak_cpu_percent, outcome.peak_memory_bytes
+        )
+        return outcome
+
+    def reattach(self, spec, handle, log, watch, resume_after) -> Outcome:
+        pid = _pid(handle)
+        if pid and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        raise ExecutorError(
+            "lost",
+            "Its worker stopped while it ran; the local executor cannot re-attach to a "
+            "process, so the run was stopped.",
+        )
+
+    def container_state(self, handle: str) -> str | None:
+        pid = _pid(handle)
+        return "running" if pid and _alive(pid) else "exited"
+
+    def labelled_containers(self) -> dict[str, str]:
+        return {}
+
+    def remove(self, handle: str) -> None:
+        """Nothing to remove: a finished process leaves nothing behind."""
+
+
+def _pump(pipe, stream: str, reader: MarkerReader) -> None:
+    for raw in iter(pipe.readline, b""):
+        text = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
+        reader.line(stream, text, utc_timestamp(), datetime.now(UTC))
+    pipe.close()
+
+
+def _stop_group(process: subprocess.Popen, grace_seconds: int) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM if grace_seconds else signal.SIGKILL)
+        if grace_seconds:
+            try:
+                process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _sample(process: subprocess.Popen, outcome: Outcome) -> None:
+    """Peak memory (RSS) and CPU of the run's session, from /proc, about once a second."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    previous_cpu, previous_time = None, None
+    while process.poll() is None:
+        rss, cpu = 0, 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) != process.pid:  # session id
+                continue
+            cpu += int(fields[11]) + int(fields[12])
+            rss += int(fields[21]) * page
+        now = time.monotonic()
+        if previous_cpu is not None and now > previous_time:
+            percent = (cpu - previous_cpu) / ticks / (now - previous_time) * 100
+            outcome.peak_cpu_percent = max(outcome.peak_cpu_percent or 0.0, percent)
+        previous_cpu, previous_time = cpu, now
+        if rss:
+            outcome.peak_memory_bytes = max(outcome.peak_memory_bytes or 0, rss)
+        time.sleep(1)
+
+
+def _pid(handle: str) -> int | None:
+    if not handle.startswith(HANDLE_PREFIX):
+        return None
+    return int(handle.removeprefix(HANDLE_PREFIX))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
