@@ -46,7 +46,7 @@ class PipelineAdmin(admin.ModelAdmin):
     ]
     list_filter = ["state", ValidityFilter, "enabled", "entry_type", "has_requirements"]
     search_fields = ["name", "description"]
-    actions = ["rediscover"]
+    actions = ["run_now", "rediscover"]
     fieldsets = [
         (None, {"fields": ["name", "status_label", "description", "tag_list", "enabled"]}),
         ("Problems", {"fields": ["errors_display", "warnings_display"]}),
@@ -120,6 +120,23 @@ class PipelineAdmin(admin.ModelAdmin):
     def runs_link(self, obj: Pipeline) -> str:
         url = reverse("admin:runs_app_pipelinerun_changelist") + f"?pipeline__id__exact={obj.pk}"
         return format_html('<a href="{}">{} runs</a>', url, obj.run_count)
+
+    @admin.action(description="Run the selected pipelines now", permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
+        from runs_app.models import PipelineRun, RunRefused
+
+        for pipeline in queryset:
+            try:
+                run = PipelineRun.enqueue(
+                    pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user
+                )
+            except RunRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runs_app.add_pipelinerun")
 
     @admin.action(description="Rediscover all pipelines from the pipelines directory")
     def rediscover(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:

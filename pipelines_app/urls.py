@@ -9,4 +9,5 @@ app_name = "pipelines_app"
 urlpatterns = [
     path("", views.pipeline_list, name="list"),
     path("<str:name>/", views.pipeline_detail, name="detail"),
+    path("<str:name>/run/", views.pipeline_run, name="run"),
 ]

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from pipelines_app.models import DiscoveryScan, Pipeline
+from runs_app.models import PipelineRun, RunRefused
+
+RECENT_RUNS = 20
 
 
 def pipeline_list(request: HttpRequest) -> HttpResponse:
-    pipelines = list(Pipeline.objects.all())
+    newest = PipelineRun.objects.filter(pipeline=OuterRef("pk")).order_by("-queued_at", "-id")
+    pipelines = list(
+        Pipeline.objects.annotate(
+            last_run_status=Subquery(newest.values("status")[:1]),
+            last_run_at=Subquery(newest.values("queued_at")[:1]),
+        )
+    )
     latest_scan = DiscoveryScan.objects.order_by("-started_at").first()
     context = {
         "pipelines": [p for p in pipelines if p.state == Pipeline.State.PRESENT],
         "missing_pipelines": [p for p in pipelines if p.state == Pipeline.State.MISSING],
         "invalid_count": sum(1 for p in pipelines if p.status == "invalid"),
         "latest_scan": latest_scan,
+        "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
     }
     return render(request, "pipelines_app/pipeline_list.html", context)
 
@@ -28,5 +42,27 @@ def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
         "spec": pipeline.spec,
         "instance_timeout": settings.CONTAINER_TIMEOUT,
         "instance_retries": settings.RETRY_ATTEMPTS,
+        "runs": pipeline.runs.select_related("triggered_by")[:RECENT_RUNS],
+        "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+@require_POST
+@permission_required("runs_app.add_pipelinerun", raise_exception=True)
+def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
+    """Start a run by hand; a disabled pipeline needs the person to confirm."""
+    pipeline = get_object_or_404(Pipeline, name=name)
+    if not pipeline.enabled and request.POST.get("confirm_disabled") != "yes":
+        messages.warning(
+            request,
+            f"{pipeline.name} is disabled in its pipeline.json; confirm below to run it anyway.",
+        )
+        return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
+    try:
+        run = PipelineRun.enqueue(pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user)
+    except RunRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(pipeline)
+    messages.success(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
+    return redirect(request.POST.get("next") or pipeline.get_absolute_url())

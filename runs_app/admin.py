@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from pipelines_app.sizes import format_size
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, RunRefused
 
 
 @admin.register(PipelineRun)
@@ -32,6 +33,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
     date_hierarchy = "queued_at"
     raw_id_fields = ["pipeline", "triggered_by", "retry_of"]
     show_full_result_count = False  # COUNT(*) over 100k+ runs on every page view adds up
+    actions = ["cancel_runs", "rerun"]
     fieldsets = [
         (
             None,
@@ -76,6 +78,38 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
+        outcomes = {"cancelled": 0, "stopping": 0, "finished": 0}
+        for run in queryset:
+            outcomes[run.request_cancel()] += 1
+        self.message_user(
+            request,
+            f"{outcomes['cancelled']} queued run(s) cancelled, {outcomes['stopping']} running "
+            f"run(s) being stopped, {outcomes['finished']} had already ended.",
+        )
+
+    @admin.action(description="Run the selected runs' pipelines again", permissions=["rerun"])
+    def rerun(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
+        for run in queryset.select_related("pipeline"):
+            try:
+                new = PipelineRun.enqueue(
+                    run.pipeline,
+                    trigger=PipelineRun.Trigger.MANUAL,
+                    user=request.user,
+                    parameters=run.parameters,
+                )
+            except RunRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"Run {str(new.public_id)[:8]} of {run.pipeline} queued.")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runs_app.change_pipelinerun")
+
+    def has_rerun_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runs_app.add_pipelinerun")
 
     @admin.display(description="run", ordering="public_id")
     def short_id(self, obj: PipelineRun) -> str:

@@ -1,11 +1,13 @@
 """manage.py up: the one-command start of a Fast-Flow instance on one machine.
 
-It prepares the instance (database, static files, first admin, pipelines) and then runs the
-web server as a child process until it is stopped (Ctrl-C or SIGTERM, passed on to children).
+It prepares the instance (database, static files, first admin, pipelines, the executor) and
+then runs the web server (daphne) and the worker as child processes until it is stopped
+(Ctrl-C or SIGTERM, passed on to both).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -22,6 +24,11 @@ from pipelines_app.discovery import discover, pipelines_root
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 PASSWORD_FILE_NAME = "initial-admin-password.txt"  # noqa: S105 (a file name)
+NO_ENGINE = "No Docker engine is reachable (is dockerd running?)."
+LOCAL_NOTE = (
+    "pipelines run as local processes (FASTFLOW_EXECUTOR=local): they are not isolated "
+    "from this machine; see README."
+)
 
 
 class Command(BaseCommand):
@@ -43,8 +50,10 @@ class Command(BaseCommand):
         self.prepare(demo=demo)
         if prepare_only:
             return
+        child_env = self.prepare_executor()
         self.stdout.write(self.style.SUCCESS(f"Fast-Flow is up on http://{host}:{port}/"))
-        self.serve([self.web_command(host, port)])
+        worker = [sys.executable, "manage.py", "worker"]
+        self.serve([self.web_command(host, port), worker], child_env)
 
     def prepare(self, *, demo: bool) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -98,9 +107,58 @@ class Command(BaseCommand):
             "fastflow_site.asgi:application",
         ]
 
-    def serve(self, commands: list[list[str]]) -> None:
+    def prepare_executor(self) -> dict[str, str]:
+        """Make sure runs can start: a Docker engine and the worker image, or say why not.
+
+        Returns environment changes for the children: without a reachable engine (and no
+        explicit FASTFLOW_EXECUTOR), this instance falls back to the local executor.
+        """
+        if settings.FASTFLOW_EXECUTOR != "docker":
+            self.stdout.write(self.style.WARNING(LOCAL_NOTE))
+            return {}
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+
+        try:
+            client = docker.from_env()
+            client.ping()
+        except DockerException:
+            if "FASTFLOW_EXECUTOR" in os.environ:
+                self.stdout.write(self.style.ERROR(NO_ENGINE + " Runs fail until it is started."))
+                return {}
+            self.stdout.write(self.style.WARNING(NO_ENGINE + " Falling back: " + LOCAL_NOTE))
+            return {"FASTFLOW_EXECUTOR": "local"}
+        try:
+            client.images.get(settings.WORKER_IMAGE)
+        except ImageNotFound:
+            self.build_worker_image()
+        return {}
+
+    def build_worker_image(self) -> None:
+        image = settings.WORKER_IMAGE
+        folder = Path(settings.BASE_DIR) / "runs_app" / "worker_image"
+        self.stdout.write(f"The worker image {image} is missing; building it (once)...")
+        attempts = [["docker", "build", "-t", image, str(folder)]]
+        if os.geteuid() == 0:  # no registry needed, but debootstrap needs root
+            attempts.insert(0, ["bash", str(folder / "build-offline.sh"), image])
+        for command in attempts:
+            if subprocess.run(command, check=False).returncode == 0:  # noqa: S603
+                return
+        self.stdout.write(
+            self.style.ERROR(
+                f"Could not build {image}; runs fail until it exists. Build it with "
+                f"`bash {folder / 'build-offline.sh'}` (as root) or `docker build -t {image} "
+                f"{folder}`."
+            )
+        )
+
+    def serve(self, commands: list[list[str]], env_changes: dict[str, str] | None = None) -> None:
         """Run the children until one ends or we are told to stop; then stop them all."""
-        children = [subprocess.Popen(command, cwd=settings.BASE_DIR) for command in commands]  # noqa: S603
+        env = {**os.environ, **(env_changes or {})}
+        children = [
+            subprocess.Popen(command, cwd=settings.BASE_DIR, env=env)  # noqa: S603
+            for command in commands
+        ]
 
         def stop(signum, frame):
             raise KeyboardInterrupt

@@ -1,0 +1,170 @@
+"""Ways to start and stop runs: the run button, admin actions, manage.py commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from io import StringIO
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.models import PipelineRun
+from tests.runs_app.test_worker import Worker
+
+Status = PipelineRun.Status
+
+
+@pytest.fixture
+def catalogue(make_pipeline, settings, tmp_path):
+    settings.LOGS_DIR = tmp_path / "logs"
+    settings.MAX_CONCURRENT_RUNS = 0  # nothing starts: these tests look at the queue
+    make_pipeline("hello")
+    make_pipeline("paused", config={"enabled": False})
+    make_pipeline("broken", config={"timeout": "x"})
+    discover()
+
+
+@pytest.fixture
+def operator_client(client, viewer):
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_pipelinerun", "change_pipelinerun"])
+    )
+    client.force_login(viewer)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_run_button_queues_a_manual_run(operator_client, catalogue, viewer):
+    response = operator_client.post(reverse("pipelines_app:run", args=["hello"]), follow=True)
+    run = PipelineRun.objects.get()
+    assert run.status == Status.QUEUED
+    assert run.trigger == PipelineRun.Trigger.MANUAL and run.triggered_by == viewer
+    assert f"Run {str(run.public_id)[:8]} of hello queued." in response.content.decode()
+    assert f'id="run-{run.public_id}"' in response.content.decode()  # listed on the page
+
+
+@pytest.mark.django_db
+def test_the_run_button_is_shown_to_people_who_may_run(operator_client, catalogue):
+    assert 'action="/pipelines/hello/run/"' in operator_client.get("/pipelines/").content.decode()
+
+
+@pytest.mark.django_db
+def test_people_without_the_permission_cannot_run(viewer_client, catalogue):
+    assert 'action="/pipelines/hello/run/"' not in viewer_client.get("/pipelines/").content.decode()
+    response = viewer_client.post(reverse("pipelines_app:run", args=["hello"]))
+    assert response.status_code == 403
+    assert not PipelineRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_running_a_disabled_pipeline_asks_for_confirmation(operator_client, catalogue):
+    url = reverse("pipelines_app:run", args=["paused"])
+    response = operator_client.post(url, follow=True)
+    html = response.content.decode()
+    assert not PipelineRun.objects.exists()
+    assert "paused is disabled in its pipeline.json; confirm below" in html
+    assert "Run anyway" in html
+    operator_client.post(url, {"confirm_disabled": "yes"})
+    assert PipelineRun.objects.get().pipeline.name == "paused"
+
+
+@pytest.mark.django_db
+def test_an_invalid_pipeline_is_refused_with_its_errors(operator_client, catalogue):
+    response = operator_client.post(reverse("pipelines_app:run", args=["broken"]), follow=True)
+    assert "broken cannot run until its configuration is fixed" in response.content.decode()
+    assert not PipelineRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_run_button_needs_post(operator_client, catalogue):
+    assert operator_client.get(reverse("pipelines_app:run", args=["hello"])).status_code == 405
+
+
+@pytest.mark.django_db
+def test_admin_actions_run_cancel_rerun(admin_client, catalogue):
+    hello = Pipeline.objects.get(name="hello")
+    admin_client.post(
+        reverse("admin:pipelines_app_pipeline_changelist"),
+        {"action": "run_now", "_selected_action": [hello.pk]},
+    )
+    run = PipelineRun.objects.get()
+    assert run.trigger == PipelineRun.Trigger.MANUAL
+    changelist = reverse("admin:runs_app_pipelinerun_changelist")
+    admin_client.post(changelist, {"action": "cancel_runs", "_selected_action": [run.pk]})
+    run.refresh_from_db()
+    assert run.status == Status.CANCELLED
+    admin_client.post(changelist, {"action": "rerun", "_selected_action": [run.pk]})
+    assert PipelineRun.objects.filter(status=Status.QUEUED).count() == 1
+
+
+@pytest.mark.django_db
+def test_runpipeline_queues_with_values(catalogue):
+    out = StringIO()
+    call_command("runpipeline", "hello", "-e", "A=1", "-e", "B=x=y", stdout=out)
+    run = PipelineRun.objects.get()
+    assert out.getvalue().strip() == f"queued run {run.public_id} of hello"
+    assert run.trigger == PipelineRun.Trigger.CLI
+    assert run.parameters == {"A": "1", "B": "x=y"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "no pipeline called 'nope'"),
+        (["hello", "-e", "1A=2"], "is not KEY=VALUE"),
+        (["broken"], "cannot run until its configuration is fixed"),
+    ],
+)
+def test_runpipeline_errors(catalogue, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("runpipeline", *args, stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_cancelrun(catalogue):
+    call_command("runpipeline", "hello", stdout=StringIO())
+    run = PipelineRun.objects.get()
+    out = StringIO()
+    call_command("cancelrun", str(run.public_id)[:8], stdout=out)
+    assert out.getvalue().strip() == f"run {run.public_id} cancelled (it was queued)"
+    out = StringIO()
+    call_command("cancelrun", str(run.public_id), stdout=out)
+    assert "had already ended (cancelled)" in out.getvalue()
+    with pytest.raises(CommandError, match="no run 'zzz'"):
+        call_command("cancelrun", "zzz")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+def test_runpipeline_follow_streams_the_log_and_exits_with_the_run(
+    make_pipeline, settings, tmp_path
+):
+    make_pipeline(
+        "shout",
+        main="import sys\nprint('hello out')\nprint('oops', file=sys.stderr)\nsys.exit(3)\n",
+    )
+    discover()
+    worker = Worker(settings, tmp_path)
+    worker.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "runpipeline", "shout", "--follow"],
+            cwd=django_settings.BASE_DIR,
+            env=worker.environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        worker.kill()
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "hello out" in result.stdout.splitlines()
+    assert "oops" in result.stderr.splitlines()
+    assert "[fast-flow] finished: failed — exited with code 3" in result.stdout
