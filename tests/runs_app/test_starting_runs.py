@@ -168,3 +168,42 @@ def test_runpipeline_follow_streams_the_log_and_exits_with_the_run(
     assert "hello out" in result.stdout.splitlines()
     assert "oops" in result.stderr.splitlines()
     assert "[fast-flow] finished: failed — exited with code 3" in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+def test_runs_travel_through_redis_when_redis_url_is_set(make_pipeline, settings, tmp_path):
+    import redis
+    from django_q.models import OrmQ
+
+    from runs_app.follow import wait_for
+    from tests.runs_app.conftest import require
+
+    url = "redis://127.0.0.1:6379/7"
+    queue_key = "django_q:fastflow:q"  # django-q2's list for the cluster "fastflow"
+    connection = redis.Redis.from_url(url)
+    try:
+        connection.delete(queue_key)
+    except redis.RedisError:
+        require(False, "a Redis server on 127.0.0.1:6379")
+    make_pipeline("via_redis", main="print('delivered by redis')\n")
+    discover()
+    worker = Worker(settings, tmp_path)
+    env = {**worker.environment(), "REDIS_URL": url}
+    worker.environment = lambda: env
+    manage = [sys.executable, "manage.py", "runpipeline", "via_redis"]
+    subprocess.run(manage, cwd=django_settings.BASE_DIR, env=env, check=True, capture_output=True)
+    # The task waits in Redis (the database queue stays empty) until a worker takes it.
+    assert connection.llen(queue_key) == 1
+    assert not OrmQ.objects.exists()
+    run = PipelineRun.objects.get()
+    worker.start()
+    try:
+        assert wait_for(lambda: PipelineRun.objects.get(pk=run.pk).is_finished, timeout=90)
+    finally:
+        worker.kill()
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED
+    assert connection.llen(queue_key) == 0
+    with open(run.log_path) as log:
+        assert "delivered by redis" in log.read()

@@ -62,7 +62,7 @@ def test_prepare_installs_the_demo_once_and_creates_one_admin(tmp_path, settings
     assert get_user_model().objects.count() == 1
 
 
-def test_a_newcomer_logs_in_and_sees_the_demo_pipelines(tmp_path):
+def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
     port = free_port()
     env = {
         **os.environ,
@@ -115,6 +115,21 @@ def test_a_newcomer_logs_in_and_sees_the_demo_pipelines(tmp_path):
         assert "pipeline.json: mem_hard_limit &#x27;1.5x&#x27; is not a size" in html
         css = opener.open(f"{base}/static/css/fastflow.css")
         assert css.status == 200
+
+        # The demo pipelines actually run: the run button, then the run succeeds.
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)[1]
+        run = urllib.request.Request(
+            f"{base}/pipelines/hello_world/run/",
+            data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
+            headers={"Referer": base},
+        )
+        assert "Run " in opener.open(run).read().decode()
+        deadline = time.monotonic() + 90
+        detail = ""
+        while time.monotonic() < deadline and "✔ succeeded" not in detail:
+            detail = opener.open(f"{base}/pipelines/hello_world/").read().decode()
+            time.sleep(0.3)
+        assert "✔ succeeded" in detail
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
