@@ -57,10 +57,11 @@ class LogWriter:
     def write(self, stream: str, text: str, timestamp: str | None = None) -> None:
         record = f"{timestamp or utc_timestamp()} {stream} {self.mask(text)}\n"
         with self.lock:
-            if self.truncated:
+            # Fast-Flow's own lines are few and say what happened: they are always kept.
+            if stream != SYSTEM and self.truncated:
                 self.dropped_lines += 1
                 return
-            if self.size + len(record.encode()) > self.max_bytes:
+            if stream != SYSTEM and self.size + len(record.encode()) > self.max_bytes:
                 self.truncated = True
                 self.dropped_lines += 1
                 note = TRUNCATION_NOTE.format(mb=self.max_bytes // 1024**2 or self.max_bytes)

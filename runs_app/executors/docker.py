@@ -103,7 +103,7 @@ class DockerExecutor:
             Mount(CODE_DIR, str(spec.folder), type="bind", read_only=True),
             Mount(CACHE_DIR, str(settings.UV_CACHE_DIR), type="bind"),
             Mount(RUN_DIR, str(spec.run_dir), type="bind"),
-            Mount(LAUNCHER_PATH, str(LAUNCHER), type="bind", read_only=True),
+            Mount(LAUNCHER_PATH, str(_shared_launcher()), type="bind", read_only=True),
         ]
         env = {
             **spec.env,
@@ -301,6 +301,21 @@ class DockerExecutor:
         except APIError as exc:
             if "already in progress" not in str(exc):
                 raise
+
+
+def _shared_launcher() -> Path:
+    """The launcher, copied under DATA_DIR: bind mounts name paths on the Docker host, and
+    DATA_DIR is the folder an orchestrator in a container shares with the host (same path),
+    while its own code is not."""
+    target = Path(settings.DATA_DIR) / "launcher" / "launcher.py"
+    source = LAUNCHER.read_bytes()
+    if not target.exists() or target.read_bytes() != source:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(".tmp")
+        temporary.write_bytes(source)
+        temporary.chmod(0o644)
+        temporary.replace(target)  # atomic: a starting run never sees half a file
+    return target
 
 
 def _prepare_writable_dir(path: Path) -> None:

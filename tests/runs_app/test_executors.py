@@ -350,3 +350,20 @@ def test_a_notebook_runs_cell_by_cell(make_pipeline):
     text = log_text(run)
     assert "S cell 1/2" in text and "S cell 2/2" in text
     assert "skip cell 1: %matplotlib inline" in text
+
+
+@both_executors
+def test_the_log_is_capped_and_the_run_goes_on(make_pipeline, settings):
+    settings.LOG_MAX_SIZE_MB = 1
+    run = run_now(
+        make_pipeline,
+        "chatty",
+        "for i in range(30000):\n    print(f'{i:08} ' + 'x' * 60)\nprint('the end')\n",
+    )
+    assert run.status == Status.SUCCEEDED, log_text(run)[-500:]
+    text = log_text(run)
+    assert len(text.encode()) < 1024**2 + 4096
+    assert "log truncated at LOG_MAX_SIZE_MB=1; the run goes on, its output is dropped" in text
+    assert "line(s) were not kept" in text
+    assert "the end" not in text
+    assert "finished: succeeded" in text  # Fast-Flow's own lines are kept past the cap

@@ -193,3 +193,31 @@ def _read(path: str) -> str:
             return log.read()
     except FileNotFoundError:
         return ""
+
+
+def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_code(
+    make_pipeline, worker, docker_engine
+):
+    make_pipeline(
+        "short",
+        main="import sys, time\nprint('start', flush=True)\ntime.sleep(1)\n"
+        "print('end while nobody watched', flush=True)\nsys.exit(4)\n",
+    )
+    discover()
+    worker.start()
+    (run,) = queue_runs("short", 1)
+    assert wait_for(lambda: "O start\n" in _read(run.log_path), timeout=60)
+    worker.kill()
+    run.refresh_from_db()
+    assert wait_for(
+        lambda: docker_engine.api.inspect_container(run.container_id)["State"]["Status"]
+        == "exited",
+        timeout=30,
+    )
+    worker.start()
+    assert wait_for(lambda: all_final([run]), timeout=60), worker.log.read_text()[-3000:]
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    assert run.exit_code == 4
+    assert output_lines(run) == ["start", "end while nobody watched"]
+    assert "re-attached to the run (exited)" in log_text(run)
