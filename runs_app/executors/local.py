@@ -42,6 +42,12 @@ HANDLE_PREFIX = "local:"
 INHERITED = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "TMPDIR")
 
 
+def local_uv_cache() -> Path:
+    """A cache of its own: runs here write as the worker's user, container runs as uid
+    1000, and neither may leave files in the shared cache that the other cannot open."""
+    return Path(settings.UV_CACHE_DIR) / "local-executor"
+
+
 @cache
 def uv_binary() -> str:
     from uv import find_uv_bin
@@ -62,12 +68,13 @@ class LocalExecutor:
 
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        Path(settings.UV_CACHE_DIR).mkdir(parents=True, exist_ok=True)
+        cache = local_uv_cache()
+        cache.mkdir(parents=True, exist_ok=True)
         env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         env.update(spec.env)
         env.update(
             PYTHONUNBUFFERED="1",
-            UV_CACHE_DIR=str(settings.UV_CACHE_DIR),
+            UV_CACHE_DIR=str(cache),
             FASTFLOW_ROUTE_FILE=str(spec.run_dir / "route"),
         )
         if spec.mem_hard_limit_bytes:

@@ -210,8 +210,9 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
     worker.kill()
     run.refresh_from_db()
     assert wait_for(
-        lambda: docker_engine.api.inspect_container(run.container_id)["State"]["Status"]
-        == "exited",
+        lambda: (
+            docker_engine.api.inspect_container(run.container_id)["State"]["Status"] == "exited"
+        ),
         timeout=30,
     )
     worker.start()
