@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import permission_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from pipelines_app.models import DiscoveryScan, Pipeline
@@ -65,4 +66,7 @@ def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect(pipeline)
     messages.success(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
-    return redirect(request.POST.get("next") or pipeline.get_absolute_url())
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        next_url = pipeline.get_absolute_url()
+    return redirect(next_url)

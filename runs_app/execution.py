@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,8 +34,13 @@ FailureReason = PipelineRun.FailureReason
 Status = PipelineRun.Status
 
 
+# Told apart from a later process that happens to get the same pid (a restarted container
+# hands out the same small pids again): a token fresh for every start of the worker.
+WORKER_TOKEN = uuid.uuid4().hex[:8]
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{WORKER_TOKEN}"
 
 
 def execute_run(run_id: int, orphaned_workers: list[str] | None = None) -> None:
@@ -271,7 +277,7 @@ def _dead_local_workers() -> list[str]:
         .values_list("worker_id", flat=True)
         .distinct()
     ):
-        pid = int(recorded.rsplit(":", 1)[1])
+        pid = int(recorded.split(":")[1])
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -104,6 +104,15 @@ def execute(run: PipelineRun) -> PipelineRun:
     return run
 
 
+def read_log(path: str) -> str:
+    """A log as it is now; empty before its first line."""
+    try:
+        with open(path, encoding="utf-8") as log:
+            return log.read()
+    except FileNotFoundError:
+        return ""
+
+
 def log_text(run: PipelineRun) -> str:
     with open(run.log_path, encoding="utf-8") as log:
         return log.read()

@@ -13,7 +13,14 @@ import pytest
 
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import both_executors, execute, log_text, output_lines, run_now
+from tests.runs_app.conftest import (
+    both_executors,
+    execute,
+    log_text,
+    output_lines,
+    read_log,
+    run_now,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -130,7 +137,7 @@ def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     run = PipelineRun.enqueue(Pipeline.objects.get(name="counter"), trigger="manual")
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
-    assert wait_for(lambda: "O 1\n" in _read(run.log_path), timeout=60)
+    assert wait_for(lambda: "O 1\n" in read_log(run.log_path), timeout=60)
     run.refresh_from_db()
     assert run.request_cancel() == "stopping"
     worker.join(timeout=60)
@@ -139,14 +146,6 @@ def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     assert run.error_message == "cancelled on request"
     assert "cancel requested: stopping the run" in log_text(run)
     assert not run.retries.exists()  # a cancelled run is not retried
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as log:
-            return log.read()
-    except FileNotFoundError:
-        return ""
 
 
 @both_executors
@@ -208,7 +207,7 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
     run = PipelineRun.enqueue(Pipeline.objects.get(name="limited"), trigger="manual")
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
-    assert wait_for(lambda: "O up\n" in _read(run.log_path), timeout=60)
+    assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
     run.refresh_from_db()
     attrs = docker_engine.api.inspect_container(run.container_id)
     host = attrs["HostConfig"]

@@ -207,3 +207,11 @@ def test_runs_travel_through_redis_when_redis_url_is_set(make_pipeline, settings
     assert connection.llen(queue_key) == 0
     with open(run.log_path) as log:
         assert "delivered by redis" in log.read()
+
+
+@pytest.mark.django_db
+def test_the_run_button_never_redirects_off_site(operator_client, catalogue):
+    response = operator_client.post(
+        reverse("pipelines_app:run", args=["hello"]), {"next": "https://evil.example/"}
+    )
+    assert response.url == "/pipelines/hello/"

@@ -16,7 +16,7 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import log_text, output_lines
+from tests.runs_app.conftest import log_text, output_lines, read_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -150,14 +150,16 @@ def test_a_killed_worker_is_replaced_and_the_run_continues_with_its_full_log(
     discover()
     worker.start()
     (run,) = queue_runs("ticker", 1)
-    assert wait_for(lambda: "O tick 3\n" in _read(run.log_path), timeout=60), worker.log.read_text()
+    assert wait_for(lambda: "O tick 3\n" in read_log(run.log_path), timeout=60), (
+        worker.log.read_text()
+    )
     worker.kill()  # the container goes on without anybody following it
     run.refresh_from_db()
     # Lines printed while nobody follows: they must reach the log after the restart.
     assert wait_for(
         lambda: (
             b"tick 10" in docker_engine.api.logs(run.container_id)
-            and "tick 10" not in _read(run.log_path)
+            and "tick 10" not in read_log(run.log_path)
         ),
         timeout=30,
     )
@@ -176,7 +178,7 @@ def test_a_run_whose_container_vanished_is_marked_lost(
     discover()
     worker.start()
     (run,) = queue_runs("victim", 1)
-    assert wait_for(lambda: "O up\n" in _read(run.log_path), timeout=60)
+    assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
     worker.kill()
     run.refresh_from_db()
     docker_engine.api.remove_container(run.container_id, force=True)
@@ -185,14 +187,6 @@ def test_a_run_whose_container_vanished_is_marked_lost(
     run.refresh_from_db()
     assert run.status == Status.FAILED
     assert run.failure_reason == PipelineRun.FailureReason.LOST
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as log:
-            return log.read()
-    except FileNotFoundError:
-        return ""
 
 
 def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_code(
@@ -206,7 +200,7 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
     discover()
     worker.start()
     (run,) = queue_runs("short", 1)
-    assert wait_for(lambda: "O start\n" in _read(run.log_path), timeout=60)
+    assert wait_for(lambda: "O start\n" in read_log(run.log_path), timeout=60)
     worker.kill()
     run.refresh_from_db()
     assert wait_for(
