@@ -366,3 +366,16 @@ def test_the_log_is_capped_and_the_run_goes_on(make_pipeline, settings):
     assert "line(s) were not kept" in text
     assert "the end" not in text
     assert "finished: succeeded" in text  # Fast-Flow's own lines are kept past the cap
+
+
+@both_executors
+def test_timeout_zero_means_no_limit_even_with_an_instance_timeout(make_pipeline, settings):
+    settings.CONTAINER_TIMEOUT = 1
+    run = run_now(
+        make_pipeline,
+        "daemonish",
+        "import time\ntime.sleep(2.5)\nprint('still here')\n",
+        config={"timeout": 0},
+    )
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert "still here" in output_lines(run)

@@ -216,3 +216,44 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
     assert run.exit_code == 4
     assert output_lines(run) == ["start", "end while nobody watched"]
     assert "re-attached to the run (exited)" in log_text(run)
+
+
+def test_two_worker_clusters_never_execute_a_run_twice(make_pipeline, settings, tmp_path):
+    settings.MAX_CONCURRENT_RUNS = 4
+    make_pipeline("once", main="import time\nprint('ran', flush=True)\ntime.sleep(0.5)\n")
+    discover()
+    first, second = Worker(settings, tmp_path / "a"), Worker(settings, tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first.start()
+    second.start()
+    try:
+        runs = queue_runs("once", 8)
+        assert wait_for(lambda: all_final(runs), timeout=120), first.log.read_text()[-2000:]
+    finally:
+        first.kill()
+        second.kill()
+    for run in PipelineRun.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.status == Status.SUCCEEDED
+        assert output_lines(run) == ["ran"]  # executed exactly once
+        assert log_text(run).count(" S starting once") == 1
+
+
+def test_a_due_retry_is_started_by_the_worker(make_pipeline, worker):
+    make_pipeline(
+        "again",
+        main="import os, sys\nprint('attempt', os.environ['FASTFLOW_ATTEMPT'])\n"
+        "sys.exit(0 if os.environ['FASTFLOW_ATTEMPT'] == '2' else 1)\n",
+        config={"retry_attempts": 1, "retry_strategy": {"type": "fixed_delay", "delay": 1}},
+    )
+    discover()
+    worker.start()
+    (run,) = queue_runs("again", 1)
+
+    def retry_succeeded() -> bool:
+        retry = PipelineRun.objects.filter(retry_of=run).first()
+        return retry is not None and retry.status == Status.SUCCEEDED
+
+    assert wait_for(retry_succeeded, timeout=90), worker.log.read_text()[-2000:]
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
