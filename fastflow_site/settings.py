@@ -160,6 +160,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "channels",
     "django_htmx",
     "django_q",
     "pipelines_app",
@@ -183,6 +184,19 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "fastflow_site.urls"
 WSGI_APPLICATION = "fastflow_site.wsgi.application"
+ASGI_APPLICATION = "fastflow_site.asgi.application"
+# Live logs are read from the shared log files, which needs no channel layer on one machine;
+# with Redis, the layer lets several web nodes share run events.
+CHANNEL_LAYERS = (
+    {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    if REDIS_URL
+    else {}
+)
 
 TEMPLATES = [
     {

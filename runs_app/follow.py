@@ -6,25 +6,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from runs_app.logs import LogTail
 from runs_app.models import PipelineRun
 
 
-def follow_log(run: PipelineRun, poll_seconds: float = 0.1) -> Iterator[str]:
-    """Yield the run's log records as they are written, until the run is final and read."""
-    path = Path(run.log_path)
-    position = 0
+def follow_log(run: PipelineRun, poll_seconds: float = 0.1) -> Iterator[tuple[int, str, str, str]]:
+    """Yield the run's log lines (seq, timestamp, stream, text) as they are written, until
+    the run is final and its log read to the end."""
+    tail = LogTail(Path(run.log_path))
     while True:
         finished = PipelineRun.objects.filter(
             pk=run.pk, status__in=PipelineRun.FINAL_STATUSES
         ).exists()
-        if path.exists():
-            with open(path, encoding="utf-8", errors="replace") as log:
-                log.seek(position)
-                chunk = log.read()
-                # Only whole lines: the writer may be halfway through one.
-                complete = chunk[: chunk.rfind("\n") + 1]
-                position += len(complete.encode())
-                yield from complete.splitlines()
+        yield from tail.read()
         if finished:
             return
         time.sleep(poll_seconds)

@@ -113,3 +113,46 @@ def read_lines(path: Path) -> list[tuple[str, str, str]]:
 def remove_log(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+class LogTail:
+    """Reads a log as it grows, whole lines only, numbering them from 1 (the sequence).
+
+    `seek(after)` skips to just past line `after`, so a reconnecting reader gets exactly
+    the lines it has not seen.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0  # bytes consumed
+        self.seq = 0  # lines consumed
+
+    def read(self) -> list[tuple[int, str, str, str]]:
+        """New complete lines as (seq, timestamp, stream, text)."""
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+        except FileNotFoundError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        lines = []
+        for raw in complete.decode("utf-8", errors="replace").splitlines():
+            self.seq += 1
+            lines.append((self.seq, *parse_line(raw)))
+        return lines
+
+    def seek(self, after: int) -> None:
+        """Consume lines up to and including number `after` (or as many as exist)."""
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                while self.seq < after:
+                    line = log.readline()
+                    if not line.endswith(b"\n"):
+                        return
+                    self.offset += len(line)
+                    self.seq += 1
+        except FileNotFoundError:
+            return

@@ -9,7 +9,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines_app.models import Pipeline
 from runs_app.follow import exit_status, follow_log
-from runs_app.logs import parse_line
 from runs_app.models import PipelineRun, RunRefused
 
 ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
@@ -54,8 +53,7 @@ class Command(BaseCommand):
         self.stdout.write(f"queued run {run.public_id} of {pipeline.name}")
         if not follow:
             return
-        for record in follow_log(run):
-            _, stream, text = parse_line(record)
+        for _, _, stream, text in follow_log(run):
             target = self.stderr if stream == "E" else self.stdout
             target.write(text if stream != "S" else f"[fast-flow] {text}")
         run.refresh_from_db()

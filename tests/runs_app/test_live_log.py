@@ -1,0 +1,130 @@
+"""The live log websocket, through the real ASGI application (auth, origin, routing)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from fastflow_site.asgi import application
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.logs import STDOUT, LogWriter
+from runs_app.models import PipelineRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost:8000")
+
+
+@pytest.fixture
+def run(make_pipeline, settings, tmp_path):
+    settings.LOGS_DIR = tmp_path / "logs"
+    settings.MAX_CONCURRENT_RUNS = 0  # nothing executes: the test writes the log itself
+    make_pipeline("p")
+    discover()
+    return PipelineRun.enqueue(Pipeline.objects.get(name="p"), trigger="manual")
+
+
+def session_cookie(client, user) -> tuple[bytes, bytes]:
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def connect(run, headers, after=None) -> WebsocketCommunicator:
+    path = f"/ws/runs/{run.public_id}/log/" + (f"?after={after}" if after is not None else "")
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, code = await communicator.connect(timeout=5)
+    communicator.code = code
+    communicator.connected = connected
+    return communicator
+
+
+async def receive_until(communicator, predicate, timeout=5.0) -> list[dict]:
+    messages = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        message = await communicator.receive_json_from(timeout=timeout)
+        messages.append(message)
+        if predicate(message):
+            return messages
+    raise AssertionError(f"not received; got {messages}")
+
+
+def lines_in(messages) -> list[list]:
+    return [line for m in messages if m["type"] == "lines" for line in m["lines"]]
+
+
+def write(run, *texts):
+    writer = LogWriter(__import__("pathlib").Path(run.log_path))
+    for text in texts:
+        writer.write(STDOUT, text)
+    writer.close()
+
+
+def finish(run, status=PipelineRun.Status.SUCCEEDED):
+    PipelineRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now())
+
+
+async def test_an_anonymous_websocket_is_refused(run):
+    communicator = await connect(run, [ORIGIN])
+    assert not communicator.connected
+    assert communicator.code == 4401
+
+
+async def test_a_foreign_origin_is_refused(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [(b"origin", b"https://evil.example"), cookie])
+    assert not communicator.connected
+
+
+async def test_an_unknown_run_is_refused(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = WebsocketCommunicator(
+        application, "/ws/runs/00000000-0000-4000-8000-000000000000/log/", headers=[ORIGIN, cookie]
+    )
+    connected, code = await communicator.connect(timeout=5)
+    assert not connected and code == 4404
+
+
+async def test_lines_so_far_then_new_lines_then_the_final_status(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    await sync_to_async(write)(run, "one", "two")
+    communicator = await connect(run, [ORIGIN, cookie])
+    assert communicator.connected
+    first = await receive_until(communicator, lambda m: m["type"] == "lines")
+    assert first[0] == {"type": "status", "status": "queued", "label": "queued", "finished": False}
+    assert [(seq, text) for seq, _, _, text in lines_in(first)] == [(1, "one"), (2, "two")]
+    await sync_to_async(write)(run, "three")
+    later = await receive_until(communicator, lambda m: m["type"] == "lines")
+    assert [(seq, stream, text) for seq, _, stream, text in lines_in(later)] == [(3, "O", "three")]
+    await sync_to_async(write)(run, "last words")
+    await sync_to_async(finish)(run)
+    end = await receive_until(communicator, lambda m: m["type"] == "status" and m["finished"])
+    assert [text for *_, text in lines_in(end)] == ["last words"]  # before the status
+    assert end[-1]["status"] == "succeeded"
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+
+
+async def test_a_reconnect_gets_exactly_the_missed_lines(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    await sync_to_async(write)(run, *[f"line {i}" for i in range(1, 11)])
+    communicator = await connect(run, [ORIGIN, cookie], after=7)
+    messages = await receive_until(communicator, lambda m: m["type"] == "lines")
+    assert [seq for seq, *_ in lines_in(messages)] == [8, 9, 10]
+    await communicator.disconnect()
+
+
+async def test_the_browser_is_rate_limited_and_told_what_it_missed(run, client, viewer, settings):
+    settings.LOG_STREAM_RATE_LIMIT = 5  # a burst of 50 lines at most for the catch-up
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    await sync_to_async(write)(run, *[f"line {i}" for i in range(1, 81)])
+    communicator = await connect(run, [ORIGIN, cookie])
+    messages = await receive_until(communicator, lambda m: m["type"] == "lines")
+    skipped = next(m for m in messages if m["type"] == "skipped")
+    assert skipped == {"type": "skipped", "count": 30, "through": 30}
+    assert [seq for seq, *_ in lines_in(messages)] == list(range(31, 81))
+    await communicator.disconnect()
