@@ -28,5 +28,6 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("pipelines/", include("pipelines_app.urls")),
+    path("runs/", include("runs_app.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -68,5 +68,5 @@ def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
     messages.success(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
     next_url = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
-        next_url = pipeline.get_absolute_url()
+        next_url = run.get_absolute_url()  # watch it run
     return redirect(next_url)

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline
@@ -122,6 +123,13 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pipeline.name} #{str(self.public_id)[:8]} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs_app:detail", args=[self.public_id])
+
+    @property
+    def short_id(self) -> str:
+        return str(self.public_id)[:8]
 
     # --- starting --------------------------------------------------------------------------
 

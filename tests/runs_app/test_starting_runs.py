@@ -45,8 +45,10 @@ def test_the_run_button_queues_a_manual_run(operator_client, catalogue, viewer):
     run = PipelineRun.objects.get()
     assert run.status == Status.QUEUED
     assert run.trigger == PipelineRun.Trigger.MANUAL and run.triggered_by == viewer
-    assert f"Run {str(run.public_id)[:8]} of hello queued." in response.content.decode()
-    assert f'id="run-{run.public_id}"' in response.content.decode()  # listed on the page
+    html = response.content.decode()
+    assert f"Run {run.short_id} of hello queued." in html
+    assert response.redirect_chain[-1][0] == f"/runs/{run.public_id}/"  # watch it run
+    assert 'id="live-log"' in html
 
 
 @pytest.mark.django_db
@@ -214,4 +216,4 @@ def test_the_run_button_never_redirects_off_site(operator_client, catalogue):
     response = operator_client.post(
         reverse("pipelines_app:run", args=["hello"]), {"next": "https://evil.example/"}
     )
-    assert response.url == "/pipelines/hello/"
+    assert response.url == PipelineRun.objects.get().get_absolute_url()

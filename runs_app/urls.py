@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from runs_app import views
+
+app_name = "runs_app"
+
+urlpatterns = [
+    path("<uuid:public_id>/", views.run_detail, name="detail"),
+    path("<uuid:public_id>/log/", views.run_log, name="log"),
+    path("<uuid:public_id>/cancel/", views.run_cancel, name="cancel"),
+    path("<uuid:public_id>/rerun/", views.run_rerun, name="rerun"),
+]

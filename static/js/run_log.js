@@ -1,0 +1,144 @@
+// The live log of a run: a websocket per page; lines so far, new lines, then the final
+// status. Every line carries its sequence number: a reconnect asks for what came after the
+// last one shown, so nothing is lost or shown twice.
+(function () {
+  "use strict";
+  const root = document.getElementById("live-log");
+  if (!root) return;
+  const linesBox = root.querySelector(".log-lines");
+  const notice = root.querySelector(".log-notice");
+  const state = root.querySelector(".log-state");
+  const filterBox = root.querySelector(".log-filter");
+  const timestampsBox = root.querySelector(".log-timestamps");
+  const downloadUrl = document.getElementById("download-log")?.getAttribute("href");
+  let lastSeq = 0;
+  let finished = false;
+  let socket = null;
+  let attempts = 0;
+  let skippedTotal = 0;
+  let follow = true; // auto-scroll until the person scrolls up
+
+  linesBox.addEventListener("scroll", function () {
+    follow = linesBox.scrollTop + linesBox.clientHeight >= linesBox.scrollHeight - 4;
+  });
+  filterBox.addEventListener("input", applyFilter);
+  timestampsBox.addEventListener("change", function () {
+    root.classList.toggle("show-timestamps", timestampsBox.checked);
+  });
+
+  // ANSI SGR colours → classes; everything else is text (never HTML).
+  const ANSI = /\x1b\[([0-9;]*)m/g;
+  function renderText(container, text) {
+    let classes = [];
+    let index = 0;
+    let match;
+    ANSI.lastIndex = 0;
+    while ((match = ANSI.exec(text)) !== null) {
+      appendSpan(container, text.slice(index, match.index), classes);
+      index = ANSI.lastIndex;
+      const codes = match[1] === "" ? [0] : match[1].split(";").map(Number);
+      for (const code of codes) {
+        if (code === 0) classes = [];
+        else if (code === 1) classes.push("ansi-bold");
+        else if ((code >= 30 && code <= 37) || (code >= 90 && code <= 97)) {
+          classes = classes.filter((c) => !c.startsWith("ansi-fg")).concat("ansi-fg-" + code);
+        } else if (code === 39) classes = classes.filter((c) => !c.startsWith("ansi-fg"));
+      }
+    }
+    appendSpan(container, text.slice(index), classes);
+  }
+  function appendSpan(container, text, classes) {
+    if (!text) return;
+    if (!classes.length) { container.appendChild(document.createTextNode(text)); return; }
+    const span = document.createElement("span");
+    span.className = classes.join(" ");
+    span.textContent = text;
+    container.appendChild(span);
+  }
+
+  function addLine(line) {
+    const [seq, timestamp, stream, text] = line;
+    if (seq <= lastSeq) return; // already shown
+    lastSeq = seq;
+    const row = document.createElement("div");
+    row.className = "log-line stream-" + stream;
+    row.dataset.seq = seq;
+    const time = document.createElement("time");
+    time.className = "log-time";
+    time.dateTime = timestamp;
+    time.textContent = new Date(timestamp.slice(0, 23) + "Z").toLocaleTimeString();
+    row.appendChild(time);
+    const body = document.createElement("span");
+    body.className = "log-text";
+    if (stream === "S") body.textContent = "▸ " + text;
+    else renderText(body, text);
+    row.appendChild(body);
+    if (!matches(row)) row.hidden = true;
+    linesBox.appendChild(row);
+  }
+
+  function matches(row) {
+    const needle = filterBox.value.trim().toLowerCase();
+    return !needle || row.textContent.toLowerCase().includes(needle);
+  }
+  function applyFilter() {
+    for (const row of linesBox.children) row.hidden = !matches(row);
+  }
+
+  function showSkipped(count) {
+    skippedTotal += count;
+    notice.hidden = false;
+    notice.textContent = "";
+    notice.append(skippedTotal + " lines were skipped to keep up (the log file has them all). ");
+    if (downloadUrl) {
+      const link = document.createElement("a");
+      link.href = downloadUrl;
+      link.textContent = "Download the full log";
+      notice.append(link);
+    }
+  }
+
+  function handle(message) {
+    if (message.type === "lines") {
+      message.lines.forEach(addLine);
+      if (follow) linesBox.scrollTop = linesBox.scrollHeight;
+    } else if (message.type === "skipped") {
+      showSkipped(message.count);
+      lastSeq = Math.max(lastSeq, message.through);
+    } else if (message.type === "status") {
+      root.dataset.status = message.status;
+      if (message.finished) {
+        finished = true;
+        state.textContent = "finished: " + message.label;
+        refreshSummary();
+      }
+    }
+  }
+
+  function refreshSummary() {
+    const url = root.dataset.summaryUrl;
+    if (window.htmx) {
+      window.htmx.ajax("GET", url, { target: "#run-summary", swap: "outerHTML" });
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(scheme + "//" + location.host + root.dataset.wsUrl + "?after=" + lastSeq);
+    window.fastflowLog.socket = socket;
+    socket.onopen = function () {
+      attempts = 0;
+      state.textContent = finished ? state.textContent : "live";
+    };
+    socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
+    socket.onclose = function () {
+      if (finished) return;
+      attempts += 1;
+      state.textContent = "reconnecting…";
+      setTimeout(connect, Math.min(5000, 250 * attempts));
+    };
+  }
+
+  window.fastflowLog = { socket: null, lastSeq: function () { return lastSeq; } };
+  connect();
+})();
