@@ -1,0 +1,183 @@
+"""The daily view in a real headless Chromium: daphne and a worker as separate processes,
+SQLite (or PostgreSQL) shared with the test, no Redis — the default setup."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+from pipelines_app.discovery import discover
+from runs_app.follow import wait_for
+from runs_app.models import PipelineRun
+from tests.runs_app.conftest import require
+from tests.runs_app.test_worker import Worker
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TICKER = (
+    "import time\nfor i in range(1, 13):\n"
+    "    print(f'\\x1b[32mtick\\x1b[0m {i}', flush=True)\n    time.sleep(0.4)\n"
+)
+SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def instance(settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
+    """Web (daphne) and worker processes on the test database; yields the base URL."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
+    make_pipeline("ticker", main=TICKER)
+    make_pipeline("sleeper", main=SLEEPER)
+    discover()
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user = django_user_model.objects.create_superuser("ada", "ada@example.com")
+    hasher = PBKDF2PasswordHasher()  # the web process knows the real hasher, not the test one
+    user.password = hasher.encode("pw-ada-browser", hasher.salt())
+    user.save()
+    worker = Worker(settings, tmp_path)
+    worker.start()
+    port = free_port()
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "fastflow_site.asgi:application",
+        ],
+        cwd=django_settings.BASE_DIR,
+        env=worker.environment(),
+        stdout=open(tmp_path / "web.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    assert wait_for(answers, timeout=30), (tmp_path / "web.log").read_text()
+    yield base
+    web.kill()
+    worker.kill()
+
+
+@pytest.fixture
+def browser():
+    require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def log_in(page, base: str) -> None:
+    page.goto(f"{base}/pipelines/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "pw-ada-browser")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/pipelines/")
+
+
+def start_run(page, base: str, pipeline: str) -> None:
+    page.goto(f"{base}/pipelines/{pipeline}/")
+    page.click("main form button[type=submit]")
+    page.wait_for_url(f"{base}/runs/**")
+
+
+def test_anonymous_people_see_only_the_login_page_and_no_websocket(instance, browser):
+    page = browser.new_page()
+    page.goto(f"{instance}/pipelines/ticker/")
+    assert "/accounts/login/" in page.url
+    run = PipelineRun.objects.create(pipeline_id=1)
+    opened = page.evaluate(
+        """(url) => new Promise((resolve) => {
+            const socket = new WebSocket(url);
+            socket.onopen = () => resolve(true);
+            socket.onclose = () => resolve(false);
+        })""",
+        f"ws://{instance.removeprefix('http://')}/ws/runs/{run.public_id}/log/",
+    )
+    assert opened is False
+
+
+def test_watch_a_run_live_to_its_end_with_a_reconnect_in_between(instance, browser):
+    page = browser.new_page()
+    log_in(page, instance)
+    start_run(page, instance, "ticker")
+    page.evaluate("window.notReloaded = true")
+    # Lines appear while the run is still running.
+    page.wait_for_selector(".log-line:has-text('tick 2')", timeout=60_000)
+    assert "running" in page.inner_text("#run-status")
+    # ANSI colours are rendered, not shown as escape codes.
+    assert page.locator(".log-line .ansi-fg-32", has_text="tick").count() >= 1
+    # A network blip: the socket dies, the page reconnects and resumes after its last line.
+    page.evaluate("window.fastflowLog.socket.close()")
+    page.wait_for_selector(".log-line:has-text('tick 12')", timeout=60_000)
+    # The page switches to the final state by itself.
+    page.wait_for_selector("#run-status :text('succeeded')", timeout=60_000)
+    assert page.evaluate("window.notReloaded") is True
+    texts = page.locator(".log-line.stream-O .log-text").all_inner_texts()
+    assert texts == [f"tick {i}" for i in range(1, 13)]  # nothing lost, nothing doubled
+    # The filter box and the timestamps toggle.
+    page.fill(".log-filter", "tick 1")
+    assert page.locator(".log-line.stream-O:visible").count() == 4  # 1, 10, 11, 12
+    page.check(".log-timestamps")
+    assert page.locator(".log-line:visible .log-time").first.is_visible()
+
+
+def test_cancel_a_run_from_its_page(instance, browser):
+    page = browser.new_page()
+    log_in(page, instance)
+    start_run(page, instance, "sleeper")
+    page.wait_for_selector(".log-line:has-text('sleeping')", timeout=60_000)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-run")
+    page.wait_for_selector("#run-status :text('cancelled')", timeout=60_000)
+    run = PipelineRun.objects.get(pipeline__name="sleeper")
+    assert wait_for(lambda: PipelineRun.objects.get(pk=run.pk).is_finished, timeout=30)
+    assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.CANCELLED
+
+
+def test_download_the_log(instance, browser):
+    page = browser.new_page(accept_downloads=True)
+    log_in(page, instance)
+    start_run(page, instance, "ticker")
+    page.wait_for_selector("#run-status :text('succeeded')", timeout=60_000)
+    with page.expect_download() as download_info:
+        page.click("#download-log")
+    download = download_info.value
+    assert download.suggested_filename.startswith("ticker-")
+    with open(download.path(), encoding="utf-8") as downloaded:
+        text = downloaded.read()
+    assert "\x1b[32mtick\x1b[0m 12" in text
+    assert "[fast-flow] finished: succeeded" in text
