@@ -7,6 +7,7 @@ from runs_app import views
 app_name = "runs_app"
 
 urlpatterns = [
+    path("", views.run_list, name="list"),
     path("<uuid:public_id>/", views.run_detail, name="detail"),
     path("<uuid:public_id>/log/", views.run_log, name="log"),
     path("<uuid:public_id>/cancel/", views.run_cancel, name="cancel"),

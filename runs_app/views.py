@@ -7,12 +7,34 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from pipelines_app.models import Pipeline
+from runs_app.forms import RunFilterForm
 from runs_app.logs import SYSTEM, LogTail
 from runs_app.models import PipelineRun, RunRefused
+
+RUNS_PER_PAGE = 50
+
+
+def run_list(request: HttpRequest) -> HttpResponse:
+    form = RunFilterForm(request.GET or None)
+    runs = form.filter(PipelineRun.objects.select_related("pipeline", "triggered_by"))
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "pipeline_names": Pipeline.objects.values_list("name", flat=True),
+    }
+    if request.htmx:
+        return render(request, "runs_app/_runs_table.html", context)
+    return render(request, "runs_app/run_list.html", context)
 
 
 def _get_run(public_id) -> PipelineRun:

@@ -175,3 +175,59 @@ def test_cancel_and_rerun_need_post(operator_client, finished_run):
         operator_client.get(reverse("runs_app:rerun", args=[finished_run.public_id])).status_code
         == 405
     )
+
+
+def make_runs(pipeline, count, **fields):
+    return PipelineRun.objects.bulk_create(
+        PipelineRun(pipeline=pipeline, **fields) for _ in range(count)
+    )
+
+
+def test_runs_list_filters_sorts_and_paginates(admin_client, finished_run):
+    pipeline = finished_run.pipeline
+    make_runs(pipeline, 60, status=Status.SUCCEEDED, queued_at=timezone.now() - timedelta(days=3))
+    make_runs(pipeline, 2, status=Status.QUEUED, trigger="webhook")
+    page = admin_client.get(reverse("runs_app:list")).content.decode()
+    assert "page 1 of 2 (63 runs)" in page
+    assert page.count('<tr id="run-') == 50
+    assert "older →" in page
+    only_failed = admin_client.get(reverse("runs_app:list") + "?status=failed").content.decode()
+    assert only_failed.count('<tr id="run-') == 1 and f"run-{finished_run.public_id}" in only_failed
+    webhook = admin_client.get(reverse("runs_app:list") + "?trigger=webhook").content.decode()
+    assert webhook.count('<tr id="run-') == 2
+    recent = admin_client.get(reverse("runs_app:list") + "?window=24h").content.decode()
+    assert recent.count('<tr id="run-') == 3
+    oldest = admin_client.get(reverse("runs_app:list") + "?sort=queued_at").content.decode()
+    assert "days" in oldest.split('<tr id="run-')[1]  # the first row is from 3 days ago
+    assert "days" not in page.split('<tr id="run-')[1]  # newest first by default
+    second = admin_client.get(reverse("runs_app:list") + "?page=2").content.decode()
+    assert second.count('<tr id="run-') == 13
+
+
+def test_runs_list_by_pipeline_and_time_range(admin_client, finished_run):
+    other = Pipeline.objects.create(
+        name="other", folder_path="/x", discovered_at=timezone.now(), last_seen_at=timezone.now()
+    )
+    make_runs(other, 3)
+    html = admin_client.get(reverse("runs_app:list") + "?pipeline=other").content.decode()
+    assert html.count('<tr id="run-') == 3
+    since = (timezone.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    assert (
+        "No runs match."
+        in admin_client.get(reverse("runs_app:list") + f"?since={since}").content.decode()
+    )
+
+
+def test_runs_list_ignores_bad_filter_values(admin_client, finished_run):
+    response = admin_client.get(
+        reverse("runs_app:list") + "?status=exploded&since=yesterday&page=x"
+    )
+    assert response.status_code == 200
+    assert f"run-{finished_run.public_id}" in response.content.decode()
+
+
+def test_runs_list_fragment_for_htmx_and_empty_state(admin_client, db):
+    response = admin_client.get(reverse("runs_app:list"), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="runs-table">')
+    assert "No runs match." in html
