@@ -5,14 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
+
+from runs_app import views as run_views
 
 admin.site.site_header = "Fast-Flow administration"
 admin.site.site_title = "Fast-Flow"
 admin.site.index_title = "Operator console"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="pipelines_app:list"), name="home"),
+    path("", run_views.dashboard, name="home"),
     # Password reset by e-mail is left out on purpose: people come in through an admin
     # (and OAuth), and an unauthenticated mail-sending form is attack surface.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

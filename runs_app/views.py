@@ -13,11 +13,21 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from pipelines_app.models import Pipeline
+from runs_app import dashboard as dashboard_data
 from runs_app.forms import RunFilterForm
 from runs_app.logs import SYSTEM, LogTail
 from runs_app.models import PipelineRun, RunRefused
 
 RUNS_PER_PAGE = 50
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        "counts": dashboard_data.counts(),
+        "failures": dashboard_data.recent_failures(),
+        "overviews": dashboard_data.pipeline_overviews(),
+    }
+    return render(request, "runs_app/dashboard.html", context)
 
 
 def run_list(request: HttpRequest) -> HttpResponse:

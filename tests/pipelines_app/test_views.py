@@ -106,9 +106,10 @@ def test_pipeline_detail_404(viewer_client):
     assert viewer_client.get(reverse("pipelines_app:detail", args=["nope"])).status_code == 404
 
 
-def test_home_leads_to_the_pipelines(viewer_client):
+def test_home_is_the_dashboard(viewer_client, pipelines_dir):
     response = viewer_client.get("/")
-    assert response.status_code == 302 and response.url == reverse("pipelines_app:list")
+    assert response.status_code == 200
+    assert "<h1>Dashboard</h1>" in response.content.decode()
 
 
 def test_htmx_is_served_from_our_static_files(viewer_client, pipelines_dir):

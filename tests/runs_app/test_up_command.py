@@ -101,8 +101,9 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
             f"{base}/accounts/login/", data=form, headers={"Referer": base}
         )
         page = opener.open(request)
-        html = page.read().decode()
-        assert page.url == f"{base}/pipelines/"
+        assert page.url == f"{base}/"  # the dashboard
+        assert 'id="overview-hello_world"' in page.read().decode()
+        html = opener.open(f"{base}/pipelines/").read().decode()
         for name in (
             "hello_world",
             "with_requirements",
