@@ -12,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from pipelines_app.models import DiscoveryScan, Pipeline
+from runs_app.environment import check_parameters
 from runs_app.models import PipelineRun, RunRefused
 
 RECENT_RUNS = 20
@@ -26,8 +27,22 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
         )
     )
     latest_scan = DiscoveryScan.objects.order_by("-started_at").first()
+    all_tags = sorted({tag for p in pipelines for tag in p.tags})
+    search = request.GET.get("q", "").strip().lower()
+    tag = request.GET.get("tag", "")
+    shown = [
+        p
+        for p in pipelines
+        if p.state == Pipeline.State.PRESENT
+        and (not search or search in p.name.lower() or search in p.description.lower())
+        and (not tag or tag in p.tags)
+    ]
     context = {
-        "pipelines": [p for p in pipelines if p.state == Pipeline.State.PRESENT],
+        "pipelines": shown,
+        "all_tags": all_tags,
+        "search": request.GET.get("q", ""),
+        "tag": tag,
+        "filtered": bool(search or tag),
         "missing_pipelines": [p for p in pipelines if p.state == Pipeline.State.MISSING],
         "invalid_count": sum(1 for p in pipelines if p.status == "invalid"),
         "latest_scan": latest_scan,
@@ -60,8 +75,17 @@ def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
             f"{pipeline.name} is disabled in its pipeline.json; confirm below to run it anyway.",
         )
         return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
+    names, values = request.POST.getlist("param_name"), request.POST.getlist("param_value")
+    parameters = {n.strip(): v for n, v in zip(names, values, strict=False) if n.strip()}
+    problems = check_parameters(parameters)
+    if problems:
+        for problem in problems:
+            messages.error(request, problem)
+        return redirect(pipeline)
     try:
-        run = PipelineRun.enqueue(pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user)
+        run = PipelineRun.enqueue(
+            pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user, parameters=parameters
+        )
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect(pipeline)

@@ -8,7 +8,27 @@ the run record keeps only the names and the log masks the values.
 
 from __future__ import annotations
 
+import re
+
 from runs_app.models import PipelineRun
+
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names that change how a run is built or isolated, never settable per run.
+RESERVED_NAMES = {"PATH", "HOME", "PWD", "SHELL", "USER", "HOSTNAME"}
+RESERVED_PREFIXES = ("PYTHON", "UV_", "LD_", "SSL_", "REQUESTS_CA", "FASTFLOW_", "VIRTUAL_ENV")
+
+
+def check_parameters(values: dict[str, str]) -> list[str]:
+    """Why each given name cannot be a run's environment variable (empty: all fine)."""
+    problems = []
+    for name in values:
+        if not VARIABLE_NAME.match(name):
+            problems.append(
+                f"{name!r} is not a variable name (letters, digits and _, not first a digit)"
+            )
+        elif name.upper() in RESERVED_NAMES or name.upper().startswith(RESERVED_PREFIXES):
+            problems.append(f"{name} is reserved: it would change how the run is built")
+    return problems
 
 
 def build_environment(run: PipelineRun) -> tuple[dict[str, str], set[str], list[str]]:

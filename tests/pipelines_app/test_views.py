@@ -122,3 +122,17 @@ def test_logout_is_a_post_and_works(viewer_client):
     response = viewer_client.post(reverse("logout"))
     assert response.status_code == 302
     assert viewer_client.get(reverse("pipelines_app:list")).status_code == 302
+
+
+def test_pipeline_list_search_and_tag_filter(viewer_client, example_pipelines):
+    discover()
+    url = reverse("pipelines_app:list")
+    html = viewer_client.get(url + "?q=memory").content.decode()
+    assert 'id="pipeline-memory_hog"' in html and 'id="pipeline-hello_world"' not in html
+    html = viewer_client.get(url + "?q=HELLO").content.decode()
+    assert 'id="pipeline-hello_world"' in html and html.count('<tr id="pipeline-') == 1
+    html = viewer_client.get(url + "?tag=limits").content.decode()
+    assert html.split('<tr id="pipeline-')[1].startswith("memory_hog")
+    assert html.count('<tr id="pipeline-') == 1
+    html = viewer_client.get(url + "?q=nothing-like-this").content.decode()
+    assert "No pipeline matches." in html and "show all" in html

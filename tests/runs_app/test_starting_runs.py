@@ -120,7 +120,8 @@ def test_runpipeline_queues_with_values(catalogue):
     ("args", "message"),
     [
         (["nope"], "no pipeline called 'nope'"),
-        (["hello", "-e", "1A=2"], "is not KEY=VALUE"),
+        (["hello", "-e", "NOEQUALS"], "is not KEY=VALUE"),
+        (["hello", "-e", "1A=2"], "is not a variable name"),
         (["broken"], "cannot run until its configuration is fixed"),
     ],
 )
@@ -217,3 +218,40 @@ def test_the_run_button_never_redirects_off_site(operator_client, catalogue):
         reverse("pipelines_app:run", args=["hello"]), {"next": "https://evil.example/"}
     )
     assert response.url == PipelineRun.objects.get().get_absolute_url()
+
+
+@pytest.mark.django_db
+def test_run_with_parameters(operator_client, catalogue):
+    html = operator_client.get("/pipelines/hello/").content.decode()
+    assert "Run with parameters" in html
+    operator_client.post(
+        reverse("pipelines_app:run", args=["hello"]),
+        {"param_name": ["DAY", "", "MODE"], "param_value": ["monday", "ignored", "full"]},
+    )
+    assert PipelineRun.objects.get().parameters == {"DAY": "monday", "MODE": "full"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("PATH", "PATH is reserved"),
+        ("PYTHONPATH", "PYTHONPATH is reserved"),
+        ("UV_INDEX_URL", "UV_INDEX_URL is reserved"),
+        ("LD_PRELOAD", "LD_PRELOAD is reserved"),
+        ("FASTFLOW_RUN_ID", "FASTFLOW_RUN_ID is reserved"),
+        ("1BAD", "is not a variable name"),
+    ],
+)
+def test_parameters_that_would_change_how_a_run_is_built_are_refused(
+    operator_client, catalogue, name, words
+):
+    response = operator_client.post(
+        reverse("pipelines_app:run", args=["hello"]),
+        {"param_name": [name], "param_value": ["x"]},
+        follow=True,
+    )
+    assert words in response.content.decode()
+    assert not PipelineRun.objects.exists()
+    with pytest.raises(CommandError, match=words):
+        call_command("runpipeline", "hello", "-e", f"{name}=x", stdout=StringIO())

@@ -8,10 +8,11 @@ import sys
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines_app.models import Pipeline
+from runs_app.environment import check_parameters
 from runs_app.follow import exit_status, follow_log
 from runs_app.models import PipelineRun, RunRefused
 
-ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+ENV_ASSIGNMENT = re.compile(r"^([^=]+)=(.*)$", re.DOTALL)
 
 
 class Command(BaseCommand):
@@ -42,8 +43,11 @@ class Command(BaseCommand):
         for assignment in env:
             match = ENV_ASSIGNMENT.match(assignment)
             if not match:
-                raise CommandError(f"-e {assignment!r} is not KEY=VALUE (KEY: letters, digits, _)")
+                raise CommandError(f"-e {assignment!r} is not KEY=VALUE")
             parameters[match[1]] = match[2]
+        problems = check_parameters(parameters)
+        if problems:
+            raise CommandError("; ".join(problems))
         try:
             run = PipelineRun.enqueue(
                 pipeline, trigger=PipelineRun.Trigger.CLI, parameters=parameters
