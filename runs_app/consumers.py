@@ -5,6 +5,8 @@ Messages to the browser (JSON):
     {"type": "lines", "lines": [[seq, timestamp, stream, text], ...]}
     {"type": "skipped", "count": n, "through": seq}   lines left out by the rate limit
     {"type": "status", "status": "running", "label": "running", "finished": false}
+    {"type": "limits", "cpu_soft": cores, "cpu_hard": cores, "mem_soft": bytes, "mem_hard": bytes}
+    {"type": "metrics", "samples": [{"t": timestamp, "cpu": percent, "mem": bytes}, ...]}
 
 The browser connects with `?after=<last seq it has>`, so a reconnect gets exactly the lines
 it missed. Lines come from the log file, which web and worker share; the file is never
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -24,7 +27,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from runs_app.logs import LogTail
+from runs_app.logs import LogTail, metrics_path, read_new_lines
 from runs_app.models import PipelineRun
 
 POLL_SECONDS = 0.05
@@ -90,6 +93,17 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
     async def stream(self, after: int) -> None:
         tail = LogTail(Path(self.run.log_path))
         await sync_to_async(tail.seek)(after)
+        samples_offset = 0
+        limits = self.run.pipeline.spec.run
+        await self.send_json(
+            {
+                "type": "limits",
+                "cpu_soft": limits.cpu_soft_limit,
+                "cpu_hard": limits.cpu_hard_limit,
+                "mem_soft": limits.mem_soft_limit_bytes,
+                "mem_hard": limits.mem_hard_limit_bytes,
+            }
+        )
         rate = settings.LOG_STREAM_RATE_LIMIT
         limiter = RateLimiter(rate, rate * CATCH_UP_SECONDS)
         status = self.run.status
@@ -100,6 +114,13 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             lines = await sync_to_async(tail.read)()
             if lines:
                 await self.send_lines(lines, limiter)
+            samples, samples_offset = await sync_to_async(read_new_lines)(
+                metrics_path(self.run.log_path), samples_offset
+            )
+            if samples:
+                await self.send_json(
+                    {"type": "metrics", "samples": [json.loads(sample) for sample in samples]}
+                )
             if finished and not lines:
                 await self.send_status(status)
                 await self.close()

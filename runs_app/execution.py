@@ -23,7 +23,7 @@ from django.utils import timezone
 from pipelines_app.contract import RetryStrategy
 from runs_app.environment import build_environment
 from runs_app.executors import ExecutorError, Outcome, RunSpec, Watch, get_executor
-from runs_app.logs import LogWriter, last_timestamps
+from runs_app.logs import LogWriter, MetricsWriter, last_timestamps, metrics_path
 from runs_app.models import PipelineRun
 from runs_app.queue import dispatch
 
@@ -59,6 +59,7 @@ def _execute(run: PipelineRun) -> None:
     executor = get_executor()
     environment, secret_names, secret_values = build_environment(run)
     log = LogWriter(Path(run.log_path), mask=_masker(secret_values))
+    metrics = MetricsWriter(metrics_path(run.log_path))
     spec = _spec(run, environment)
     watch = Watch(
         should_cancel=run.cancel_is_requested,
@@ -66,6 +67,7 @@ def _execute(run: PipelineRun) -> None:
         on_started=lambda handle: PipelineRun.objects.filter(pk=run.pk).update(
             container_id=handle, started_at=timezone.now()
         ),
+        on_sample=metrics.sample,
     )
     try:
         if run.container_id:
@@ -109,6 +111,7 @@ def _execute(run: PipelineRun) -> None:
         )
     finally:
         log.close()
+        metrics.close()
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         run.refresh_from_db()
         schedule_retry(run)

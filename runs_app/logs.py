@@ -12,6 +12,7 @@ Line number = sequence number, which the live viewer uses to resume.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -22,6 +23,28 @@ from django.conf import settings
 
 STDOUT, STDERR, SYSTEM = "O", "E", "S"
 TRUNCATION_NOTE = "log truncated at LOG_MAX_SIZE_MB={mb}; the run goes on, its output is dropped"
+
+
+def metrics_path(log_path: Path | str) -> Path:
+    """Live CPU/memory samples of a run, one JSON object per line, next to its log."""
+    return Path(log_path).with_suffix(".metrics")
+
+
+class MetricsWriter:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.lock = threading.Lock()
+
+    def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
+        record = json.dumps({"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes})
+        with self.lock:
+            self.file.write(record + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
 
 
 def log_path_for(public_id: str) -> Path:
@@ -129,16 +152,9 @@ class LogTail:
 
     def read(self) -> list[tuple[int, str, str, str]]:
         """New complete lines as (seq, timestamp, stream, text)."""
-        try:
-            with open(self.path, "rb") as log:
-                log.seek(self.offset)
-                chunk = log.read()
-        except FileNotFoundError:
-            return []
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
+        raw_lines, self.offset = read_new_lines(self.path, self.offset)
         lines = []
-        for raw in complete.decode("utf-8", errors="replace").splitlines():
+        for raw in raw_lines:
             self.seq += 1
             lines.append((self.seq, *parse_line(raw)))
         return lines
@@ -156,3 +172,15 @@ class LogTail:
                     self.seq += 1
         except FileNotFoundError:
             return
+
+
+def read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written after byte `offset`, and the offset after them."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    return complete.decode("utf-8", errors="replace").splitlines(), offset + len(complete)

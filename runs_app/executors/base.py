@@ -70,6 +70,16 @@ class Watch:
     should_cancel: Callable[[], bool] = lambda: False
     heartbeat: Callable[[], None] = lambda: None
     on_started: Callable[[str], None] = lambda handle: None  # container id / pid, once known
+    on_sample: Callable[[float | None, int | None], None] = lambda cpu, memory: None
+
+
+def record_sample(outcome: Outcome, watch: Watch, cpu: float | None, memory: int | None) -> None:
+    """One resource sample (CPU in percent of one core, memory in bytes): peaks, live view."""
+    if cpu is not None:
+        outcome.peak_cpu_percent = max(outcome.peak_cpu_percent or 0.0, cpu)
+    if memory:
+        outcome.peak_memory_bytes = max(outcome.peak_memory_bytes or 0, memory)
+    watch.on_sample(cpu, memory)
 
 
 def uv_command(spec: RunSpec, launcher_path: str) -> list[str]:

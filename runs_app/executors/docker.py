@@ -21,6 +21,7 @@ from runs_app.executors.base import (
     Outcome,
     RunSpec,
     Watch,
+    record_sample,
     soft_limit_warnings,
     supervise,
     uv_command,
@@ -185,7 +186,7 @@ class DockerExecutor:
             target=self._stream_logs, args=(container_id, reader, resume_after), daemon=True
         )
         stats_thread = threading.Thread(
-            target=self._watch_stats, args=(container_id, outcome, done), daemon=True
+            target=self._watch_stats, args=(container_id, outcome, watch, done), daemon=True
         )
         log_thread.start()
         stats_thread.start()
@@ -253,17 +254,15 @@ class DockerExecutor:
         finally:
             response.close()
 
-    def _watch_stats(self, container_id: str, outcome: Outcome, done: threading.Event) -> None:
+    def _watch_stats(
+        self, container_id: str, outcome: Outcome, watch: Watch, done: threading.Event
+    ) -> None:
         """Peak CPU and memory from docker's live stats (about one sample a second)."""
         try:
             for sample in self.client.api.stats(container_id, decode=True, stream=True):
                 if done.is_set():
                     break
-                cpu, memory = _cpu_percent(sample), _memory_bytes(sample)
-                if cpu is not None:
-                    outcome.peak_cpu_percent = max(outcome.peak_cpu_percent or 0.0, cpu)
-                if memory:
-                    outcome.peak_memory_bytes = max(outcome.peak_memory_bytes or 0, memory)
+                record_sample(outcome, watch, _cpu_percent(sample), _memory_bytes(sample))
         except (DockerException, ValueError, OSError):
             pass  # the container is gone; the peaks so far stand
 

@@ -31,6 +31,7 @@ from runs_app.executors.base import (
     Outcome,
     RunSpec,
     Watch,
+    record_sample,
     soft_limit_warnings,
     supervise,
     uv_command,
@@ -108,7 +109,7 @@ class LocalExecutor:
         ]
         for thread in readers:
             thread.start()
-        sampler = threading.Thread(target=_sample, args=(process, outcome), daemon=True)
+        sampler = threading.Thread(target=_sample, args=(process, outcome, watch), daemon=True)
         sampler.start()
 
         def still_running(wait_seconds: float) -> bool:
@@ -176,7 +177,7 @@ def _stop_group(process: subprocess.Popen, grace_seconds: int) -> None:
         pass
 
 
-def _sample(process: subprocess.Popen, outcome: Outcome) -> None:
+def _sample(process: subprocess.Popen, outcome: Outcome, watch: Watch) -> None:
     """Peak memory (RSS) and CPU of the run's session, from /proc, about once a second."""
     ticks = os.sysconf("SC_CLK_TCK")
     page = os.sysconf("SC_PAGE_SIZE")
@@ -196,12 +197,11 @@ def _sample(process: subprocess.Popen, outcome: Outcome) -> None:
             cpu += int(fields[11]) + int(fields[12])
             rss += int(fields[21]) * page
         now = time.monotonic()
+        percent = None
         if previous_cpu is not None and now > previous_time:
             percent = (cpu - previous_cpu) / ticks / (now - previous_time) * 100
-            outcome.peak_cpu_percent = max(outcome.peak_cpu_percent or 0.0, percent)
         previous_cpu, previous_time = cpu, now
-        if rss:
-            outcome.peak_memory_bytes = max(outcome.peak_memory_bytes or 0, rss)
+        record_sample(outcome, watch, percent, rss or None)
         time.sleep(1)
 
 

@@ -105,6 +105,11 @@
     } else if (message.type === "skipped") {
       showSkipped(message.count);
       lastSeq = Math.max(lastSeq, message.through);
+    } else if (message.type === "limits") {
+      limits = message;
+    } else if (message.type === "metrics") {
+      samples.push(...message.samples);
+      drawMetrics();
     } else if (message.type === "status") {
       root.dataset.status = message.status;
       if (message.finished) {
@@ -113,6 +118,48 @@
         refreshSummary();
       }
     }
+  }
+
+  // Live CPU and memory: the last two minutes, with the soft and hard limits drawn.
+  const metricsBox = document.getElementById("live-metrics");
+  const samples = [];
+  let limits = {};
+  const SVG = "http://www.w3.org/2000/svg";
+  function drawChart(name, values, soft, hard, format) {
+    const svg = metricsBox.querySelector('[data-chart="' + name + '"]');
+    const top = Math.max(1, hard || 0, soft || 0, ...values.filter((v) => v != null)) * 1.1;
+    svg.replaceChildren();
+    const y = (v) => 60 - (v / top) * 60;
+    const points = values
+      .map((v, i) => (v == null ? null : (i * 300) / Math.max(1, values.length - 1) + "," + y(v)))
+      .filter(Boolean);
+    if (points.length) {
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", points.join(" "));
+      line.setAttribute("class", "chart-line");
+      svg.appendChild(line);
+    }
+    for (const [limit, kind] of [[soft, "soft"], [hard, "hard"]]) {
+      if (!limit) continue;
+      const rule = document.createElementNS(SVG, "line");
+      rule.setAttribute("x1", 0); rule.setAttribute("x2", 300);
+      rule.setAttribute("y1", y(limit)); rule.setAttribute("y2", y(limit));
+      rule.setAttribute("class", "chart-limit chart-" + kind);
+      svg.appendChild(rule);
+    }
+    const last = values[values.length - 1];
+    metricsBox.querySelector('[data-chart-value="' + name + '"]').textContent =
+      last == null ? "" : format(last);
+  }
+  function drawMetrics() {
+    metricsBox.hidden = false;
+    const recent = samples.slice(-120);
+    drawChart("cpu", recent.map((s) => (s.cpu == null ? null : s.cpu / 100)),
+      limits.cpu_soft, limits.cpu_hard, (v) => v.toFixed(2) + " cores");
+    const mib = 1024 * 1024;
+    drawChart("mem", recent.map((s) => (s.mem == null ? null : s.mem / mib)),
+      limits.mem_soft && limits.mem_soft / mib, limits.mem_hard && limits.mem_hard / mib,
+      (v) => v.toFixed(0) + " MiB");
   }
 
   function refreshSummary() {

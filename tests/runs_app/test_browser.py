@@ -35,6 +35,10 @@ TICKER = (
     "    print(f'\\x1b[32mtick\\x1b[0m {i}', flush=True)\n    time.sleep(0.4)\n"
 )
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n"
+HOG = (
+    "import time\nblock = bytearray(60 * 1024 * 1024)\nprint('holding', flush=True)\n"
+    "for i in range(30):\n    block[i * 4096] = 1\n    time.sleep(0.2)\n"
+)
 
 
 def free_port() -> int:
@@ -49,6 +53,7 @@ def instance(settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
     make_pipeline("ticker", main=TICKER)
     make_pipeline("sleeper", main=SLEEPER)
+    make_pipeline("hog", main=HOG, config={"mem_soft_limit": "40m", "mem_hard_limit": "200m"})
     discover()
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
@@ -181,3 +186,13 @@ def test_download_the_log(instance, browser):
         text = downloaded.read()
     assert "\x1b[32mtick\x1b[0m 12" in text
     assert "[fast-flow] finished: succeeded" in text
+
+
+def test_live_cpu_and_memory_chart_with_limits(instance, browser):
+    page = browser.new_page()
+    log_in(page, instance)
+    start_run(page, instance, "hog")
+    page.wait_for_selector("#live-metrics:not([hidden]) .chart-line", timeout=60_000)
+    assert page.locator('[data-chart="mem"] .chart-soft').count() == 1
+    assert page.locator('[data-chart="mem"] .chart-hard').count() == 1
+    assert "MiB" in page.inner_text('[data-chart-value="mem"]')

@@ -24,7 +24,9 @@ ORIGIN = (b"origin", b"http://localhost:8000")
 def run(make_pipeline, settings, tmp_path):
     settings.LOGS_DIR = tmp_path / "logs"
     settings.MAX_CONCURRENT_RUNS = 0  # nothing executes: the test writes the log itself
-    make_pipeline("p")
+    make_pipeline(
+        "p", config={"mem_soft_limit": "64m", "mem_hard_limit": "128m", "cpu_hard_limit": 1}
+    )
     discover()
     return PipelineRun.enqueue(Pipeline.objects.get(name="p"), trigger="manual")
 
@@ -96,7 +98,7 @@ async def test_lines_so_far_then_new_lines_then_the_final_status(run, client, vi
     communicator = await connect(run, [ORIGIN, cookie])
     assert communicator.connected
     first = await receive_until(communicator, lambda m: m["type"] == "lines")
-    assert first[0] == {"type": "status", "status": "queued", "label": "queued", "finished": False}
+    assert {"type": "status", "status": "queued", "label": "queued", "finished": False} in first
     assert [(seq, text) for seq, _, _, text in lines_in(first)] == [(1, "one"), (2, "two")]
     await sync_to_async(write)(run, "three")
     later = await receive_until(communicator, lambda m: m["type"] == "lines")
@@ -127,4 +129,26 @@ async def test_the_browser_is_rate_limited_and_told_what_it_missed(run, client, 
     skipped = next(m for m in messages if m["type"] == "skipped")
     assert skipped == {"type": "skipped", "count": 30, "through": 30}
     assert [seq for seq, *_ in lines_in(messages)] == list(range(31, 81))
+    await communicator.disconnect()
+
+
+async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
+    from runs_app.logs import MetricsWriter, metrics_path
+
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [ORIGIN, cookie])
+    first = await receive_until(communicator, lambda m: m["type"] == "limits")
+    assert first[-1] == {
+        "type": "limits",
+        "cpu_soft": None,
+        "cpu_hard": 1.0,
+        "mem_soft": 64 * 1024**2,
+        "mem_hard": 128 * 1024**2,
+    }
+    writer = MetricsWriter(metrics_path(run.log_path))
+    writer.sample(42.5, 10_000_000)
+    writer.close()
+    messages = await receive_until(communicator, lambda m: m["type"] == "metrics")
+    (sample,) = messages[-1]["samples"]
+    assert sample["cpu"] == 42.5 and sample["mem"] == 10_000_000
     await communicator.disconnect()
