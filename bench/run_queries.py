@@ -10,6 +10,7 @@ It creates a throw-away database (PostgreSQL: test_<name>, dropped at the end), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -42,9 +43,10 @@ def timed(label: str, query, repeat: int) -> None:
         began = time.perf_counter()
         query()
         samples.append((time.perf_counter() - began) * 1000)
-    samples.sort()
-    p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
-    print(f"  {label:<48} p50 {statistics.median(samples):7.2f} ms   p95 {p95:7.2f} ms")
+    print(
+        f"  {label:<48} p50 {statistics.median(samples):7.2f} ms   "
+        f"p95 {percentile_ms(samples, 0.95):7.2f} ms"
+    )
 
 
 def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
@@ -74,13 +76,14 @@ def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
     return pipelines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--pipelines", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=50)
-    args = parser.parse_args()
+def percentile_ms(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
+
+@contextlib.contextmanager
+def test_database():
+    """A throw-away database: PostgreSQL's test_<name> (dropped after), or the temp SQLite."""
     old_name = connection.settings_dict["NAME"]
     if connection.vendor == "postgresql":
         connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
@@ -89,6 +92,20 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
     try:
+        yield
+    finally:
+        if connection.vendor == "postgresql":
+            connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--pipelines", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+
+    with test_database():
         began = time.perf_counter()
         pipelines = populate(args.runs, args.pipelines)
         if connection.vendor == "postgresql":
@@ -100,45 +117,28 @@ def main() -> None:
         )
         target = pipelines[len(pipelines) // 2]
         now = timezone.now()
-        timed(
-            "runs of one pipeline, newest 50",
-            lambda: list(PipelineRun.objects.filter(pipeline=target)[:50]),
-            args.repeat,
-        )
-        timed(
-            "queued runs, FIFO, first 50",
-            lambda: list(
-                PipelineRun.objects.filter(status="queued").order_by("queued_at", "id")[:50]
-            ),
-            args.repeat,
-        )
-        timed(
-            "failed runs, newest 50",
-            lambda: list(PipelineRun.objects.filter(status="failed")[:50]),
-            args.repeat,
-        )
-        timed(
-            "runs of the last 24 h, newest 50",
-            lambda: list(PipelineRun.objects.filter(queued_at__gte=now - timedelta(days=1))[:50]),
-            args.repeat,
-        )
-        timed(
-            "page 100 of all runs (50 per page)",
-            lambda: list(PipelineRun.objects.select_related("pipeline")[4950:5000]),
-            args.repeat,
-        )
-        timed(
-            "count by status, last 24 h",
-            lambda: list(
+        queries = {
+            "runs of one pipeline, newest 50": lambda: PipelineRun.objects.filter(pipeline=target)[
+                :50
+            ],
+            "queued runs, FIFO, first 50": lambda: PipelineRun.objects.filter(
+                status="queued"
+            ).order_by("queued_at", "id")[:50],
+            "failed runs, newest 50": lambda: PipelineRun.objects.filter(status="failed")[:50],
+            "runs of the last 24 h, newest 50": lambda: PipelineRun.objects.filter(
+                queued_at__gte=now - timedelta(days=1)
+            )[:50],
+            "page 100 of all runs (50 per page)": lambda: PipelineRun.objects.select_related(
+                "pipeline"
+            )[4950:5000],
+            "count by status, last 24 h": lambda: (
                 PipelineRun.objects.filter(queued_at__gte=now - timedelta(days=1))
                 .values("status")
                 .annotate(n=Count("id"))
             ),
-            args.repeat,
-        )
-    finally:
-        if connection.vendor == "postgresql":
-            connection.creation.destroy_test_db(old_name, verbosity=0)
+        }
+        for label, query in queries.items():
+            timed(label, lambda query=query: list(query()), args.repeat)
 
 
 if __name__ == "__main__":
