@@ -1,0 +1,145 @@
+"""End-to-end delay from a line printed in a container to it appearing in the browser.
+
+    uv run python bench/live_log_latency.py [--lines 60] [--executor docker]
+
+A throw-away instance (SQLite in a temp folder): daphne and a worker as separate processes,
+Debian's Chromium driven by Playwright. The pipeline prints a line every 100 ms with the
+wall-clock time it printed it; the page records when each line was added to the log view.
+Same machine, same clock. Target: p50 under 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-live-"))
+PIPELINE = (
+    "import time\nfor i in range({lines}):\n"
+    "    print(f'line {{i}} {{time.time():.6f}}', flush=True)\n    time.sleep(0.1)\n"
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Stamps every log line the moment the viewer adds it.
+OBSERVER = """
+window.arrivals = [];
+new MutationObserver((changes) => {
+  const now = Date.now() / 1000;
+  for (const change of changes) for (const node of change.addedNodes) {
+    if (node.classList && node.classList.contains("stream-O")) {
+      window.arrivals.push([node.textContent, now]);
+    }
+  }
+}).observe(document.querySelector(".log-lines"), {childList: true});
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=60)
+    parser.add_argument("--executor", default="docker")
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(WORK / "data"),
+        "LOGS_DIR": str(WORK / "logs"),
+        "PIPELINES_DIR": str(WORK / "pipelines"),
+        "FASTFLOW_EXECUTOR": args.executor,
+        "LOG_LEVEL": "WARNING",
+    }
+    folder = WORK / "pipelines" / "printer"
+    folder.mkdir(parents=True)
+    (folder / "main.py").write_text(PIPELINE.format(lines=args.lines))
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([*manage, "discover"], cwd=ROOT, env=env, check=True, capture_output=True)
+    create_user = (
+        "from django.contrib.auth import get_user_model; "
+        "get_user_model().objects.create_superuser('bench', 'b@example.com', 'bench-password')"
+    )
+    subprocess.run([*manage, "shell", "-c", create_user], cwd=ROOT, env=env, check=True)
+    port = free_port()
+    processes = [
+        subprocess.Popen(
+            [*manage, "worker"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-p", str(port), "fastflow_site.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+            )
+            page = browser.new_page()
+            page.goto(f"{base}/accounts/login/?next=/pipelines/printer/")
+            page.fill("#id_username", "bench")
+            page.fill("#id_password", "bench-password")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/pipelines/printer/")
+            page.click("main form button[type=submit]")
+            page.wait_for_url(f"{base}/runs/**")
+            page.evaluate(OBSERVER)
+            page.wait_for_selector(f".log-line:has-text('line {args.lines - 1} ')", timeout=120_000)
+            arrivals = page.evaluate("window.arrivals")
+            browser.close()
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+    delays = []
+    for text, arrived in arrivals:
+        printed = float(text.split()[-1])
+        delays.append((arrived - printed) * 1000)
+    delays.sort()
+    print(
+        f"{args.executor}: {len(delays)} lines printed → shown in Chromium: "
+        f"p50 {statistics.median(delays):.0f} ms, p95 {delays[int(len(delays) * 0.95)]:.0f} ms, "
+        f"max {delays[-1]:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
