@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings as django_settings
@@ -196,3 +197,13 @@ def test_live_cpu_and_memory_chart_with_limits(instance, browser):
     assert page.locator('[data-chart="mem"] .chart-soft').count() == 1
     assert page.locator('[data-chart="mem"] .chart-hard').count() == 1
     assert "MiB" in page.inner_text('[data-chart-value="mem"]')
+
+
+def test_times_show_in_the_persons_time_zone(instance, browser):
+    page = browser.new_page(timezone_id="Asia/Tokyo", locale="en-GB")
+    log_in(page, instance)
+    start_run(page, instance, "ticker")
+    title = page.get_attribute("#run-summary time", "title")
+    run = PipelineRun.objects.get(pipeline__name="ticker")
+    tokyo = run.queued_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert tokyo.strftime("%H:%M") in title
