@@ -13,10 +13,11 @@ import pytest
 from django.conf import settings as django_settings
 
 from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import require
-from tests.runs_app.test_worker import Worker
+from tests.runs_app.test_worker import Worker, kill_group
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -90,7 +91,7 @@ def instance(settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
 
     assert wait_for(answers, timeout=30), (tmp_path / "web.log").read_text()
     yield base
-    web.kill()
+    kill_group(web)
     worker.kill()
 
 
@@ -124,7 +125,7 @@ def test_anonymous_people_see_only_the_login_page_and_no_websocket(instance, bro
     page = browser.new_page()
     page.goto(f"{instance}/pipelines/ticker/")
     assert "/accounts/login/" in page.url
-    run = PipelineRun.objects.create(pipeline_id=1)
+    run = PipelineRun.objects.create(pipeline=Pipeline.objects.get(name="ticker"))
     opened = page.evaluate(
         """(url) => new Promise((resolve) => {
             const socket = new WebSocket(url);

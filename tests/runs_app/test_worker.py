@@ -67,8 +67,23 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL to the whole process group: no clean-up code runs."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            kill_group(self.process)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process group and wait until every member is gone (and its database
+    connections with it)."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    def gone() -> bool:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout=10)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
