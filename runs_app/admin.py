@@ -94,12 +94,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
     def rerun(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         for run in queryset.select_related("pipeline"):
             try:
-                new = PipelineRun.enqueue(
-                    run.pipeline,
-                    trigger=PipelineRun.Trigger.MANUAL,
-                    user=request.user,
-                    parameters=run.parameters,
-                )
+                new = run.rerun(request.user)
             except RunRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue

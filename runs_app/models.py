@@ -168,6 +168,12 @@ class PipelineRun(models.Model):
         transaction.on_commit(dispatch)
         return run
 
+    def rerun(self, user=None) -> PipelineRun:
+        """A new manual run of the same pipeline with the same parameters."""
+        return PipelineRun.enqueue(
+            self.pipeline, trigger=self.Trigger.MANUAL, user=user, parameters=self.parameters
+        )
+
     def request_cancel(self) -> str:
         """Cancel: a queued run at once, a running one through its follower.
 

@@ -107,12 +107,7 @@ def run_cancel(request: HttpRequest, public_id) -> HttpResponse:
 def run_rerun(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
     try:
-        new = PipelineRun.enqueue(
-            run.pipeline,
-            trigger=PipelineRun.Trigger.MANUAL,
-            user=request.user,
-            parameters=run.parameters,
-        )
+        new = run.rerun(request.user)
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect("runs_app:detail", public_id=run.public_id)
