@@ -70,6 +70,10 @@ def _execute(run: PipelineRun) -> None:
         on_sample=metrics.sample,
     )
     try:
+        if run.container_id and executor.container_state(run.container_id) == "created":
+            # Its worker died between creating and starting the container: start afresh.
+            executor.remove(run.container_id)
+            run.container_id = ""
         if run.container_id:
             state = executor.container_state(run.container_id)
             if state is None:

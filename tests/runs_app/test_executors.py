@@ -379,3 +379,25 @@ def test_timeout_zero_means_no_limit_even_with_an_instance_timeout(make_pipeline
     )
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert "still here" in output_lines(run)
+
+
+def test_a_container_created_but_never_started_is_replaced(make_pipeline, docker_engine):
+    from pipelines_app.discovery import discover
+    from pipelines_app.models import Pipeline
+    from runs_app.execution import _spec, execute_run
+    from runs_app.executors.docker import DockerExecutor
+    from runs_app.queue import claim_runs
+
+    make_pipeline("fresh", main="print('started properly')\n")
+    discover()
+    run = PipelineRun.enqueue(Pipeline.objects.get(name="fresh"), trigger="manual")
+    claim_runs()
+    # A worker created the container, recorded it, and died before starting it.
+    container = DockerExecutor()._create(_spec(run, {}))
+    PipelineRun.objects.filter(pk=run.pk).update(container_id=container.id, worker_id="gone:1:x")
+    execute_run(run.pk, orphaned_workers=["gone:1:x"])
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert output_lines(run) == ["started properly"]
+    assert run.container_id != container.id
+    assert docker_engine.containers.list(all=True, filters={"id": container.id}) == []
