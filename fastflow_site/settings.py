@@ -185,18 +185,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "fastflow_site.urls"
 WSGI_APPLICATION = "fastflow_site.wsgi.application"
 ASGI_APPLICATION = "fastflow_site.asgi.application"
-# Live logs are read from the shared log files, which needs no channel layer on one machine;
-# with Redis, the layer lets several web nodes share run events.
-CHANNEL_LAYERS = (
-    {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
-    if REDIS_URL
-    else {}
-)
+# Live logs are read from the shared log files (LOGS_DIR), which needs no channel layer while
+# web and worker share that folder; several web nodes on other machines are not supported yet.
 
 TEMPLATES = [
     {
