@@ -133,7 +133,7 @@ class PipelineAdmin(admin.ModelAdmin):
             except RunRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
-            self.message_user(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
+            self.message_user(request, f"Run {run.short_id} of {pipeline.name} queued.")
 
     def has_run_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs_app.add_pipelinerun")

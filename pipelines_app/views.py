@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -13,19 +12,13 @@ from django.views.decorators.http import require_POST
 
 from pipelines_app.models import DiscoveryScan, Pipeline
 from runs_app.environment import check_parameters
-from runs_app.models import PipelineRun, RunRefused
+from runs_app.models import PipelineRun, RunRefused, with_last_run
 
 RECENT_RUNS = 20
 
 
 def pipeline_list(request: HttpRequest) -> HttpResponse:
-    newest = PipelineRun.objects.filter(pipeline=OuterRef("pk")).order_by("-queued_at", "-id")
-    pipelines = list(
-        Pipeline.objects.annotate(
-            last_run_status=Subquery(newest.values("status")[:1]),
-            last_run_at=Subquery(newest.values("queued_at")[:1]),
-        )
-    )
+    pipelines = list(with_last_run(Pipeline.objects.all()))
     latest_scan = DiscoveryScan.objects.order_by("-started_at").first()
     all_tags = sorted({tag for p in pipelines for tag in p.tags})
     search = request.GET.get("q", "").strip().lower()
@@ -89,7 +82,7 @@ def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect(pipeline)
-    messages.success(request, f"Run {str(run.public_id)[:8]} of {pipeline.name} queued.")
+    messages.success(request, f"Run {run.short_id} of {pipeline.name} queued.")
     next_url = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = run.get_absolute_url()  # watch it run

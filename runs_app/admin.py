@@ -98,7 +98,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
             except RunRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
-            self.message_user(request, f"Run {str(new.public_id)[:8]} of {run.pipeline} queued.")
+            self.message_user(request, f"Run {new.short_id} of {run.pipeline} queued.")
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("runs_app.change_pipelinerun")
@@ -108,7 +108,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="run", ordering="public_id")
     def short_id(self, obj: PipelineRun) -> str:
-        return str(obj.public_id)[:8]
+        return obj.short_id
 
     @admin.display(description="pipeline", ordering="pipeline__name")
     def pipeline_link(self, obj: PipelineRun) -> str:

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from pipelines_app.cron import next_fire_times
 from pipelines_app.models import Pipeline
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, with_last_run
 
 Status = PipelineRun.Status
 RECENT_PER_PIPELINE = 20
@@ -100,12 +100,7 @@ def pipeline_overviews() -> list[PipelineOverview]:
     has not run lately shows fewer bars); the last run is exact, via a subquery each.
     """
     now = timezone.now()
-    newest = PipelineRun.objects.filter(pipeline=OuterRef("pk")).order_by("-queued_at", "-id")
-    pipelines = Pipeline.objects.filter(state=Pipeline.State.PRESENT).annotate(
-        last_run_status=Subquery(newest.values("status")[:1]),
-        last_run_at=Subquery(newest.values("queued_at")[:1]),
-        last_run_public_id=Subquery(newest.values("public_id")[:1]),
-    )
+    pipelines = with_last_run(Pipeline.objects.filter(state=Pipeline.State.PRESENT))
     recent: dict[int, list[ChartRun]] = {}
     rows = PipelineRun.objects.order_by("-queued_at", "-id").values_list(
         "pipeline_id", "public_id", "status", "started_at", "finished_at"

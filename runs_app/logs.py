@@ -11,9 +11,7 @@ Line number = sequence number, which the live viewer uses to resume.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,7 +45,7 @@ class MetricsWriter:
             self.file.close()
 
 
-def log_path_for(public_id: str) -> Path:
+def log_path_for(public_id) -> Path:
     return Path(settings.LOGS_DIR) / f"{public_id}.log"
 
 
@@ -131,11 +129,6 @@ def read_lines(path: Path) -> list[tuple[str, str, str]]:
         return []
     with open(path, encoding="utf-8", errors="replace") as log:
         return [parse_line(line) for line in log]
-
-
-def remove_log(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
 
 
 class LogTail:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
@@ -13,6 +12,19 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline
+from runs_app.logs import log_path_for
+
+
+def with_last_run(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipeline]:
+    """Pipelines annotated with their newest run: last_run_status, _at, _public_id."""
+    newest = PipelineRun.objects.filter(pipeline=models.OuterRef("pk")).order_by(
+        "-queued_at", "-id"
+    )
+    return pipelines.annotate(
+        last_run_status=models.Subquery(newest.values("status")[:1]),
+        last_run_at=models.Subquery(newest.values("queued_at")[:1]),
+        last_run_public_id=models.Subquery(newest.values("public_id")[:1]),
+    )
 
 
 class RunRefused(Exception):
@@ -122,7 +134,7 @@ class PipelineRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.pipeline.name} #{str(self.public_id)[:8]} ({self.status})"
+        return f"{self.pipeline.name} #{self.short_id} ({self.status})"
 
     def get_absolute_url(self) -> str:
         return reverse("runs_app:detail", args=[self.public_id])
@@ -161,7 +173,7 @@ class PipelineRun(models.Model):
             attempt=retry_of.attempt + 1 if retry_of else 1,
             not_before=not_before,
         )
-        run.log_path = str(Path(settings.LOGS_DIR) / f"{run.public_id}.log")
+        run.log_path = str(log_path_for(run.public_id))
         run.save()
         from runs_app.queue import dispatch
 

@@ -81,7 +81,7 @@ def run_log(request: HttpRequest, public_id) -> StreamingHttpResponse:
                 yield f"{prefix}{marker}{text}\n"
 
     response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
-    name = f"{run.pipeline.name}-{str(run.public_id)[:8]}.log"
+    name = f"{run.pipeline.name}-{run.short_id}.log"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -111,5 +111,5 @@ def run_rerun(request: HttpRequest, public_id) -> HttpResponse:
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect("runs_app:detail", public_id=run.public_id)
-    messages.success(request, f"Run {str(new.public_id)[:8]} queued with the same parameters.")
+    messages.success(request, f"Run {new.short_id} queued with the same parameters.")
     return redirect("runs_app:detail", public_id=new.public_id)

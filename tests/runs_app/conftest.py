@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 
 import pytest
 from django.conf import settings as django_settings
@@ -102,6 +103,13 @@ def execute(run: PipelineRun) -> PipelineRun:
     execute_run(run.pk)
     run.refresh_from_db()
     return run
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def read_log(path: str) -> str:

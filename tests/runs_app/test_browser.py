@@ -16,7 +16,7 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import require
+from tests.runs_app.conftest import free_port, require
 from tests.runs_app.test_worker import Worker, kill_group
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -41,12 +41,6 @@ HOG = (
     "import time\nblock = bytearray(60 * 1024 * 1024)\nprint('holding', flush=True)\n"
     "for i in range(30):\n    block[i * 4096] = 1\n    time.sleep(0.2)\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

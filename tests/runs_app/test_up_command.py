@@ -6,7 +6,6 @@ import http.cookiejar
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from pipelines_app.models import Pipeline
+from tests.runs_app.conftest import free_port
 
 BASE_DIR = Path(settings.BASE_DIR)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, process: subprocess.Popen, deadline_seconds: float = 60) -> None:
