@@ -70,12 +70,12 @@ def _execute(run: PipelineRun) -> None:
         on_sample=metrics.sample,
     )
     try:
-        if run.container_id and executor.container_state(run.container_id) == "created":
+        state = executor.container_state(run.container_id) if run.container_id else None
+        if state == "created":
             # Its worker died between creating and starting the container: start afresh.
             executor.remove(run.container_id)
             run.container_id = ""
         if run.container_id:
-            state = executor.container_state(run.container_id)
             if state is None:
                 log.system("the run's container vanished while no worker was following it")
                 run.finish(
@@ -255,9 +255,9 @@ def reconcile(executor=None, *, startup: bool = False) -> dict[str, int]:
     counts = {"resent": 0, "removed": 0}
     running = PipelineRun.objects.filter(status=Status.RUNNING)
     lost_task = Q(worker_id="", claimed_at__lt=now - timedelta(seconds=30))
-    for run in running.filter(lost_task | Q(heartbeat_at__lt=stale) | Q(worker_id__in=orphaned)):
-        from django_q.tasks import async_task
+    from django_q.tasks import async_task
 
+    for run in running.filter(lost_task | Q(heartbeat_at__lt=stale) | Q(worker_id__in=orphaned)):
         async_task(
             "runs_app.execution.execute_run", run.pk, orphaned, task_name=f"reattach-{run.pk}"
         )
