@@ -185,8 +185,23 @@ MIDDLEWARE = [
 ROOT_URLCONF = "fastflow_site.urls"
 WSGI_APPLICATION = "fastflow_site.wsgi.application"
 ASGI_APPLICATION = "fastflow_site.asgi.application"
-# Live logs are read from the shared log files (LOGS_DIR), which needs no channel layer while
-# web and worker share that folder; several web nodes on other machines are not supported yet.
+# Live logs: without Redis, viewers poll the shared log files (LOGS_DIR); with Redis, workers
+# push lines and status changes through the channel layer and the files fill any gap
+# (runs_app/live.py). Either way LOGS_DIR is shared by every web and worker node.
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": "fastflow-live:",
+                # A slow viewer's channel holds this many pushed batches; beyond, it reads
+                # the file. Unread batches expire quickly: the file is the truth.
+                "capacity": 200,
+                "expiry": 30,
+            },
+        }
+    }
 
 TEMPLATES = [
     {

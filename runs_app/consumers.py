@@ -9,8 +9,15 @@ Messages to the browser (JSON):
     {"type": "metrics", "samples": [{"t": timestamp, "cpu": percent, "mem": bytes}, ...]}
 
 The browser connects with `?after=<last seq it has>`, so a reconnect gets exactly the lines
-it missed. Lines come from the log file, which web and worker share; the file is never
-throttled, only what is sent to a browser (LOG_STREAM_RATE_LIMIT lines per second).
+it missed. Only what is sent to a browser is throttled (LOG_STREAM_RATE_LIMIT lines per
+second), never the file.
+
+Two transports, one cursor (the last sequence number sent):
+- no channel layer (the default): the consumer polls the log file, which web and worker
+  share, and the run's row;
+- a channel layer (REDIS_URL): the worker pushes lines, samples and status changes
+  (runs_app.live) and the consumer waits for them. Pushed lines that continue the cursor are
+  sent as they are; the first batch, a gap or a quiet spell is read from the file.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from runs_app import live
 from runs_app.logs import LogTail, metrics_path, read_new_lines
 from runs_app.models import PipelineRun
 
 POLL_SECONDS = 0.05
 STATUS_EVERY_SECONDS = 0.5
+# With pushed events, the file and the row are still checked this often, in case an event
+# was lost (a worker killed mid-run, Redis restarted).
+FALLBACK_SECONDS = 2.0
 # The first batch (the log so far) may be larger than a second's worth.
 CATCH_UP_SECONDS = 10
 
@@ -75,6 +86,15 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         if self.run is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.pushed_lines: list[list] = []
+        self.pushed_samples: list[dict] = []
+        self.status_hint = False
+        self.wake = asyncio.Event()
+        self.group = None
+        if self.channel_layer is not None:
+            # Join before reading anything, so nothing written in between is missed.
+            self.group = live.group_name(self.run.public_id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
@@ -89,11 +109,30 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             streaming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streaming
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    # --- events pushed by the worker (runs_app.live) -----------------------------------------
+
+    async def run_lines(self, event: dict) -> None:
+        self.pushed_lines.extend(event["lines"])
+        self.wake.set()
+
+    async def run_metrics(self, event: dict) -> None:
+        self.pushed_samples.extend(event["samples"])
+        self.wake.set()
+
+    async def run_status(self, event: dict) -> None:
+        self.status_hint = True
+        self.wake.set()
+
+    # --- the stream --------------------------------------------------------------------------
 
     async def stream(self, after: int) -> None:
-        tail = LogTail(Path(self.run.log_path))
-        await sync_to_async(tail.seek)(after)
-        samples_offset = 0
+        self.cursor = after
+        self.tail = LogTail(Path(self.run.log_path))
+        self.samples_offset = 0
+        self.last_sample = ""
         limits = self.run.pipeline.spec.run
         await self.send_json(
             {
@@ -108,24 +147,27 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         limiter = RateLimiter(rate, rate * CATCH_UP_SECONDS)
         status = self.run.status
         await self.send_status(status)
-        last_status_check = time.monotonic()
+        pushed = self.group is not None
+        status_every = FALLBACK_SECONDS if pushed else STATUS_EVERY_SECONDS
+        last_status_check = last_file_read = time.monotonic()
+        read_file = True  # the lines so far
         while True:
             finished = status in PipelineRun.FINAL_STATUSES
-            lines = await sync_to_async(tail.read)()
+            read_file = read_file or finished or time.monotonic() - last_file_read >= status_every
+            if read_file:
+                last_file_read = time.monotonic()
+            lines = await self.new_lines(from_file=read_file or not pushed)
             if lines:
                 await self.send_lines(lines, limiter)
-            samples, samples_offset = await sync_to_async(read_new_lines)(
-                metrics_path(self.run.log_path), samples_offset
-            )
+            samples = await self.new_samples(from_file=read_file or not pushed)
             if samples:
-                await self.send_json(
-                    {"type": "metrics", "samples": [json.loads(sample) for sample in samples]}
-                )
+                await self.send_json({"type": "metrics", "samples": samples})
             if finished and not lines:
                 await self.send_status(status)
                 await self.close()
                 return
-            if time.monotonic() - last_status_check >= STATUS_EVERY_SECONDS:
+            if self.status_hint or time.monotonic() - last_status_check >= status_every:
+                self.status_hint = False
                 last_status_check = time.monotonic()
                 new_status = await _status(self.run.pk)
                 if new_status != status and new_status not in PipelineRun.FINAL_STATUSES:
@@ -133,7 +175,49 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
                 status = new_status
                 if status in PipelineRun.FINAL_STATUSES:
                     continue  # read what the end wrote, then report and close
-            await asyncio.sleep(POLL_SECONDS)
+            read_file = await self.wait(POLL_SECONDS if not pushed else FALLBACK_SECONDS)
+
+    async def wait(self, seconds: float) -> bool:
+        """Sleep until an event or `seconds`; True when the time ran out (read the file)."""
+        try:
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        except TimeoutError:
+            return True
+        self.wake.clear()
+        return False
+
+    async def new_lines(self, from_file: bool) -> list[tuple[int, str, str, str]]:
+        """Lines after the cursor: pushed ones if they continue it, otherwise from the file."""
+        pushed, self.pushed_lines = self.pushed_lines, []
+        fresh = [tuple(line) for line in pushed if line[0] > self.cursor]
+        contiguous = bool(fresh) and all(
+            line[0] == self.cursor + offset for offset, line in enumerate(fresh, start=1)
+        )
+        if not contiguous and (fresh or from_file):
+            # A gap (or the first read, or a quiet spell): the file has every line.
+            await sync_to_async(self.tail.seek)(self.cursor)
+            fresh = await sync_to_async(self.tail.read)()
+        if fresh:
+            self.cursor = fresh[-1][0]
+        return fresh
+
+    async def new_samples(self, from_file: bool) -> list[dict]:
+        samples = self.pushed_samples
+        self.pushed_samples = []
+        if from_file:
+            raw, self.samples_offset = await sync_to_async(read_new_lines)(
+                metrics_path(self.run.log_path), self.samples_offset
+            )
+            samples = [*samples, *(json.loads(line) for line in raw)]
+        # Pushed and read samples overlap; their timestamps sort as text.
+        fresh = sorted(
+            (sample for sample in samples if sample["t"] > self.last_sample),
+            key=lambda sample: sample["t"],
+        )
+        unique = [s for i, s in enumerate(fresh) if i == 0 or s["t"] != fresh[i - 1]["t"]]
+        if unique:
+            self.last_sample = unique[-1]["t"]
+        return unique
 
     async def send_lines(
         self, lines: list[tuple[int, str, str, str]], limiter: RateLimiter

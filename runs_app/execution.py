@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pipelines_app.contract import RetryStrategy
+from runs_app import live
 from runs_app.environment import build_environment
 from runs_app.executors import ExecutorError, Outcome, RunSpec, Watch, get_executor
 from runs_app.logs import LogWriter, MetricsWriter, last_timestamps, metrics_path
@@ -58,8 +59,8 @@ def execute_run(run_id: int, orphaned_workers: list[str] | None = None) -> None:
 def _execute(run: PipelineRun) -> None:
     executor = get_executor()
     environment, secret_names, secret_values = build_environment(run)
-    log = LogWriter(Path(run.log_path), mask=_masker(secret_values))
-    metrics = MetricsWriter(metrics_path(run.log_path))
+    log = LogWriter(Path(run.log_path), mask=_masker(secret_values), publish_as=run.public_id)
+    metrics = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
     spec = _spec(run, environment)
     watch = Watch(
         should_cancel=run.cancel_is_requested,
@@ -114,11 +115,13 @@ def _execute(run: PipelineRun) -> None:
             error_message=f"Fast-Flow failed while running it: {type(exc).__name__}: {exc}",
         )
     finally:
+        run.refresh_from_db()
+        schedule_retry(run, log)
         log.close()
         metrics.close()
         shutil.rmtree(spec.run_dir, ignore_errors=True)
-        run.refresh_from_db()
-        schedule_retry(run)
+        # Only now, with the last line written: viewers close when they see a final status.
+        live.status_changed(run.public_id)
 
 
 def _spec(run: PipelineRun, environment: dict[str, str]) -> RunSpec:
@@ -206,7 +209,7 @@ def _masker(secret_values: list[str]):
     return mask
 
 
-def schedule_retry(run: PipelineRun) -> PipelineRun | None:
+def schedule_retry(run: PipelineRun, log: LogWriter) -> PipelineRun | None:
     """A failed run is retried as a new row, due after the strategy's delay."""
     retryable = run.status == Status.FAILED or (
         run.status == Status.TIMED_OUT and settings.RETRY_ON_TIMEOUT
@@ -233,9 +236,7 @@ def schedule_retry(run: PipelineRun) -> PipelineRun | None:
     except Exception:
         logger.exception("could not queue the retry of run %s", run.public_id)
         return None
-    LogWriter(Path(run.log_path)).system(
-        f"retry {retry.attempt - 1} of {attempts} queued, due in {delay:g} s"
-    )
+    log.system(f"retry {retry.attempt - 1} of {attempts} queued, due in {delay:g} s")
     return retry
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from runs_app import live
+
 STDOUT, STDERR, SYSTEM = "O", "E", "S"
 TRUNCATION_NOTE = "log truncated at LOG_MAX_SIZE_MB={mb}; the run goes on, its output is dropped"
 
@@ -29,16 +31,19 @@ def metrics_path(log_path: Path | str) -> Path:
 
 
 class MetricsWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, publish_as: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.lock = threading.Lock()
+        self.publish_as = publish_as
 
     def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
-        record = json.dumps({"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes})
+        record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
         with self.lock:
-            self.file.write(record + "\n")
+            self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        if self.publish_as:
+            live.sample(self.publish_as, record)
 
     def close(self) -> None:
         with self.lock:
@@ -56,13 +61,18 @@ def utc_timestamp(moment: datetime | None = None) -> str:
 
 
 class LogWriter:
-    """Appends lines to a run's log; thread-safe; stops writing (but keeps counting) at the cap."""
+    """Appends lines to a run's log; thread-safe; stops writing (but keeps counting) at the cap.
+
+    With `publish_as` (the run's public id) every written line also goes to the run's live
+    viewers through the channel layer, with its sequence number (see runs_app.live).
+    """
 
     def __init__(
         self,
         path: Path,
         max_bytes: int | None = None,
         mask: Callable[[str], str] | None = None,
+        publish_as: str | None = None,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else settings.LOG_MAX_SIZE_MB * 1024**2
@@ -74,6 +84,8 @@ class LogWriter:
         self.size = self.file.tell()
         self.truncated = self.size >= self.max_bytes
         self.dropped_lines = 0
+        self.publish_as = publish_as
+        self.seq = count_lines(path) if publish_as and self.size else 0
 
     def write(self, stream: str, text: str, timestamp: str | None = None) -> None:
         record = f"{timestamp or utc_timestamp()} {stream} {self.mask(text)}\n"
@@ -87,9 +99,15 @@ class LogWriter:
                 self.dropped_lines += 1
                 note = TRUNCATION_NOTE.format(mb=self.max_bytes // 1024**2 or self.max_bytes)
                 record = f"{utc_timestamp()} {SYSTEM} {note}\n"
-            self.file.write(record)
-            self.file.flush()  # readable by another process at once
-            self.size += len(record.encode())
+            self._append(record)
+
+    def _append(self, record: str) -> None:
+        self.file.write(record)
+        self.file.flush()  # readable by another process at once
+        self.size += len(record.encode())
+        self.seq += 1
+        if self.publish_as:
+            live.line(self.publish_as, self.seq, *parse_line(record))
 
     def system(self, text: str) -> None:
         self.write(SYSTEM, text)
@@ -97,10 +115,16 @@ class LogWriter:
     def close(self) -> None:
         with self.lock:
             if self.dropped_lines and self.truncated:
-                self.file.write(
+                self._append(
                     f"{utc_timestamp()} {SYSTEM} {self.dropped_lines} line(s) were not kept\n"
                 )
             self.file.close()
+
+
+def count_lines(path: Path) -> int:
+    """Lines already in a log (a re-attached worker numbers on from there)."""
+    with open(path, "rb") as log:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
 
 
 def last_timestamps(path: Path) -> dict[str, str]:
@@ -176,4 +200,7 @@ def read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
     except FileNotFoundError:
         return [], offset
     complete = chunk[: chunk.rfind(b"\n") + 1]
-    return complete.decode("utf-8", errors="replace").splitlines(), offset + len(complete)
+    # Split on newlines only: a progress bar's "\r" is part of its line, and line numbers
+    # must agree with everything else that counts b"\n" (seek, the writer's sequence).
+    lines = complete.decode("utf-8", errors="replace").split("\n")[:-1]
+    return lines, offset + len(complete)

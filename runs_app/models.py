@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline
+from runs_app import live
 from runs_app.logs import log_path_for
 
 
@@ -197,6 +198,7 @@ class PipelineRun(models.Model):
         )
         if queued:
             self.refresh_from_db()
+            live.status_changed(self.public_id)
             return "cancelled"
         running = PipelineRun.objects.filter(
             pk=self.pk, status=self.Status.RUNNING, cancel_requested_at__isnull=True

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import zlib
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from runs_app import live
 from runs_app.models import PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def claim_runs() -> list[int]:
                 status=PipelineRun.Status.RUNNING, claimed_at=now
             )
             if took:
+                transaction.on_commit(partial(live.status_changed, run.public_id))
                 claimed.append(run.pk)
                 running[run.pipeline_id] = running.get(run.pipeline_id, 0) + 1
                 if len(claimed) == free_slots:

@@ -25,6 +25,19 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available on this machine")
 
 
+def redis_database(number: int) -> str:
+    """The URL of a Redis database on the local server (tests side by side share it: each
+    keeps to its own keys)."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{number}"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError:
+        require(False, "a Redis server on 127.0.0.1:6379")
+    return url
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     import docker

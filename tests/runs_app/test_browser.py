@@ -1,5 +1,6 @@
 """The daily view in a real headless Chromium: daphne and a worker as separate processes,
-SQLite (or PostgreSQL) shared with the test, no Redis — the default setup."""
+SQLite (or PostgreSQL) shared with the test, no Redis — the default setup — and, for the
+live views, with REDIS_URL set (Redis broker and channel layer)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import sys
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import free_port, require
+from tests.runs_app.conftest import free_port, redis_database, require
 from tests.runs_app.test_worker import Worker, kill_group
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -44,8 +46,10 @@ HOG = (
 
 
 @pytest.fixture
-def instance(settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
-    """Web (daphne) and worker processes on the test database; yields the base URL."""
+def instance(request, settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
+    """Web (daphne) and worker processes on the test database; yields the base URL.
+
+    Parametrize it indirectly with "redis" for an instance with REDIS_URL set."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
     make_pipeline("ticker", main=TICKER)
     make_pipeline("sleeper", main=SLEEPER)
@@ -58,6 +62,10 @@ def instance(settings, tmp_path, make_pipeline, django_user_model, monkeypatch):
     user.password = hasher.encode("pw-ada-browser", hasher.salt())
     user.save()
     worker = Worker(settings, tmp_path)
+    if getattr(request, "param", "files") == "redis":
+        environment = {**worker.environment(), "REDIS_URL": redis_database(8)}
+        redis.Redis.from_url(environment["REDIS_URL"]).delete("django_q:fastflow:q")
+        worker.environment = lambda: environment
     worker.start()
     port = free_port()
     web = subprocess.Popen(
@@ -131,6 +139,7 @@ def test_anonymous_people_see_only_the_login_page_and_no_websocket(instance, bro
     assert opened is False
 
 
+@pytest.mark.parametrize("instance", ["files", "redis"], indirect=True)
 def test_watch_a_run_live_to_its_end_with_a_reconnect_in_between(instance, browser):
     page = browser.new_page()
     log_in(page, instance)
@@ -184,6 +193,7 @@ def test_download_the_log(instance, browser):
     assert "[fast-flow] finished: succeeded" in text
 
 
+@pytest.mark.parametrize("instance", ["files", "redis"], indirect=True)
 def test_live_cpu_and_memory_chart_with_limits(instance, browser):
     page = browser.new_page()
     log_in(page, instance)

@@ -1,8 +1,12 @@
-"""The live log websocket, through the real ASGI application (auth, origin, routing)."""
+"""The live log websocket, through the real ASGI application (auth, origin, routing), over
+both transports: polling the shared files (the default) and pushes through a Redis channel
+layer (REDIS_URL)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,16 +16,30 @@ from django.utils import timezone
 from fastflow_site.asgi import application
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app import live
 from runs_app.logs import STDOUT, LogWriter
 from runs_app.models import PipelineRun
+from tests.runs_app.conftest import redis_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost:8000")
 
 
+@pytest.fixture(params=["files", "redis"])
+def transport(request, settings) -> str:
+    if request.param == "redis":
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [redis_database(9)], "prefix": f"test-{uuid.uuid4()}:"},
+            }
+        }
+    return request.param
+
+
 @pytest.fixture
-def run(make_pipeline, settings, tmp_path):
+def run(transport, make_pipeline, settings, tmp_path):
     settings.LOGS_DIR = tmp_path / "logs"
     settings.MAX_CONCURRENT_RUNS = 0  # nothing executes: the test writes the log itself
     make_pipeline(
@@ -60,15 +78,18 @@ def lines_in(messages) -> list[list]:
     return [line for m in messages if m["type"] == "lines" for line in m["lines"]]
 
 
-def write(run, *texts):
-    writer = LogWriter(__import__("pathlib").Path(run.log_path))
+def write(run, *texts, publish=True):
+    """Like a worker: to the file, and to the channel layer when there is one."""
+    writer = LogWriter(Path(run.log_path), publish_as=run.public_id if publish else None)
     for text in texts:
         writer.write(STDOUT, text)
     writer.close()
+    assert live.flush()
 
 
 def finish(run, status=PipelineRun.Status.SUCCEEDED):
     PipelineRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now())
+    live.status_changed(run.public_id)
 
 
 async def test_an_anonymous_websocket_is_refused(run):
@@ -145,10 +166,55 @@ async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
         "mem_soft": 64 * 1024**2,
         "mem_hard": 128 * 1024**2,
     }
-    writer = MetricsWriter(metrics_path(run.log_path))
+    writer = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
     writer.sample(42.5, 10_000_000)
     writer.close()
     messages = await receive_until(communicator, lambda m: m["type"] == "metrics")
     (sample,) = messages[-1]["samples"]
     assert sample["cpu"] == 42.5 and sample["mem"] == 10_000_000
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("transport", ["redis"], indirect=True)
+async def test_pushed_lines_are_sent_as_they_come(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [ORIGIN, cookie])
+    await receive_until(communicator, lambda m: m["type"] == "status")
+    # Only in the channel layer (not in the file): it can only have come from there.
+    live.line(run.public_id, 1, "2026-11-22T10:00:00.000000000Z", "O", "pushed")
+    messages = await receive_until(communicator, lambda m: m["type"] == "lines")
+    assert lines_in(messages) == [[1, "2026-11-22T10:00:00.000000000Z", "O", "pushed"]]
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("transport", ["redis"], indirect=True)
+async def test_a_gap_in_the_pushed_lines_is_filled_from_the_file(run, client, viewer):
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [ORIGIN, cookie])
+    await receive_until(communicator, lambda m: m["type"] == "status")
+    # Lines 1-3 reach the file but never the channel layer (a dropped message); line 4 does.
+    await sync_to_async(write)(run, "one", "two", "three", publish=False)
+    await sync_to_async(write)(run, "four")
+    messages = await receive_until(
+        communicator, lambda m: lines_in([m])[-1:] and m["lines"][-1][0] == 4
+    )
+    assert [(seq, text) for seq, *_, text in lines_in(messages)] == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+        (4, "four"),
+    ]
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("transport", ["redis"], indirect=True)
+async def test_a_worker_that_numbers_on_after_a_reattach(run, client, viewer):
+    """A re-attached worker opens the log again: its pushed lines continue the sequence."""
+    await sync_to_async(write)(run, "before the worker died", publish=False)
+    cookie = await sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [ORIGIN, cookie], after=1)
+    await receive_until(communicator, lambda m: m["type"] == "status")
+    await sync_to_async(write)(run, "after the re-attach")
+    messages = await receive_until(communicator, lambda m: m["type"] == "lines")
+    assert [(seq, text) for seq, *_, text in lines_in(messages)] == [(2, "after the re-attach")]
     await communicator.disconnect()

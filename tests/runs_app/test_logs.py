@@ -71,3 +71,43 @@ def test_tail_seek_resumes_after_a_given_line(tmp_path):
     beyond.seek(99)
     assert beyond.read() == []
     assert beyond.seq == 5
+
+
+def test_a_carriage_return_stays_inside_its_line(tmp_path):
+    path = tmp_path / "run.log"
+    writer = LogWriter(path)
+    writer.write(STDOUT, "10%\r50%\r100%")
+    writer.write(STDOUT, "done")
+    writer.close()
+    tail = LogTail(path)
+    assert [(seq, text) for seq, _, _, text in tail.read()] == [(1, "10%\r50%\r100%"), (2, "done")]
+    resumed = LogTail(path)
+    resumed.seek(1)
+    assert [seq for seq, *_ in resumed.read()] == [2]
+
+
+def test_a_published_log_numbers_its_lines_like_the_file(tmp_path, monkeypatch):
+    from runs_app import live
+
+    pushed = []
+    monkeypatch.setattr(live, "line", lambda run, seq, ts, stream, text: pushed.append((seq, text)))
+    path = tmp_path / "run.log"
+    first = LogWriter(path, publish_as="run-1")
+    first.write(STDOUT, "one")
+    first.system("worker died")
+    first.close()
+    # A re-attached worker opens the log again and numbers on.
+    second = LogWriter(path, max_bytes=len(path.read_bytes()) + 60, publish_as="run-1")
+    second.write(STDOUT, "three")
+    second.write(STDOUT, "x" * 100)  # over the cap: the truncation note takes its place
+    second.write(STDOUT, "dropped")
+    second.close()
+    assert pushed == [
+        (1, "one"),
+        (2, "worker died"),
+        (3, "three"),
+        (4, pushed[3][1]),
+        (5, "2 line(s) were not kept"),
+    ]
+    assert "truncated" in pushed[3][1]
+    assert [(seq, text) for seq, _, _, text in LogTail(path).read()] == pushed
