@@ -25,6 +25,18 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PIPELINE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 PYTHON_VERSION = re.compile(r"^[A-Za-z0-9@.<>=!~,*+-]{1,64}$")
 RESERVED_ENV_PREFIX = "FASTFLOW_"
+# Names that change how a run is built or isolated: never set by a stored variable or by the
+# values given for one run (pipeline.json's own default_env only reserves FASTFLOW_).
+RESERVED_RUNTIME_NAMES = {"PATH", "HOME", "PWD", "SHELL", "USER", "HOSTNAME"}
+RESERVED_RUNTIME_PREFIXES = (
+    "PYTHON",
+    "UV_",
+    "LD_",
+    "SSL_",
+    "REQUESTS_CA",
+    "FASTFLOW_",
+    "VIRTUAL_ENV",
+)
 # Docker refuses memory limits below 6 MiB.
 MIN_MEMORY_LIMIT = 6 * 1024 * 1024
 RETRY_TYPES = ("exponential_backoff", "fixed_delay", "custom_schedule")
@@ -67,6 +79,16 @@ TOP_LEVEL_KEYS = (
 )
 SCHEDULE_ENTRY_KEYS = ("id", "enabled", "timezone", *SCHEDULE_KEYS, *RUN_SETTING_KEYS)
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "run_config_id", "on_route")
+
+
+def runtime_env_name_problem(name: str) -> str | None:
+    """Why `name` cannot be set for a run from outside the pipeline's code (None: it can)."""
+    if not ENV_NAME.match(name):
+        return f"{name!r} is not a variable name (letters, digits and _, not first a digit)"
+    upper = name.upper()
+    if upper in RESERVED_RUNTIME_NAMES or upper.startswith(RESERVED_RUNTIME_PREFIXES):
+        return f"{name} is reserved: it would change how the run is built"
+    return None
 
 
 # --- Typed values --------------------------------------------------------------------------
@@ -116,6 +138,13 @@ class RunSettings:
         changes["default_env"] = {**self.default_env, **other.default_env}
         changes["encrypted_env"] = {**self.encrypted_env, **other.encrypted_env}
         return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSettings:
+        return _run_settings_from_json(data)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from pipelines_app.contract import PIPELINE_NAME, PipelineConfig, Problem, parse_config
 from pipelines_app.models import DiscoveryScan, Pipeline
+from pipelines_app.scheduler import sync_file_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -312,11 +313,14 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
     now = timezone.now()
     existing = {pipeline.name: pipeline for pipeline in Pipeline.objects.all()}
     created = updated = invalid = missing = 0
+    present: list[Pipeline] = []
     for folder in scan.pipelines:
         values = _row_values(folder)
         pipeline = existing.get(folder.name)
         if pipeline is None:
-            Pipeline.objects.create(name=folder.name, discovered_at=now, last_seen_at=now, **values)
+            pipeline = Pipeline.objects.create(
+                name=folder.name, discovered_at=now, last_seen_at=now, **values
+            )
             created += 1
         else:
             # Rescans are frequent (every sync); only rows whose folder changed are written.
@@ -325,8 +329,11 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
                 for name in changed:
                     setattr(pipeline, name, values[name])
                 pipeline.save(update_fields=[*changed, "updated_at"])
+                pipeline.__dict__.pop("spec", None)
                 updated += 1
         invalid += folder.status == "invalid"
+        present.append(pipeline)
+    sync_file_schedules(present, now)
 
     seen = {folder.name for folder in scan.pipelines}
     Pipeline.objects.filter(name__in=seen).update(last_seen_at=now)

@@ -1,13 +1,19 @@
-"""The pipeline catalogue: one row per discovered folder, plus a record of each discovery."""
+"""The pipeline catalogue: one row per discovered folder, its schedules, and a record of each
+discovery."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
-from pipelines_app.contract import PipelineConfig
+from pipelines_app.contract import PipelineConfig, RunSettings, ScheduleSpec
+from pipelines_app.cron import next_fire_times
 
 
 class Pipeline(models.Model):
@@ -117,3 +123,124 @@ class DiscoveryScan(models.Model):
 
     def __str__(self) -> str:
         return f"discovery of {self.root} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Schedule(models.Model):
+    """When a pipeline starts by itself: a cron expression, an interval or one moment.
+
+    Schedules from pipeline.json (origin "file") are kept in step by every discovery and are
+    read-only elsewhere; schedules made in the UI or admin are editable. `config_id` is the
+    `schedules[].id` of pipeline.json ("default" for the top-level fields, "run_once" for
+    `run_once_at`), which `run_config_id` and webhook keys refer to.
+
+    `next_fire_at` is the one due time the scheduler claims, with a conditional UPDATE, so a
+    due time fires exactly once however many workers run (pipelines_app.scheduler).
+    """
+
+    class Origin(models.TextChoices):
+        FILE = "file", "pipeline.json"
+        UI = "ui", "web UI"
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="schedules")
+    config_id = models.CharField("id", max_length=100)
+    origin = models.CharField(max_length=4, choices=Origin.choices, default=Origin.UI)
+    cron = models.CharField(max_length=100, blank=True, help_text="5 fields, e.g. 30 2 * * 1-5")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    run_once_at = models.DateTimeField(null=True, blank=True)
+    timezone = models.CharField(
+        max_length=64, blank=True, help_text="For cron; empty: the pipeline's or the instance's."
+    )
+    start_at = models.DateTimeField(null=True, blank=True)
+    end_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    # RunSettings.to_json(): the limits, retries, env and webhook key this schedule overrides.
+    overrides = models.JSONField(default=dict, blank=True)
+    anchor_at = models.DateTimeField(help_text="Interval schedules fire at anchor + n * interval.")
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True, help_text="The last due time run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pipeline__name", "config_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "config_id"], name="schedule_id_unique")
+        ]
+        indexes = [models.Index(fields=["next_fire_at"], name="schedule_next_fire")]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name}/{self.config_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.anchor_at is None:
+            self.anchor_at = self.start_at or timezone.now()
+        super().save(*args, **kwargs)
+
+    TIMING_FIELDS = ("cron", "interval_seconds", "run_once_at", "timezone", "start_at", "end_at")
+
+    @classmethod
+    def values_from_spec(cls, spec: ScheduleSpec) -> dict:
+        return {
+            "cron": spec.cron or "",
+            "interval_seconds": spec.interval_seconds,
+            "run_once_at": spec.run_once_at,
+            "timezone": spec.timezone or "",
+            "start_at": spec.start,
+            "end_at": spec.end,
+            "enabled": spec.enabled,
+            "overrides": spec.overrides.to_json(),
+        }
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or self.pipeline.spec.timezone or settings.TIME_ZONE)
+
+    @property
+    def settings(self) -> RunSettings:
+        return RunSettings.from_json(self.overrides)
+
+    @property
+    def fires_by_time(self) -> bool:
+        return bool(self.cron or self.interval_seconds or self.run_once_at)
+
+    @property
+    def is_active(self) -> bool:
+        """Fires now: enabled, and its pipeline present, valid and enabled (else paused)."""
+        pipeline = self.pipeline
+        return self.enabled and pipeline.is_runnable and pipeline.enabled
+
+    def describe(self) -> str:
+        if self.cron:
+            return f"cron {self.cron} ({self.tz.key})"
+        if self.interval_seconds:
+            return f"every {self.interval_seconds} s"
+        if self.run_once_at:
+            return f"once at {self.run_once_at.isoformat()}"
+        return "no timing (webhook or chaining only)"
+
+    def fire_times(self, after: datetime, count: int = 1) -> list[datetime]:
+        """The next `count` due times strictly after `after`, inside the start/end window."""
+        if self.start_at and after < self.start_at:
+            after = self.start_at - timedelta(microseconds=1)
+        times: list[datetime] = []
+        if self.cron:
+            times = next_fire_times(self.cron, after, self.tz, count)
+        elif self.interval_seconds:
+            step = timedelta(seconds=self.interval_seconds)
+            if after < self.anchor_at:
+                first = self.anchor_at
+            else:
+                first = self.anchor_at + ((after - self.anchor_at) // step + 1) * step
+            times = [first + n * step for n in range(count)]
+        elif self.run_once_at and self.run_once_at > after:
+            times = [self.run_once_at]
+        return [moment for moment in times if self.end_at is None or moment <= self.end_at]
+
+    def next_fire_times(self, count: int = 5) -> list[datetime]:
+        return self.fire_times(timezone.now(), count) if self.fires_by_time else []
+
+    def plan(self, now: datetime | None = None) -> None:
+        """Set the next due time from now on (not saved): after a change or a resume."""
+        now = now or timezone.now()
+        upcoming = self.fire_times(now) if self.enabled else []
+        self.next_fire_at = upcoming[0] if upcoming else None

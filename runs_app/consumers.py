@@ -68,7 +68,8 @@ class RateLimiter:
 
 @database_sync_to_async
 def _load_run(public_id) -> PipelineRun | None:
-    return PipelineRun.objects.filter(public_id=public_id).select_related("pipeline").first()
+    run = PipelineRun.objects.filter(public_id=public_id).select_related("pipeline", "schedule")
+    return run.first()
 
 
 @database_sync_to_async
@@ -133,7 +134,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.tail = LogTail(Path(self.run.log_path))
         self.samples_offset = 0
         self.last_sample = ""
-        limits = self.run.pipeline.spec.run
+        limits = self.run.run_settings
         await self.send_json(
             {
                 "type": "limits",

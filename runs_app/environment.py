@@ -1,44 +1,81 @@
-"""The one place a run's environment is put together (later sources win).
+"""The one place a run's environment is put together. Later sources win:
 
-Order today: pipeline `default_env` → the values given for this run (form, CLI, API) →
-Fast-Flow's own variables. The secrets issue slots schedule overrides, `encrypted_env` and
-stored secrets/parameters in between; they come back in `secret_names`/`secret_values`, so
-the run record keeps only the names and the log masks the values.
+1. pipeline.json `default_env`
+2. the schedule's `default_env` (the schedule that started the run, or `run_config_id`)
+3. pipeline.json `encrypted_env` (decrypted here, just before the run)
+4. the schedule's `encrypted_env`
+5. stored parameters and secrets (secrets_app): global ones, then the pipeline's own
+6. the values given for this run (run form, webhook body, `runpipeline -e`)
+7. Fast-Flow's own FASTFLOW_* variables
+
+Values from 3, 4 and stored secrets are secret: the run record keeps only their names, and
+every such value of 4+ characters is masked in the log before it is written.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass, field
 
+from pipelines_app.contract import RunSettings, runtime_env_name_problem
 from runs_app.models import PipelineRun
-
-VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Names that change how a run is built or isolated, never settable per run.
-RESERVED_NAMES = {"PATH", "HOME", "PWD", "SHELL", "USER", "HOSTNAME"}
-RESERVED_PREFIXES = ("PYTHON", "UV_", "LD_", "SSL_", "REQUESTS_CA", "FASTFLOW_", "VIRTUAL_ENV")
+from secrets_app.crypto import decrypt
+from secrets_app.models import Variable
 
 
 def check_parameters(values: dict[str, str]) -> list[str]:
     """Why each given name cannot be a run's environment variable (empty: all fine)."""
-    problems = []
-    for name in values:
-        if not VARIABLE_NAME.match(name):
-            problems.append(
-                f"{name!r} is not a variable name (letters, digits and _, not first a digit)"
-            )
-        elif name.upper() in RESERVED_NAMES or name.upper().startswith(RESERVED_PREFIXES):
-            problems.append(f"{name} is reserved: it would change how the run is built")
-    return problems
+    return [problem for name in values if (problem := runtime_env_name_problem(name))]
 
 
-def build_environment(run: PipelineRun) -> tuple[dict[str, str], set[str], list[str]]:
-    """(environment, names of secret variables, secret values to mask)."""
-    environment: dict[str, str] = {}
-    environment.update(run.pipeline.spec.run.default_env)
-    environment.update({str(k): str(v) for k, v in run.parameters.items()})
-    environment.update(
-        FASTFLOW_RUN_ID=str(run.public_id),
-        FASTFLOW_PIPELINE=run.pipeline.name,
-        FASTFLOW_ATTEMPT=str(run.attempt),
+@dataclass
+class RunEnvironment:
+    variables: dict[str, str] = field(default_factory=dict)
+    secret_names: set[str] = field(default_factory=set)
+    secret_values: list[str] = field(default_factory=list)
+
+    def put(self, values: dict[str, str], *, secret: bool) -> None:
+        for name, value in values.items():
+            self.variables[name] = value
+            if secret:
+                self.secret_names.add(name)
+                self.secret_values.append(value)
+            else:
+                self.secret_names.discard(name)
+
+    @property
+    def visible(self) -> dict[str, str]:
+        """What the run record may keep."""
+        return {k: v for k, v in self.variables.items() if k not in self.secret_names}
+
+
+def _decrypted(tokens: dict[str, str], origin: str) -> dict[str, str]:
+    """Raises secrets_app.crypto.DecryptionError naming the variable, never the value."""
+    return {name: decrypt(token, f"{origin} {name}") for name, token in tokens.items()}
+
+
+def build_environment(run: PipelineRun) -> RunEnvironment:
+    pipeline_settings = run.pipeline.spec.run
+    schedule_settings = run.schedule.settings if run.schedule_id else RunSettings()
+    schedule_origin = f"schedule {run.config_id!r}"
+    environment = RunEnvironment()
+    environment.put(pipeline_settings.default_env, secret=False)
+    environment.put(schedule_settings.default_env, secret=False)
+    environment.put(
+        _decrypted(pipeline_settings.encrypted_env, "pipeline.json encrypted_env"), secret=True
     )
-    return environment, set(), []
+    environment.put(
+        _decrypted(schedule_settings.encrypted_env, f"{schedule_origin} encrypted_env"),
+        secret=True,
+    )
+    for variable in Variable.for_pipeline(run.pipeline):
+        environment.put({variable.name: variable.plain_value()}, secret=variable.is_secret)
+    environment.put({str(k): str(v) for k, v in run.parameters.items()}, secret=False)
+    environment.put(
+        {
+            "FASTFLOW_RUN_ID": str(run.public_id),
+            "FASTFLOW_PIPELINE": run.pipeline.name,
+            "FASTFLOW_ATTEMPT": str(run.attempt),
+        },
+        secret=False,
+    )
+    return environment

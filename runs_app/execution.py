@@ -27,10 +27,13 @@ from runs_app.executors import ExecutorError, Outcome, RunSpec, Watch, get_execu
 from runs_app.logs import LogWriter, MetricsWriter, last_timestamps, metrics_path
 from runs_app.models import PipelineRun
 from runs_app.queue import dispatch
+from secrets_app.crypto import DecryptionError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_STRATEGY = RetryStrategy("exponential_backoff")
+# A scheduled run that leaves the queue later than this says so in its log.
+LATE_AFTER = timedelta(seconds=5)
 FailureReason = PipelineRun.FailureReason
 Status = PipelineRun.Status
 
@@ -49,7 +52,7 @@ def execute_run(run_id: int, orphaned_workers: list[str] | None = None) -> None:
     me = worker_id()
     if not PipelineRun.take(run_id, me, orphaned_workers):
         return
-    run = PipelineRun.objects.select_related("pipeline").get(pk=run_id)
+    run = PipelineRun.objects.select_related("pipeline", "schedule").get(pk=run_id)
     try:
         _execute(run)
     finally:
@@ -58,10 +61,16 @@ def execute_run(run_id: int, orphaned_workers: list[str] | None = None) -> None:
 
 def _execute(run: PipelineRun) -> None:
     executor = get_executor()
-    environment, secret_names, secret_values = build_environment(run)
-    log = LogWriter(Path(run.log_path), mask=_masker(secret_values), publish_as=run.public_id)
+    try:
+        environment = build_environment(run)
+    except DecryptionError as exc:
+        _refuse(run, FailureReason.SECRET, str(exc))
+        return
+    log = LogWriter(
+        Path(run.log_path), mask=_masker(environment.secret_values), publish_as=run.public_id
+    )
     metrics = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
-    spec = _spec(run, environment)
+    spec = _spec(run, environment.variables)
     watch = Watch(
         should_cancel=run.cancel_is_requested,
         heartbeat=run.beat,
@@ -91,9 +100,14 @@ def _execute(run: PipelineRun) -> None:
             )
         else:
             PipelineRun.objects.filter(pk=run.pk).update(
-                environment={k: v for k, v in environment.items() if k not in secret_names},
-                secret_env_names=sorted(secret_names),
+                environment=environment.visible,
+                secret_env_names=sorted(environment.secret_names),
             )
+            if run.lateness is not None and run.lateness > LATE_AFTER:
+                log.system(
+                    f"scheduled for {run.scheduled_for.isoformat()}, "
+                    f"started {format_delay(run.lateness)} late"
+                )
             log.system(
                 f"starting {run.pipeline.name} (attempt {run.attempt}) with the "
                 f"{executor.name} executor"
@@ -124,9 +138,27 @@ def _execute(run: PipelineRun) -> None:
         live.status_changed(run.public_id)
 
 
+def _refuse(run: PipelineRun, reason: str, message: str) -> None:
+    """End a run that cannot start at all (no retry: trying again changes nothing)."""
+    log = LogWriter(Path(run.log_path), publish_as=run.public_id)
+    log.system(f"cannot start: {message}")
+    run.finish(Status.FAILED, failure_reason=reason, error_message=message)
+    log.close()
+    live.status_changed(run.public_id)
+
+
+def format_delay(delay: timedelta) -> str:
+    seconds = delay.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _spec(run: PipelineRun, environment: dict[str, str]) -> RunSpec:
     config = run.pipeline.spec
-    limits = config.run
+    limits = run.run_settings
     timeout = limits.timeout_seconds
     if timeout is None:
         timeout = settings.CONTAINER_TIMEOUT
@@ -216,7 +248,7 @@ def schedule_retry(run: PipelineRun, log: LogWriter) -> PipelineRun | None:
     )
     if not retryable or run.retries.exists():
         return None
-    config = run.pipeline.spec.run
+    config = run.run_settings
     attempts = config.retry_attempts
     if attempts is None:
         attempts = settings.RETRY_ATTEMPTS

@@ -40,6 +40,8 @@ class MetricsWriter:
     def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
         record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
         with self.lock:
+            if self.file.closed:
+                return  # a sampler thread that outlived its run
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
         if self.publish_as:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import models, transaction
@@ -11,6 +12,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from pipelines_app.contract import RunSettings
 from pipelines_app.models import Pipeline
 from runs_app import live
 from runs_app.logs import log_path_for
@@ -55,6 +57,7 @@ class PipelineRun(models.Model):
         OUT_OF_MEMORY = "out_of_memory", "out of memory"
         DEPENDENCY_INSTALL = "dependency_install", "dependency install failed"
         IMAGE_MISSING = "image_missing", "worker image missing"
+        SECRET = "secret", "a secret does not decrypt"
         LOST = "lost", "lost (container vanished)"
         INTERNAL_ERROR = "internal_error", "internal error"
 
@@ -81,6 +84,20 @@ class PipelineRun(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="triggered_runs",
+    )
+    schedule = models.ForeignKey(
+        "pipelines_app.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The schedule (or webhook key of one) that started it; its overrides apply.",
+    )
+    config_id = models.CharField(
+        "schedule id", max_length=100, blank=True, help_text="schedules[].id whose overrides apply"
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The due time a schedule fired it for."
     )
     attempt = models.PositiveSmallIntegerField(default=1)
     retry_of = models.ForeignKey(
@@ -156,6 +173,8 @@ class PipelineRun(models.Model):
         parameters: dict[str, str] | None = None,
         retry_of: PipelineRun | None = None,
         not_before=None,
+        schedule=None,
+        scheduled_for=None,
     ) -> PipelineRun:
         """Queue a run (a row first); the dispatcher starts it when a slot is free."""
         if pipeline.state == Pipeline.State.MISSING:
@@ -173,6 +192,9 @@ class PipelineRun(models.Model):
             retry_of=retry_of,
             attempt=retry_of.attempt + 1 if retry_of else 1,
             not_before=not_before,
+            schedule=schedule if schedule is not None else getattr(retry_of, "schedule", None),
+            config_id=(schedule.config_id if schedule else getattr(retry_of, "config_id", "")),
+            scheduled_for=scheduled_for,
         )
         run.log_path = str(log_path_for(run.public_id))
         run.save()
@@ -184,7 +206,11 @@ class PipelineRun(models.Model):
     def rerun(self, user=None) -> PipelineRun:
         """A new manual run of the same pipeline with the same parameters."""
         return PipelineRun.enqueue(
-            self.pipeline, trigger=self.Trigger.MANUAL, user=user, parameters=self.parameters
+            self.pipeline,
+            trigger=self.Trigger.MANUAL,
+            user=user,
+            parameters=self.parameters,
+            schedule=self.schedule,
         )
 
     def request_cancel(self) -> str:
@@ -249,6 +275,19 @@ class PipelineRun(models.Model):
             changed = running.update(status=self.Status.CANCELLED, **fields)
         self.refresh_from_db()
         return bool(changed)
+
+    @cached_property
+    def run_settings(self) -> RunSettings:
+        """The pipeline's settings with its schedule's overrides on top."""
+        base = self.pipeline.spec.run
+        return base.overridden_by(self.schedule.settings) if self.schedule_id else base
+
+    @property
+    def lateness(self) -> timedelta | None:
+        """How long after its due time a scheduled run left the queue."""
+        if not self.scheduled_for:
+            return None
+        return (self.claimed_at or self.queued_at) - self.scheduled_for
 
     @property
     def queue_position(self) -> int | None:

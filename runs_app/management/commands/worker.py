@@ -1,8 +1,10 @@
 """manage.py worker: the worker process — django-q2's cluster plus Fast-Flow's ticker.
 
-The cluster's processes execute tasks (one run each). The ticker, in this process, starts
-runs that became due (retries) every second and reconciles: at start-up at once (runs of
-a worker that died are re-attached), then periodically.
+The cluster's processes execute tasks (one run each). The ticker, in this process, fires
+due schedules (waking at the next due time, at most `--tick` apart), starts runs that
+became due (retries) and reconciles: at start-up at once (runs of a worker that died are
+re-attached), then periodically. Several workers may tick at once: a due time still fires
+exactly once (pipelines_app.scheduler).
 
 Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: the cluster's
 processes are ended at once, the run containers go on, and the next worker re-attaches to
@@ -19,8 +21,11 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 from django_q.cluster import Cluster
 
+from pipelines_app.models import Schedule
+from pipelines_app.scheduler import fire_due
 from runs_app.execution import reconcile
 from runs_app.queue import dispatch
 
@@ -51,7 +56,7 @@ class Command(BaseCommand):
     def run_ticker(self, tick: float, reconcile_every: float) -> None:
         self.tick(reconcile_now=True, startup=True)
         last_reconcile = time.monotonic()
-        while not self.stopping.wait(tick):
+        while not self.stopping.wait(seconds_until_next_due(tick)):
             due = time.monotonic() - last_reconcile >= reconcile_every
             self.tick(reconcile_now=due)
             if due:
@@ -64,9 +69,23 @@ class Command(BaseCommand):
                 counts = reconcile(startup=startup)
                 if any(counts.values()):
                     logger.info("reconciled: %s", counts)
+            fire_due()
             dispatch()
         except Exception:
             logger.exception("worker tick failed")
+
+
+def seconds_until_next_due(longest: float) -> float:
+    """Sleep until the next schedule is due, but never longer than `longest`."""
+    try:
+        next_due = Schedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at")
+        moment = next_due.values_list("next_fire_at", flat=True).first()
+    except Exception:
+        logger.exception("could not read the next due time")
+        return longest
+    if moment is None:
+        return longest
+    return min(longest, max(0.05, (moment - timezone.now()).total_seconds()))
 
 
 def _descendants(pid: int) -> list[int]:
