@@ -266,6 +266,18 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+
+# Webhook calls that start runs, per pipeline per minute (0: no limit). The counters live in
+# the cache: per process without Redis (one web process by default), shared with it.
+WEBHOOK_RATE_LIMIT = _int("WEBHOOK_RATE_LIMIT", 60)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "fastflow",
+        }
+    }
 else:
     Q_CLUSTER["orm"] = "default"
 

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from pipelines_app import views as pipeline_views
 from runs_app import views as run_views
 
 admin.site.site_header = "Fast-Flow administration"
@@ -29,6 +30,8 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("pipelines/", include("pipelines_app.urls")),
+    path("hooks/<str:name>/", pipeline_views.webhook, name="webhook"),
     path("runs/", include("runs_app.urls")),
+    path("secrets/", include("secrets_app.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from pipelines_app.discovery import discover
-from pipelines_app.models import DiscoveryScan, Pipeline
+from pipelines_app.forms import ScheduleForm
+from pipelines_app.models import DiscoveryScan, Pipeline, Schedule
 
 
 class ValidityFilter(admin.SimpleListFilter):
@@ -179,3 +180,39 @@ class DiscoveryScanAdmin(admin.ModelAdmin):
     @admin.display(description="skipped folders")
     def skipped_count(self, obj: DiscoveryScan) -> int:
         return len(obj.skipped_folders)
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules from pipeline.json are read-only (git is law); the UI's are editable."""
+
+    form = ScheduleForm
+    list_display = ["__str__", "origin", "timing", "enabled", "next_fire_at", "last_fired_at"]
+    list_filter = ["origin", "enabled"]
+    search_fields = ["pipeline__name", "config_id"]
+    list_select_related = ["pipeline"]
+    raw_id_fields = ["pipeline"]
+    readonly_fields = ["next_fire_at", "last_fired_at", "upcoming"]
+
+    def get_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        return [*ScheduleForm.Meta.fields, *self.readonly_fields]
+
+    def has_change_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        if obj is not None and obj.origin == Schedule.Origin.FILE:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        if obj is not None and obj.origin == Schedule.Origin.FILE:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="when")
+    def timing(self, schedule: Schedule) -> str:
+        return schedule.describe()
+
+    @admin.display(description="next five")
+    def upcoming(self, schedule: Schedule) -> str:
+        if not schedule.pk:
+            return "—"
+        return ", ".join(moment.isoformat() for moment in schedule.next_fire_times()) or "—"

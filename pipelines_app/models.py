@@ -3,6 +3,8 @@ discovery."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -244,3 +246,48 @@ class Schedule(models.Model):
         now = now or timezone.now()
         upcoming = self.fire_times(now) if self.enabled else []
         self.next_fire_at = upcoming[0] if upcoming else None
+
+
+class WebhookKey(models.Model):
+    """A key made in the UI that lets an HTTP call start a pipeline; only its hash is kept.
+
+    Keys are 256 random bits, so a plain SHA-256 is enough: there is nothing to guess.
+    """
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="webhook_keys")
+    label = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(
+        max_length=8, help_text="The key's first characters, to tell keys apart."
+    )
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pipeline__name", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "prefix"], name="webhook_key_prefix_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} key {self.prefix}…"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def make(cls, pipeline: Pipeline, label: str = "", user=None) -> tuple[WebhookKey, str]:
+        """A new key; the plain key is returned once and never stored."""
+        key = secrets.token_urlsafe(32)
+        webhook_key = cls.objects.create(
+            pipeline=pipeline,
+            label=label,
+            prefix=key[:8],
+            key_hash=cls.hash(key),
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        return webhook_key, key

@@ -10,4 +10,17 @@ urlpatterns = [
     path("", views.pipeline_list, name="list"),
     path("<str:name>/", views.pipeline_detail, name="detail"),
     path("<str:name>/run/", views.pipeline_run, name="run"),
+    path("<str:name>/webhook-keys/", views.webhook_key_add, name="webhook_key_add"),
+    path(
+        "<str:name>/webhook-keys/<str:prefix>/delete/",
+        views.webhook_key_delete,
+        name="webhook_key_delete",
+    ),
+    path("<str:name>/schedules/new/", views.schedule_add, name="schedule_add"),
+    path("<str:name>/schedules/<str:config_id>/", views.schedule_edit, name="schedule_edit"),
+    path(
+        "<str:name>/schedules/<str:config_id>/delete/",
+        views.schedule_delete,
+        name="schedule_delete",
+    ),
 ]

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
+from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.decorators import login_not_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from pipelines_app.models import DiscoveryScan, Pipeline
+from pipelines_app.forms import ScheduleForm
+from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
+from pipelines_app.webhooks import authenticate, key_of, over_rate_limit
 from runs_app.environment import check_parameters
 from runs_app.models import PipelineRun, RunRefused, with_last_run
 
 RECENT_RUNS = 20
+UPCOMING_FIRE_TIMES = 5
 
 
 def pipeline_list(request: HttpRequest) -> HttpResponse:
@@ -44,7 +53,7 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines_app/pipeline_list.html", context)
 
 
-def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
+def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
     context = {
         "pipeline": pipeline,
@@ -53,8 +62,65 @@ def pipeline_detail(request: HttpRequest, name: str) -> HttpResponse:
         "instance_retries": settings.RETRY_ATTEMPTS,
         "runs": pipeline.runs.select_related("triggered_by")[:RECENT_RUNS],
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
+        "schedules": [
+            (schedule, schedule.next_fire_times(UPCOMING_FIRE_TIMES) if schedule.enabled else [])
+            for schedule in pipeline.schedules.all()
+        ],
+        "webhook_url": request.build_absolute_uri(reverse("webhook", args=[pipeline.name])),
+        "webhook_keys": pipeline.webhook_keys.all(),
+        "new_webhook_key": new_webhook_key,
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+def _schedule_form(request: HttpRequest, pipeline: Pipeline, schedule: Schedule) -> ScheduleForm:
+    form = ScheduleForm(request.POST or None, instance=schedule, initial={"pipeline": pipeline})
+    form.fields["pipeline"].disabled = True  # still validated: the id is unique per pipeline
+    form.fields["pipeline"].widget = forms.HiddenInput()
+    return form
+
+
+def _get_ui_schedule(pipeline: Pipeline, config_id: str) -> Schedule:
+    """A schedule made in the UI; pipeline.json's are changed in git, not here."""
+    schedule = get_object_or_404(Schedule, pipeline=pipeline, config_id=config_id)
+    if schedule.origin == Schedule.Origin.FILE:
+        raise PermissionDenied("This schedule comes from pipeline.json: change it there.")
+    return schedule
+
+
+@permission_required("pipelines_app.add_schedule", raise_exception=True)
+def schedule_add(request: HttpRequest, name: str) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, name=name)
+    form = _schedule_form(request, pipeline, Schedule(pipeline=pipeline))
+    if request.method == "POST" and form.is_valid():
+        schedule = form.save()
+        messages.success(request, f"Schedule {schedule.config_id} added: {schedule.describe()}.")
+        return redirect(pipeline)
+    context = {"pipeline": pipeline, "form": form, "schedule": None}
+    return render(request, "pipelines_app/schedule_form.html", context)
+
+
+@permission_required("pipelines_app.change_schedule", raise_exception=True)
+def schedule_edit(request: HttpRequest, name: str, config_id: str) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, name=name)
+    schedule = _get_ui_schedule(pipeline, config_id)
+    form = _schedule_form(request, pipeline, schedule)
+    if request.method == "POST" and form.is_valid():
+        schedule = form.save()
+        messages.success(request, f"Schedule {schedule.config_id} saved: {schedule.describe()}.")
+        return redirect(pipeline)
+    context = {"pipeline": pipeline, "form": form, "schedule": schedule}
+    return render(request, "pipelines_app/schedule_form.html", context)
+
+
+@require_POST
+@permission_required("pipelines_app.delete_schedule", raise_exception=True)
+def schedule_delete(request: HttpRequest, name: str, config_id: str) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, name=name)
+    schedule = _get_ui_schedule(pipeline, config_id)
+    schedule.delete()
+    messages.success(request, f"Schedule {config_id} deleted.")
+    return redirect(pipeline)
 
 
 @require_POST
@@ -87,3 +153,91 @@ def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = run.get_absolute_url()  # watch it run
     return redirect(next_url)
+
+
+@require_POST
+@permission_required("pipelines_app.add_webhookkey", raise_exception=True)
+def webhook_key_add(request: HttpRequest, name: str) -> HttpResponse:
+    """Make a key and show it once, on the pipeline page (never stored in plain text)."""
+    pipeline = get_object_or_404(Pipeline, name=name)
+    _, key = WebhookKey.make(pipeline, request.POST.get("label", "").strip()[:100], request.user)
+    response = pipeline_detail(request, name, new_webhook_key=key)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@permission_required("pipelines_app.delete_webhookkey", raise_exception=True)
+def webhook_key_delete(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
+    key = get_object_or_404(WebhookKey, pipeline__name=name, prefix=prefix)
+    key.delete()
+    messages.success(request, f"Webhook key {prefix}… revoked.")
+    return redirect(key.pipeline)
+
+
+NOT_FOUND = {"error": "No such pipeline, or the key is wrong."}
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest, name: str) -> JsonResponse:
+    """Start a run from an HTTP call carrying the pipeline's key (pipelines_app.webhooks)."""
+    pipeline = Pipeline.objects.filter(name=name).first()
+    match = authenticate(pipeline, key_of(request))
+    if match is None:
+        return JsonResponse(NOT_FOUND, status=404)
+    if not pipeline.enabled or not pipeline.is_runnable:
+        why = "it is disabled" if pipeline.is_runnable else pipeline.status
+        return JsonResponse({"error": f"{pipeline.name} does not start: {why}."}, status=409)
+    parameters, problems = _webhook_values(request)
+    if problems:
+        return JsonResponse({"error": "The body was refused.", "problems": problems}, status=400)
+    if wait := over_rate_limit(pipeline):
+        response = JsonResponse(
+            {"error": f"Too many calls for {pipeline.name}; try again in {wait} s."}, status=429
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    try:
+        run = PipelineRun.enqueue(
+            pipeline,
+            trigger=PipelineRun.Trigger.WEBHOOK,
+            parameters=parameters,
+            schedule=match.schedule,
+        )
+    except RunRefused as refused:
+        return JsonResponse({"error": str(refused)}, status=409)
+    return JsonResponse(
+        {
+            "run_id": str(run.public_id),
+            "url": request.build_absolute_uri(run.get_absolute_url()),
+            "status": run.status,
+            "pipeline": pipeline.name,
+            "schedule": match.schedule.config_id if match.schedule else None,
+        },
+        status=202,
+    )
+
+
+def _webhook_values(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
+    """Environment values for the run from an optional JSON object body."""
+    if not request.body.strip():
+        return {}, []
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return {}, ["the body is not JSON"]
+    if not isinstance(body, dict):
+        return {}, ['the body must be a JSON object of names to values, e.g. {"DAY": "monday"}']
+    problems = [
+        f"{name}: the value must be a string, number or boolean"
+        for name, value in body.items()
+        if not isinstance(value, str | int | float | bool)
+    ]
+    problems += check_parameters(body)
+    values = {
+        name: (json.dumps(value) if isinstance(value, bool) else str(value))
+        for name, value in body.items()
+    }
+    return values, problems

@@ -95,11 +95,18 @@ class Variable(models.Model):
 
     @classmethod
     def rotate_all(cls) -> int:
-        """Re-encrypt every stored secret under the newest key; returns how many."""
-        rotated = 0
-        for variable in cls.objects.filter(kind=cls.Kind.SECRET).exclude(encrypted_value=""):
-            token = crypto.rotate(variable.encrypted_value)
-            if token != variable.encrypted_value:
-                cls.objects.filter(pk=variable.pk).update(encrypted_value=token)
-                rotated += 1
-        return rotated
+        """Re-encrypt every stored secret under the newest key; returns how many.
+
+        Raises crypto.DecryptionError naming the first secret no key opens (call it in a
+        transaction: then nothing is changed)."""
+        secrets = cls.objects.filter(kind=cls.Kind.SECRET).exclude(encrypted_value="")
+        for variable in secrets:
+            try:
+                token = crypto.rotate(variable.encrypted_value)
+            except crypto.DecryptionError:
+                raise crypto.DecryptionError(
+                    f"the stored secret {variable} does not decrypt with any key in "
+                    "ENCRYPTION_KEY: add the key it was made with, or replace its value"
+                ) from None
+            cls.objects.filter(pk=variable.pk).update(encrypted_value=token)
+        return len(secrets)

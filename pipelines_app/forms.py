@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django import forms
+from django.utils import timezone
+
+from pipelines_app.cron import CRON_EXAMPLES, normalize_cron
+from pipelines_app.models import Schedule
+
+SCHEDULE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class ScheduleForm(forms.ModelForm):
+    """A schedule made in the UI or admin (those from pipeline.json are edited in git)."""
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "pipeline",
+            "config_id",
+            "cron",
+            "interval_seconds",
+            "run_once_at",
+            "timezone",
+            "start_at",
+            "end_at",
+            "enabled",
+        ]
+        help_texts = {
+            "config_id": "Letters, digits, _ - . (what run_config_id and webhooks refer to).",
+            "interval_seconds": "Every N seconds.",
+            "run_once_at": "One run at this moment.",
+        }
+
+    def clean_config_id(self) -> str:
+        value = self.cleaned_data["config_id"].strip()
+        if not SCHEDULE_ID.match(value):
+            raise forms.ValidationError("Use letters, digits, _ - and . only (at most 100).")
+        return value
+
+    def clean_cron(self) -> str:
+        value = self.cleaned_data["cron"].strip()
+        if not value:
+            return ""
+        try:
+            return normalize_cron(value)
+        except ValueError as problem:
+            raise forms.ValidationError(
+                f"Cron {value!r} {problem}; for example {CRON_EXAMPLES}."
+            ) from None
+
+    def clean_interval_seconds(self) -> int | None:
+        value = self.cleaned_data["interval_seconds"]
+        if value is not None and value < 1:
+            raise forms.ValidationError("The interval is a whole number of seconds, 1 or more.")
+        return value
+
+    def clean_timezone(self) -> str:
+        value = self.cleaned_data["timezone"].strip()
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise forms.ValidationError(
+                    f"{value!r} is not a time zone name; use e.g. Europe/Berlin or UTC."
+                ) from None
+        return value
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        timings = [cleaned.get(k) for k in ("cron", "interval_seconds", "run_once_at")]
+        if sum(1 for value in timings if value) != 1:
+            raise forms.ValidationError(
+                "Give exactly one of: a cron expression, an interval in seconds, or one moment."
+            )
+        start, end = cleaned.get("start_at"), cleaned.get("end_at")
+        if start and end and end <= start:
+            self.add_error("end_at", "The end must be after the start.")
+        if cleaned.get("timezone") and not cleaned.get("cron"):
+            self.add_error("timezone", "A time zone applies to cron schedules only.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Schedule:
+        schedule = super().save(commit=False)
+        schedule.origin = Schedule.Origin.UI
+        now = timezone.now()
+        schedule.anchor_at = schedule.start_at or now
+        schedule.plan(now)
+        if commit:
+            schedule.save()
+        return schedule

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from django import forms
+
+from pipelines_app.contract import ENV_NAME
+from secrets_app.models import Variable
+
+
+class VariableForm(forms.ModelForm):
+    """Add or replace a stored variable. A secret's value is write-only: never rendered,
+    left empty to keep the stored one."""
+
+    new_value = forms.CharField(
+        label="Value",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = Variable
+        fields = ["name", "kind", "pipeline", "description"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["pipeline"].empty_label = "all pipelines (global)"
+        editing = self.instance.pk is not None
+        if editing and not self.instance.is_secret:
+            self.fields["new_value"].widget = forms.TextInput(attrs={"autocomplete": "off"})
+            self.fields["new_value"].initial = self.instance.value
+        if editing and self.instance.is_secret:
+            self.fields["new_value"].help_text = (
+                "Stored encrypted and never shown again. Leave empty to keep it; type a new "
+                "value to replace it."
+            )
+        if editing:
+            # A secret stays a secret: turning it into a parameter would show its value.
+            self.fields["kind"].disabled = self.instance.is_secret
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk is None and not cleaned.get("new_value"):
+            self.add_error("new_value", "A new variable needs a value.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Variable:
+        variable = super().save(commit=False)
+        value = self.cleaned_data.get("new_value") or ""
+        if value or (not variable.is_secret and "new_value" in self.changed_data):
+            variable.set_value(value)
+        elif "kind" in self.changed_data:
+            variable.set_value(variable.value)  # a parameter made secret: encrypt what it held
+        if commit:
+            variable.save()
+        return variable
+
+
+class EncryptForm(forms.Form):
+    """'Encrypt a value for pipeline.json': a Fernet token for encrypted_env."""
+
+    name = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Optional: the variable name, to get a ready-to-paste line.",
+    )
+    value = forms.CharField(
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if name and not ENV_NAME.match(name):
+            raise forms.ValidationError(
+                "Not a variable name: letters, digits and _, not first a digit."
+            )
+        return name

@@ -1,0 +1,79 @@
+"""The secrets page for operators: stored secrets and parameters, and "encrypt a value for
+pipeline.json". Secret values are write-only here as everywhere."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from secrets_app import crypto
+from secrets_app.forms import EncryptForm, VariableForm
+from secrets_app.models import Variable
+
+
+def _get_variable(name: str, pipeline: str | None) -> Variable:
+    if pipeline is None:
+        return get_object_or_404(Variable, name=name, pipeline__isnull=True)
+    return get_object_or_404(Variable, name=name, pipeline__name=pipeline)
+
+
+@permission_required("secrets_app.view_variable", raise_exception=True)
+def variable_list(request: HttpRequest) -> HttpResponse:
+    form = VariableForm(request.POST or None)
+    if request.method == "POST":
+        if not request.user.has_perm("secrets_app.add_variable"):
+            return HttpResponse("You may not add secrets or parameters.", status=403)
+        if form.is_valid():
+            variable = form.save(commit=False)
+            variable.updated_by = request.user
+            variable.save()
+            messages.success(request, f"Saved {variable}.")
+            return redirect("secrets_app:list")
+    variables = Variable.objects.select_related("pipeline", "updated_by")
+    return render(
+        request,
+        "secrets_app/variable_list.html",
+        {"variables": variables, "form": form, "encrypt_form": EncryptForm()},
+    )
+
+
+@permission_required("secrets_app.change_variable", raise_exception=True)
+def variable_edit(request: HttpRequest, name: str, pipeline: str | None = None) -> HttpResponse:
+    variable = _get_variable(name, pipeline)
+    form = VariableForm(request.POST or None, instance=variable)
+    if request.method == "POST" and form.is_valid():
+        variable = form.save(commit=False)
+        variable.updated_by = request.user
+        variable.save()
+        messages.success(request, f"Saved {variable}.")
+        return redirect("secrets_app:list")
+    return render(request, "secrets_app/variable_edit.html", {"variable": variable, "form": form})
+
+
+@require_POST
+@permission_required("secrets_app.delete_variable", raise_exception=True)
+def variable_delete(request: HttpRequest, name: str, pipeline: str | None = None) -> HttpResponse:
+    variable = _get_variable(name, pipeline)
+    variable.delete()
+    messages.success(request, f"Deleted {variable}.")
+    return redirect("secrets_app:list")
+
+
+@permission_required("secrets_app.view_variable", raise_exception=True)
+def encrypt_value(request: HttpRequest) -> HttpResponse:
+    form = EncryptForm(request.POST or None)
+    token = snippet = ""
+    if request.method == "POST" and form.is_valid():
+        token = crypto.encrypt(form.cleaned_data["value"])
+        if form.cleaned_data["name"]:
+            snippet = json.dumps({"encrypted_env": {form.cleaned_data["name"]: token}}, indent=2)
+    return render(
+        request,
+        "secrets_app/encrypt.html",
+        {"encrypt_form": form, "token": token, "snippet": snippet},
+    )
