@@ -80,6 +80,10 @@ def _schedule_form(request: HttpRequest, pipeline: Pipeline, schedule: Schedule)
     return form
 
 
+def _zone() -> dict[str, str]:
+    return {"instance_time_zone": settings.TIME_ZONE}
+
+
 def _get_ui_schedule(pipeline: Pipeline, config_id: str) -> Schedule:
     """A schedule made in the UI; pipeline.json's are changed in git, not here."""
     schedule = get_object_or_404(Schedule, pipeline=pipeline, config_id=config_id)
@@ -96,7 +100,7 @@ def schedule_add(request: HttpRequest, name: str) -> HttpResponse:
         schedule = form.save()
         messages.success(request, f"Schedule {schedule.config_id} added: {schedule.describe()}.")
         return redirect(pipeline)
-    context = {"pipeline": pipeline, "form": form, "schedule": None}
+    context = {"pipeline": pipeline, "form": form, "schedule": None, **_zone()}
     return render(request, "pipelines_app/schedule_form.html", context)
 
 
@@ -109,7 +113,7 @@ def schedule_edit(request: HttpRequest, name: str, config_id: str) -> HttpRespon
         schedule = form.save()
         messages.success(request, f"Schedule {schedule.config_id} saved: {schedule.describe()}.")
         return redirect(pipeline)
-    context = {"pipeline": pipeline, "form": form, "schedule": schedule}
+    context = {"pipeline": pipeline, "form": form, "schedule": schedule, **_zone()}
     return render(request, "pipelines_app/schedule_form.html", context)
 
 
