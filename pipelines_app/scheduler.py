@@ -3,8 +3,9 @@
 Firing claims a due time with a conditional UPDATE (next_fire_at = the due time read →
 the next one), in the same transaction as the run it queues: a due time fires exactly once
 however many workers tick, and never fires without its run. After downtime a schedule that
-missed several due times fires once, for the latest missed one, and its run records how
-late it is (PipelineRun.scheduled_for).
+missed several due times fires once (for the first one missed, so its lateness is the
+length of the outage) and plans its next due time from now on; the run records what it was
+due for (PipelineRun.scheduled_for) and says how late it started.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def sync_file_schedules(pipelines: list[Pipeline], now: datetime | None = None) 
     }
     for pipeline in pipelines:
         if pipeline.config_errors:
-            continue  # an invalid file says nothing reliable: keep the schedules as they were
+            # An invalid file says nothing reliable: its schedules stay as they were (and
+            # are paused while the pipeline cannot run).
+            for key in [key for key in existing if key[0] == pipeline.pk]:
+                existing.pop(key)
+            continue
         wanted = {spec.id: Schedule.values_from_spec(spec) for spec in pipeline.spec.schedules}
         for config_id, values in wanted.items():
             schedule = existing.pop((pipeline.pk, config_id), None)
