@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from pipelines_app.discovery import discover
 from pipelines_app.forms import ScheduleForm
-from pipelines_app.models import DiscoveryScan, Pipeline, Schedule
+from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
 
 
 class ValidityFilter(admin.SimpleListFilter):
@@ -216,3 +216,17 @@ class ScheduleAdmin(admin.ModelAdmin):
         if not schedule.pk:
             return "—"
         return ", ".join(moment.isoformat() for moment in schedule.next_fire_times()) or "—"
+
+
+@admin.register(WebhookKey)
+class WebhookKeyAdmin(admin.ModelAdmin):
+    """Keys are made on the pipeline page (shown once there); here they are listed and revoked."""
+
+    list_display = ["__str__", "label", "created_at", "created_by", "last_used_at"]
+    list_select_related = ["pipeline", "created_by"]
+    search_fields = ["pipeline__name", "label", "prefix"]
+    fields = ["pipeline", "label", "prefix", "created_at", "created_by", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

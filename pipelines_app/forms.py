@@ -15,6 +15,13 @@ SCHEDULE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 class ScheduleForm(forms.ModelForm):
     """A schedule made in the UI or admin (those from pipeline.json are edited in git)."""
 
+    interval_seconds = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Every N seconds.",
+        error_messages={"min_value": "The interval is a whole number of seconds, 1 or more."},
+    )
+
     class Meta:
         model = Schedule
         fields = [
@@ -30,7 +37,6 @@ class ScheduleForm(forms.ModelForm):
         ]
         help_texts = {
             "config_id": "Letters, digits, _ - . (what run_config_id and webhooks refer to).",
-            "interval_seconds": "Every N seconds.",
             "run_once_at": "One run at this moment.",
         }
 
@@ -50,12 +56,6 @@ class ScheduleForm(forms.ModelForm):
             raise forms.ValidationError(
                 f"Cron {value!r} {problem}; for example {CRON_EXAMPLES}."
             ) from None
-
-    def clean_interval_seconds(self) -> int | None:
-        value = self.cleaned_data["interval_seconds"]
-        if value is not None and value < 1:
-            raise forms.ValidationError("The interval is a whole number of seconds, 1 or more.")
-        return value
 
     def clean_timezone(self) -> str:
         value = self.cleaned_data["timezone"].strip()

@@ -8,8 +8,9 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from pipelines_app.discovery import discover
-from pipelines_app.models import DiscoveryScan, Pipeline
+from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
 from runs_app.models import PipelineRun
+from secrets_app.models import Variable
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +65,11 @@ def admin_pages(model_admin, obj) -> list[str]:
 def test_every_admin_page_answers(admin_client, catalogue):
     Group.objects.create(name="operators")
     _task_queue_rows()
+    Schedule.objects.create(pipeline=catalogue, config_id="from-ui", interval_seconds=60)
+    WebhookKey.make(catalogue, "CI")
+    secret = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
+    secret.set_value("never-shown")
+    secret.save()
     objects = {
         Pipeline: catalogue,
         PipelineRun: PipelineRun.objects.first(),
@@ -76,6 +82,7 @@ def test_every_admin_page_answers(admin_client, catalogue):
     for page in pages:
         response = admin_client.get(page)
         assert response.status_code == 200, page
+        assert b"never-shown" not in response.content
 
 
 @pytest.mark.parametrize(

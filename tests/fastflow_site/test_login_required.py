@@ -8,6 +8,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 pytestmark = pytest.mark.django_db
 
 PUBLIC = {"login", "logout"}
+# Authenticated by a key instead of a login (tests/pipelines_app/test_webhooks.py).
+TOKEN_AUTHENTICATED = {"webhook"}
 
 
 def every_url(resolver=None, prefix="") -> list[tuple[str, str]]:
@@ -22,6 +24,9 @@ def every_url(resolver=None, prefix="") -> list[tuple[str, str]]:
             path = route.lstrip("^").rstrip("$").replace("\\Z", "").replace("\\", "")
             for placeholder in (
                 "<str:name>",
+                "<str:config_id>",
+                "<str:prefix>",
+                "<str:pipeline>",
                 "<path:object_id>",
                 "<int:pk>",
                 "<uidb64>",
@@ -36,7 +41,7 @@ def every_url(resolver=None, prefix="") -> list[tuple[str, str]]:
 
 
 def test_every_page_redirects_anonymous_people_to_login(client, pipelines_dir):
-    urls = [(name, path) for name, path in every_url() if name not in PUBLIC]
+    urls = [(name, path) for name, path in every_url() if name not in PUBLIC | TOKEN_AUTHENTICATED]
     assert len(urls) > 10
     for name, path in urls:
         response = client.get(path)
@@ -69,3 +74,9 @@ def test_a_wrong_password_is_refused(client, viewer):
 def test_the_admin_refuses_people_without_staff_rights(viewer_client):
     response = viewer_client.get("/admin/")
     assert response.status_code == 302 and response.url.startswith("/admin/login/")
+
+
+def test_the_webhook_needs_its_key_instead_of_a_login(client, pipelines_dir):
+    response = client.post(reverse("webhook", args=["x"]))
+    assert response.status_code == 404
+    assert response.json() == {"error": "No such pipeline, or the key is wrong."}

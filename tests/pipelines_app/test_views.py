@@ -77,7 +77,7 @@ def test_pipeline_detail_shows_the_parsed_configuration(viewer_client, make_pipe
     assert "512 MiB" in html and "1.5 cores" in html and "10 min" in html
     assert "2, fixed_delay" in html
     assert "<code>REGION</code>" in html and "eu-west-1" not in html  # names, not values
-    assert "<code>nightly</code>: cron <code>0 3 * * *</code>" in html
+    assert '<tr id="schedule-nightly">' in html and "cron 0 3 * * * (UTC)" in html
     assert "when route is “full”" in html
     assert "requests==2.32.3" in html
 
