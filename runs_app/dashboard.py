@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Min
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from pipelines_app.cron import next_fire_times
-from pipelines_app.models import Pipeline
+from pipelines_app.models import Pipeline, Schedule
 from runs_app.models import PipelineRun, with_last_run
 
 Status = PipelineRun.Status
@@ -40,7 +37,6 @@ class PipelineOverview:
     pipeline: Pipeline  # annotated with last_run_status, last_run_at, last_run_public_id
     recent: list[ChartRun]  # oldest first
     next_run_at: datetime | None
-    schedule_note: str
 
     @property
     def sparkline(self) -> str:
@@ -112,30 +108,22 @@ def pipeline_overviews() -> list[PipelineOverview]:
             if started_at:
                 seconds = ((finished_at or now) - started_at).total_seconds()
             bars.append(ChartRun(str(public_id), status, seconds))
+    next_due = _next_due_times()
     overviews = []
     for pipeline in pipelines:
-        next_run_at, note = _next_schedule(pipeline, now)
+        # A disabled or broken pipeline's schedules are paused: no next time to show.
+        next_run_at = next_due.get(pipeline.pk) if pipeline.enabled and pipeline.is_valid else None
         bars = list(reversed(recent.get(pipeline.pk, [])))
-        overviews.append(PipelineOverview(pipeline, bars, next_run_at, note))
+        overviews.append(PipelineOverview(pipeline, bars, next_run_at))
     return overviews
 
 
-def _next_schedule(pipeline: Pipeline, now: datetime) -> tuple[datetime | None, str]:
-    """The next time-based start from pipeline.json (cron and one-off times; intervals are
-    described, their anchor belongs to the scheduler)."""
-    if not pipeline.enabled or not pipeline.is_valid:
-        return None, ""
-    moments, notes = [], []
-    spec = pipeline.spec
-    for schedule in spec.schedules:
-        if not schedule.enabled or (schedule.end and schedule.end <= now):
-            continue
-        zone = ZoneInfo(schedule.timezone or spec.timezone or settings.TIME_ZONE)
-        start = max(now, schedule.start) if schedule.start else now
-        if schedule.cron:
-            moments += next_fire_times(schedule.cron, start, zone)
-        elif schedule.run_once_at and schedule.run_once_at > now:
-            moments.append(schedule.run_once_at)
-        elif schedule.interval_seconds:
-            notes.append(f"every {schedule.interval_seconds} s")
-    return (min(moments) if moments else None), ", ".join(notes)
+def _next_due_times() -> dict[int, datetime]:
+    """The scheduler's next due time per pipeline (UI and pipeline.json schedules alike)."""
+    rows = (
+        Schedule.objects.filter(next_fire_at__isnull=False, enabled=True)
+        .values("pipeline_id")
+        .annotate(next_due=Min("next_fire_at"))
+        .values_list("pipeline_id", "next_due")
+    )
+    return dict(rows)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from secrets_app.forms import VariableForm
 from secrets_app.models import Variable
@@ -30,6 +32,11 @@ class VariableAdmin(admin.ModelAdmin):
     @admin.display(description="value")
     def shown_value(self, variable: Variable) -> str:
         return "•••••• (secret)" if variable.is_secret else variable.value
+
+    @method_decorator(sensitive_post_parameters("new_value"))
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        # Error reports (and the debug page) never show a value typed into the form.
+        return super().changeform_view(request, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Variable, form, change: bool) -> None:
         obj.updated_by = request.user

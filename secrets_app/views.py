@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from secrets_app import crypto
@@ -22,6 +23,7 @@ def _get_variable(name: str, pipeline: str | None) -> Variable:
     return get_object_or_404(Variable, name=name, pipeline__name=pipeline)
 
 
+@sensitive_post_parameters("new_value")
 @permission_required("secrets_app.view_variable", raise_exception=True)
 def variable_list(request: HttpRequest) -> HttpResponse:
     form = VariableForm(request.POST or None)
@@ -42,6 +44,7 @@ def variable_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@sensitive_post_parameters("new_value")
 @permission_required("secrets_app.change_variable", raise_exception=True)
 def variable_edit(request: HttpRequest, name: str, pipeline: str | None = None) -> HttpResponse:
     variable = _get_variable(name, pipeline)
@@ -64,6 +67,7 @@ def variable_delete(request: HttpRequest, name: str, pipeline: str | None = None
     return redirect("secrets_app:list")
 
 
+@sensitive_post_parameters("value")
 @permission_required("secrets_app.view_variable", raise_exception=True)
 def encrypt_value(request: HttpRequest) -> HttpResponse:
     form = EncryptForm(request.POST or None)

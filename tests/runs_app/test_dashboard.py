@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from pipelines_app.discovery import discover
-from pipelines_app.models import Pipeline
+from pipelines_app.models import Pipeline, Schedule
 from runs_app.models import PipelineRun
 
 pytestmark = pytest.mark.django_db
@@ -49,9 +49,13 @@ def test_dashboard_counts_failures_and_pipelines(viewer_client, make_pipeline):
     assert "exited with code 3" in html
     assert 'id="overview-nightly"' in html and 'id="overview-idle"' in html
     assert html.count('<rect class="bar-') == 8
-    assert "every 300 s" in html
     nightly_row = html.split('id="overview-nightly"')[1].split("</tr>")[0]
-    assert "<time datetime=" in nightly_row  # next 03:00
+    next_due = Schedule.objects.get(pipeline=nightly).next_fire_at
+    assert f'<time datetime="{next_due.isoformat()}' in nightly_row  # the scheduler's 03:00
+    poller_row = html.split('id="overview-poller"')[1].split("</tr>")[0]
+    assert "<time datetime=" in poller_row
+    idle_row = html.split('id="overview-idle"')[1].split("</tr>")[0]
+    assert "<time datetime=" not in idle_row
 
 
 def test_dashboard_query_count_stays_flat(
