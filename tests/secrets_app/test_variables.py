@@ -152,13 +152,14 @@ def test_encrypt_a_value_for_pipeline_json(client, operator):
     assert not Variable.objects.exists()  # nothing stored
 
 
-def test_typed_values_are_hidden_from_error_reports(client, operator, admin_client):
+def test_typed_values_are_hidden_from_error_reports(client, operator, admin_user):
     client.force_login(operator)
     response = client.post(reverse("secrets_app:list"), {"name": "X_KEY", "new_value": "v-1"})
     assert response.wsgi_request.sensitive_post_parameters == ("new_value",)
     response = client.post(reverse("secrets_app:encrypt"), {"value": "v-2"})
     assert response.wsgi_request.sensitive_post_parameters == ("value",)
-    response = admin_client.post(
+    client.force_login(admin_user)
+    response = client.post(
         reverse("admin:secrets_app_variable_add"), {"name": "Y_KEY", "new_value": "v-3"}
     )
     assert response.wsgi_request.sensitive_post_parameters == ("new_value",)
