@@ -73,17 +73,6 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
     return render(request, "pipelines_app/pipeline_detail.html", context)
 
 
-def _schedule_form(request: HttpRequest, pipeline: Pipeline, schedule: Schedule) -> ScheduleForm:
-    form = ScheduleForm(request.POST or None, instance=schedule, initial={"pipeline": pipeline})
-    form.fields["pipeline"].disabled = True  # still validated: the id is unique per pipeline
-    form.fields["pipeline"].widget = forms.HiddenInput()
-    return form
-
-
-def _zone() -> dict[str, str]:
-    return {"instance_time_zone": settings.TIME_ZONE}
-
-
 def _get_ui_schedule(pipeline: Pipeline, config_id: str) -> Schedule:
     """A schedule made in the UI; pipeline.json's are changed in git, not here."""
     schedule = get_object_or_404(Schedule, pipeline=pipeline, config_id=config_id)
@@ -92,29 +81,36 @@ def _get_ui_schedule(pipeline: Pipeline, config_id: str) -> Schedule:
     return schedule
 
 
+def _schedule_page(request: HttpRequest, pipeline: Pipeline, schedule: Schedule) -> HttpResponse:
+    """The form for a new (unsaved `schedule`) or an existing UI schedule."""
+    is_new = schedule.pk is None
+    form = ScheduleForm(request.POST or None, instance=schedule, initial={"pipeline": pipeline})
+    form.fields["pipeline"].disabled = True  # still validated: the id is unique per pipeline
+    form.fields["pipeline"].widget = forms.HiddenInput()
+    if request.method == "POST" and form.is_valid():
+        schedule = form.save()
+        done = "added" if is_new else "saved"
+        messages.success(request, f"Schedule {schedule.config_id} {done}: {schedule.describe()}.")
+        return redirect(pipeline)
+    context = {
+        "pipeline": pipeline,
+        "form": form,
+        "schedule": None if is_new else schedule,
+        "instance_time_zone": settings.TIME_ZONE,
+    }
+    return render(request, "pipelines_app/schedule_form.html", context)
+
+
 @permission_required("pipelines_app.add_schedule", raise_exception=True)
 def schedule_add(request: HttpRequest, name: str) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
-    form = _schedule_form(request, pipeline, Schedule(pipeline=pipeline))
-    if request.method == "POST" and form.is_valid():
-        schedule = form.save()
-        messages.success(request, f"Schedule {schedule.config_id} added: {schedule.describe()}.")
-        return redirect(pipeline)
-    context = {"pipeline": pipeline, "form": form, "schedule": None, **_zone()}
-    return render(request, "pipelines_app/schedule_form.html", context)
+    return _schedule_page(request, pipeline, Schedule(pipeline=pipeline))
 
 
 @permission_required("pipelines_app.change_schedule", raise_exception=True)
 def schedule_edit(request: HttpRequest, name: str, config_id: str) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
-    schedule = _get_ui_schedule(pipeline, config_id)
-    form = _schedule_form(request, pipeline, schedule)
-    if request.method == "POST" and form.is_valid():
-        schedule = form.save()
-        messages.success(request, f"Schedule {schedule.config_id} saved: {schedule.describe()}.")
-        return redirect(pipeline)
-    context = {"pipeline": pipeline, "form": form, "schedule": schedule, **_zone()}
-    return render(request, "pipelines_app/schedule_form.html", context)
+    return _schedule_page(request, pipeline, _get_ui_schedule(pipeline, config_id))
 
 
 @require_POST
