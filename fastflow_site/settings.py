@@ -119,6 +119,8 @@ RETRY_ATTEMPTS = _int("RETRY_ATTEMPTS", 0)
 GIT_REPO_URL = env.str("GIT_REPO_URL", default="")
 GIT_BRANCH = env.str("GIT_BRANCH", default="main")
 AUTO_SYNC_INTERVAL = _int("AUTO_SYNC_INTERVAL", None, minimum=10)  # seconds; None = off
+# Verifies GitHub's push webhook (X-Hub-Signature-256); the admin can set it too.
+GIT_WEBHOOK_SECRET = env.str("GIT_WEBHOOK_SECRET", default="")
 LOG_RETENTION_RUNS = _int("LOG_RETENTION_RUNS", None, minimum=1)  # per pipeline; None = keep
 LOG_RETENTION_DAYS = _int("LOG_RETENTION_DAYS", None, minimum=1)  # None = keep
 LOG_MAX_SIZE_MB = _int("LOG_MAX_SIZE_MB", 50, minimum=1)
@@ -126,6 +128,7 @@ LOG_STREAM_RATE_LIMIT = _int("LOG_STREAM_RATE_LIMIT", 100, minimum=1)  # lines/s
 GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="")
 GITHUB_INSTALLATION_ID = env.str("GITHUB_INSTALLATION_ID", default="")
 GITHUB_PRIVATE_KEY_PATH = env.str("GITHUB_PRIVATE_KEY_PATH", default="")
+GITHUB_API_URL = env.str("GITHUB_API_URL", default="https://api.github.com")
 INITIAL_ADMIN_EMAIL = env.str("INITIAL_ADMIN_EMAIL", default="")
 GITHUB_CLIENT_ID = env.str("GITHUB_CLIENT_ID", default="")
 GITHUB_CLIENT_SECRET = env.str("GITHUB_CLIENT_SECRET", default="")

@@ -9,11 +9,15 @@ from django.contrib import admin, messages
 from django.db.models import Count, Max, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.debug import sensitive_post_parameters
 
+from pipelines_app import deploy_keys
 from pipelines_app.discovery import discover
-from pipelines_app.forms import ScheduleForm
-from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
+from pipelines_app.forms import GitSourceForm, ScheduleForm
+from pipelines_app.gitsync import request_sync
+from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 
 
 class ValidityFilter(admin.SimpleListFilter):
@@ -230,3 +234,69 @@ class WebhookKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(GitSource)
+class GitSourceAdmin(admin.ModelAdmin):
+    """The pipeline repository. Credentials are write-only; the deploy key's public half is
+    shown to copy."""
+
+    form = GitSourceForm
+    list_display = ["__str__", "auth", "updated_at"]
+    readonly_fields = ["ssh_public_key", "updated_at"]
+    actions = ["sync_now", "make_deploy_key"]
+
+    def get_fields(self, request: HttpRequest, obj: GitSource | None = None) -> list[str]:
+        return [
+            "url",
+            "branch",
+            "subdir",
+            "auth",
+            "new_token",
+            "new_webhook_secret",
+            "ssh_public_key",
+            "ssh_known_hosts",
+            "updated_at",
+        ]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        defaults = GitSource.load()
+        return {"url": defaults.url, "branch": defaults.branch, "subdir": defaults.subdir}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not GitSource.objects.exists() and super().has_add_permission(request)
+
+    @method_decorator(sensitive_post_parameters("new_token", "new_webhook_secret"))
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.action(description="Sync now", permissions=["change"])
+    def sync_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        request_sync(Sync.Trigger.MANUAL, request.user)
+        self.message_user(request, "Sync requested: the worker fetches the repository now.")
+
+    @admin.action(description="Make a new SSH deploy key", permissions=["change"])
+    def make_deploy_key(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for source in queryset:
+            public = deploy_keys.generate(source)
+            source.auth = GitSource.Auth.SSH
+            source.save()
+            self.message_user(request, f"New deploy key; add it to the repository: {public}")
+
+
+@admin.register(Sync)
+class SyncAdmin(admin.ModelAdmin):
+    list_display = ["started_at", "status", "trigger", "short_commit", "summary"]
+    list_filter = ["status", "trigger"]
+    search_fields = ["commit", "message", "error"]
+    readonly_fields = [f.name for f in Sync._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Sync | None = None) -> bool:
+        return False
+
+    @admin.display(description="commit")
+    def short_commit(self, sync: Sync) -> str:
+        return sync.commit[:12]

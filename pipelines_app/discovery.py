@@ -72,7 +72,14 @@ class _Unreadable(Exception):
 
 
 def pipelines_root() -> Path:
-    """PIPELINES_DIR plus PIPELINES_SUBDIR (which must stay inside it)."""
+    """The live checkout of the pipeline repository when one is configured (plus its
+    sub-folder), else PIPELINES_DIR plus PIPELINES_SUBDIR (which must stay inside it)."""
+    from pipelines_app.gitsync import live_pipelines_root
+    from pipelines_app.models import GitSource
+
+    source = GitSource.load()
+    if source.is_configured:
+        return live_pipelines_root(source)
     root = Path(settings.PIPELINES_DIR)
     return root / settings.PIPELINES_SUBDIR if settings.PIPELINES_SUBDIR else root
 

@@ -7,7 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from pipelines_app.cron import CRON_EXAMPLES, normalize_cron
-from pipelines_app.models import Schedule
+from pipelines_app.models import GitSource, Schedule
 
 SCHEDULE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -91,3 +91,41 @@ class ScheduleForm(forms.ModelForm):
         if commit:
             schedule.save()
         return schedule
+
+
+class GitSourceForm(forms.ModelForm):
+    """The repository; the token and webhook secret are write-only (empty keeps them)."""
+
+    new_token = forms.CharField(
+        label="HTTPS token",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="For HTTPS token authentication. Stored encrypted; empty keeps the stored one.",
+    )
+    new_webhook_secret = forms.CharField(
+        label="Push webhook secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The secret GitHub signs push events with. Empty keeps the stored one.",
+    )
+
+    class Meta:
+        model = GitSource
+        fields = ["url", "branch", "subdir", "auth", "ssh_known_hosts"]
+
+    def clean_subdir(self) -> str:
+        value = self.cleaned_data["subdir"].strip().strip("/")
+        if ".." in value.split("/"):
+            raise forms.ValidationError("The sub-folder must stay inside the repository.")
+        return value
+
+    def save(self, commit: bool = True) -> GitSource:
+        source = super().save(commit=False)
+        for field in ("token", "webhook_secret"):
+            if value := self.cleaned_data.get(f"new_{field}"):
+                source.set_secret(field, value)
+        if commit:
+            source.save()
+        return source

@@ -291,3 +291,112 @@ class WebhookKey(models.Model):
             created_by=user if user is not None and user.is_authenticated else None,
         )
         return webhook_key, key
+
+
+class GitSource(models.Model):
+    """The pipeline repository (one per instance). Environment values are the defaults until
+    an admin saves this row; credentials are stored Fernet-encrypted and only ever handed
+    to git per command (pipelines_app.gitsync)."""
+
+    class Auth(models.TextChoices):
+        NONE = "none", "none (public, or a file path)"
+        TOKEN = "token", "HTTPS token"
+        SSH = "ssh", "SSH deploy key"
+        GITHUB_APP = "github_app", "GitHub App"
+
+    url = models.CharField("repository URL", max_length=500, blank=True)
+    branch = models.CharField(max_length=200, default="main")
+    subdir = models.CharField(
+        "pipelines sub-folder", max_length=300, blank=True, help_text="Empty: the repository root."
+    )
+    auth = models.CharField(max_length=12, choices=Auth.choices, default=Auth.NONE)
+    token_encrypted = models.TextField(blank=True, editable=False)
+    ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
+    ssh_public_key = models.TextField(blank=True, editable=False)
+    ssh_known_hosts = models.TextField(
+        blank=True, help_text="Pinned on the first SSH sync; empty it to accept a new host key."
+    )
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "git repository"
+        verbose_name_plural = "git repository"
+
+    def __str__(self) -> str:
+        return f"{self.url or '(no repository)'} @ {self.branch}"
+
+    @classmethod
+    def load(cls) -> GitSource:
+        """The saved configuration, or one made from the environment (GIT_REPO_URL …)."""
+        source = cls.objects.filter(pk=1).first()
+        if source is not None:
+            return source
+        return cls(
+            pk=1,
+            url=settings.GIT_REPO_URL,
+            branch=settings.GIT_BRANCH,
+            subdir=settings.PIPELINES_SUBDIR,
+            webhook_secret_encrypted=_encrypted(settings.GIT_WEBHOOK_SECRET),
+        )
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.url)
+
+    def set_secret(self, field: str, value: str) -> None:
+        setattr(self, f"{field}_encrypted", _encrypted(value))
+
+    def secret(self, field: str) -> str:
+        from secrets_app.crypto import decrypt
+
+        token = getattr(self, f"{field}_encrypted")
+        return decrypt(token, f"the repository's {field.replace('_', ' ')}") if token else ""
+
+
+def _encrypted(value: str) -> str:
+    from secrets_app.crypto import encrypt
+
+    return encrypt(value) if value else ""
+
+
+class Sync(models.Model):
+    """One sync of the repository: what it deployed, or why it failed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Sync now"
+        CLI = "cli", "manage.py sync"
+        INTERVAL = "interval", "AUTO_SYNC_INTERVAL"
+        PUSH = "push", "push webhook"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    url = models.CharField(max_length=500, blank=True)
+    branch = models.CharField(max_length=200, blank=True)
+    commit = models.CharField(max_length=40, blank=True)
+    previous_commit = models.CharField(max_length=40, blank=True)
+    author = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True, help_text="The commit message.")
+    summary = models.CharField(max_length=300, blank=True, help_text="What discovery changed.")
+    error = models.TextField(blank=True, help_text="Why it failed, in full (credentials removed).")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"sync {self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        return self.finished_at - self.started_at if self.finished_at else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 from django import forms
@@ -17,7 +19,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from pipelines_app.forms import ScheduleForm
-from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
+from pipelines_app.gitsync import live_commit, request_sync, safe_url
+from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from pipelines_app.webhooks import authenticate, key_of, over_rate_limit
 from runs_app.environment import check_parameters
 from runs_app.models import PipelineRun, RunRefused, with_last_run
@@ -241,3 +244,60 @@ def _webhook_values(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
         for name, value in body.items()
     }
     return values, problems
+
+
+RECENT_SYNCS = 20
+
+
+@permission_required("pipelines_app.view_sync", raise_exception=True)
+def sync_status(request: HttpRequest) -> HttpResponse:
+    """The repository, the live commit, and the history of syncs with their errors."""
+    source = GitSource.load()
+    context = {
+        "source": source,
+        "safe_url": safe_url(source.url),
+        "syncs": Sync.objects.select_related("requested_by")[:RECENT_SYNCS],
+        "live_commit": live_commit(),
+        "push_url": request.build_absolute_uri(reverse("git_push")),
+        "auto_sync_interval": settings.AUTO_SYNC_INTERVAL,
+    }
+    return render(request, "pipelines_app/sync.html", context)
+
+
+@require_POST
+@permission_required("pipelines_app.add_sync", raise_exception=True)
+def sync_now(request: HttpRequest) -> HttpResponse:
+    if not GitSource.load().is_configured:
+        messages.error(request, "No repository is configured (GIT_REPO_URL, or the admin).")
+    else:
+        request_sync(Sync.Trigger.MANUAL, request.user)
+        messages.success(request, "Sync requested: the worker fetches the repository now.")
+    return redirect("sync")
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def git_push(request: HttpRequest) -> JsonResponse:
+    """GitHub's push webhook: verified with X-Hub-Signature-256, other branches ignored."""
+    source = GitSource.load()
+    secret = source.secret("webhook_secret") if source.is_configured else ""
+    if not secret:
+        return JsonResponse({"error": "Push webhooks are not set up here."}, status=404)
+    expected = "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+    given = request.headers.get("X-Hub-Signature-256", "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return JsonResponse({"error": "The signature does not match."}, status=403)
+    event = request.headers.get("X-GitHub-Event", "push")
+    if event == "ping":
+        return JsonResponse({"ok": "pong"})
+    if event != "push":
+        return JsonResponse({"ignored": f"the {event} event"}, status=202)
+    try:
+        ref = json.loads(request.body).get("ref", "")
+    except (ValueError, AttributeError):
+        return JsonResponse({"error": "The body is not a push event."}, status=400)
+    if ref != f"refs/heads/{source.branch}":
+        return JsonResponse({"ignored": f"{ref} is not {source.branch}"}, status=202)
+    request_sync(Sync.Trigger.PUSH)
+    return JsonResponse({"sync": "requested", "branch": source.branch}, status=202)

@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pipelines_app.contract import RetryStrategy
+from pipelines_app.gitsync import commit_of
 from runs_app import live
 from runs_app.environment import build_environment
 from runs_app.executors import ExecutorError, Outcome, RunSpec, Watch, get_executor
@@ -102,6 +103,7 @@ def _execute(run: PipelineRun) -> None:
             PipelineRun.objects.filter(pk=run.pk).update(
                 environment=environment.visible,
                 secret_env_names=sorted(environment.secret_names),
+                git_commit=commit_of(spec.folder),
             )
             if run.lateness is not None and run.lateness > LATE_AFTER:
                 log.system(
@@ -165,7 +167,9 @@ def _spec(run: PipelineRun, environment: dict[str, str]) -> RunSpec:
     return RunSpec(
         run_id=str(run.public_id),
         pipeline=run.pipeline.name,
-        folder=Path(run.pipeline.folder_path),
+        # Resolved once: a sync that switches the live checkout meanwhile leaves this run on
+        # the tree it started with (pipelines_app.gitsync).
+        folder=Path(run.pipeline.folder_path).resolve(),
         entry_point=config.entry_point,
         requirements_file=run.pipeline.requirements_file,
         python_version=config.python_version,

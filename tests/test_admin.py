@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from pipelines_app.discovery import discover
-from pipelines_app.models import DiscoveryScan, Pipeline, Schedule, WebhookKey
+from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
 
@@ -67,6 +67,8 @@ def test_every_admin_page_answers(admin_client, catalogue):
     _task_queue_rows()
     Schedule.objects.create(pipeline=catalogue, config_id="from-ui", interval_seconds=60)
     WebhookKey.make(catalogue, "CI")
+    GitSource.objects.create(url="https://example.com/repo.git")
+    Sync.objects.create(trigger=Sync.Trigger.CLI, status=Sync.Status.FAILED, error="boom")
     secret = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
     secret.set_value("never-shown")
     secret.save()

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.django_db
 
 PUBLIC = {"login", "logout"}
 # Authenticated by a key instead of a login (tests/pipelines_app/test_webhooks.py).
-TOKEN_AUTHENTICATED = {"webhook"}
+TOKEN_AUTHENTICATED = {"webhook", "git_push"}
 
 
 def every_url(resolver=None, prefix="") -> list[tuple[str, str]]:

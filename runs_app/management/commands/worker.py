@@ -20,11 +20,13 @@ import signal
 import threading
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from django_q.cluster import Cluster
 
-from pipelines_app.models import Schedule
+from pipelines_app.gitsync import request_sync
+from pipelines_app.models import GitSource, Schedule, Sync
 from pipelines_app.scheduler import fire_due
 from runs_app.execution import reconcile
 from runs_app.queue import dispatch
@@ -70,9 +72,27 @@ class Command(BaseCommand):
                 if any(counts.values()):
                     logger.info("reconciled: %s", counts)
             fire_due()
+            request_interval_sync()
             dispatch()
         except Exception:
             logger.exception("worker tick failed")
+
+
+_last_interval_request = 0.0
+
+
+def request_interval_sync() -> None:
+    """With AUTO_SYNC_INTERVAL, hand a sync to the cluster when the last one is that old."""
+    global _last_interval_request
+    interval = settings.AUTO_SYNC_INTERVAL
+    if not interval or time.monotonic() - _last_interval_request < interval:
+        return  # also: asked already, the task has not started yet
+    if not GitSource.load().is_configured:
+        return
+    latest = Sync.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+    if latest is None or (timezone.now() - latest).total_seconds() >= interval:
+        _last_interval_request = time.monotonic()
+        request_sync(Sync.Trigger.INTERVAL)
 
 
 def seconds_until_next_due(longest: float) -> float:

@@ -1,0 +1,291 @@
+"""Git is law: sync the pipeline repository and deploy it atomically.
+
+Layout under DATA_DIR/git/:
+
+    repo/                 the working clone: fetched, then hard-reset to the remote branch
+    checkouts/<sha>/      one read-only tree per deployed commit (a git worktree)
+    current -> checkouts/<sha>     the live tree; discovery reads current/<subdir>
+    sync.lock             held by the one sync that runs
+    sync.pending          a sync was asked for while one ran: run again after it
+
+A sync checks the new commit out beside the live one and switches `current` with one
+rename, so nothing ever sees a half-updated folder. A run resolves `current` when it starts
+(pipeline folders are stored through it) and keeps its checkout for its whole life; the
+commit it ran is recorded on it. Checkouts other than the live one and the one before it
+are removed once no running run uses them.
+
+Credentials never touch `.git/config`: a token travels per command in git's environment
+(GIT_CONFIG_*), an SSH key through a temporary file named in GIT_SSH_COMMAND, and every
+message that reaches a person has them removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from git import GitCommandError, Repo
+
+from pipelines_app.models import GitSource, Sync
+
+logger = logging.getLogger(__name__)
+
+
+class SyncError(Exception):
+    """A sync that cannot go on, in words for the person reading the sync history."""
+
+
+def git_dir() -> Path:
+    return Path(settings.DATA_DIR) / "git"
+
+
+def current_link() -> Path:
+    return git_dir() / "current"
+
+
+def checkouts_dir() -> Path:
+    return git_dir() / "checkouts"
+
+
+def live_pipelines_root(source: GitSource) -> Path:
+    root = current_link()
+    return root / source.subdir.strip("/") if source.subdir.strip("/") else root
+
+
+def live_commit() -> str:
+    link = current_link()
+    return commit_of(link) if link.exists() else ""
+
+
+def commit_of(folder: Path) -> str:
+    """The commit of the checkout a (resolved) pipeline folder lies in; "" outside git."""
+    try:
+        relative = folder.resolve().relative_to(checkouts_dir().resolve())
+    except ValueError:
+        return ""
+    return relative.parts[0] if relative.parts else ""
+
+
+# --- one sync at a time -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[bool]:
+    """True while this process holds the sync lock; False when another sync runs."""
+    git_dir().mkdir(parents=True, exist_ok=True)
+    with open(git_dir() / "sync.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def sync(trigger: str, user=None) -> Sync | None:
+    """Sync now; None when another sync is running (it will run once more after itself)."""
+    with _exclusive() as mine:
+        if not mine:
+            (git_dir() / "sync.pending").touch()
+            return None
+        record = None
+        while True:
+            (git_dir() / "sync.pending").unlink(missing_ok=True)
+            record = _sync_once(trigger, user)
+            if not (git_dir() / "sync.pending").exists():
+                return record
+            trigger = Sync.Trigger.PUSH  # what arrived meanwhile was a request like this
+
+
+def run_sync(trigger: str = Sync.Trigger.MANUAL, user_id: int | None = None) -> None:
+    """The worker's task for a sync asked for on a page, by a push or by the interval."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    sync(trigger, user)
+
+
+def request_sync(trigger: str, user=None) -> None:
+    """Hand a sync to the worker (the web process never runs git)."""
+    from django_q.tasks import async_task
+
+    async_task("pipelines_app.gitsync.run_sync", trigger, user.pk if user else None, group="sync")
+
+
+def _sync_once(trigger: str, user) -> Sync:
+    from pipelines_app.discovery import discover
+
+    source = GitSource.load()
+    record = Sync.objects.create(
+        trigger=trigger,
+        requested_by=user if user is not None and user.is_authenticated else None,
+        url=safe_url(source.url),
+        branch=source.branch,
+        previous_commit=live_commit(),
+    )
+    secrets = []
+    try:
+        if not source.is_configured:
+            raise SyncError("No repository is configured (GIT_REPO_URL, or the admin).")
+        with _credentials(source) as (environment, secrets):
+            repo = _fetch(source, environment)
+        head = repo.head.commit
+        _deploy(repo, head.hexsha)
+        _scan, scan_record = discover()
+        record.commit = head.hexsha
+        record.author = f"{head.author.name} <{head.author.email}>"[:200]
+        record.message = head.message.strip()
+        record.summary = (
+            f"{scan_record.created_count} new, {scan_record.updated_count} changed, "
+            f"{scan_record.missing_count} gone, {scan_record.invalid_count} invalid"
+        )
+        record.status = Sync.Status.SUCCEEDED
+        _remove_old_checkouts(keep={head.hexsha, record.previous_commit})
+    except (SyncError, GitCommandError, OSError, ValueError) as problem:
+        record.status = Sync.Status.FAILED
+        record.error = _scrub(_describe(problem), secrets)
+        logger.warning("sync failed: %s", record.error)
+    record.finished_at = timezone.now()
+    record.save()
+    return record
+
+
+# --- git ----------------------------------------------------------------------------------
+
+
+def _fetch(source: GitSource, environment: dict[str, str]) -> Repo:
+    """Clone on the first sync; afterwards fetch and hard-reset: the remote always wins."""
+    clone = git_dir() / "repo"
+    branch = source.branch
+    if clone.is_dir() and (clone / ".git").exists():
+        repo = Repo(clone)
+        with repo.git.custom_environment(**environment):
+            repo.git.remote("set-url", "origin", source.url)
+            repo.git.fetch(
+                "--prune", "--force", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+            )
+    else:
+        shutil.rmtree(clone, ignore_errors=True)
+        repo = Repo.clone_from(source.url, clone, branch=branch, no_checkout=False, env=environment)
+    with repo.git.custom_environment(**environment):
+        repo.git.checkout("--force", "-B", branch, f"refs/remotes/origin/{branch}")
+        repo.git.reset("--hard", f"refs/remotes/origin/{branch}")
+        repo.git.clean("-ffdx")
+    return repo
+
+
+def _deploy(repo: Repo, sha: str) -> None:
+    """The commit's tree beside the live one, then `current` switched in one rename."""
+    target = checkouts_dir() / sha
+    if not target.is_dir():
+        checkouts_dir().mkdir(parents=True, exist_ok=True)
+        repo.git.worktree("prune")
+        repo.git.worktree("add", "--detach", "--force", str(target), sha)
+    link = current_link()
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    staging = git_dir() / f"current.{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(target)
+    os.replace(staging, link)  # atomic: readers see the old tree or the new one
+
+
+def _remove_old_checkouts(keep: set[str]) -> None:
+    """Checkouts no running run uses, except the live one and the one before it."""
+    from runs_app.models import PipelineRun
+
+    if not checkouts_dir().is_dir():
+        return
+    in_use = set(
+        PipelineRun.objects.filter(status=PipelineRun.Status.RUNNING).values_list(
+            "git_commit", flat=True
+        )
+    )
+    repo = Repo(git_dir() / "repo")
+    for checkout in checkouts_dir().iterdir():
+        if checkout.name in keep or checkout.name in in_use:
+            continue
+        try:
+            repo.git.worktree("remove", "--force", str(checkout))
+        except GitCommandError:
+            shutil.rmtree(checkout, ignore_errors=True)
+    repo.git.worktree("prune")
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _credentials(source: GitSource) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """git's environment for this source, and the secret strings to scrub from messages."""
+    environment = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    secrets: list[str] = _url_credentials(source.url)
+    if source.auth in (GitSource.Auth.TOKEN, GitSource.Auth.GITHUB_APP):
+        if source.auth == GitSource.Auth.TOKEN:
+            token = source.secret("token")
+        else:
+            from pipelines_app.github_app import installation_token
+
+            token = installation_token()
+        if not token:
+            raise SyncError("The repository needs a token, and none is stored.")
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        environment.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+        )
+        secrets += [token, basic]
+        yield environment, secrets
+    elif source.auth == GitSource.Auth.SSH:
+        from pipelines_app.deploy_keys import ssh_environment
+
+        with ssh_environment(source) as ssh:
+            environment.update(ssh)
+            yield environment, secrets
+    else:
+        yield environment, secrets
+
+
+def _url_credentials(url: str) -> list[str]:
+    """A user:password or token written into the URL itself, to scrub from messages."""
+    if "@" not in url or "://" not in url:
+        return []
+    credentials = url.split("://", 1)[1].split("@", 1)[0]
+    return [part for part in (credentials, *credentials.split(":", 1)) if len(part) >= 4]
+
+
+def safe_url(url: str) -> str:
+    """The URL without a password or token someone put into it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.split("@", 1)
+        if ":" in credentials or len(credentials) > 20:
+            return f"{scheme}://***@{host}"
+    return url
+
+
+def _describe(problem: Exception) -> str:
+    if isinstance(problem, GitCommandError):
+        detail = (problem.stderr or problem.stdout or "").strip()
+        detail = detail.removeprefix("stderr: ").strip("'").strip()
+        return f"git {problem.command[1] if len(problem.command) > 1 else ''} failed: {detail}"
+    return str(problem)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

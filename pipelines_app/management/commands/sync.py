@@ -1,0 +1,24 @@
+"""manage.py sync: sync the pipeline repository now and print what it deployed."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from pipelines_app.gitsync import sync
+from pipelines_app.models import Sync
+
+
+class Command(BaseCommand):
+    help = "Fetch the pipeline repository, deploy its newest commit atomically, rediscover."
+
+    def handle(self, *args, **options) -> None:
+        record = sync(Sync.Trigger.CLI)
+        if record is None:
+            self.stdout.write("another sync is running; it will sync once more when it ends")
+            return
+        if record.status == Sync.Status.FAILED:
+            raise CommandError(f"sync failed: {record.error}")
+        self.stdout.write(
+            f"synced {record.branch} at {record.commit[:12]} — {record.message.splitlines()[0]}"
+            f" ({record.author}) in {record.duration.total_seconds():.1f} s: {record.summary}"
+        )
