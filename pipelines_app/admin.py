@@ -18,6 +18,7 @@ from pipelines_app.discovery import discover
 from pipelines_app.forms import GitSourceForm, ScheduleForm
 from pipelines_app.gitsync import request_sync
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
+from pipelines_app.warmup import request_warmups
 
 
 class ValidityFilter(admin.SimpleListFilter):
@@ -51,7 +52,7 @@ class PipelineAdmin(admin.ModelAdmin):
     ]
     list_filter = ["state", ValidityFilter, "enabled", "entry_type", "has_requirements"]
     search_fields = ["name", "description"]
-    actions = ["run_now", "rediscover"]
+    actions = ["run_now", "rediscover", "warm_dependencies"]
     fieldsets = [
         (None, {"fields": ["name", "status_label", "description", "tag_list", "enabled"]}),
         ("Problems", {"fields": ["errors_display", "warnings_display"]}),
@@ -159,6 +160,12 @@ class PipelineAdmin(admin.ModelAdmin):
 
 def _message_list(lines: list[str]) -> str:
     return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
+
+    @admin.action(description="Warm dependencies", permissions=["view"])
+    def warm_dependencies(self, request: HttpRequest, queryset: QuerySet) -> None:
+        names = list(queryset.values_list("name", flat=True))
+        marked = request_warmups(names, force=True)
+        self.message_user(request, f"{marked} pipeline(s) queued to warm their dependencies.")
 
 
 @admin.register(DiscoveryScan)

@@ -35,6 +35,7 @@ from django.utils import timezone
 from git import GitCommandError, Repo
 
 from pipelines_app.models import GitSource, Sync
+from pipelines_app.warmup import request_warmups
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def _sync_once(trigger: str, user) -> Sync:
         )
         record.status = Sync.Status.SUCCEEDED
         _remove_old_checkouts(keep={head.hexsha, record.previous_commit})
+        if settings.UV_PRE_HEAT:
+            request_warmups()
     except (SyncError, GitCommandError, OSError, ValueError) as problem:
         record.status = Sync.Status.FAILED
         record.error = _scrub(_describe(problem), secrets)

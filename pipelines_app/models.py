@@ -30,6 +30,12 @@ class Pipeline(models.Model):
         PRESENT = "present", "present"
         MISSING = "missing", "missing (folder gone)"
 
+    class WarmStatus(models.TextChoices):
+        PENDING = "pending", "waiting to warm"
+        WARMING = "warming", "warming"
+        READY = "ready", "ready (cached)"
+        FAILED = "failed", "warm-up failed"
+
     name = models.CharField(max_length=100, unique=True, help_text="The folder's name.")
     folder_path = models.CharField(max_length=1024)
     config_file = models.CharField(
@@ -52,6 +58,13 @@ class Pipeline(models.Model):
     requirements_hash = models.CharField(max_length=64, blank=True, help_text="sha256")
     requirements_text = models.TextField(blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PRESENT)
+    # Dependency warm-up (pipelines_app.warmup): the requirements installed once into the
+    # shared uv cache after a sync, so the next run starts warm.
+    warm_status = models.CharField(max_length=8, choices=WarmStatus.choices, blank=True)
+    warmed_hash = models.CharField(max_length=64, blank=True, help_text="requirements warmed")
+    warm_duration = models.DurationField(null=True, blank=True)
+    warm_error = models.TextField(blank=True)
+    warmed_at = models.DateTimeField(null=True, blank=True)
     discovered_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     missing_since = models.DateTimeField(null=True, blank=True)

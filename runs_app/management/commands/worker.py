@@ -26,8 +26,9 @@ from django.utils import timezone
 from django_q.cluster import Cluster
 
 from pipelines_app.gitsync import request_sync
-from pipelines_app.models import GitSource, Schedule, Sync
+from pipelines_app.models import GitSource, Pipeline, Schedule, Sync
 from pipelines_app.scheduler import fire_due
+from pipelines_app.warmup import dispatch_warmups
 from runs_app.execution import reconcile
 from runs_app.queue import dispatch
 
@@ -67,7 +68,13 @@ class Command(BaseCommand):
     def tick(self, *, reconcile_now: bool, startup: bool = False) -> None:
         """One pass; errors are logged, never allowed to stop the loop."""
         try:
+            if startup:
+                # Warm-ups of a worker that died are started again.
+                Pipeline.objects.filter(warm_status=Pipeline.WarmStatus.WARMING).update(
+                    warm_status=Pipeline.WarmStatus.PENDING
+                )
             if reconcile_now:
+                dispatch_warmups()
                 counts = reconcile(startup=startup)
                 if any(counts.values()):
                     logger.info("reconciled: %s", counts)

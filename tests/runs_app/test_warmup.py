@@ -1,0 +1,78 @@
+"""Dependency warm-up for real: requirements installed into the shared uv cache inside a
+worker container; the next run installs nothing new; an impossible pin shows as failed."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from pipelines_app.warmup import dispatch_warmups, request_warmups, warm
+from runs_app.models import PipelineRun
+from tests.runs_app.conftest import execute, log_text
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
+
+# Packages no other test installs, so the cache starts without them.
+REQUIREMENT = "iniconfig==2.0.0\n"
+COLD_REQUIREMENT = "iniconfig==1.1.1\n"
+USES_IT = "import iniconfig\nprint('iniconfig', iniconfig.__name__)\n"
+
+
+def test_a_warmed_pipelines_first_run_installs_nothing_new(make_pipeline):
+    make_pipeline("warmed", main=USES_IT, requirements=REQUIREMENT)
+    make_pipeline("cold", main=USES_IT, requirements=COLD_REQUIREMENT)
+    discover()
+    pipeline = Pipeline.objects.get(name="warmed")
+    Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Pipeline.WarmStatus.WARMING)
+    warm(pipeline.pk)
+    pipeline.refresh_from_db()
+    assert pipeline.warm_status == Pipeline.WarmStatus.READY, pipeline.warm_error
+    assert pipeline.warmed_hash == pipeline.requirements_hash
+    assert pipeline.warm_duration is not None
+    warmed_run = execute(PipelineRun.enqueue(pipeline, trigger="manual"))
+    cold_run = execute(PipelineRun.enqueue(Pipeline.objects.get(name="cold"), trigger="manual"))
+    for run in (warmed_run, cold_run):
+        assert run.status == PipelineRun.Status.SUCCEEDED, log_text(run)
+        assert "iniconfig iniconfig" in log_text(run)
+    # uv reports what it installs; a cold start does, the warmed one has nothing to do.
+    assert "Installed 1 package" in log_text(cold_run)
+    assert "Installed" not in log_text(warmed_run), log_text(warmed_run)
+
+
+def test_an_impossible_pin_shows_as_failed_with_the_resolvers_reason(make_pipeline):
+    make_pipeline("pinned", requirements="iniconfig==999.0.0\n")
+    discover()
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="warm-up failed for pinned"):
+        call_command("warm", "pinned", stdout=out)
+    pipeline = Pipeline.objects.get(name="pinned")
+    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
+    assert "iniconfig==999.0.0" in pipeline.warm_error, pipeline.warm_error
+    assert "iniconfig==999.0.0" in out.getvalue()
+
+
+def test_only_changed_requirements_are_warmed_a_few_at_a_time(make_pipeline, settings):
+    for n in range(4):
+        make_pipeline(f"p{n}", requirements=f"iniconfig=={n}.0\n")
+    make_pipeline("no_deps")
+    discover()
+    assert request_warmups() == 4
+    statuses = list(Pipeline.objects.order_by("name").values_list("name", "warm_status"))
+    warming = [name for name, status in statuses if status == Pipeline.WarmStatus.WARMING]
+    pending = [name for name, status in statuses if status == Pipeline.WarmStatus.PENDING]
+    assert len(warming) == 2 and len(pending) == 2  # WARMUP_CONCURRENCY
+    assert dispatch_warmups() == []  # still two warming: nothing more starts
+    Pipeline.objects.filter(name__in=warming).update(
+        warm_status=Pipeline.WarmStatus.READY, warmed_hash="x"
+    )
+    assert len(dispatch_warmups()) == 2
+    # Ready with the current requirements: nothing to do.
+    Pipeline.objects.update(warm_status=Pipeline.WarmStatus.READY, warmed_hash=None or "")
+    Pipeline.objects.update(
+        warmed_hash=__import__("django.db.models").db.models.F("requirements_hash")
+    )
+    assert request_warmups() == 0
