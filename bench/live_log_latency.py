@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import free_port, wait_until_answering
+
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-live-"))
 PIPELINE = (
     "import time\nfor i in range({lines}):\n"
@@ -51,12 +52,6 @@ new MutationObserver((changes) => {
   }
 }).observe(document.querySelector(".log-lines"), {childList: true});
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -106,12 +101,7 @@ def main() -> None:
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        wait_until_answering(port)
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:

@@ -19,8 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port, percentiles, wait_until_answering
+
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-triggers-"))
 WEBHOOK_KEY = "bench-webhook-key-0123456789"
 os.environ.update(
@@ -52,12 +52,11 @@ def write_pipeline(name: str, config: dict) -> None:
     (folder / "pipeline.json").write_text(json.dumps(config))
 
 
-def percentiles(label: str, seconds: list[float]) -> str:
-    ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+def summary(label: str, seconds: list[float]) -> str:
+    p50, p95, worst = percentiles(seconds)
     return (
-        f"  {label:<34} n={len(ordered):<4} p50 {statistics.median(ordered) * 1000:6.0f} ms   "
-        f"p95 {p95 * 1000:6.0f} ms   max {ordered[-1] * 1000:6.0f} ms"
+        f"  {label:<34} n={len(seconds):<4} p50 {p50 * 1000:6.0f} ms   "
+        f"p95 {p95 * 1000:6.0f} ms   max {worst * 1000:6.0f} ms"
     )
 
 
@@ -113,13 +112,13 @@ def main() -> None:
         scheduled = list(PipelineRun.objects.filter(trigger="schedule", started_at__isnull=False))
         print(f"schedules: {args.pipelines} pipelines every 5 s for {args.seconds} s")
         print(
-            percentiles(
+            summary(
                 "due → run queued",
                 [(r.queued_at - r.scheduled_for).total_seconds() for r in scheduled],
             )
         )
         print(
-            percentiles(
+            summary(
                 "due → container started",
                 [(r.started_at - r.scheduled_for).total_seconds() for r in scheduled],
             )
@@ -144,27 +143,11 @@ def main() -> None:
             started.append(run.started_at.timestamp() - began)
             wait_final(PipelineRun, run_id)
         print(f"webhooks: {args.calls} calls one after another")
-        print(percentiles("POST → 202 answer", answers))
-        print(percentiles("POST → container started", started))
+        print(summary("POST → 202 answer", answers))
+        print(summary("POST → container started", started))
     finally:
         stop(web)
         stop(worker)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_answering(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit("daphne did not start")
 
 
 def wait_started(model, run_id: str):

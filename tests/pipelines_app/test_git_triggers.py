@@ -176,3 +176,18 @@ def test_missing_app_settings_say_what_is_needed(settings):
     settings.GITHUB_APP_ID = ""
     with pytest.raises(github_app.GitHubAppError, match="GITHUB_APP_ID"):
         github_app.installation_token()
+
+
+def test_the_interval_asks_for_a_sync_once_per_interval(source, settings):
+    from runs_app.management.commands import worker
+
+    settings.AUTO_SYNC_INTERVAL = 60
+    worker._last_interval_request = 0.0
+    worker.request_interval_sync()
+    assert queued_syncs() == 1
+    worker.request_interval_sync()  # asked already: the task has not started yet
+    assert queued_syncs() == 1
+    worker._last_interval_request = 0.0
+    Sync.objects.create(trigger=Sync.Trigger.INTERVAL, status=Sync.Status.SUCCEEDED)
+    worker.request_interval_sync()  # a sync just started: not due yet
+    assert queued_syncs() == 1

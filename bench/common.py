@@ -1,0 +1,30 @@
+"""Helpers the bench scripts share: ports, waiting for a server, percentiles."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answering(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def percentiles(samples: list[float]) -> tuple[float, float, float]:
+    """(p50, p95, max)."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return statistics.median(ordered), p95, ordered[-1]
