@@ -251,7 +251,7 @@ class GitSourceAdmin(admin.ModelAdmin):
     form = GitSourceForm
     list_display = ["__str__", "auth", "updated_at"]
     readonly_fields = ["ssh_public_key", "updated_at"]
-    actions = ["sync_now", "make_deploy_key"]
+    actions = ["sync_now", "make_deploy_key", "forget_host_key"]
 
     def get_fields(self, request: HttpRequest, obj: GitSource | None = None) -> list[str]:
         return [
@@ -289,6 +289,11 @@ class GitSourceAdmin(admin.ModelAdmin):
             source.auth = GitSource.Auth.SSH
             source.save()
             self.message_user(request, f"New deploy key; add it to the repository: {public}")
+
+    @admin.action(description="Forget the pinned SSH host key", permissions=["change"])
+    def forget_host_key(self, request: HttpRequest, queryset: QuerySet) -> None:
+        queryset.update(ssh_known_hosts="")
+        self.message_user(request, "The next SSH sync accepts and pins the server's host key.")
 
 
 @admin.register(Sync)

@@ -58,6 +58,8 @@ def ssh_environment(source: GitSource) -> Iterator[dict[str, str]]:
             f"UserKnownHostsFile={known_hosts}",
             "-o",
             "StrictHostKeyChecking=accept-new",
+            "-o",
+            "HashKnownHosts=no",  # readable in the admin: which host, which key
         ]
         yield {"GIT_SSH_COMMAND": shlex.join(command)}
         pinned = known_hosts.read_text()

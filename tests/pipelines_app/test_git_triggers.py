@@ -191,3 +191,24 @@ def test_the_interval_asks_for_a_sync_once_per_interval(source, settings):
     Sync.objects.create(trigger=Sync.Trigger.INTERVAL, status=Sync.Status.SUCCEEDED)
     worker.request_interval_sync()  # a sync just started: not due yet
     assert queued_syncs() == 1
+
+
+def test_a_sync_with_the_github_app_sends_the_installation_token(github, settings, tmp_path):
+    from pipelines_app import gitsync
+    from tests.pipelines_app.test_gitsync import GitHTTPStub
+
+    settings.DATA_DIR = tmp_path / "data"
+    git_server = HTTPServer(("127.0.0.1", 0), GitHTTPStub)
+    threading.Thread(target=git_server.serve_forever, daemon=True).start()
+    GitHTTPStub.seen = []
+    GitSource.objects.create(
+        url=f"http://127.0.0.1:{git_server.server_port}/org/repo.git",
+        auth=GitSource.Auth.GITHUB_APP,
+    )
+    try:
+        record = gitsync.sync(Sync.Trigger.CLI)
+    finally:
+        git_server.shutdown()
+    basic = base64.b64encode(b"x-access-token:ghs_token1").decode()
+    assert f"Basic {basic}" in GitHTTPStub.seen
+    assert record.status == Sync.Status.FAILED and "ghs_token1" not in record.error

@@ -229,7 +229,9 @@ class GitHTTPStub(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_token_travels_per_command_and_never_lands_in_config_or_errors(settings, tmp_path):
+def test_a_token_travels_per_command_and_never_lands_in_config_or_errors(
+    settings, tmp_path, caplog
+):
     settings.DATA_DIR = tmp_path / "data"
     server = HTTPServer(("127.0.0.1", 0), GitHTTPStub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -248,6 +250,7 @@ def test_a_token_travels_per_command_and_never_lands_in_config_or_errors(setting
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     assert f"Basic {basic}" in GitHTTPStub.seen  # it was sent
     assert token not in record.error and basic not in record.error
+    assert token not in caplog.text and basic not in caplog.text
     config = gitsync.git_dir() / "repo" / ".git" / "config"
     assert not config.exists() or token not in config.read_text()
     assert token not in str(GitSource.objects.values_list("token_encrypted", flat=True).get())
