@@ -56,6 +56,22 @@ def test_prepare_installs_the_demo_once_and_creates_one_admin(tmp_path, settings
     assert get_user_model().objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_with_a_repository_up_deploys_it_instead_of_the_demo(tmp_path, settings):
+    from tests.pipelines_app.test_gitsync import Remote
+
+    settings.PIPELINES_DIR = tmp_path / "pipelines"
+    settings.DATA_DIR = tmp_path / "data"
+    settings.GIT_REPO_URL = str(tmp_path / "remote.git")
+    remote = Remote(tmp_path)
+    head = remote.commit({"from_git/main.py": "print(1)\n"}, "first")
+    out = StringIO()
+    call_command("up", "--demo", "--prepare-only", stdout=out)
+    assert f"synced main at {head[:12]}" in out.getvalue()
+    assert list(Pipeline.objects.values_list("name", flat=True)) == ["from_git"]
+    assert not settings.PIPELINES_DIR.exists()  # the demo was not copied anywhere
+
+
 def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
     port = free_port()
     env = {

@@ -21,6 +21,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines_app.discovery import discover, pipelines_root
+from pipelines_app.gitsync import sync
+from pipelines_app.models import GitSource, Sync
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 PASSWORD_FILE_NAME = "initial-admin-password.txt"  # noqa: S105 (a file name)
@@ -58,9 +60,12 @@ class Command(BaseCommand):
     def prepare(self, *, demo: bool) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        if demo:
+        repository = GitSource.load()
+        if demo and not repository.is_configured:
             self.install_demo_pipelines()
         self.ensure_admin()
+        if repository.is_configured:
+            self.sync_repository()
         scan, record = discover()
         if scan.error:
             self.stdout.write(self.style.WARNING(scan.error))
@@ -69,6 +74,17 @@ class Command(BaseCommand):
                 f"{len(scan.pipelines)} pipeline(s) in {scan.root}"
                 + (f", {record.invalid_count} with errors" if record.invalid_count else "")
             )
+
+    def sync_repository(self) -> None:
+        """Deploy the repository's newest commit before serving (a failure is said, and the
+        last deployed tree, if any, is served)."""
+        record = sync(Sync.Trigger.CLI)
+        if record is None:
+            self.stdout.write("a sync is already running")
+        elif record.status == Sync.Status.FAILED:
+            self.stdout.write(self.style.WARNING(f"sync failed: {record.error}"))
+        else:
+            self.stdout.write(f"synced {record.branch} at {record.commit[:12]}")
 
     def install_demo_pipelines(self) -> None:
         root = pipelines_root()
@@ -80,6 +96,7 @@ class Command(BaseCommand):
     def ensure_admin(self) -> None:
         """The first start creates `admin` with a random password, kept in DATA_DIR (0600)."""
         password_file = Path(settings.DATA_DIR) / PASSWORD_FILE_NAME
+        password_file.parent.mkdir(parents=True, exist_ok=True)
         user_model = get_user_model()
         if not user_model.objects.exists():
             password = secrets.token_urlsafe(12)
