@@ -93,22 +93,22 @@ class ScheduleForm(forms.ModelForm):
         return schedule
 
 
-class GitSourceForm(forms.ModelForm):
-    """The repository; the token and webhook secret are write-only (empty keeps them)."""
-
-    new_token = forms.CharField(
-        label="HTTPS token",
+def write_only_field(label: str, help_text: str) -> forms.CharField:
+    """A credential input that never renders what is stored; empty keeps it."""
+    return forms.CharField(
+        label=label,
         required=False,
-        strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="For HTTPS token authentication. Stored encrypted; empty keeps the stored one.",
+        help_text=f"{help_text} Stored encrypted; empty keeps the stored one.",
     )
-    new_webhook_secret = forms.CharField(
-        label="Push webhook secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="The secret GitHub signs push events with. Empty keeps the stored one.",
+
+
+class GitSourceForm(forms.ModelForm):
+    """The repository; the token and webhook secret are write-only."""
+
+    new_token = write_only_field("HTTPS token", "For HTTPS token authentication.")
+    new_webhook_secret = write_only_field(
+        "Push webhook secret", "The secret GitHub signs push events with."
     )
 
     class Meta:

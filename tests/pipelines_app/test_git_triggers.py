@@ -212,3 +212,43 @@ def test_a_sync_with_the_github_app_sends_the_installation_token(github, setting
     basic = base64.b64encode(b"x-access-token:ghs_token1").decode()
     assert f"Basic {basic}" in GitHTTPStub.seen
     assert record.status == Sync.Status.FAILED and "ghs_token1" not in record.error
+
+
+def test_the_admin_keeps_credentials_write_only(admin_client, settings):
+    settings.GIT_REPO_URL = ""
+    add = admin_client.post(
+        reverse("admin:pipelines_app_gitsource_add"),
+        {
+            "url": "https://github.com/org/private.git",
+            "branch": "main",
+            "subdir": "pipelines",
+            "auth": "token",
+            "new_token": "ghp_admin_typed_token_123",
+            "new_webhook_secret": "hook-secret-456",
+            "ssh_known_hosts": "",
+        },
+    )
+    assert add.status_code == 302
+    source = GitSource.load()
+    assert source.secret("token") == "ghp_admin_typed_token_123"
+    assert source.secret("webhook_secret") == "hook-secret-456"
+    change_url = reverse("admin:pipelines_app_gitsource_change", args=[source.pk])
+    page = admin_client.get(change_url).content.decode()
+    assert "ghp_admin_typed_token_123" not in page and "hook-secret-456" not in page
+    assert source.token_encrypted not in page
+    # Saving without typing keeps what is stored.
+    admin_client.post(
+        change_url,
+        {"url": source.url, "branch": "main", "subdir": "pipelines", "auth": "token"},
+    )
+    assert GitSource.load().secret("token") == "ghp_admin_typed_token_123"
+    response = admin_client.post(
+        reverse("admin:pipelines_app_gitsource_changelist"),
+        {"action": "make_deploy_key", "_selected_action": [source.pk]},
+        follow=True,
+    )
+    source.refresh_from_db()
+    assert source.auth == "ssh" and source.ssh_public_key.startswith("ssh-ed25519 ")
+    assert source.ssh_public_key in response.content.decode()
+    page = admin_client.get(reverse("sync")).content.decode()
+    assert source.ssh_public_key in page  # shown to copy
