@@ -159,6 +159,10 @@ def _sync_once(trigger: str, user) -> Sync:
         record.status = Sync.Status.FAILED
         record.error = _scrub(_describe(problem), secrets)
         logger.warning("sync failed: %s", record.error)
+    except Exception as problem:  # a sync must never stay "running" in the history
+        record.status = Sync.Status.FAILED
+        record.error = _scrub(f"internal error: {type(problem).__name__}: {problem}", secrets)
+        logger.exception("sync failed inside Fast-Flow")
     record.finished_at = timezone.now()
     record.save()
     return record
