@@ -51,6 +51,7 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
         "missing_pipelines": [p for p in pipelines if p.state == Pipeline.State.MISSING],
         "invalid_count": sum(1 for p in pipelines if p.status == "invalid"),
         "latest_scan": latest_scan,
+        "latest_sync": Sync.objects.first() if GitSource.load().is_configured else None,
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
     }
     return render(request, "pipelines_app/pipeline_list.html", context)

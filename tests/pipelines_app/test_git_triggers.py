@@ -252,3 +252,18 @@ def test_the_admin_keeps_credentials_write_only(admin_client, settings):
     assert source.ssh_public_key in response.content.decode()
     page = admin_client.get(reverse("sync")).content.decode()
     assert source.ssh_public_key in page  # shown to copy
+
+
+def test_the_pipelines_page_says_what_git_deployed(admin_client, source):
+    Sync.objects.create(
+        trigger=Sync.Trigger.PUSH,
+        status=Sync.Status.SUCCEEDED,
+        commit="0123456789abcdef0123",
+        message="Tune the nightly job",
+    )
+    page = admin_client.get(reverse("pipelines_app:list")).content.decode()
+    line = page.split('id="latest-sync"')[1].split("</p>")[0]
+    assert "0123456789ab" in line and "Tune the nightly job" in line
+    Sync.objects.create(trigger=Sync.Trigger.PUSH, status=Sync.Status.FAILED, error="boom")
+    page = admin_client.get(reverse("pipelines_app:list")).content.decode()
+    assert "the last sync failed" in page
