@@ -339,6 +339,10 @@ class GitSource(models.Model):
     def __str__(self) -> str:
         return f"{self.url or '(no repository)'} @ {self.branch}"
 
+    def save(self, *args, **kwargs) -> None:
+        self.pk = 1  # one repository per instance: always the same row
+        super().save(*args, **kwargs)
+
     @classmethod
     def load(cls) -> GitSource:
         """The saved configuration, or one made from the environment (GIT_REPO_URL …)."""
