@@ -96,17 +96,18 @@ def _exclusive() -> Iterator[bool]:
 
 def sync(trigger: str, user=None) -> Sync | None:
     """Sync now; None when another sync is running (it will run once more after itself)."""
+    pending = git_dir() / "sync.pending"
     with _exclusive() as mine:
         if not mine:
-            (git_dir() / "sync.pending").touch()
+            pending.write_text(trigger)  # the running sync runs once more for it
             return None
-        record = None
         while True:
-            (git_dir() / "sync.pending").unlink(missing_ok=True)
+            pending.unlink(missing_ok=True)
             record = _sync_once(trigger, user)
-            if not (git_dir() / "sync.pending").exists():
+            try:
+                trigger, user = pending.read_text().strip() or trigger, None
+            except FileNotFoundError:
                 return record
-            trigger = Sync.Trigger.PUSH  # what arrived meanwhile was a request like this
 
 
 def run_sync(trigger: str = Sync.Trigger.MANUAL, user_id: int | None = None) -> None:

@@ -200,15 +200,22 @@ def test_the_command_prints_the_deployed_commit_and_fails_loudly(remote, setting
         call_command("sync", stdout=io.StringIO())
 
 
-def test_requests_during_a_sync_become_one_more_sync(remote):
+def test_requests_during_a_sync_become_one_more_sync(remote, monkeypatch):
     remote.commit({"a/main.py": "print(1)\n"}, "one")
-    with gitsync._exclusive() as mine:
-        assert mine
-        assert [gitsync.sync(Sync.Trigger.PUSH) for _ in range(3)] == [None, None, None]
-        assert not Sync.objects.exists()  # nothing ran beside the running sync
-    record = gitsync.sync(Sync.Trigger.CLI)  # the running one finishing: runs once more
-    assert record.status == Sync.Status.SUCCEEDED
-    assert Sync.objects.count() == 1
+    real_sync_once = gitsync._sync_once
+    runs = []
+
+    def sync_once(trigger, user):
+        runs.append(trigger)
+        if len(runs) == 1:  # three pushes arrive while the first sync runs
+            assert [gitsync.sync(Sync.Trigger.PUSH) for _ in range(3)] == [None, None, None]
+        return real_sync_once(trigger, user)
+
+    monkeypatch.setattr(gitsync, "_sync_once", sync_once)
+    record = gitsync.sync(Sync.Trigger.CLI)
+    assert runs == [Sync.Trigger.CLI, Sync.Trigger.PUSH]  # one more, not three
+    assert record.status == Sync.Status.SUCCEEDED and record.trigger == Sync.Trigger.PUSH
+    assert Sync.objects.count() == 2
 
 
 # --- credentials ------------------------------------------------------------------------------
