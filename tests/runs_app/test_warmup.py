@@ -76,3 +76,36 @@ def test_only_changed_requirements_are_warmed_a_few_at_a_time(make_pipeline, set
         warmed_hash=__import__("django.db.models").db.models.F("requirements_hash")
     )
     assert request_warmups() == 0
+
+
+def test_a_sync_warms_changed_requirements_in_the_worker(settings, tmp_path):
+    from runs_app.follow import wait_for
+    from tests.pipelines_app.test_gitsync import Remote, synced
+    from tests.runs_app.test_worker import Worker
+
+    settings.GIT_REPO_URL = str(tmp_path / "remote.git")
+    settings.GIT_BRANCH = "main"
+    remote = Remote(tmp_path)
+    remote.commit(
+        {"deps/main.py": USES_IT, "deps/requirements.txt": "iniconfig==1.0.1\n"}, "needs deps"
+    )
+    synced()
+    deps = Pipeline.objects.get(name="deps")
+    assert deps.warm_status == Pipeline.WarmStatus.WARMING  # handed to the worker
+    worker = Worker(settings, tmp_path)
+    environment = {**worker.environment(), "GIT_REPO_URL": settings.GIT_REPO_URL}
+    worker.environment = lambda: environment
+    worker.start()
+    try:
+        warmed = wait_for(
+            lambda: Pipeline.objects.get(pk=deps.pk).warm_status == Pipeline.WarmStatus.READY,
+            timeout=120,
+        )
+        assert warmed, (Pipeline.objects.get(pk=deps.pk).warm_error, worker.log.read_text())
+        run = PipelineRun.enqueue(deps, trigger="manual")
+        assert wait_for(lambda: PipelineRun.objects.get(pk=run.pk).is_finished, timeout=120)
+    finally:
+        worker.kill()
+    run.refresh_from_db()
+    assert run.status == PipelineRun.Status.SUCCEEDED, log_text(run)
+    assert "Installed" not in log_text(run)  # the sync's warm-up already did it
