@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, wait_until_answering
+from bench.common import free_port, percentiles, wait_until_answering
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-live-"))
 PIPELINE = (
@@ -127,12 +126,11 @@ def main() -> None:
     for text, arrived in arrivals:
         printed = float(text.split()[-1])
         delays.append((arrived - printed) * 1000)
-    delays.sort()
+    p50, p95, worst = percentiles(delays)
     print(
         f"{args.executor}, {'Redis channel layer' if args.redis else 'file polling'}: "
         f"{len(delays)} lines printed → shown in Chromium: "
-        f"p50 {statistics.median(delays):.0f} ms, p95 {delays[int(len(delays) * 0.95)]:.0f} ms, "
-        f"max {delays[-1]:.0f} ms"
+        f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms"
     )
 
 

@@ -10,14 +10,15 @@ figures are the server's share of a page view, without network. Target: under 15
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_queries import connection, percentile_ms, populate, test_database  # noqa: I001
+from run_queries import connection, populate, test_database  # noqa: I001
+
+from bench.common import percentiles
 
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -55,10 +56,8 @@ def main() -> None:
                 response = client.get(url)
                 samples.append((time.perf_counter() - began) * 1000)
                 assert response.status_code == 200, (url, response.status_code)
-            print(
-                f"  {label:<34} p50 {statistics.median(samples):7.1f} ms   "
-                f"p95 {percentile_ms(samples, 0.95):7.1f} ms"
-            )
+            p50, p95, _ = percentiles(samples)
+            print(f"  {label:<34} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,17 +49,13 @@ django.setup()
 
 from django.core.management import call_command
 
+from bench.common import percentiles
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 
 call_command("migrate", verbosity=0)
 discover()
-
-
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 def first_output_line(run: PipelineRun, deadline: float) -> float | None:
@@ -105,10 +100,10 @@ def measure(executor: str, latency_runs: int, batch: int) -> None:
                     raise SystemExit(f"{executor}: no output from run {run.public_id}")
                 samples.append(seen - began)
                 wait_final([run.pk], time.monotonic() + 60)
+            p50, p95, _ = percentiles(samples)
             print(
                 f"  {executor:<6} {name:<10} trigger → first line over {latency_runs} runs: "
-                f"p50 {statistics.median(samples) * 1000:6.0f} ms   "
-                f"p95 {percentile(samples, 0.95) * 1000:6.0f} ms"
+                f"p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms"
             )
         pipeline = Pipeline.objects.get(name="tiny")
         began = time.monotonic()

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
+from bench.common import percentiles
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 
@@ -43,10 +43,8 @@ def timed(label: str, query, repeat: int) -> None:
         began = time.perf_counter()
         query()
         samples.append((time.perf_counter() - began) * 1000)
-    print(
-        f"  {label:<48} p50 {statistics.median(samples):7.2f} ms   "
-        f"p95 {percentile_ms(samples, 0.95):7.2f} ms"
-    )
+    p50, p95, _ = percentiles(samples)
+    print(f"  {label:<48} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
 def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
@@ -74,11 +72,6 @@ def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
             batch = []
     PipelineRun.objects.bulk_create(batch)
     return pipelines
-
-
-def percentile_ms(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 @contextlib.contextmanager
