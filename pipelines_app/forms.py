@@ -4,7 +4,6 @@ import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
-from django.utils import timezone
 
 from pipelines_app.cron import CRON_EXAMPLES, normalize_cron
 from pipelines_app.models import GitSource, Schedule
@@ -85,9 +84,7 @@ class ScheduleForm(forms.ModelForm):
     def save(self, commit: bool = True) -> Schedule:
         schedule = super().save(commit=False)
         schedule.origin = Schedule.Origin.UI
-        now = timezone.now()
-        schedule.anchor_at = schedule.start_at or now
-        schedule.plan(now)
+        schedule.plan()
         if commit:
             schedule.save()
         return schedule

@@ -255,8 +255,10 @@ class Schedule(models.Model):
         return self.fire_times(timezone.now(), count) if self.fires_by_time else []
 
     def plan(self, now: datetime | None = None) -> None:
-        """Set the next due time from now on (not saved): after a change or a resume."""
+        """After a change to its timing (or enabling it): a new interval grid, anchored at
+        the start or now, and the next due time from now on. Not saved."""
         now = now or timezone.now()
+        self.anchor_at = self.start_at or now
         upcoming = self.fire_times(now) if self.enabled else []
         self.next_fire_at = upcoming[0] if upcoming else None
 

@@ -56,7 +56,6 @@ def _create_file_schedule(pipeline: Pipeline, config_id: str, values: dict, now)
     schedule = Schedule(
         pipeline=pipeline, config_id=config_id, origin=Schedule.Origin.FILE, **values
     )
-    schedule.anchor_at = schedule.start_at or now
     schedule.plan(now)
     schedule.save()
 
@@ -68,7 +67,6 @@ def _update_file_schedule(schedule: Schedule, values: dict, now) -> None:
     for name in changed:
         setattr(schedule, name, values[name])
     if set(changed) & {*Schedule.TIMING_FIELDS, "enabled"}:
-        schedule.anchor_at = schedule.start_at or now
         schedule.plan(now)
     schedule.save()
 
