@@ -7,6 +7,7 @@ from django import forms
 
 from pipelines_app.cron import CRON_EXAMPLES, normalize_cron
 from pipelines_app.models import GitSource, Schedule
+from secrets_app.forms import write_only_input
 
 SCHEDULE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -95,7 +96,7 @@ def write_only_field(label: str, help_text: str) -> forms.CharField:
     return forms.CharField(
         label=label,
         required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        widget=write_only_input(),
         help_text=f"{help_text} Stored encrypted; empty keeps the stored one.",
     )
 

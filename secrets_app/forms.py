@@ -6,6 +6,11 @@ from pipelines_app.contract import ENV_NAME
 from secrets_app.models import Variable
 
 
+def write_only_input() -> forms.PasswordInput:
+    """An input for a secret: never rendered with a value, never offered for autofill."""
+    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+
+
 class VariableForm(forms.ModelForm):
     """Add or replace a stored variable. A secret's value is write-only: never rendered,
     left empty to keep the stored one."""
@@ -14,7 +19,7 @@ class VariableForm(forms.ModelForm):
         label="Value",
         required=False,
         strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        widget=write_only_input(),
     )
 
     class Meta:
@@ -65,7 +70,7 @@ class EncryptForm(forms.Form):
     )
     value = forms.CharField(
         strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        widget=write_only_input(),
     )
 
     def clean_name(self) -> str:
