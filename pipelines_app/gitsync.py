@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +124,24 @@ def request_sync(trigger: str, user=None) -> None:
     from django_q.tasks import async_task
 
     async_task("pipelines_app.gitsync.run_sync", trigger, user.pk if user else None, group="sync")
+
+
+_last_interval_request = 0.0
+
+
+def request_sync_when_due() -> None:
+    """The worker's tick: with AUTO_SYNC_INTERVAL, ask for a sync when the last one is that
+    old (each worker process asks at most once per interval)."""
+    global _last_interval_request
+    interval = settings.AUTO_SYNC_INTERVAL
+    if not interval or time.monotonic() - _last_interval_request < interval:
+        return  # also: asked already, the task has not started yet
+    if not GitSource.load().is_configured:
+        return
+    latest = Sync.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+    if latest is None or (timezone.now() - latest).total_seconds() >= interval:
+        _last_interval_request = time.monotonic()
+        request_sync(Sync.Trigger.INTERVAL)
 
 
 def _sync_once(trigger: str, user) -> Sync:

@@ -108,3 +108,16 @@ def _fire(schedule: Schedule, now: datetime):
         except RunRefused as refused:
             logger.warning("%s: not started: %s", schedule, refused)
             return None
+
+
+def seconds_until_next_due(longest: float) -> float:
+    """Sleep until the next schedule is due, but never longer than `longest`."""
+    try:
+        next_due = Schedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at")
+        moment = next_due.values_list("next_fire_at", flat=True).first()
+    except Exception:
+        logger.exception("could not read the next due time")
+        return longest
+    if moment is None:
+        return longest
+    return min(longest, max(0.05, (moment - timezone.now()).total_seconds()))

@@ -46,6 +46,13 @@ def request_warmups(names: list[str] | None = None, *, force: bool = False) -> i
     return marked
 
 
+def requeue_interrupted_warmups() -> int:
+    """At a worker's start: warm-ups of a worker that died are started again."""
+    return Pipeline.objects.filter(warm_status=Pipeline.WarmStatus.WARMING).update(
+        warm_status=Pipeline.WarmStatus.PENDING
+    )
+
+
 def dispatch_warmups() -> list[int]:
     """Start pending warm-ups while fewer than WARMUP_CONCURRENCY are warming."""
     from django_q.tasks import async_task

@@ -179,17 +179,17 @@ def test_missing_app_settings_say_what_is_needed(settings):
 
 
 def test_the_interval_asks_for_a_sync_once_per_interval(source, settings):
-    from runs_app.management.commands import worker
+    from pipelines_app import gitsync
 
     settings.AUTO_SYNC_INTERVAL = 60
-    worker._last_interval_request = 0.0
-    worker.request_interval_sync()
+    gitsync._last_interval_request = 0.0
+    gitsync.request_sync_when_due()
     assert queued_syncs() == 1
-    worker.request_interval_sync()  # asked already: the task has not started yet
+    gitsync.request_sync_when_due()  # asked already: the task has not started yet
     assert queued_syncs() == 1
-    worker._last_interval_request = 0.0
+    gitsync._last_interval_request = 0.0
     Sync.objects.create(trigger=Sync.Trigger.INTERVAL, status=Sync.Status.SUCCEEDED)
-    worker.request_interval_sync()  # a sync just started: not due yet
+    gitsync.request_sync_when_due()  # a sync just started: not due yet
     assert queued_syncs() == 1
 
 

@@ -20,15 +20,12 @@ import signal
 import threading
 import time
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.utils import timezone
 from django_q.cluster import Cluster
 
-from pipelines_app.gitsync import request_sync
-from pipelines_app.models import GitSource, Pipeline, Schedule, Sync
-from pipelines_app.scheduler import fire_due
-from pipelines_app.warmup import dispatch_warmups
+from pipelines_app.gitsync import request_sync_when_due
+from pipelines_app.scheduler import fire_due, seconds_until_next_due
+from pipelines_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 from runs_app.execution import reconcile
 from runs_app.queue import dispatch
 
@@ -69,50 +66,17 @@ class Command(BaseCommand):
         """One pass; errors are logged, never allowed to stop the loop."""
         try:
             if startup:
-                # Warm-ups of a worker that died are started again.
-                Pipeline.objects.filter(warm_status=Pipeline.WarmStatus.WARMING).update(
-                    warm_status=Pipeline.WarmStatus.PENDING
-                )
+                requeue_interrupted_warmups()
             if reconcile_now:
                 dispatch_warmups()
                 counts = reconcile(startup=startup)
                 if any(counts.values()):
                     logger.info("reconciled: %s", counts)
             fire_due()
-            request_interval_sync()
+            request_sync_when_due()
             dispatch()
         except Exception:
             logger.exception("worker tick failed")
-
-
-_last_interval_request = 0.0
-
-
-def request_interval_sync() -> None:
-    """With AUTO_SYNC_INTERVAL, hand a sync to the cluster when the last one is that old."""
-    global _last_interval_request
-    interval = settings.AUTO_SYNC_INTERVAL
-    if not interval or time.monotonic() - _last_interval_request < interval:
-        return  # also: asked already, the task has not started yet
-    if not GitSource.load().is_configured:
-        return
-    latest = Sync.objects.order_by("-started_at").values_list("started_at", flat=True).first()
-    if latest is None or (timezone.now() - latest).total_seconds() >= interval:
-        _last_interval_request = time.monotonic()
-        request_sync(Sync.Trigger.INTERVAL)
-
-
-def seconds_until_next_due(longest: float) -> float:
-    """Sleep until the next schedule is due, but never longer than `longest`."""
-    try:
-        next_due = Schedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at")
-        moment = next_due.values_list("next_fire_at", flat=True).first()
-    except Exception:
-        logger.exception("could not read the next due time")
-        return longest
-    if moment is None:
-        return longest
-    return min(longest, max(0.05, (moment - timezone.now()).total_seconds()))
 
 
 def _descendants(pid: int) -> list[int]:
