@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from cryptography.fernet import Fernet
 
-from fastflow_site.asgi import application
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, Schedule
 from runs_app.environment import build_environment
@@ -17,6 +15,7 @@ from runs_app.models import PipelineRun
 from secrets_app import crypto
 from secrets_app.models import Variable
 from tests.runs_app.conftest import both_executors, execute, log_text
+from tests.runs_app.test_live_log import ORIGIN, connect, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,23 +135,19 @@ def test_secrets_are_masked_in_the_file_the_stream_and_the_download(
         assert b"tok-12345" not in body and b"pw-9876" not in body
     assert b"stored ***" in download
     # The live stream.
-    streamed = async_to_sync_stream(admin_client, run)
+    streamed = async_to_sync_stream(admin_client, admin_user, run)
     assert "stored ***" in streamed and "tok-12345" not in streamed and "pw-9876" not in streamed
 
 
-def async_to_sync_stream(client, run) -> str:
+def async_to_sync_stream(client, user, run) -> str:
+    """Every line text the live log sends for a finished run, until it closes."""
     from asgiref.sync import async_to_sync
 
-    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    cookie = session_cookie(client, user)
 
     async def receive_all() -> str:
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/runs/{run.public_id}/log/",
-            headers=[(b"origin", b"http://localhost:8000"), cookie],
-        )
-        connected, _ = await communicator.connect(timeout=5)
-        assert connected
+        communicator = await connect(run, [ORIGIN, cookie])
+        assert communicator.connected
         texts = []
         while (output := await communicator.receive_output(timeout=10))["type"] == "websocket.send":
             message = json.loads(output["text"])
