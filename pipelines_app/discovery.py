@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipelines_app.contract import PIPELINE_NAME, PipelineConfig, Problem, parse_config
+from pipelines_app.contract import PipelineConfig, Problem, is_pipeline_name, parse_config
 from pipelines_app.models import DiscoveryScan, Pipeline
 from pipelines_app.scheduler import sync_file_schedules
 
@@ -127,7 +127,7 @@ def _inspect_entry(entry: Path, real_root: Path, tz_name: str) -> FolderReport |
         )
     if not entry.is_dir():
         return None  # plain files next to pipelines (README.md, ...) are not candidates
-    if not PIPELINE_NAME.match(entry.name) or len(entry.name) > 100:
+    if not is_pipeline_name(entry.name) or len(entry.name) > 100:
         return FolderReport(
             entry.name,
             entry,

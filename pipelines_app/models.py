@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -16,6 +17,8 @@ from django.utils import timezone
 
 from pipelines_app.contract import PipelineConfig, RunSettings, ScheduleSpec
 from pipelines_app.cron import next_fire_times
+from secrets_app.crypto import decrypt, encrypt
+from secrets_app.fields import EncryptedTextField
 
 
 class Pipeline(models.Model):
@@ -110,6 +113,21 @@ class Pipeline(models.Model):
     @property
     def warning_messages(self) -> list[str]:
         return [problem["message"] for problem in self.config_warnings]
+
+    @classmethod
+    def fernet_tokens_in_files(cls) -> Iterator[tuple[str, str, str]]:
+        """(where, name, token) of every encrypted_env token in pipeline.json files, for key
+        rotation (secrets_app.rotation): they live in git, so they are listed, not changed."""
+        for pipeline in cls.objects.filter(state=cls.State.PRESENT):
+            spec = pipeline.spec
+            sources = [(pipeline.name, spec.run.encrypted_env)]
+            sources += [
+                (f"{pipeline.name} schedule {schedule.id}", schedule.overrides.encrypted_env)
+                for schedule in spec.schedules
+            ]
+            for where, tokens in sources:
+                for name, token in tokens.items():
+                    yield where, name, token
 
 
 class DiscoveryScan(models.Model):
@@ -325,13 +343,13 @@ class GitSource(models.Model):
         "pipelines sub-folder", max_length=300, blank=True, help_text="Empty: the repository root."
     )
     auth = models.CharField(max_length=12, choices=Auth.choices, default=Auth.NONE)
-    token_encrypted = models.TextField(blank=True, editable=False)
-    ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
+    token_encrypted = EncryptedTextField()
+    ssh_private_key_encrypted = EncryptedTextField()
     ssh_public_key = models.TextField(blank=True, editable=False)
     ssh_known_hosts = models.TextField(
         blank=True, help_text="Pinned on the first SSH sync; empty it to accept a new host key."
     )
-    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = EncryptedTextField()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -367,15 +385,11 @@ class GitSource(models.Model):
         setattr(self, f"{field}_encrypted", _encrypted(value))
 
     def secret(self, field: str) -> str:
-        from secrets_app.crypto import decrypt
-
         token = getattr(self, f"{field}_encrypted")
         return decrypt(token, f"the repository's {field.replace('_', ' ')}") if token else ""
 
 
 def _encrypted(value: str) -> str:
-    from secrets_app.crypto import encrypt
-
     return encrypt(value) if value else ""
 
 

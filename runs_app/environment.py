@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines_app.contract import RunSettings, runtime_env_name_problem
+from pipelines_app.contract import RunSettings
 from runs_app.models import PipelineRun
 from secrets_app.crypto import decrypt
+from secrets_app.env_names import runtime_env_name_problem
 from secrets_app.models import Variable
 
 

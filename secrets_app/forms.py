@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from pipelines_app.contract import ENV_NAME
+from secrets_app.env_names import is_env_name
 from secrets_app.models import Variable
 
 
@@ -75,7 +75,7 @@ class EncryptForm(forms.Form):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        if name and not ENV_NAME.match(name):
+        if name and not is_env_name(name):
             raise forms.ValidationError(
                 "Not a variable name: letters, digits and _, not first a digit."
             )

@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from pipelines_app.contract import runtime_env_name_problem
-from pipelines_app.models import Pipeline
 from secrets_app import crypto
+from secrets_app.env_names import runtime_env_name_problem
+from secrets_app.fields import EncryptedTextField
 
 
 def validate_variable_name(name: str) -> None:
@@ -26,8 +26,9 @@ class Variable(models.Model):
 
     name = models.CharField(max_length=200, validators=[validate_variable_name])
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.SECRET)
+    # A string reference: this app is below the catalogue and imports none of it.
     pipeline = models.ForeignKey(
-        Pipeline,
+        "pipelines_app.Pipeline",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
@@ -37,7 +38,7 @@ class Variable(models.Model):
     # Exactly one of the two holds the value: plain for a parameter, a Fernet token for a
     # secret (the plain text of a secret is never stored).
     value = models.TextField(blank=True)
-    encrypted_value = models.TextField(blank=True, editable=False)
+    encrypted_value = EncryptedTextField()
     description = models.CharField(max_length=300, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
@@ -88,25 +89,7 @@ class Variable(models.Model):
         return crypto.decrypt(self.encrypted_value, f"the stored secret {self.name}")
 
     @classmethod
-    def for_pipeline(cls, pipeline: Pipeline) -> list[Variable]:
+    def for_pipeline(cls, pipeline: models.Model) -> list[Variable]:
         """Global ones first, then the pipeline's own, so the pipeline's win when merged."""
         variables = cls.objects.filter(Q(pipeline__isnull=True) | Q(pipeline=pipeline))
         return sorted(variables, key=lambda variable: (variable.pipeline_id is not None,))
-
-    @classmethod
-    def rotate_all(cls) -> int:
-        """Re-encrypt every stored secret under the newest key; returns how many.
-
-        Raises crypto.DecryptionError naming the first secret no key opens (call it in a
-        transaction: then nothing is changed)."""
-        secrets = cls.objects.filter(kind=cls.Kind.SECRET).exclude(encrypted_value="")
-        for variable in secrets:
-            try:
-                token = crypto.rotate(variable.encrypted_value)
-            except crypto.DecryptionError:
-                raise crypto.DecryptionError(
-                    f"the stored secret {variable} does not decrypt with any key in "
-                    "ENCRYPTION_KEY: add the key it was made with, or replace its value"
-                ) from None
-            cls.objects.filter(pk=variable.pk).update(encrypted_value=token)
-        return len(secrets)

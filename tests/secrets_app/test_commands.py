@@ -37,7 +37,7 @@ def test_rotation_re_encrypts_stored_secrets_and_lists_old_file_tokens(settings,
     settings.ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
     out = io.StringIO()
     call_command("rotate_encryption_key", stdout=out)
-    assert "re-encrypted 1 stored secret(s)" in out.getvalue()
+    assert "re-encrypted 1 value(s) of secrets_app.Variable.encrypted_value" in out.getvalue()
     assert "etl: encrypted_env FROM_FILE uses an older key" in out.getvalue()
     settings.ENCRYPTION_KEYS = [NEW_KEY]  # the old key can go now
     assert Variable.objects.get().plain_value() == "rotate-me"

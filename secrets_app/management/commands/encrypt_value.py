@@ -12,8 +12,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipelines_app.contract import ENV_NAME
 from secrets_app import crypto
+from secrets_app.env_names import is_env_name
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="print a ready-to-paste encrypted_env line")
 
     def handle(self, *args, name: str, **options) -> None:
-        if name and not ENV_NAME.match(name):
+        if name and not is_env_name(name):
             raise CommandError(f"{name!r} is not a variable name (letters, digits and _)")
         if sys.stdin.isatty():
             value = getpass.getpass("Value to encrypt (not shown): ")

@@ -1,0 +1,394 @@
+"""parse_config(): a decoded pipeline.json validated into a PipelineConfig and its problems.
+
+Every error names the file, the field, the bad value and a fix.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipelines_app.contract.reader import FieldReader, ParseResult, show
+from pipelines_app.contract.types import (
+    CellPolicy,
+    DownstreamTrigger,
+    PipelineConfig,
+    RetryStrategy,
+    RunSettings,
+    ScheduleSpec,
+)
+
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+PYTHON_VERSION = re.compile(r"[A-Za-z0-9@.<>=!~,*+-]{1,64}")
+# Docker refuses memory limits below 6 MiB.
+MIN_MEMORY_LIMIT = 6 * 1024 * 1024
+RETRY_TYPES = ("exponential_backoff", "fixed_delay", "custom_schedule")
+
+RUN_SETTING_KEYS = (
+    "cpu_hard_limit",
+    "mem_hard_limit",
+    "cpu_soft_limit",
+    "mem_soft_limit",
+    "timeout",
+    "retry_attempts",
+    "retry_strategy",
+    "default_env",
+    "encrypted_env",
+    "webhook_key",
+)
+SCHEDULE_KEYS = (
+    "schedule_cron",
+    "schedule_interval_seconds",
+    "schedule_start",
+    "schedule_end",
+    "run_once_at",
+)
+TOP_LEVEL_KEYS = (
+    "description",
+    "tags",
+    "enabled",
+    "type",
+    "python_version",
+    *RUN_SETTING_KEYS,
+    "max_instances",
+    *SCHEDULE_KEYS,
+    "timezone",
+    "schedules",
+    "downstream_triggers",
+    "restart_on_crash",
+    "restart_cooldown",
+    "restart_interval",
+    "cells",
+)
+SCHEDULE_ENTRY_KEYS = ("id", "enabled", "timezone", *SCHEDULE_KEYS, *RUN_SETTING_KEYS)
+TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "run_config_id", "on_route")
+
+
+def is_pipeline_name(name: str) -> bool:
+    """Letters, digits, -, _ and . (not first); the whole name, not a prefix of it."""
+    return PIPELINE_NAME.fullmatch(name) is not None
+
+
+def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC") -> ParseResult:
+    """Validate a decoded pipeline.json; never raises for bad content."""
+    reader = FieldReader(file, tz_name)
+    if not isinstance(data, dict):
+        reader.error(
+            "",
+            f"must hold a JSON object ({{...}}), not {type(data).__name__}; "
+            'e.g. {"description": "Nightly import"}',
+        )
+        return ParseResult(PipelineConfig(), reader.errors, reader.warnings)
+
+    reader.unknown_keys(data, TOP_LEVEL_KEYS, "")
+    values: dict[str, Any] = {}
+
+    if "description" in data and (text := reader.string(data["description"], "description")):
+        values["description"] = text
+    if "tags" in data:
+        values["tags"] = _tags(reader, data["tags"])
+    if "enabled" in data and (flag := reader.boolean(data["enabled"], "enabled")) is not None:
+        values["enabled"] = flag
+    if "type" in data:
+        if data["type"] in ("script", "notebook"):
+            values["type"] = data["type"]
+        else:
+            reader.error("type", f'{show(data["type"])} must be "script" or "notebook"')
+    if "python_version" in data:
+        values["python_version"] = _python_version(reader, data["python_version"])
+    if "timezone" in data:
+        values["timezone"] = reader.timezone(data["timezone"], "timezone")
+    tz_name = values.get("timezone") or tz_name
+
+    values["run"] = _run_settings(reader, data, "")
+    if "max_instances" in data:
+        values["max_instances"] = reader.integer(data["max_instances"], "max_instances", minimum=1)
+
+    values["schedules"] = _schedules(reader, data, tz_name)
+    if "downstream_triggers" in data:
+        values["downstream_triggers"] = _triggers(reader, data["downstream_triggers"])
+    if "restart_on_crash" in data:
+        flag = reader.boolean(data["restart_on_crash"], "restart_on_crash")
+        values["restart_on_crash"] = bool(flag)
+    if "restart_cooldown" in data:
+        cooldown = reader.number(data["restart_cooldown"], "restart_cooldown", minimum=0)
+        values["restart_cooldown"] = cooldown or 0.0
+    if "restart_interval" in data:
+        values["restart_interval"] = reader.cron(data["restart_interval"], "restart_interval")
+    if "cells" in data:
+        values["cells"] = _cells(reader, data["cells"])
+        if values.get("type", "script") != "notebook":
+            reader.warn("cells", 'applies to notebooks only ("type": "notebook") and is ignored')
+
+    config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
+    return ParseResult(config, reader.errors, reader.warnings)
+
+
+def _tags(reader: FieldReader, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        reader.error("tags", f'{show(value)} must be a list of strings, e.g. ["nightly", "etl"]')
+        return ()
+    tags: list[str] = []
+    for index, item in enumerate(value):
+        tag = reader.string(item, f"tags[{index}]", allow_empty=False)
+        if tag is not None and tag.strip() not in tags:
+            tags.append(tag.strip())
+    return tuple(tags)
+
+
+def _python_version(reader: FieldReader, value: Any) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        reader.error(
+            "python_version",
+            f'{show(value)} must be a string such as "3.12" (in quotes: as a number 3.10 is 3.1)',
+        )
+        return None
+    text = reader.string(value, "python_version", allow_empty=False)
+    if text is not None and not PYTHON_VERSION.fullmatch(text.strip()):
+        reader.error("python_version", f'{show(value)} is not a Python version; use e.g. "3.12"')
+        return None
+    return text.strip() if text else None
+
+
+def _run_settings(reader: FieldReader, data: dict[str, Any], prefix: str) -> RunSettings:
+    values: dict[str, Any] = {}
+    for key in ("cpu_hard_limit", "cpu_soft_limit"):
+        if key in data:
+            values[key] = reader.number(data[key], prefix + key, minimum=0, exclusive=True)
+    if "mem_hard_limit" in data:
+        values["mem_hard_limit_bytes"] = reader.size(
+            data["mem_hard_limit"], prefix + "mem_hard_limit", minimum=MIN_MEMORY_LIMIT
+        )
+    if "mem_soft_limit" in data:
+        values["mem_soft_limit_bytes"] = reader.size(
+            data["mem_soft_limit"], prefix + "mem_soft_limit"
+        )
+    if "timeout" in data:
+        values["timeout_seconds"] = reader.integer(
+            data["timeout"],
+            prefix + "timeout",
+            minimum=0,
+            unit=" of seconds (0 = no limit)",
+            example=600,
+        )
+    if "retry_attempts" in data:
+        values["retry_attempts"] = reader.integer(
+            data["retry_attempts"], prefix + "retry_attempts", minimum=0
+        )
+    if "retry_strategy" in data:
+        values["retry_strategy"] = _retry_strategy(reader, data["retry_strategy"], prefix)
+    if "default_env" in data:
+        values["default_env"] = reader.env_map(
+            data["default_env"], prefix + "default_env", encrypted=False
+        )
+    if "encrypted_env" in data:
+        values["encrypted_env"] = reader.env_map(
+            data["encrypted_env"], prefix + "encrypted_env", encrypted=True
+        )
+    if "webhook_key" in data:
+        key = reader.string(data["webhook_key"], prefix + "webhook_key", allow_empty=False)
+        if key is not None and len(key) < 16:
+            reader.warn(prefix + "webhook_key", "is shorter than 16 characters and easy to guess")
+        values["webhook_key"] = key
+
+    settings = RunSettings(**{k: v for k, v in values.items() if v is not None})
+    for kind, unit in (("cpu", "cores"), ("mem", "bytes")):
+        suffix = "" if kind == "cpu" else "_bytes"
+        soft = getattr(settings, f"{kind}_soft_limit{suffix}")
+        hard = getattr(settings, f"{kind}_hard_limit{suffix}")
+        if soft is not None and hard is not None and soft > hard:
+            reader.warn(
+                f"{prefix}{kind}_soft_limit",
+                f"is above {kind}_hard_limit ({unit}: {soft:g} > {hard:g}) "
+                "and can never be reached",
+            )
+    return settings
+
+
+def _retry_strategy(reader: FieldReader, value: Any, prefix: str) -> RetryStrategy | None:
+    path = prefix + "retry_strategy"
+    if not isinstance(value, dict):
+        reader.error(
+            path, f'{show(value)} must be an object, e.g. {{"type": "fixed_delay", "delay": 30}}'
+        )
+        return None
+    kind = value.get("type")
+    if kind not in RETRY_TYPES:
+        reader.error(f"{path}.type", f"{show(kind)} must be one of {', '.join(RETRY_TYPES)}")
+        return None
+    known = {
+        "exponential_backoff": ("type", "initial_delay", "max_delay", "multiplier"),
+        "fixed_delay": ("type", "delay"),
+        "custom_schedule": ("type", "delays"),
+    }[kind]
+    reader.unknown_keys(value, known, f"{path}.")
+    values: dict[str, Any] = {"type": kind}
+    for key in known[1:]:
+        if key not in value:
+            continue
+        if key == "delays":
+            values["delays"] = _delays(reader, value["delays"], f"{path}.delays")
+        else:
+            minimum = 1 if key == "multiplier" else 0
+            values[key] = reader.number(value[key], f"{path}.{key}", minimum=minimum)
+    if kind == "custom_schedule" and not values.get("delays"):
+        if "delays" not in value:
+            reader.error(f"{path}.delays", "is required for custom_schedule, e.g. [10, 60, 300]")
+        return None
+    if None in values.values():
+        return None
+    strategy = RetryStrategy(**values)
+    if strategy.max_delay < strategy.initial_delay:
+        reader.warn(f"{path}.max_delay", "is below initial_delay; every retry waits max_delay")
+    return strategy
+
+
+def _delays(reader: FieldReader, value: Any, path: str) -> tuple[float, ...] | None:
+    if not isinstance(value, list) or not value:
+        reader.error(path, f"{show(value)} must be a non-empty list of seconds, e.g. [10, 60, 300]")
+        return None
+    delays = [reader.number(item, f"{path}[{i}]", minimum=0) for i, item in enumerate(value)]
+    return None if None in delays else tuple(d for d in delays if d is not None)
+
+
+def _schedule_fields(
+    reader: FieldReader, data: dict[str, Any], prefix: str, tz_name: str
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if "schedule_cron" in data:
+        values["cron"] = reader.cron(data["schedule_cron"], prefix + "schedule_cron")
+    if "schedule_interval_seconds" in data:
+        values["interval_seconds"] = reader.integer(
+            data["schedule_interval_seconds"],
+            prefix + "schedule_interval_seconds",
+            minimum=1,
+            unit=" of seconds",
+            example=300,
+        )
+    if "schedule_cron" in data and "schedule_interval_seconds" in data:
+        reader.warn(
+            prefix + "schedule_interval_seconds",
+            "is ignored because schedule_cron is also given (cron wins)",
+        )
+        values["interval_seconds"] = None
+    for key, name in (
+        ("schedule_start", "start"),
+        ("schedule_end", "end"),
+        ("run_once_at", "run_once_at"),
+    ):
+        if key in data:
+            values[name] = reader.moment(data[key], prefix + key, tz_name)
+    start, end = values.get("start"), values.get("end")
+    if start and end and end <= start:
+        reader.error(
+            prefix + "schedule_end", f"{show(data['schedule_end'])} must be after schedule_start"
+        )
+    return values
+
+
+def _schedules(reader: FieldReader, data: dict[str, Any], tz_name: str) -> tuple[ScheduleSpec, ...]:
+    if "schedules" not in data:
+        values = _schedule_fields(reader, data, "", tz_name)
+        once = values.pop("run_once_at", None)
+        specs = []
+        if values.get("cron") or values.get("interval_seconds"):
+            specs.append(ScheduleSpec(id="default", **values))
+        elif values.get("start") or values.get("end"):
+            reader.warn("schedule_start", "and schedule_end have no effect without a schedule")
+        if once:
+            specs.append(ScheduleSpec(id="run_once", run_once_at=once))
+        return tuple(specs)
+
+    entries = data["schedules"]
+    for key in SCHEDULE_KEYS:
+        if key in data:
+            reader.warn(key, "is ignored because schedules[] is present; move it into an entry")
+    if not isinstance(entries, list):
+        reader.error("schedules", f"{show(entries)} must be a list of objects")
+        return ()
+    specs: list[ScheduleSpec] = []
+    for index, entry in enumerate(entries):
+        prefix = f"schedules[{index}]."
+        if not isinstance(entry, dict):
+            reader.error(f"schedules[{index}]", f"{show(entry)} must be an object")
+            continue
+        reader.unknown_keys(entry, SCHEDULE_ENTRY_KEYS, prefix)
+        schedule_id = f"schedule_{index + 1}"
+        if "id" in entry:
+            schedule_id = (
+                reader.string(entry["id"], prefix + "id", allow_empty=False) or schedule_id
+            )
+        if any(spec.id == schedule_id for spec in specs):
+            reader.error(prefix + "id", f"{show(schedule_id)} is used twice; ids must be unique")
+            continue
+        schedule_tz = tz_name
+        values: dict[str, Any] = {}
+        if "timezone" in entry:
+            values["timezone"] = reader.timezone(entry["timezone"], prefix + "timezone")
+            schedule_tz = values["timezone"] or tz_name
+        values.update(_schedule_fields(reader, entry, prefix, schedule_tz))
+        if "enabled" in entry:
+            values["enabled"] = reader.boolean(entry["enabled"], prefix + "enabled")
+        values["overrides"] = _run_settings(reader, entry, prefix)
+        specs.append(
+            ScheduleSpec(id=schedule_id, **{k: v for k, v in values.items() if v is not None})
+        )
+    return tuple(specs)
+
+
+def _triggers(reader: FieldReader, value: Any) -> tuple[DownstreamTrigger, ...]:
+    if not isinstance(value, list):
+        reader.error("downstream_triggers", f"{show(value)} must be a list of objects")
+        return ()
+    triggers: list[DownstreamTrigger] = []
+    for index, entry in enumerate(value):
+        path = f"downstream_triggers[{index}]"
+        if not isinstance(entry, dict):
+            reader.error(path, f'{show(entry)} must be an object like {{"pipeline": "other"}}')
+            continue
+        reader.unknown_keys(entry, TRIGGER_KEYS, f"{path}.")
+        target = entry.get("pipeline")
+        if target is None:
+            reader.error(f"{path}.pipeline", "is required: the name of the pipeline to start")
+            continue
+        target = reader.string(target, f"{path}.pipeline", allow_empty=False)
+        if target is None:
+            continue
+        if not is_pipeline_name(target):
+            reader.error(f"{path}.pipeline", f"{show(target)} is not a pipeline (folder) name")
+            continue
+        values: dict[str, Any] = {"pipeline": target}
+        for key in ("on_success", "on_failure"):
+            if key in entry:
+                values[key] = reader.boolean(entry[key], f"{path}.{key}")
+        for key in ("run_config_id", "on_route"):
+            if entry.get(key) is not None:
+                values[key] = reader.string(entry[key], f"{path}.{key}", allow_empty=False)
+        if None in values.values():
+            continue
+        trigger = DownstreamTrigger(**values)
+        if not trigger.on_success and not trigger.on_failure:
+            reader.warn(path, "has on_success and on_failure both false and never fires")
+        elif trigger.on_route is not None and not trigger.on_success:
+            reader.warn(f"{path}.on_route", "only fires after a success, but on_success is false")
+        triggers.append(trigger)
+    return tuple(triggers)
+
+
+def _cells(reader: FieldReader, value: Any) -> tuple[CellPolicy, ...]:
+    if not isinstance(value, list):
+        reader.error(
+            "cells", f'{show(value)} must be a list like [{{"retries": 2, "delay_seconds": 5}}]'
+        )
+        return ()
+    cells: list[CellPolicy] = []
+    for index, entry in enumerate(value):
+        path = f"cells[{index}]"
+        if not isinstance(entry, dict):
+            reader.error(path, f"{show(entry)} must be an object")
+            continue
+        reader.unknown_keys(entry, ("retries", "delay_seconds"), f"{path}.")
+        retries = reader.integer(entry.get("retries", 0), f"{path}.retries", minimum=0)
+        delay = reader.number(entry.get("delay_seconds", 0), f"{path}.delay_seconds", minimum=0)
+        cells.append(CellPolicy(retries=retries or 0, delay_seconds=delay or 0.0))
+    return tuple(cells)

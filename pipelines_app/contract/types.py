@@ -1,0 +1,169 @@
+"""The typed values of a pipeline.json, stored on the Pipeline row as JSON and read back.
+
+`to_json()` output is already normalised (sizes in bytes, cron in 5-field form, datetimes
+with their offset); `from_json()` trusts it and does not validate again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class RetryStrategy:
+    """How long to wait before retry number n (1-based)."""
+
+    type: Literal["exponential_backoff", "fixed_delay", "custom_schedule"]
+    initial_delay: float = 60.0
+    max_delay: float = 3600.0
+    multiplier: float = 2.0
+    delay: float = 60.0
+    delays: tuple[float, ...] = ()
+
+    def delay_before_retry(self, retry_number: int) -> float:
+        if self.type == "fixed_delay":
+            return self.delay
+        if self.type == "custom_schedule":
+            return self.delays[min(retry_number, len(self.delays)) - 1]
+        return min(self.initial_delay * self.multiplier ** (retry_number - 1), self.max_delay)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings a schedule may override; None means "not set here"."""
+
+    cpu_hard_limit: float | None = None
+    mem_hard_limit_bytes: int | None = None
+    cpu_soft_limit: float | None = None
+    mem_soft_limit_bytes: int | None = None
+    timeout_seconds: int | None = None  # 0 = no limit (daemons)
+    retry_attempts: int | None = None
+    retry_strategy: RetryStrategy | None = None
+    default_env: dict[str, str] = field(default_factory=dict)
+    encrypted_env: dict[str, str] = field(default_factory=dict)
+    webhook_key: str | None = None
+
+    def overridden_by(self, other: RunSettings) -> RunSettings:
+        """These settings with `other`'s set values on top; env maps merge key by key."""
+        changes: dict[str, Any] = {
+            f.name: getattr(other, f.name)
+            for f in fields(other)
+            if f.name not in ("default_env", "encrypted_env") and getattr(other, f.name) is not None
+        }
+        changes["default_env"] = {**self.default_env, **other.default_env}
+        changes["encrypted_env"] = {**self.encrypted_env, **other.encrypted_env}
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSettings:
+        return _run_settings_from_json(data)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One entry of `schedules[]` (or the top-level schedule fields, as id "default")."""
+
+    id: str
+    cron: str | None = None
+    interval_seconds: int | None = None
+    run_once_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    timezone: str | None = None
+    enabled: bool = True
+    overrides: RunSettings = field(default_factory=RunSettings)
+
+    @property
+    def fires_by_time(self) -> bool:
+        return bool(self.cron or self.interval_seconds or self.run_once_at)
+
+
+@dataclass(frozen=True)
+class DownstreamTrigger:
+    pipeline: str
+    on_success: bool = True
+    on_failure: bool = False
+    run_config_id: str | None = None
+    on_route: str | None = None
+
+
+@dataclass(frozen=True)
+class CellPolicy:
+    retries: int = 0
+    delay_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    type: Literal["script", "notebook"] = "script"
+    python_version: str | None = None
+    run: RunSettings = field(default_factory=RunSettings)
+    max_instances: int | None = None
+    timezone: str | None = None
+    schedules: tuple[ScheduleSpec, ...] = ()
+    downstream_triggers: tuple[DownstreamTrigger, ...] = ()
+    restart_on_crash: bool = False
+    restart_cooldown: float = 0.0
+    restart_interval: str | None = None
+    cells: tuple[CellPolicy, ...] = ()
+
+    @property
+    def entry_point(self) -> str:
+        return "main.ipynb" if self.type == "notebook" else "main.py"
+
+    def schedule(self, schedule_id: str) -> ScheduleSpec | None:
+        return next((s for s in self.schedules if s.id == schedule_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipelineConfig:
+        """Rebuild from `to_json()` output (trusted, already validated)."""
+        data = dict(data)
+        data["tags"] = tuple(data.get("tags", ()))
+        data["run"] = _run_settings_from_json(data.get("run", {}))
+        data["schedules"] = tuple(_schedule_from_json(s) for s in data.get("schedules", ()))
+        data["downstream_triggers"] = tuple(
+            DownstreamTrigger(**t) for t in data.get("downstream_triggers", ())
+        )
+        data["cells"] = tuple(CellPolicy(**c) for c in data.get("cells", ()))
+        return cls(**data)
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _to_json(item) for key, item in value.items()}
+    return value
+
+
+def _run_settings_from_json(data: dict[str, Any]) -> RunSettings:
+    data = dict(data)
+    if data.get("retry_strategy"):
+        strategy = dict(data["retry_strategy"])
+        strategy["delays"] = tuple(strategy.get("delays", ()))
+        data["retry_strategy"] = RetryStrategy(**strategy)
+    return RunSettings(**data)
+
+
+def _schedule_from_json(data: dict[str, Any]) -> ScheduleSpec:
+    data = dict(data)
+    for key in ("run_once_at", "start", "end"):
+        if data.get(key):
+            data[key] = datetime.fromisoformat(data[key])
+    data["overrides"] = _run_settings_from_json(data.get("overrides", {}))
+    return ScheduleSpec(**data)
