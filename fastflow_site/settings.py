@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from pipelines_app.sizes import parse_size
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -41,6 +43,28 @@ def _int(name: str, default: int | None, minimum: int = 0) -> int | None:
         ) from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _size(name: str, default: str) -> int:
+    """A size setting ("512m", "4g", "2Gi"), in bytes."""
+    raw = env.str(name, default=default).strip()
+    try:
+        return parse_size(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a size; use e.g. {name}=512m, 4g or 2Gi"
+        ) from None
+
+
+def _cores(name: str, default: float) -> float:
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number of cores; use e.g. 0.5, 1, 2")
     return value
 
 
@@ -112,6 +136,10 @@ UV_CACHE_DIR = _path("UV_CACHE_DIR", DATA_DIR / "uv_cache")
 
 WORKER_IMAGE = env.str("WORKER_IMAGE", default="fastflow-worker:latest")
 FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
+if FASTFLOW_EXECUTOR not in ("docker", "local"):
+    raise ImproperlyConfigured(
+        f"FASTFLOW_EXECUTOR={FASTFLOW_EXECUTOR!r} is not an executor; use docker or local"
+    )
 UV_PRE_HEAT = env.bool("UV_PRE_HEAT", default=True)
 MAX_CONCURRENT_RUNS = _int("MAX_CONCURRENT_RUNS", 10, minimum=1)
 CONTAINER_TIMEOUT = _int("CONTAINER_TIMEOUT", None, minimum=1)  # seconds; None = no limit
@@ -142,6 +170,16 @@ REDIS_URL = env.str("REDIS_URL", default="")
 RUN_CA_BUNDLE = env.str("RUN_CA_BUNDLE", default=env.str("SSL_CERT_FILE", default=""))
 RUN_PIDS_LIMIT = _int("RUN_PIDS_LIMIT", 512, minimum=16)
 RUN_TMPFS_SIZE_MB = _int("RUN_TMPFS_SIZE_MB", 512, minimum=16)  # each of /tmp and $HOME
+# Every run's memory and CPU limits: the default, and the most pipeline.json may ask for.
+RUN_MEMORY_LIMIT = _size("RUN_MEMORY_LIMIT", "4g")
+RUN_CPU_LIMIT = _cores("RUN_CPU_LIMIT", 2.0)
+# The Docker network of run containers (made on first use; containers on it cannot reach
+# each other).
+RUN_NETWORK = env.str("RUN_NETWORK", default="fastflow-runs")
+# Seconds a call to the Docker engine may take; log and stats streams have no timeout
+# unless DOCKER_STREAM_TIMEOUT sets one (they are opened again when they end early).
+DOCKER_API_TIMEOUT = _int("DOCKER_API_TIMEOUT", 30, minimum=1)
+DOCKER_STREAM_TIMEOUT = _int("DOCKER_STREAM_TIMEOUT", None, minimum=1)
 RUN_STOP_GRACE_SECONDS = _int("RUN_STOP_GRACE_SECONDS", 10, minimum=0)  # SIGTERM, then SIGKILL
 RETRY_ON_TIMEOUT = env.bool("RETRY_ON_TIMEOUT", default=False)
 # A worker that has not shown a sign of life for this long has lost its runs to another.

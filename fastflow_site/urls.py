@@ -30,7 +30,7 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("pipelines/", include("pipelines_app.urls")),
-    path("hooks/<str:name>/", pipeline_views.webhook, name="webhook"),
+    path("hooks/<str:name>/", run_views.webhook, name="webhook"),
     path("sync/", pipeline_views.sync_status, name="sync"),
     path("sync/now/", pipeline_views.sync_now, name="sync_now"),
     path("git/push/", pipeline_views.git_push, name="git_push"),

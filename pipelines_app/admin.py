@@ -18,7 +18,6 @@ from pipelines_app.discovery import discover
 from pipelines_app.forms import GitSourceForm, ScheduleForm
 from pipelines_app.gitsync import request_sync
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from pipelines_app.warmup import request_warmups
 
 
 class ValidityFilter(admin.SimpleListFilter):
@@ -52,7 +51,8 @@ class PipelineAdmin(admin.ModelAdmin):
     ]
     list_filter = ["state", ValidityFilter, "enabled", "entry_type", "has_requirements"]
     search_fields = ["name", "description"]
-    actions = ["run_now", "rediscover", "warm_dependencies"]
+    # Running and warming are added by runs_app.admin, which re-registers this class.
+    actions = ["rediscover"]
     fieldsets = [
         (None, {"fields": ["name", "status_label", "description", "tag_list", "enabled"]}),
         ("Problems", {"fields": ["errors_display", "warnings_display"]}),
@@ -127,23 +127,6 @@ class PipelineAdmin(admin.ModelAdmin):
         url = reverse("admin:runs_app_pipelinerun_changelist") + f"?pipeline__id__exact={obj.pk}"
         return format_html('<a href="{}">{} runs</a>', url, obj.run_count)
 
-    @admin.action(description="Run the selected pipelines now", permissions=["run"])
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
-        from runs_app.models import PipelineRun, RunRefused
-
-        for pipeline in queryset:
-            try:
-                run = PipelineRun.enqueue(
-                    pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user
-                )
-            except RunRefused as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-                continue
-            self.message_user(request, f"Run {run.short_id} of {pipeline.name} queued.")
-
-    def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("runs_app.add_pipelinerun")
-
     @admin.action(description="Rediscover all pipelines from the pipelines directory")
     def rediscover(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
         scan, record = discover()
@@ -160,12 +143,6 @@ class PipelineAdmin(admin.ModelAdmin):
 
 def _message_list(lines: list[str]) -> str:
     return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
-
-    @admin.action(description="Warm dependencies", permissions=["view"])
-    def warm_dependencies(self, request: HttpRequest, queryset: QuerySet) -> None:
-        names = list(queryset.values_list("name", flat=True))
-        marked = request_warmups(names, force=True)
-        self.message_user(request, f"{marked} pipeline(s) queued to warm their dependencies.")
 
 
 @admin.register(DiscoveryScan)

@@ -20,9 +20,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from pipelines_app.checkouts import live_pipelines_root
 from pipelines_app.contract import PipelineConfig, Problem, is_pipeline_name, parse_config
-from pipelines_app.models import DiscoveryScan, Pipeline
-from pipelines_app.scheduler import sync_file_schedules
+from pipelines_app.models import DiscoveryScan, GitSource, Pipeline
+from pipelines_app.schedules import sync_file_schedules
+from pipelines_app.signals import catalogue_changed
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,6 @@ class _Unreadable(Exception):
 def pipelines_root() -> Path:
     """The live checkout of the pipeline repository when one is configured (plus its
     sub-folder), else PIPELINES_DIR plus PIPELINES_SUBDIR (which must stay inside it)."""
-    from pipelines_app.gitsync import live_pipelines_root
-    from pipelines_app.models import GitSource
-
     source = GitSource.load()
     if source.is_configured:
         return live_pipelines_root(source)
@@ -312,6 +311,7 @@ def discover(root: Path | None = None) -> tuple[Scan, DiscoveryScan]:
         record = _apply(scan, started_at, began)
     except IntegrityError:
         record = _apply(scan, started_at, began)
+    catalogue_changed.send(sender=DiscoveryScan, scan_record=record)
     return scan, record
 
 

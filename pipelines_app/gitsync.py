@@ -32,48 +32,44 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django_q.tasks import async_task
 from git import GitCommandError, Repo
 
+from pipelines_app.checkouts import (
+    checkouts_dir,
+    commit_of,
+    current_link,
+    git_dir,
+    live_commit,
+    live_pipelines_root,
+)
+from pipelines_app.deploy_keys import ssh_environment
+from pipelines_app.discovery import discover
+from pipelines_app.github_app import installation_token
 from pipelines_app.models import GitSource, Sync
-from pipelines_app.warmup import request_warmups
+from pipelines_app.signals import commits_in_use
+
+__all__ = [
+    "SyncError",
+    "checkouts_dir",
+    "commit_of",
+    "current_link",
+    "git_dir",
+    "live_commit",
+    "live_pipelines_root",
+    "request_sync",
+    "run_sync",
+    "safe_url",
+    "sync",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class SyncError(Exception):
     """A sync that cannot go on, in words for the person reading the sync history."""
-
-
-def git_dir() -> Path:
-    return Path(settings.DATA_DIR) / "git"
-
-
-def current_link() -> Path:
-    return git_dir() / "current"
-
-
-def checkouts_dir() -> Path:
-    return git_dir() / "checkouts"
-
-
-def live_pipelines_root(source: GitSource) -> Path:
-    root = current_link()
-    return root / source.subdir.strip("/") if source.subdir.strip("/") else root
-
-
-def live_commit() -> str:
-    link = current_link()
-    return commit_of(link) if link.exists() else ""
-
-
-def commit_of(folder: Path) -> str:
-    """The commit of the checkout a (resolved) pipeline folder lies in; "" outside git."""
-    try:
-        relative = folder.resolve().relative_to(checkouts_dir().resolve())
-    except ValueError:
-        return ""
-    return relative.parts[0] if relative.parts else ""
 
 
 # --- one sync at a time -------------------------------------------------------------------
@@ -113,16 +109,12 @@ def sync(trigger: str, user=None) -> Sync | None:
 
 def run_sync(trigger: str = Sync.Trigger.MANUAL, user_id: int | None = None) -> None:
     """The worker's task for a sync asked for on a page, by a push or by the interval."""
-    from django.contrib.auth import get_user_model
-
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     sync(trigger, user)
 
 
 def request_sync(trigger: str, user=None) -> None:
     """Hand a sync to the worker (the web process never runs git)."""
-    from django_q.tasks import async_task
-
     async_task("pipelines_app.gitsync.run_sync", trigger, user.pk if user else None, group="sync")
 
 
@@ -145,8 +137,6 @@ def request_sync_when_due() -> None:
 
 
 def _sync_once(trigger: str, user) -> Sync:
-    from pipelines_app.discovery import discover
-
     source = GitSource.load()
     record = Sync.objects.create(
         trigger=trigger,
@@ -173,8 +163,6 @@ def _sync_once(trigger: str, user) -> Sync:
         )
         record.status = Sync.Status.SUCCEEDED
         _remove_old_checkouts(keep={head.hexsha, record.previous_commit})
-        if settings.UV_PRE_HEAT:
-            request_warmups()
     except (SyncError, GitCommandError, OSError, ValueError) as problem:
         record.status = Sync.Status.FAILED
         record.error = _scrub(_describe(problem), secrets)
@@ -230,15 +218,9 @@ def _deploy(repo: Repo, sha: str) -> None:
 
 def _remove_old_checkouts(keep: set[str]) -> None:
     """Checkouts no running run uses, except the live one and the one before it."""
-    from runs_app.models import PipelineRun
-
     if not checkouts_dir().is_dir():
         return
-    in_use = set(
-        PipelineRun.objects.filter(status=PipelineRun.Status.RUNNING).values_list(
-            "git_commit", flat=True
-        )
-    )
+    in_use = commits_in_use()
     repo = Repo(git_dir() / "repo")
     for checkout in checkouts_dir().iterdir():
         if checkout.name in keep or checkout.name in in_use:
@@ -262,8 +244,6 @@ def _credentials(source: GitSource) -> Iterator[tuple[dict[str, str], list[str]]
         if source.auth == GitSource.Auth.TOKEN:
             token = source.secret("token")
         else:
-            from pipelines_app.github_app import installation_token
-
             token = installation_token()
         if not token:
             raise SyncError("The repository needs a token, and none is stored.")
@@ -276,8 +256,6 @@ def _credentials(source: GitSource) -> Iterator[tuple[dict[str, str], list[str]]
         secrets += [token, basic]
         yield environment, secrets
     elif source.auth == GitSource.Auth.SSH:
-        from pipelines_app.deploy_keys import ssh_environment
-
         with ssh_environment(source) as ssh:
             environment.update(ssh)
             yield environment, secrets

@@ -61,8 +61,8 @@ class Pipeline(models.Model):
     requirements_hash = models.CharField(max_length=64, blank=True, help_text="sha256")
     requirements_text = models.TextField(blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PRESENT)
-    # Dependency warm-up (pipelines_app.warmup): the requirements installed once into the
-    # shared uv cache after a sync, so the next run starts warm.
+    # Dependency warm-up (runs_app.warmup): the requirements installed once into the shared
+    # uv cache, which runs read but never write. warmed_hash is the environment_key warmed.
     warm_status = models.CharField(max_length=8, choices=WarmStatus.choices, blank=True)
     warmed_hash = models.CharField(max_length=64, blank=True, help_text="requirements warmed")
     warm_duration = models.DurationField(null=True, blank=True)
@@ -105,6 +105,19 @@ class Pipeline(models.Model):
         if not self.is_valid:
             return "invalid"
         return "ok" if self.enabled else "disabled"
+
+    @property
+    def needs_environment(self) -> bool:
+        """Whether runs build an environment (requirements, or a chosen Python)."""
+        return self.has_requirements or bool(self.spec.python_version)
+
+    @property
+    def environment_key(self) -> str:
+        """What a warm-up made ready: the requirements, the Python asked for, the image."""
+        material = "\0".join(
+            [self.requirements_hash, self.spec.python_version or "", settings.WORKER_IMAGE]
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
 
     @property
     def error_messages(self) -> list[str]:

@@ -9,7 +9,6 @@ app_name = "pipelines_app"
 urlpatterns = [
     path("", views.pipeline_list, name="list"),
     path("<str:name>/", views.pipeline_detail, name="detail"),
-    path("<str:name>/run/", views.pipeline_run, name="run"),
     path("<str:name>/webhook-keys/", views.webhook_key_add, name="webhook_key_add"),
     path(
         "<str:name>/webhook-keys/<str:prefix>/delete/",

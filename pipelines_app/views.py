@@ -14,16 +14,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from pipelines_app.webhooks import authenticate, key_of, over_rate_limit
-from runs_app.environment import check_parameters
-from runs_app.models import PipelineRun, RunRefused, with_last_run
+from runs_app.models import with_last_run
 
 RECENT_RUNS = 20
 UPCOMING_FIRE_TIMES = 5
@@ -128,38 +125,6 @@ def schedule_delete(request: HttpRequest, name: str, config_id: str) -> HttpResp
 
 
 @require_POST
-@permission_required("runs_app.add_pipelinerun", raise_exception=True)
-def pipeline_run(request: HttpRequest, name: str) -> HttpResponse:
-    """Start a run by hand; a disabled pipeline needs the person to confirm."""
-    pipeline = get_object_or_404(Pipeline, name=name)
-    if not pipeline.enabled and request.POST.get("confirm_disabled") != "yes":
-        messages.warning(
-            request,
-            f"{pipeline.name} is disabled in its pipeline.json; confirm below to run it anyway.",
-        )
-        return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
-    names, values = request.POST.getlist("param_name"), request.POST.getlist("param_value")
-    parameters = {n.strip(): v for n, v in zip(names, values, strict=False) if n.strip()}
-    problems = check_parameters(parameters)
-    if problems:
-        for problem in problems:
-            messages.error(request, problem)
-        return redirect(pipeline)
-    try:
-        run = PipelineRun.enqueue(
-            pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user, parameters=parameters
-        )
-    except RunRefused as exc:
-        messages.error(request, str(exc))
-        return redirect(pipeline)
-    messages.success(request, f"Run {run.short_id} of {pipeline.name} queued.")
-    next_url = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
-        next_url = run.get_absolute_url()  # watch it run
-    return redirect(next_url)
-
-
-@require_POST
 @permission_required("pipelines_app.add_webhookkey", raise_exception=True)
 def webhook_key_add(request: HttpRequest, name: str) -> HttpResponse:
     """Make a key and show it once, on the pipeline page (never stored in plain text)."""
@@ -177,74 +142,6 @@ def webhook_key_delete(request: HttpRequest, name: str, prefix: str) -> HttpResp
     key.delete()
     messages.success(request, f"Webhook key {prefix}… revoked.")
     return redirect(key.pipeline)
-
-
-NOT_FOUND = {"error": "No such pipeline, or the key is wrong."}
-
-
-@login_not_required
-@csrf_exempt
-@require_POST
-def webhook(request: HttpRequest, name: str) -> JsonResponse:
-    """Start a run from an HTTP call carrying the pipeline's key (pipelines_app.webhooks)."""
-    pipeline = Pipeline.objects.filter(name=name).first()
-    match = authenticate(pipeline, key_of(request))
-    if match is None:
-        return JsonResponse(NOT_FOUND, status=404)
-    if not pipeline.enabled or not pipeline.is_runnable:
-        why = "it is disabled" if pipeline.is_runnable else pipeline.status
-        return JsonResponse({"error": f"{pipeline.name} does not start: {why}."}, status=409)
-    parameters, problems = _webhook_values(request)
-    if problems:
-        return JsonResponse({"error": "The body was refused.", "problems": problems}, status=400)
-    if wait := over_rate_limit(pipeline):
-        response = JsonResponse(
-            {"error": f"Too many calls for {pipeline.name}; try again in {wait} s."}, status=429
-        )
-        response["Retry-After"] = str(wait)
-        return response
-    try:
-        run = PipelineRun.enqueue(
-            pipeline,
-            trigger=PipelineRun.Trigger.WEBHOOK,
-            parameters=parameters,
-            schedule=match.schedule,
-        )
-    except RunRefused as refused:
-        return JsonResponse({"error": str(refused)}, status=409)
-    return JsonResponse(
-        {
-            "run_id": str(run.public_id),
-            "url": request.build_absolute_uri(run.get_absolute_url()),
-            "status": run.status,
-            "pipeline": pipeline.name,
-            "schedule": match.schedule.config_id if match.schedule else None,
-        },
-        status=202,
-    )
-
-
-def _webhook_values(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
-    """Environment values for the run from an optional JSON object body."""
-    if not request.body.strip():
-        return {}, []
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return {}, ["the body is not JSON"]
-    if not isinstance(body, dict):
-        return {}, ['the body must be a JSON object of names to values, e.g. {"DAY": "monday"}']
-    problems = [
-        f"{name}: the value must be a string, number or boolean"
-        for name, value in body.items()
-        if not isinstance(value, str | int | float | bool)
-    ]
-    problems += check_parameters(body)
-    values = {
-        name: (json.dumps(value) if isinstance(value, bool) else str(value))
-        for name, value in body.items()
-    }
-    return values, problems
 
 
 RECENT_SYNCS = 20

@@ -10,8 +10,41 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
+from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
-from runs_app.models import PipelineRun, RunRefused
+from runs_app.models import PipelineRun, RunRefused, ScheduleSkip, WorkerProcess
+from runs_app.warmup import request_warmups
+
+admin.site.unregister(Pipeline)
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(CataloguePipelineAdmin):
+    """The catalogue's pipeline admin, with the actions that start something."""
+
+    actions = ["run_now", "warm_dependencies", *CataloguePipelineAdmin.actions]
+
+    @admin.action(description="Run the selected pipelines now", permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
+        for pipeline in queryset:
+            try:
+                run = PipelineRun.enqueue(
+                    pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user
+                )
+            except RunRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"Run {run.short_id} of {pipeline.name} queued.")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runs_app.add_pipelinerun")
+
+    @admin.action(description="Warm dependencies", permissions=["run"])
+    def warm_dependencies(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
+        names = list(queryset.values_list("name", flat=True))
+        marked = request_warmups(names, force=True)
+        self.message_user(request, f"{marked} pipeline(s) queued to warm their dependencies.")
 
 
 @admin.register(PipelineRun)
@@ -138,3 +171,37 @@ class PipelineRunAdmin(admin.ModelAdmin):
     @admin.display(description="parameters")
     def parameters_display(self, obj: PipelineRun) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.parameters, indent=2, sort_keys=True))
+
+
+@admin.register(ScheduleSkip)
+class ScheduleSkipAdmin(admin.ModelAdmin):
+    """Due times that queued no run, and why: evidence, so read-only."""
+
+    list_display = ["schedule", "due_at", "reason", "waiting_run", "recorded_at"]
+    list_filter = ["reason", "due_at"]
+    list_select_related = ["schedule__pipeline", "waiting_run__pipeline"]
+    raw_id_fields = ["schedule", "waiting_run"]
+    search_fields = ["schedule__pipeline__name", "schedule__config_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
+    """The worker processes that report in, and whether they reach the Docker engine."""
+
+    list_display = ["name", "started_at", "seen_at", "alive", "engine_ok", "engine_error"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: WorkerProcess) -> bool:
+        return obj.is_alive

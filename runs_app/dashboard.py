@@ -70,7 +70,7 @@ def counts() -> dict[str, int]:
         .annotate(n=Count("id"))
     )
     return {
-        "running": PipelineRun.objects.filter(status=Status.RUNNING).count(),
+        "running": PipelineRun.objects.filter(status__in=PipelineRun.IN_FLIGHT_STATUSES).count(),
         "queued": PipelineRun.objects.filter(status=Status.QUEUED).count(),
         "succeeded_24h": last_day.get(Status.SUCCEEDED, 0),
         "failed_24h": last_day.get(Status.FAILED, 0) + last_day.get(Status.TIMED_OUT, 0),

@@ -17,15 +17,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipelines_app.contract import RunSettings
+from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 from secrets_app.crypto import decrypt
 from secrets_app.env_names import runtime_env_name_problem
 from secrets_app.models import Variable
 
 
-def check_parameters(values: dict[str, str]) -> list[str]:
-    """Why each given name cannot be a run's environment variable (empty: all fine)."""
-    return [problem for name in values if (problem := runtime_env_name_problem(name))]
+def secret_names_of(pipeline: Pipeline) -> set[str]:
+    """Every name a run of `pipeline` may get a secret under: its pipeline.json
+    encrypted_env (schedules' included) and the stored secrets it receives."""
+    spec = pipeline.spec
+    names = set(spec.run.encrypted_env)
+    for schedule in spec.schedules:
+        names |= set(schedule.overrides.encrypted_env)
+    names |= {variable.name for variable in Variable.for_pipeline(pipeline) if variable.is_secret}
+    return names
+
+
+def check_parameters(pipeline: Pipeline, values: dict[str, str]) -> list[str]:
+    """Why each name given for one run (run form, webhook body, `runpipeline -e`) cannot be
+    one of its environment variables (empty: all fine). Reserved names are refused, and so
+    are the names of the pipeline's secrets: a caller must not swap a secret for its own
+    value (a database password for one that points elsewhere)."""
+    problems = [problem for name in values if (problem := runtime_env_name_problem(name))]
+    secrets = secret_names_of(pipeline)
+    problems += [
+        f"{name} is a secret of {pipeline.name}; a value given for one run cannot replace it"
+        for name in values
+        if name in secrets
+    ]
+    return problems
 
 
 @dataclass

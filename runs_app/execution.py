@@ -1,42 +1,64 @@
-"""A run's life in the worker: take it, execute it, record the truth, retry, start the next.
+"""A run's life in the worker: take it, follow it, record the truth, hand it on.
 
 `execute_run` is the django-q2 task. It may be delivered twice (a broker redelivery, a
-reconcile) or reach a run whose earlier follower died; `PipelineRun.take` makes exactly one
-process the run's follower, and a follower that finds the run's container already there
-re-attaches instead of starting another.
+reconcile); `PipelineRun.take` makes exactly one process the run's follower. A follower
+finds the run's container when there is one (a predecessor died, or the engine went away)
+and re-attaches to it instead of starting another.
+
+The follower holds the run's lease (PipelineRun.worker_id) and renews it every few
+seconds. When the database cannot be reached it keeps following for half of
+RUN_HEARTBEAT_TIMEOUT — the log file is the truth, nothing is lost — and then stops without
+writing more, because by then reconcile may have handed the run to another worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from pipelines_app.contract import RetryStrategy
-from pipelines_app.gitsync import commit_of
+from pipelines_app.checkouts import commit_of
+from pipelines_app.sizes import format_size
 from runs_app import live
 from runs_app.environment import build_environment
-from runs_app.executors import ExecutorError, Outcome, RunSpec, Watch, get_executor
-from runs_app.logs import LogWriter, MetricsWriter, last_timestamps, metrics_path
-from runs_app.models import PipelineRun
-from runs_app.queue import dispatch
+from runs_app.executors import (
+    EngineUnavailable,
+    Executor,
+    ExecutorError,
+    LeaseLost,
+    Outcome,
+    RunSpec,
+    Watch,
+    get_executor,
+)
+from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
+from runs_app.models import PipelineRun, dispatch
+from runs_app.warmup import ensure_warm
 from secrets_app.crypto import DecryptionError
+from secrets_app.masking import Masker
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RETRY_STRATEGY = RetryStrategy("exponential_backoff")
 # A scheduled run that leaves the queue later than this says so in its log.
 LATE_AFTER = timedelta(seconds=5)
+# A claimed run whose task was handed out this long ago without being taken is sent again.
+LOST_TASK_AFTER = timedelta(seconds=30)
+FINISHED_PREFIX = "finished: "
 FailureReason = PipelineRun.FailureReason
 Status = PipelineRun.Status
+T = TypeVar("T")
 
 
 # Told apart from a later process that happens to get the same pid (a restarted container
@@ -48,105 +70,335 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{WORKER_TOKEN}"
 
 
-def execute_run(run_id: int, orphaned_workers: list[str] | None = None) -> None:
+def execute_run(run_id: int) -> None:
     """The task: follow one run to its end (or do nothing if another process has it)."""
-    me = worker_id()
-    if not PipelineRun.take(run_id, me, orphaned_workers):
+    run = PipelineRun.take(run_id, worker_id())
+    if run is None:
         return
-    run = PipelineRun.objects.select_related("pipeline", "schedule").get(pk=run_id)
     try:
-        _execute(run)
+        RunFollower(run).follow()
     finally:
-        dispatch()  # a slot is free (or the run could not start): start the next
+        try:
+            dispatch()  # a slot is free (or the run could not start): start the next
+        except DatabaseError:
+            logger.warning("could not start the next run: the database is unavailable")
 
 
-def _execute(run: PipelineRun) -> None:
-    executor = get_executor()
-    try:
-        environment = build_environment(run)
-    except DecryptionError as exc:
-        _refuse(run, FailureReason.SECRET, str(exc))
-        return
-    log = LogWriter(
-        Path(run.log_path), mask=_masker(environment.secret_values), publish_as=run.public_id
-    )
-    metrics = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
-    spec = _spec(run, environment.variables)
-    watch = Watch(
-        should_cancel=run.cancel_is_requested,
-        heartbeat=run.beat,
-        on_started=lambda handle: PipelineRun.objects.filter(pk=run.pk).update(
-            container_id=handle, started_at=timezone.now()
-        ),
-        on_sample=metrics.sample,
-    )
-    try:
-        state = executor.container_state(run.container_id) if run.container_id else None
+class Lease:
+    """The run's lease as this process sees it.
+
+    `renew()` is the heartbeat: False once another process holds the run. A heartbeat the
+    database cannot take is tolerated for half of RUN_HEARTBEAT_TIMEOUT (reconcile hands
+    a run over only after the whole timeout), then LeaseLost stops the follower.
+    """
+
+    def __init__(self, run: PipelineRun) -> None:
+        self.run = run
+        self.confirmed_at = time.monotonic()
+
+    @property
+    def safe_for(self) -> float:
+        return settings.RUN_HEARTBEAT_TIMEOUT / 2 - (time.monotonic() - self.confirmed_at)
+
+    def renew(self) -> bool:
+        try:
+            held = self.run.beat()
+        except DatabaseError:
+            close_old_connections()
+            if self.safe_for > 0:
+                return True
+            raise LeaseLost from None
+        if held:
+            self.confirmed_at = time.monotonic()
+        return held
+
+    def ensure(self) -> None:
+        """Before acting for the run (its last lines, its end): the lease is surely ours."""
+        if self.safe_for <= 0 and not self.renew():
+            raise LeaseLost
+
+
+def with_database(action: Callable[[], T], lease: Lease) -> T:
+    """Run a database write, retrying while the lease is safe (a SQLite lock held too long,
+    PostgreSQL restarting); LeaseLost when the database stays away longer."""
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except DatabaseError:
+            close_old_connections()
+            if lease.safe_for <= delay:
+                raise LeaseLost from None
+            logger.warning("the database is unavailable; trying again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class RunFollower:
+    """Everything one worker process does for one run it holds."""
+
+    def __init__(self, run: PipelineRun) -> None:
+        self.run = run
+        self.lease = Lease(run)
+        self.executor: Executor = get_executor()
+        self.log: LogWriter | None = None
+        self.metrics: MetricsWriter | None = None
+        self.spec: RunSpec | None = None
+
+    def follow(self) -> None:
+        run = self.run
+        try:
+            environment = build_environment(run)
+        except DecryptionError as exc:
+            self._fail_before_start(FailureReason.SECRET, str(exc))
+            return
+        except DatabaseError:
+            logger.warning("run %s: the database is unavailable; left to a worker", run)
+            return  # the lease lapses; reconcile hands the run out again
+        mask = Masker(environment.secret_values)
+        try:
+            self.log = LogWriter(Path(run.log_path), mask=mask, publish_as=run.public_id)
+            self.metrics = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
+        except OSError as exc:
+            self._fail_without_log(exc)
+            return
+        self.spec, notes = run_spec(run, environment.variables)
+        try:
+            self._follow(environment, notes, mask)
+        finally:
+            self.log.close()
+            self.metrics.close()
+            if run.is_finished:
+                shutil.rmtree(self.spec.run_dir, ignore_errors=True)
+            # Only now, with the last line written: viewers close when they see a final
+            # status (or the run waiting for a worker again).
+            live.status_changed(run.public_id)
+
+    def _follow(self, environment, notes: list[str], mask: Masker) -> None:
+        run, log, spec = self.run, self.log, self.spec
+        watch = Watch(
+            should_cancel=self._cancel_requested,
+            heartbeat=self.lease.renew,
+            on_started=lambda handle: with_database(lambda: run.mark_started(handle), self.lease),
+            on_sample=self.metrics.sample,
+        )
+        try:
+            try:
+                handle = self._existing_container()
+                if handle:
+                    log.system(f"worker {worker_id()} re-attached to the run")
+                    outcome = self.executor.reattach(
+                        spec, handle, log, watch, last_timestamps(Path(run.log_path))
+                    )
+                else:
+                    outcome = self._start(environment, notes, watch)
+                if outcome is not None:
+                    self._record(outcome, mask)
+            except EngineUnavailable as exc:
+                if self.lease.safe_for > 0:
+                    log.system(f"{exc}; the run waits for it (a started container goes on)")
+                with_database(run.release, self.lease)
+            except ExecutorError as exc:
+                if exc.reason == FailureReason.LOST:
+                    self._conclude(Status.FAILED, FailureReason.LOST, str(exc))
+                else:
+                    self._conclude(Status.FAILED, exc.reason, str(exc))
+            except (LeaseLost, DatabaseError):
+                raise
+            except Exception as exc:
+                logger.exception("run %s failed inside Fast-Flow", run.public_id)
+                message = mask(f"Fast-Flow failed while running it: {type(exc).__name__}: {exc}")
+                self._conclude(Status.FAILED, FailureReason.INTERNAL_ERROR, message)
+        except LeaseLost:
+            logger.warning("run %s: its lease could not be kept; another worker goes on", run)
+            return
+        except DatabaseError:
+            logger.warning("run %s: the database is unavailable; left to another worker", run)
+            return
+        if run.is_finished and run.container_id:
+            # Only now: exit code and log are stored. (Without the engine, reconcile removes
+            # containers of final runs later.)
+            with contextlib.suppress(EngineUnavailable):
+                self.executor.remove(run.container_id)
+
+    def _existing_container(self) -> str:
+        """The run's container from an earlier follower, if it got that far (else "")."""
+        run = self.run
+        handle = run.container_id or self.executor.find(str(run.public_id)) or ""
+        if not handle:
+            return ""
+        state = self.executor.state(handle)
         if state == "created":
-            # Its worker died between creating and starting the container: start afresh.
-            executor.remove(run.container_id)
-            run.container_id = ""
-        if run.container_id:
-            if state is None:
-                log.system("the run's container vanished while no worker was following it")
-                run.finish(
-                    Status.FAILED,
-                    failure_reason=FailureReason.LOST,
-                    error_message="Its container vanished while no worker was following it.",
-                )
-                return
-            log.system(f"worker {worker_id()} re-attached to the run ({state})")
-            outcome = executor.reattach(
-                spec, run.container_id, log, watch, last_timestamps(Path(run.log_path))
+            # Its follower stopped between creating and starting it: start afresh.
+            self.executor.remove(handle)
+            return ""
+        if state is None:
+            raise ExecutorError(
+                FailureReason.LOST, "Its container vanished while no worker was following it."
             )
-        else:
-            PipelineRun.objects.filter(pk=run.pk).update(
+        if handle != run.container_id:
+            with_database(lambda: run.record(container_id=handle), self.lease)
+        return handle
+
+    def _start(self, environment, notes: list[str], watch: Watch) -> Outcome | None:
+        run, log, spec = self.run, self.log, self.spec
+        with_database(
+            lambda: run.record(
                 environment=environment.visible,
                 secret_env_names=sorted(environment.secret_names),
                 git_commit=commit_of(spec.folder),
-            )
-            if run.lateness is not None and run.lateness > LATE_AFTER:
-                log.system(
-                    f"scheduled for {run.scheduled_for.isoformat()}, "
-                    f"started {format_delay(run.lateness)} late"
-                )
-            log.system(
-                f"starting {run.pipeline.name} (attempt {run.attempt}) with the "
-                f"{executor.name} executor"
-            )
-            outcome = executor.start(spec, log, watch)
-        _record(run, spec, outcome, log)
-        run.refresh_from_db()
-        if run.is_finished and run.container_id:
-            executor.remove(run.container_id)  # only now: exit code and log are stored
-    except ExecutorError as exc:
-        log.system(str(exc))
-        run.finish(Status.FAILED, failure_reason=exc.reason, error_message=str(exc))
-    except Exception as exc:
-        logger.exception("run %s failed inside Fast-Flow", run.public_id)
-        log.system(f"internal error: {type(exc).__name__}: {exc}")
-        run.finish(
-            Status.FAILED,
-            failure_reason=FailureReason.INTERNAL_ERROR,
-            error_message=f"Fast-Flow failed while running it: {type(exc).__name__}: {exc}",
+            ),
+            self.lease,
         )
-    finally:
-        run.refresh_from_db()
-        schedule_retry(run, log)
-        log.close()
-        metrics.close()
-        shutil.rmtree(spec.run_dir, ignore_errors=True)
-        # Only now, with the last line written: viewers close when they see a final status.
-        live.status_changed(run.public_id)
+        if run.lateness is not None and run.lateness > LATE_AFTER:
+            log.system(
+                f"scheduled for {run.scheduled_for.isoformat()}, "
+                f"started {format_delay(run.lateness)} late"
+            )
+        log.system(
+            f"starting {run.pipeline.name} (attempt {run.attempt}) with the "
+            f"{self.executor.name} executor"
+        )
+        for note in notes:
+            log.system(note)
+        if run.pipeline.needs_environment:
+            problem = ensure_warm(run.pipeline, self.executor, log, watch)
+            if problem:
+                message = f"its requirements could not be installed:\n{problem}"
+                self._conclude(Status.FAILED, FailureReason.DEPENDENCY_INSTALL, message)
+                return None
+        return self.executor.start(spec, log, watch)
+
+    def _cancel_requested(self) -> bool:
+        try:
+            return self.run.cancel_is_requested()
+        except DatabaseError:
+            close_old_connections()
+            return False  # asked again in half a second
+
+    def _record(self, outcome: Outcome, mask: Masker) -> None:
+        """Turn what the executor saw into the run's final, truthful state."""
+        status, reason, message = judge(outcome, self.spec)
+        message = mask(message)
+        fields = {
+            "exit_code": outcome.exit_code,
+            "uv_version": outcome.uv_version,
+            "peak_cpu_percent": outcome.peak_cpu_percent,
+            "peak_memory_bytes": outcome.peak_memory_bytes,
+            "limit_warnings": outcome.limit_warnings,
+            "route": mask(outcome.route),
+        }
+        if outcome.finished_at:
+            fields["finished_at"] = outcome.finished_at  # the engine's, not when we noticed
+        if outcome.started_at and outcome.user_code_started_at:
+            fields["setup_duration"] = max(
+                outcome.user_code_started_at - outcome.started_at, timedelta(0)
+            )
+        self._conclude(status, reason, message, **fields)
+
+    def _conclude(self, status: str, reason: str, message: str, **fields) -> None:
+        """Tell the run's end in its log (once), then store it."""
+        run, log = self.run, self.log
+        self.lease.ensure()
+        if not last_system_line(Path(run.log_path)).startswith(FINISHED_PREFIX):
+            # (A predecessor that told the end but could not store it already said it.)
+            for warning in fields.get("limit_warnings", ()):
+                log.system(f"warning: {warning}")
+            label = Status(status).label
+            log.system(f"{FINISHED_PREFIX}{label}" + (f" — {message}" if message else ""))
+            delay = run.retry_due_in(status, reason)
+            if delay is not None:
+                log.system(
+                    f"retry {run.attempt} of {run.attempts_allowed} will be queued, "
+                    f"due in {delay:g} s"
+                )
+        self._finish(status, failure_reason=reason, error_message=message, **fields)
+
+    def _finish(self, status: str, **fields) -> None:
+        self.lease.ensure()
+        with_database(lambda: self.run.finish(status, **fields), self.lease)
+
+    def _fail_without_log(self, problem: OSError) -> None:
+        """The log cannot even be opened (disk full, LOGS_DIR gone): the run fails, and its
+        container, if it has one, is stopped."""
+        message = f"its log could not be written: {problem.strerror or problem}"
+        try:
+            self._finish(
+                Status.FAILED, failure_reason=FailureReason.LOG_UNWRITABLE, error_message=message
+            )
+            if self.run.is_finished and self.run.container_id:
+                self.executor.remove(self.run.container_id)
+        except (LeaseLost, DatabaseError, EngineUnavailable):
+            logger.warning("run %s: %s; could not be ended now", self.run, message)
+        live.status_changed(self.run.public_id)
+
+    def _fail_before_start(self, reason: str, message: str) -> None:
+        """End a run that cannot start at all (a secret that does not decrypt)."""
+        self.log = LogWriter(Path(self.run.log_path), publish_as=self.run.public_id)
+        try:
+            self._conclude(Status.FAILED, reason, f"cannot start: {message}")
+        except (LeaseLost, DatabaseError):
+            logger.warning("run %s: could not be ended now; another worker will", self.run)
+        finally:
+            self.log.close()
+            live.status_changed(self.run.public_id)
 
 
-def _refuse(run: PipelineRun, reason: str, message: str) -> None:
-    """End a run that cannot start at all (no retry: trying again changes nothing)."""
-    log = LogWriter(Path(run.log_path), publish_as=run.public_id)
-    log.system(f"cannot start: {message}")
-    run.finish(Status.FAILED, failure_reason=reason, error_message=message)
-    log.close()
-    live.status_changed(run.public_id)
+def judge(outcome: Outcome, spec: RunSpec) -> tuple[str, str, str]:
+    """(status, failure reason, message) of a run from what its executor saw."""
+    if outcome.cancelled:
+        return Status.CANCELLED, "", "cancelled on request"
+    if outcome.log_failure:
+        return (
+            Status.FAILED,
+            FailureReason.LOG_UNWRITABLE,
+            f"its log could not be written ({outcome.log_failure}); it was stopped",
+        )
+    if outcome.log_overflow:
+        return (
+            Status.FAILED,
+            FailureReason.LOG_LIMIT,
+            f"it printed more than LOG_MAX_SIZE_MB ({settings.LOG_MAX_SIZE_MB} MB) of output; "
+            "it was stopped (the log keeps the first part)",
+        )
+    if outcome.timed_out:
+        return Status.TIMED_OUT, "", f"killed after its timeout of {spec.timeout_seconds} s"
+    if outcome.oom_killed:
+        limit = spec.mem_hard_limit_bytes
+        message = "out of memory: killed for using more than its memory limit" + (
+            f" ({format_size(limit)})" if limit else ""
+        )
+        return Status.FAILED, FailureReason.OUT_OF_MEMORY, message
+    if outcome.exit_code == 0:
+        return Status.SUCCEEDED, "", ""
+    if outcome.user_code_started_at is None:
+        detail = "\n".join(outcome.last_stderr[-8:]).strip()
+        message = "uv could not prepare the run's environment" + (f":\n{detail}" if detail else "")
+        return Status.FAILED, FailureReason.DEPENDENCY_INSTALL, message
+    return Status.FAILED, FailureReason.EXIT_CODE, exit_message(outcome)
+
+
+# What a pipeline's last words on stderr say about the limit it ran into.
+LIMIT_HINTS = (
+    (
+        ("No space left on device",),
+        "its writable space is full (/tmp and its home are {tmpfs} MiB each: RUN_TMPFS_SIZE_MB)",
+    ),
+    (
+        ("Resource temporarily unavailable", "can't start new thread", "BlockingIOError"),
+        "it may have reached its limit of {pids} processes and threads (RUN_PIDS_LIMIT)",
+    ),
+)
+
+
+def exit_message(outcome: Outcome) -> str:
+    message = f"exited with code {outcome.exit_code}"
+    last_words = "\n".join(outcome.last_stderr[-8:])
+    for needles, hint in LIMIT_HINTS:
+        if any(needle in last_words for needle in needles):
+            hint_text = hint.format(tmpfs=settings.RUN_TMPFS_SIZE_MB, pids=settings.RUN_PIDS_LIMIT)
+            return f"{message}: {hint_text}"
+    return message
 
 
 def format_delay(delay: timedelta) -> str:
@@ -158,13 +410,30 @@ def format_delay(delay: timedelta) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _spec(run: PipelineRun, environment: dict[str, str]) -> RunSpec:
+def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, list[str]]:
+    """What the executor needs, with the instance's limits applied; and notes for the log
+    about limits pipeline.json asked for above the instance's."""
     config = run.pipeline.spec
     limits = run.run_settings
+    notes = []
+    memory = limits.mem_hard_limit_bytes or settings.RUN_MEMORY_LIMIT
+    if memory > settings.RUN_MEMORY_LIMIT:
+        notes.append(
+            f"mem_hard_limit {format_size(memory)} is above this instance's RUN_MEMORY_LIMIT: "
+            f"the run gets {format_size(settings.RUN_MEMORY_LIMIT)}"
+        )
+        memory = settings.RUN_MEMORY_LIMIT
+    cpu = limits.cpu_hard_limit or settings.RUN_CPU_LIMIT
+    if cpu > settings.RUN_CPU_LIMIT:
+        notes.append(
+            f"cpu_hard_limit {cpu:g} is above this instance's RUN_CPU_LIMIT: the run gets "
+            f"{settings.RUN_CPU_LIMIT:g} cores"
+        )
+        cpu = settings.RUN_CPU_LIMIT
     timeout = limits.timeout_seconds
     if timeout is None:
         timeout = settings.CONTAINER_TIMEOUT
-    return RunSpec(
+    spec = RunSpec(
         run_id=str(run.public_id),
         pipeline=run.pipeline.name,
         # Resolved once: a sync that switches the live checkout meanwhile leaves this run on
@@ -174,146 +443,58 @@ def _spec(run: PipelineRun, environment: dict[str, str]) -> RunSpec:
         requirements_file=run.pipeline.requirements_file,
         python_version=config.python_version,
         env=environment,
-        cpu_hard_limit=limits.cpu_hard_limit,
-        mem_hard_limit_bytes=limits.mem_hard_limit_bytes,
+        cpu_hard_limit=cpu,
+        mem_hard_limit_bytes=memory,
         cpu_soft_limit=limits.cpu_soft_limit,
         mem_soft_limit_bytes=limits.mem_soft_limit_bytes,
         timeout_seconds=timeout or None,
         run_dir=Path(settings.DATA_DIR) / "runs" / str(run.public_id),
     )
+    return spec, notes
 
 
-def _record(run: PipelineRun, spec: RunSpec, outcome: Outcome, log: LogWriter) -> None:
-    """Turn what the executor saw into the run's final, truthful state."""
-    fields = {
-        "exit_code": outcome.exit_code,
-        "uv_version": outcome.uv_version,
-        "peak_cpu_percent": outcome.peak_cpu_percent,
-        "peak_memory_bytes": outcome.peak_memory_bytes,
-        "limit_warnings": outcome.limit_warnings,
-        "route": _read_route(spec.run_dir),
-    }
-    if outcome.started_at and outcome.user_code_started_at:
-        fields["setup_duration"] = max(
-            outcome.user_code_started_at - outcome.started_at, timedelta(0)
-        )
-    for warning in outcome.limit_warnings:
-        log.system(f"warning: {warning}")
-
-    if outcome.cancelled:
-        status, reason, message = Status.CANCELLED, "", "cancelled on request"
-    elif outcome.timed_out:
-        status, reason = Status.TIMED_OUT, ""
-        message = f"killed after its timeout of {spec.timeout_seconds} s"
-    elif outcome.oom_killed:
-        status, reason = Status.FAILED, FailureReason.OUT_OF_MEMORY
-        limit = spec.mem_hard_limit_bytes
-        message = "out of memory: killed for using more than its memory limit" + (
-            f" ({limit / 1024**2:.0f} MiB)" if limit else ""
-        )
-    elif outcome.exit_code == 0:
-        status, reason, message = Status.SUCCEEDED, "", ""
-    elif outcome.user_code_started_at is None:
-        status, reason = Status.FAILED, FailureReason.DEPENDENCY_INSTALL
-        detail = "\n".join(outcome.last_stderr[-8:]).strip()
-        message = "uv could not prepare the run's environment" + (f":\n{detail}" if detail else "")
-    else:
-        status, reason = Status.FAILED, FailureReason.EXIT_CODE
-        message = f"exited with code {outcome.exit_code}"
-    log.system(f"finished: {Status(status).label}" + (f" — {message}" if message else ""))
-    run.finish(status, failure_reason=reason, error_message=message, **fields)
+# --- the worker's housekeeping -------------------------------------------------------------
 
 
-def _read_route(run_dir: Path) -> str:
-    try:
-        return (run_dir / "route").read_text(errors="replace").strip()[:200]
-    except OSError:
-        return ""
+def reconcile(executor: Executor | None = None, *, startup: bool = False) -> dict[str, int]:
+    """Make every run in flight followed by a live worker, and leave no stray container.
 
-
-def _masker(secret_values: list[str]):
-    """Secrets of 4+ characters never reach the log file in plain text."""
-    secrets = sorted((s for s in secret_values if len(s) >= 4), key=len, reverse=True)
-    if not secrets:
-        return None
-
-    def mask(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    return mask
-
-
-def schedule_retry(run: PipelineRun, log: LogWriter) -> PipelineRun | None:
-    """A failed run is retried as a new row, due after the strategy's delay."""
-    retryable = run.status == Status.FAILED or (
-        run.status == Status.TIMED_OUT and settings.RETRY_ON_TIMEOUT
-    )
-    if not retryable or run.retries.exists():
-        return None
-    config = run.run_settings
-    attempts = config.retry_attempts
-    if attempts is None:
-        attempts = settings.RETRY_ATTEMPTS
-    if run.attempt > attempts:
-        return None
-    strategy = config.retry_strategy or DEFAULT_RETRY_STRATEGY
-    delay = strategy.delay_before_retry(run.attempt)
-    try:
-        retry = PipelineRun.enqueue(
-            run.pipeline,
-            trigger=PipelineRun.Trigger.RETRY,
-            user=run.triggered_by,
-            parameters=run.parameters,
-            retry_of=run,
-            not_before=timezone.now() + timedelta(seconds=delay),
-        )
-    except Exception:
-        logger.exception("could not queue the retry of run %s", run.public_id)
-        return None
-    log.system(f"retry {retry.attempt - 1} of {attempts} queued, due in {delay:g} s")
-    return retry
-
-
-def reconcile(executor=None, *, startup: bool = False) -> dict[str, int]:
-    """Make every RUNNING run followed by a live worker, and leave no stray container.
-
-    - claimed but never taken (task lost) for a while → sent to a worker again;
-    - followed by a worker that stopped heartbeating, or (at start-up) by a dead process of
-      this host → sent to a worker again, which re-attaches to its container, finalises it
-      from its exit code, or marks it lost when the container is gone;
-    - containers of runs that are already final → removed.
+    - runs whose follower stopped renewing its lease (or, at start-up, died with a process
+      of this host) are released: they wait for a follower again;
+    - runs waiting for a follower whose task was never taken are handed out again — only
+      while the engine answers (else they wait for it);
+    - containers of runs that are already final are removed.
     """
     executor = executor or get_executor()
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
-    orphaned = _dead_local_workers() if startup else []
-    counts = {"resent": 0, "removed": 0}
-    running = PipelineRun.objects.filter(status=Status.RUNNING)
-    lost_task = Q(worker_id="", claimed_at__lt=now - timedelta(seconds=30))
-    from django_q.tasks import async_task
-
-    for run in running.filter(lost_task | Q(heartbeat_at__lt=stale) | Q(worker_id__in=orphaned)):
-        async_task(
-            "runs_app.execution.execute_run", run.pk, orphaned, task_name=f"reattach-{run.pk}"
-        )
-        counts["resent"] += 1
+    counts = {"released": 0, "resent": 0, "removed": 0}
+    dead = dead_local_workers() if startup else []
+    counts["released"] = len(PipelineRun.release_stale(dead))
+    try:
+        executor.check()
+    except EngineUnavailable:
+        return counts
+    lost_since = timezone.now() - LOST_TASK_AFTER
+    waiting = PipelineRun.objects.filter(status=Status.CLAIMED).filter(
+        dispatched_at__isnull=True
+    ) | PipelineRun.objects.filter(status=Status.CLAIMED, dispatched_at__lt=lost_since)
+    resend = list(waiting.values_list("pk", flat=True))
+    PipelineRun.hand_to_workers(resend)
+    counts["resent"] = len(resend)
     try:
         containers = executor.labelled_containers()
-    except ExecutorError:
-        return counts
-    final = PipelineRun.objects.filter(
-        public_id__in=list(containers), status__in=PipelineRun.FINAL_STATUSES
-    ).values_list("public_id", flat=True)
-    for public_id in final:
-        executor.remove(containers[str(public_id)])
-        counts["removed"] += 1
+        final = PipelineRun.objects.filter(
+            public_id__in=list(containers), status__in=PipelineRun.FINAL_STATUSES
+        ).values_list("public_id", flat=True)
+        for public_id in final:
+            executor.remove(containers[str(public_id)])
+            counts["removed"] += 1
+    except EngineUnavailable:
+        pass
     return counts
 
 
-def _dead_local_workers() -> list[str]:
-    """Workers of this host recorded on running runs whose process no longer exists."""
+def dead_local_workers() -> list[str]:
+    """Workers of this host holding runs whose process no longer exists."""
     host = socket.gethostname()
     dead = []
     for recorded in (

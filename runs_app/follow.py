@@ -7,21 +7,46 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runs_app.logs import LogTail
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, WorkerProcess
 
 
-def follow_log(run: PipelineRun, poll_seconds: float = 0.1) -> Iterator[tuple[int, str, str, str]]:
+def follow_log(
+    run: PipelineRun,
+    poll_seconds: float = 0.1,
+    on_poll: Callable[[str], None] = lambda status: None,
+) -> Iterator[tuple[int, str, str, str]]:
     """Yield the run's log lines (seq, timestamp, stream, text) as they are written, until
-    the run is final and its log read to the end."""
+    the run is final and its log read to the end. `on_poll(status)` is called on every
+    poll (to say why nothing happens, for instance)."""
     tail = LogTail(Path(run.log_path))
     while True:
-        finished = PipelineRun.objects.filter(
-            pk=run.pk, status__in=PipelineRun.FINAL_STATUSES
-        ).exists()
+        status = PipelineRun.objects.values_list("status", flat=True).get(pk=run.pk)
         yield from tail.read()
-        if finished:
+        if status in PipelineRun.FINAL_STATUSES:
             return
+        on_poll(status)
         time.sleep(poll_seconds)
+
+
+class NoWorkerNotice:
+    """Says once, after a few seconds, that a run waits because no worker is alive."""
+
+    def __init__(self, say: Callable[[str], None], after_seconds: float = 3.0) -> None:
+        self.say = say
+        self.after = time.monotonic() + after_seconds
+        self.said = False
+
+    def __call__(self, status: str) -> None:
+        if self.said or status == PipelineRun.Status.RUNNING or time.monotonic() < self.after:
+            return
+        if WorkerProcess.alive().exists():
+            return
+        self.said = True
+        self.say(
+            "No worker is running, so nothing starts this run. Start one with "
+            "`uv run manage.py worker` (or the whole instance with `uv run manage.py up`); "
+            "the run stays queued until then (Ctrl-C leaves it queued)."
+        )
 
 
 def exit_status(run: PipelineRun) -> int:

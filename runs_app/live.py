@@ -17,13 +17,16 @@ Events (channel-layer messages, handled by runs_app.consumers.RunLogConsumer):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
+import time
 from collections import deque
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ BATCH_SECONDS = 0.02
 MAX_LINES_PER_MESSAGE = 500
 # While Redis is unreachable, the oldest events go first: viewers read them from the file.
 MAX_PENDING = 20_000
+# At a process's exit, events already put get this long to be sent.
+EXIT_FLUSH_SECONDS = 2.0
 
 
 def enabled() -> bool:
@@ -67,14 +72,21 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 class Publisher:
-    """One thread per process with its own event loop: writers never wait for Redis."""
+    """One thread per process, with its own event loop and its own channel layer: writers
+    never wait for Redis, and nothing here keeps the process from exiting.
 
-    def __init__(self, layer) -> None:
-        self.layer = layer
+    The thread is a daemon and waits on a condition, not in an executor (an executor's
+    threads are joined at interpreter exit, and a waiting one would hold the process on
+    SIGTERM forever). At exit, events already put get a moment (EXIT_FLUSH_SECONDS) to go.
+    """
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
         self.pid = os.getpid()
         self.pending: deque[tuple[str, str, object]] = deque()
         self.condition = threading.Condition()
         self.put_count = self.sent_count = 0
+        self.stopping = False
         self.thread = threading.Thread(target=self._run, name="fastflow-live", daemon=True)
         self.thread.start()
 
@@ -92,28 +104,41 @@ class Publisher:
             target = self.put_count
             return self.condition.wait_for(lambda: self.sent_count >= target, timeout)
 
-    def _run(self) -> None:
-        asyncio.run(self._send_forever())
-
-    async def _send_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await loop.run_in_executor(None, self._next_batch)
-            for group, message in coalesce(batch):
-                try:
-                    await self.layer.group_send(group, message)
-                except Exception:
-                    # Viewers fall back to the file (and their own status checks); the run
-                    # itself must never suffer for a live view.
-                    logger.warning("live event for %s not sent", group, exc_info=True)
-            with self.condition:
-                self.sent_count += len(batch)
-                self.condition.notify_all()
-
-    def _next_batch(self) -> list[tuple[str, str, object]]:
+    def stop(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
+        """Send what is pending (for at most `timeout`), then end the thread."""
+        self.flush(timeout)
         with self.condition:
-            self.condition.wait_for(lambda: bool(self.pending))
-        threading.Event().wait(BATCH_SECONDS)  # let a burst of lines gather
+            self.stopping = True
+            self.condition.notify_all()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        layer = import_string(self.config["BACKEND"])(**self.config.get("CONFIG", {}))
+        try:
+            while (batch := self._next_batch()) is not None:
+                loop.run_until_complete(self._send(layer, batch))
+                with self.condition:
+                    self.sent_count += len(batch)
+                    self.condition.notify_all()
+        finally:
+            loop.close()
+
+    async def _send(self, layer, batch: list[tuple[str, str, object]]) -> None:
+        for group, message in coalesce(batch):
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                # Viewers fall back to the file (and their own status checks); the run
+                # itself must never suffer for a live view.
+                logger.warning("live event for %s not sent", group, exc_info=True)
+
+    def _next_batch(self) -> list[tuple[str, str, object]] | None:
+        with self.condition:
+            self.condition.wait_for(lambda: self.pending or self.stopping)
+            if self.stopping and not self.pending:
+                return None
+        time.sleep(BATCH_SECONDS)  # let a burst of lines gather
         with self.condition:
             batch = list(self.pending)
             self.pending.clear()
@@ -146,10 +171,33 @@ _lock = threading.Lock()
 
 
 def _publisher() -> Publisher:
-    """The process's publisher; a new one after a fork (q2 forks its workers) or a new layer."""
+    """The process's one publisher: made under a lock (requests arrive on many threads);
+    a new one after a fork (q2 forks its workers) or when the channel layer settings
+    changed (tests)."""
     global _current
-    layer = get_channel_layer()
+    config = settings.CHANNEL_LAYERS[DEFAULT_CHANNEL_LAYER]
     with _lock:
-        if _current is None or _current.pid != os.getpid() or _current.layer is not layer:
-            _current = Publisher(layer)
+        current = _current
+        if current is not None and current.pid == os.getpid() and current.config == config:
+            return current
+        if current is not None and current.pid == os.getpid():
+            current.stop(timeout=1.0)
+        _current = Publisher(config)
         return _current
+
+
+def _stop_at_exit() -> None:
+    publisher = _current
+    if publisher is not None and publisher.pid == os.getpid():
+        publisher.stop()
+
+
+def _forget_after_fork() -> None:
+    """A forked child gets the parent's lock state and a publisher whose thread it lacks."""
+    global _current, _lock
+    _current = None
+    _lock = threading.Lock()
+
+
+atexit.register(_stop_at_exit)
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -22,7 +22,14 @@ from django.conf import settings
 from runs_app import live
 
 STDOUT, STDERR, SYSTEM = "O", "E", "S"
-TRUNCATION_NOTE = "log truncated at LOG_MAX_SIZE_MB={mb}; the run goes on, its output is dropped"
+TRUNCATION_NOTE = (
+    "the log reached LOG_MAX_SIZE_MB={mb:g}: further output is dropped and the run is stopped"
+)
+# Fast-Flow's own lines after the cap (how the run ended) fit in this.
+SYSTEM_RESERVE_BYTES = 64 * 1024
+# Output without a newline is cut into lines of at most this many characters: a pipeline
+# printing a gigabyte without a newline is never held whole.
+MAX_LINE_CHARS = 64 * 1024
 
 
 def metrics_path(log_path: Path | str) -> Path:
@@ -63,7 +70,16 @@ def utc_timestamp(moment: datetime | None = None) -> str:
 
 
 class LogWriter:
-    """Appends lines to a run's log; thread-safe; stops writing (but keeps counting) at the cap.
+    """Appends lines to a run's log; thread-safe; the file never grows past its cap.
+
+    Everything the run prints counts against `max_bytes` (LOG_MAX_SIZE_MB), its marker lines
+    too; past the cap a note is written once, further output is dropped (and counted), and
+    `overflowed` tells the follower, which stops the run. Fast-Flow's own lines
+    (`system()`) may use a small reserve beyond the cap, so the run's end is always told.
+    A line longer than MAX_LINE_CHARS is cut into several.
+
+    A write that fails (disk full, the folder gone) sets `failure`; the writer then stops
+    writing, and the follower ends the run with that reason.
 
     With `publish_as` (the run's public id) every written line also goes to the run's live
     viewers through the channel layer, with its sequence number (see runs_app.live).
@@ -84,43 +100,61 @@ class LogWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.size = self.file.tell()
-        self.truncated = self.size >= self.max_bytes
+        self.overflowed = self.size >= self.max_bytes
+        self.failure: OSError | None = None
         self.dropped_lines = 0
         self.publish_as = publish_as
         self.seq = count_lines(path) if publish_as and self.size else 0
 
     def write(self, stream: str, text: str, timestamp: str | None = None) -> None:
-        record = f"{timestamp or utc_timestamp()} {stream} {self.mask(text)}\n"
+        """A line the run printed (stdout, stderr, or a marker the follower understood)."""
+        self._write(stream, text, timestamp, own=False)
+
+    def system(self, text: str) -> None:
+        """A line of Fast-Flow's own (it may use the reserve beyond the cap)."""
+        self._write(SYSTEM, text, None, own=True)
+
+    def _write(self, stream: str, text: str, timestamp: str | None, own: bool) -> None:
+        stamp = timestamp or utc_timestamp()
+        masked = self.mask(text)
+        pieces = [masked[i : i + MAX_LINE_CHARS] for i in range(0, len(masked), MAX_LINE_CHARS)]
         with self.lock:
-            # Fast-Flow's own lines are few and say what happened: they are always kept.
-            if stream != SYSTEM and self.truncated:
-                self.dropped_lines += 1
-                return
-            if stream != SYSTEM and self.size + len(record.encode()) > self.max_bytes:
-                self.truncated = True
-                self.dropped_lines += 1
-                note = TRUNCATION_NOTE.format(mb=self.max_bytes // 1024**2 or self.max_bytes)
-                record = f"{utc_timestamp()} {SYSTEM} {note}\n"
-            self._append(record)
+            for piece in pieces or [""]:
+                record = f"{stamp} {stream} {piece}\n"
+                limit = self.max_bytes + (SYSTEM_RESERVE_BYTES if own else 0)
+                if self.size + len(record.encode()) > limit:
+                    self.dropped_lines += 1
+                    if not self.overflowed and not own:
+                        self.overflowed = True
+                        note = TRUNCATION_NOTE.format(mb=self.max_bytes / 1024**2)
+                        self._append(f"{utc_timestamp()} {SYSTEM} {note}\n")
+                    continue
+                self._append(record)
 
     def _append(self, record: str) -> None:
-        self.file.write(record)
-        self.file.flush()  # readable by another process at once
+        if self.failure is not None:
+            return
+        try:
+            self.file.write(record)
+            self.file.flush()  # readable by another process at once
+        except OSError as problem:
+            self.failure = problem
+            return
         self.size += len(record.encode())
         self.seq += 1
         if self.publish_as:
             live.line(self.publish_as, self.seq, *parse_line(record))
 
-    def system(self, text: str) -> None:
-        self.write(SYSTEM, text)
-
     def close(self) -> None:
         with self.lock:
-            if self.dropped_lines and self.truncated:
+            if self.dropped_lines and self.overflowed:
                 self._append(
                     f"{utc_timestamp()} {SYSTEM} {self.dropped_lines} line(s) were not kept\n"
                 )
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as problem:  # the last buffered bytes could not be written
+                self.failure = self.failure or problem
 
 
 def count_lines(path: Path) -> int:
@@ -142,6 +176,21 @@ def last_timestamps(path: Path) -> dict[str, str]:
             if len(parts) >= 2 and parts[1] in (b"O", b"E"):
                 latest[parts[1].decode()] = parts[0].decode()
     return latest
+
+
+def last_system_line(path: Path) -> str:
+    """The text of the newest Fast-Flow line near the end of a log ("" when none)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, 2) - SYSTEM_RESERVE_BYTES))
+            tail = log.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    for record in reversed(tail.splitlines()):
+        _, stream, text = parse_line(record)
+        if stream == SYSTEM:
+            return text
+    return ""
 
 
 def parse_line(record: str) -> tuple[str, str, str]:

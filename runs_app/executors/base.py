@@ -1,26 +1,39 @@
 """The contract every executor keeps, and the parts they share.
 
 An executor starts a run from a `RunSpec` (plain data, no ORM), follows it until it ends —
-writing every line to the run's log, checking for cancel and timeout, reporting heartbeats
-and resource peaks — and returns an `Outcome`. `runs_app.execution` turns the outcome into
-the run's final state. Executors never touch the database.
+writing every line to the run's log, checking for cancel and timeout, renewing the run's
+lease and reporting resource peaks — and returns an `Outcome`. `runs_app.execution` turns
+the outcome into the run's final state. Executors never touch the database.
+
+What an executor raises, and what the run then does:
+- `ExecutorError`: the run cannot run at all (image missing, refused) → it fails with the
+  error's reason;
+- `EngineUnavailable`: the engine cannot be reached → the run is released (not failed), its
+  container goes on, and a follower picks it up again when the engine is back;
+- `LeaseLost`: another process follows the run now → this one stops at once, writing
+  nothing more.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal, Protocol
 
 from django.conf import settings
 
 from runs_app.logs import STDERR, SYSTEM, LogWriter
 
-LAUNCHER = Path(__file__).with_name("launcher.py")
+HERE = Path(__file__).parent
+LAUNCHER = HERE / "launcher.py"
+PREPARE = HERE / "prepare.sh"
 MARK = "\x1efastflow:"
+ROUTE_MAX_BYTES = 256
 
 
 class ExecutorError(Exception):
@@ -31,9 +44,20 @@ class ExecutorError(Exception):
         self.reason = reason
 
 
+class EngineUnavailable(ExecutorError):
+    """The container engine cannot be reached (now): nothing is known about the run."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("internal_error", message)
+
+
+class LeaseLost(Exception):
+    """This process no longer follows the run; another one does (or will)."""
+
+
 @dataclass
 class RunSpec:
-    run_id: str  # the public UUID
+    run_id: str  # the public UUID (a warm-up's own id for warm-ups)
     pipeline: str
     folder: Path
     entry_point: str  # main.py | main.ipynb
@@ -45,7 +69,9 @@ class RunSpec:
     cpu_soft_limit: float | None = None
     mem_soft_limit_bytes: int | None = None
     timeout_seconds: int | None = None  # None = no limit
-    run_dir: Path = Path()  # writable per-run folder (route file)
+    run_dir: Path = Path()  # the local executor's per-run folder
+    # "warm": install the requirements into the shared uv cache and stop (no user code).
+    purpose: Literal["run", "warm"] = "run"
 
 
 @dataclass
@@ -54,9 +80,13 @@ class Outcome:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    log_overflow: bool = False  # printed more than LOG_MAX_SIZE_MB: stopped
+    log_failure: str = ""  # the log could not be written (disk full): stopped
     started_at: datetime | None = None  # the container/process started
+    finished_at: datetime | None = None  # ended, as the engine saw it
     user_code_started_at: datetime | None = None
     uv_version: str = ""
+    route: str = ""
     peak_cpu_percent: float | None = None
     peak_memory_bytes: int | None = None
     limit_warnings: list[str] = field(default_factory=list)
@@ -68,9 +98,44 @@ class Watch:
     """What the follower asks of its caller while a run goes on."""
 
     should_cancel: Callable[[], bool] = lambda: False
-    heartbeat: Callable[[], None] = lambda: None
+    # Renews the run's lease; False (or LeaseLost) when another process has the run.
+    heartbeat: Callable[[], bool] = lambda: True
     on_started: Callable[[str], None] = lambda handle: None  # container id / pid, once known
     on_sample: Callable[[float | None, int | None], None] = lambda cpu, memory: None
+
+
+class Executor(Protocol):
+    """What `runs_app.execution` needs from an executor (Docker, local)."""
+
+    name: str
+
+    def check(self) -> None:
+        """Raise EngineUnavailable when runs cannot be started or followed now."""
+
+    def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
+        """Start the run (or warm-up) and follow it to its end."""
+
+    def reattach(
+        self,
+        spec: RunSpec,
+        handle: str,
+        log: LogWriter,
+        watch: Watch,
+        resume_after: dict[str, str],
+    ) -> Outcome:
+        """Follow a run started by a process that is gone, from where its log stops."""
+
+    def find(self, run_id: str) -> str | None:
+        """The handle of the run's container (or process), if one exists."""
+
+    def state(self, handle: str) -> str | None:
+        """'created', 'running', 'exited', ... or None when it does not exist."""
+
+    def labelled_containers(self) -> dict[str, str]:
+        """{run id: handle} of everything this executor started that still exists."""
+
+    def remove(self, handle: str) -> None:
+        """Remove what is left of a finished run (idempotent)."""
 
 
 def record_sample(outcome: Outcome, watch: Watch, cpu: float | None, memory: int | None) -> None:
@@ -82,41 +147,17 @@ def record_sample(outcome: Outcome, watch: Watch, cpu: float | None, memory: int
     watch.on_sample(cpu, memory)
 
 
-def uv_command(spec: RunSpec, launcher_path: str) -> list[str]:
-    """`uv run` for the run's environment, then the launcher, then the entry point."""
-    command = ["uv", "run", "--no-project"]
-    command += ["--python", spec.python_version or "python3"]
-    if spec.requirements_file:
-        command += ["--with-requirements", spec.requirements_file]
-    return [*command, "python", "-u", launcher_path, spec.entry_point]
-
-
-class MarkerReader:
-    """Splits a stream of output lines into log lines and Fast-Flow's own markers."""
-
-    def __init__(self, log: LogWriter, outcome: Outcome) -> None:
-        self.log = log
-        self.outcome = outcome
-        self.lock = threading.Lock()
-
-    def line(self, stream: str, text: str, timestamp: str | None, moment: datetime) -> None:
-        if stream == STDERR and text.startswith(MARK):
-            self.marker(text[len(MARK) :], moment)
-            return
-        if stream == STDERR:
-            with self.lock:
-                self.outcome.last_stderr = [*self.outcome.last_stderr[-19:], text]
-        self.log.write(stream, text, timestamp)
-
-    def marker(self, message: str, moment: datetime) -> None:
-        if message == "started":
-            self.outcome.user_code_started_at = moment
-        elif message.startswith("uv "):
-            self.outcome.uv_version = message.removeprefix("uv ").split(" (")[0].strip()
-        elif message == "oom":
-            self.outcome.oom_killed = True
-        else:
-            self.log.write(SYSTEM, message)
+def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str, str]:
+    """The variables prepare.sh reads to build the run's environment and start it."""
+    variables = {
+        "FASTFLOW_ENV_DIR": env_dir,
+        "FASTFLOW_LAUNCHER": launcher,
+        "FASTFLOW_REQUIREMENTS": spec.requirements_file,
+        "FASTFLOW_PYTHON": spec.python_version or "",
+    }
+    if spec.purpose == "warm":
+        variables["FASTFLOW_WARM_ONLY"] = "1"
+    return variables
 
 
 def soft_limit_warnings(
@@ -137,6 +178,60 @@ def soft_limit_warnings(
     return warnings
 
 
+class MarkerReader:
+    """Splits a stream of output lines into log lines and Fast-Flow's own markers.
+
+    The launcher speaks to the follower through stderr lines starting with MARK. Only the
+    known words below are markers; anything else that looks like one is ordinary output.
+    A pipeline could print a marker itself: that only changes its own record (its route,
+    when its code started), never anything of another run.
+    """
+
+    def __init__(self, log: LogWriter, outcome: Outcome) -> None:
+        self.log = log
+        self.outcome = outcome
+        self.lock = threading.Lock()
+
+    def line(self, stream: str, text: str, timestamp: str | None, moment: datetime) -> None:
+        if stream == STDERR and text.startswith(MARK) and self.marker(text[len(MARK) :], moment):
+            return
+        if stream == STDERR:
+            with self.lock:  # kept for the error message: masked like the log
+                self.outcome.last_stderr = [*self.outcome.last_stderr[-19:], self.log.mask(text)]
+        self.log.write(stream, text, timestamp)
+
+    def marker(self, message: str, moment: datetime) -> bool:
+        """Act on a marker; False when it is not one."""
+        word, _, rest = message.partition(" ")
+        if word == "started":
+            self.outcome.user_code_started_at = moment
+        elif word == "uv":
+            self.outcome.uv_version = rest.split(" (")[0].strip()[:40]
+        elif word == "oom":
+            self.outcome.oom_killed = True
+        elif word == "route":
+            try:
+                route = json.loads(rest)
+            except ValueError:
+                return False
+            if not isinstance(route, str):
+                return False
+            self.outcome.route = route[:ROUTE_MAX_BYTES]
+        elif word == "note":
+            self.log.write(SYSTEM, rest)
+        else:
+            return False
+        return True
+
+
+def log_verdict(outcome: Outcome, log: LogWriter) -> None:
+    """Once every line is read: a run that ended before its flood was read, or whose log
+    stopped being writable at the very end, is judged by its log all the same."""
+    outcome.log_overflow = outcome.log_overflow or log.overflowed
+    if log.failure is not None and not outcome.log_failure:
+        outcome.log_failure = f"{log.failure.strerror or log.failure}"
+
+
 def supervise(
     spec: RunSpec,
     outcome: Outcome,
@@ -146,7 +241,8 @@ def supervise(
     still_running: Callable[[float], bool],
     stop: Callable[[int], None],
 ) -> None:
-    """Until the run ends: heartbeats, cancel requests (graceful stop), the timeout (kill).
+    """Until the run ends: lease renewal, cancel requests (graceful stop), the timeout and the
+    log's own limits (kill).
 
     `still_running(wait_seconds)` waits up to that long and says whether the run goes on;
     `stop(grace_seconds)` stops it (0 = kill now). The timeout counts from the run's own
@@ -154,19 +250,29 @@ def supervise(
     """
     started = outcome.started_at or datetime.now(UTC)
     deadline = started + timedelta(seconds=spec.timeout_seconds) if spec.timeout_seconds else None
-    last_beat = last_cancel_check = 0.0
+    last_beat = last_cancel_check = time.monotonic()
     while still_running(0.2):
         now = time.monotonic()
-        if now - last_beat >= 5:
-            watch.heartbeat()
+        if now - last_beat >= HEARTBEAT_SECONDS:
+            if not watch.heartbeat():
+                raise LeaseLost
             last_beat = now
         if not outcome.cancelled and now - last_cancel_check >= 0.5:
             last_cancel_check = now
             if watch.should_cancel():
                 outcome.cancelled = True
-                log.write(SYSTEM, "cancel requested: stopping the run")
+                log.system("cancel requested: stopping the run")
                 stop(settings.RUN_STOP_GRACE_SECONDS)
         if deadline and not outcome.timed_out and datetime.now(UTC) >= deadline:
             outcome.timed_out = True
-            log.write(SYSTEM, f"timeout of {spec.timeout_seconds} s reached: killing the run")
+            log.system(f"timeout of {spec.timeout_seconds} s reached: killing the run")
             stop(0)
+        if log.overflowed and not outcome.log_overflow:
+            outcome.log_overflow = True
+            stop(0)
+        if log.failure is not None and not outcome.log_failure:
+            outcome.log_failure = f"{log.failure.strerror or log.failure}"
+            stop(0)
+
+
+HEARTBEAT_SECONDS = 5

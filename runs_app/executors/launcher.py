@@ -5,23 +5,76 @@ Python of the run's uv environment, and uses the standard library only. It tells
 follower when the user's code starts (that ends "setup"), and otherwise behaves like
 `python main.py`: same `__main__`, argv, sys.path, exit codes and tracebacks.
 
-Lines on stderr that start with MARK are messages for Fast-Flow, never shown as output.
+Lines on stderr that start with MARK and a known word are messages for Fast-Flow, never
+shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`.
+
+After the pipeline's code ends (normally or by sys.exit), the launcher reads the file named
+by FASTFLOW_ROUTE_FILE and reports its content as the run's route: inside the run, without
+following links, only a regular file of at most 256 bytes (anything else is ignored, with a
+note saying why). The worker itself never opens a file the run could have planted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import runpy
+import stat
 import sys
 import time
 import traceback
 
 MARK = "\x1efastflow:"
+ROUTE_MAX_BYTES = 256
 
 
 def tell(message):
-    print(MARK + message, file=sys.stderr, flush=True)
+    """A marker line on the real stderr (fd 2), whatever the code did to sys.stderr."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a stream the pipeline closed or replaced
+            stream.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, (MARK + message + "\n").encode("utf-8", errors="replace"))
+
+
+def read_route(path):
+    """(route, None) or (None, why it is ignored); (None, None) when there is no file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "it is a symbolic link"
+        return None, f"it cannot be read ({exc.strerror})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "it is not a regular file"
+        if info.st_size > ROUTE_MAX_BYTES:
+            return None, f"it is larger than {ROUTE_MAX_BYTES} bytes"
+        data = os.read(fd, ROUTE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > ROUTE_MAX_BYTES:
+        return None, f"it is larger than {ROUTE_MAX_BYTES} bytes"
+    value = data.decode("utf-8", errors="replace").strip()
+    if "\n" in value or "\r" in value:
+        return None, "it holds more than one line"
+    return value, None
+
+
+def report_route():
+    path = os.environ.get("FASTFLOW_ROUTE_FILE")
+    if not path:
+        return
+    value, problem = read_route(path)
+    if problem:
+        tell(f"note FASTFLOW_ROUTE_FILE ignored: {problem}")
+    elif value is not None:
+        tell("route " + json.dumps(value))
 
 
 def print_user_traceback(exc, filename):
@@ -60,7 +113,7 @@ def run_notebook(entry):
         lines = []
         for line in source.splitlines():
             if line.lstrip().startswith(("%", "!")):
-                tell(f"skip cell {index + 1}: {line.strip()} (IPython syntax is not run)")
+                tell(f"note skip cell {index + 1}: {line.strip()} (IPython syntax is not run)")
                 lines.append("")
             else:
                 lines.append(line)
@@ -68,7 +121,8 @@ def run_notebook(entry):
         policy = policies[index] if index < len(policies) else {}
         attempts = 1 + int(policy.get("retries", 0))
         for attempt in range(1, attempts + 1):
-            tell(f"cell {index + 1}/{len(cells)}" + (f" attempt {attempt}" if attempt > 1 else ""))
+            again = f" attempt {attempt}" if attempt > 1 else ""
+            tell(f"note cell {index + 1}/{len(cells)}{again}")
             try:
                 exec(code, namespace)  # noqa: S102 - running the user's notebook is the job
                 break
@@ -90,10 +144,13 @@ def main():
         resource.setrlimit(resource.RLIMIT_AS, (int(memory_limit), int(memory_limit)))
     tell("started")
     try:
-        if entry.endswith(".ipynb"):
-            run_notebook(entry)
-        else:
-            run_script(entry)
+        try:
+            if entry.endswith(".ipynb"):
+                run_notebook(entry)
+            else:
+                run_script(entry)
+        finally:
+            report_route()
     except MemoryError:
         tell("oom")
         sys.stderr.flush()

@@ -23,20 +23,23 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
+from uv import find_uv_bin
 
 from runs_app.executors.base import (
     LAUNCHER,
+    PREPARE,
     ExecutorError,
     MarkerReader,
     Outcome,
     RunSpec,
     Watch,
+    log_verdict,
+    prepare_environment,
     record_sample,
     soft_limit_warnings,
     supervise,
-    uv_command,
 )
-from runs_app.logs import STDERR, STDOUT, LogWriter, utc_timestamp
+from runs_app.logs import MAX_LINE_CHARS, STDERR, STDOUT, LogWriter, utc_timestamp
 
 HANDLE_PREFIX = "local:"
 # What a run inherits from the worker's environment; everything else comes from the run.
@@ -51,21 +54,14 @@ def local_uv_cache() -> Path:
 
 @cache
 def uv_binary() -> str:
-    from uv import find_uv_bin
-
     return find_uv_bin()
-
-
-@cache
-def uv_version() -> str:
-    result = subprocess.run(  # noqa: S603 - our own uv binary
-        [uv_binary(), "--version"], capture_output=True, text=True, check=False
-    )
-    return result.stdout.split(" (")[0].strip()
 
 
 class LocalExecutor:
     name = "local"
+
+    def check(self) -> None:
+        """Nothing to reach: processes of this machine."""
 
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,9 +70,12 @@ class LocalExecutor:
         env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         env.update(spec.env)
         env.update(
+            PATH=os.pathsep.join([str(Path(uv_binary()).parent), os.environ.get("PATH", "")]),
             PYTHONUNBUFFERED="1",
             UV_CACHE_DIR=str(cache),
+            UV_NO_PROGRESS="1",
             FASTFLOW_ROUTE_FILE=str(spec.run_dir / "route"),
+            **prepare_environment(spec, str(spec.run_dir / "env"), str(LAUNCHER)),
         )
         if spec.mem_hard_limit_bytes:
             env["FASTFLOW_MEMORY_RLIMIT"] = str(spec.mem_hard_limit_bytes)
@@ -86,9 +85,8 @@ class LocalExecutor:
             )
         if spec.cpu_hard_limit:
             log.system("cpu_hard_limit is not enforced by the local executor")
-        command = uv_command(spec, str(LAUNCHER))
-        command[0] = uv_binary()
-        outcome = Outcome(uv_version=uv_version(), started_at=datetime.now(UTC))
+        command = ["sh", str(PREPARE), spec.entry_point]
+        outcome = Outcome(started_at=datetime.now(UTC))
         try:
             process = subprocess.Popen(  # noqa: S603 - the command is built above, no shell
                 command,
@@ -129,8 +127,10 @@ class LocalExecutor:
         )
         for thread in readers:
             thread.join(timeout=5)
+        log_verdict(outcome, log)
         code = process.returncode
         outcome.exit_code = 128 - code if code < 0 else code  # killed by signal N → 128+N
+        outcome.finished_at = datetime.now(UTC)
         outcome.limit_warnings = soft_limit_warnings(
             spec, outcome.peak_cpu_percent, outcome.peak_memory_bytes
         )
@@ -147,7 +147,11 @@ class LocalExecutor:
             "process, so the run was stopped.",
         )
 
-    def container_state(self, handle: str) -> str | None:
+    def find(self, run_id: str) -> str | None:
+        """A process is found through the handle recorded on the run, not by a label."""
+        return None
+
+    def state(self, handle: str) -> str | None:
         pid = _pid(handle)
         return "running" if pid and _alive(pid) else "exited"
 
@@ -159,7 +163,9 @@ class LocalExecutor:
 
 
 def _pump(pipe, stream: str, reader: MarkerReader) -> None:
-    for raw in iter(pipe.readline, b""):
+    """Lines of one pipe; a line without a newline is cut at MAX_LINE_CHARS (about: the
+    limit counts bytes here), never held whole."""
+    for raw in iter(lambda: pipe.readline(MAX_LINE_CHARS), b""):
         text = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
         reader.line(stream, text, utc_timestamp(), datetime.now(UTC))
     pipe.close()

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Build the worker image from Debian packages, for machines without a container registry.
 # The result matches the Dockerfile beside this script: python3 and uv on PATH, a non-root
-# user `fastflow` (uid 1000) with HOME /home/fastflow, nothing else assumed.
+# user `fastflow` (uid 10001, never the orchestrator's own) with HOME /home/fastflow,
+# nothing else assumed, and the label fastflow.worker-image-version that Fast-Flow checks.
 #
 #   bash runs_app/worker_image/build-offline.sh [IMAGE]     (default: $WORKER_IMAGE or fastflow-worker:latest)
-#   FORCE=1 bash ...                                        (rebuild even if the image exists)
+#   FORCE=1 bash ...                                        (rebuild even if the image is current)
 set -euo pipefail
 
 IMAGE="${1:-${WORKER_IMAGE:-fastflow-worker:latest}}"
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "worker image $IMAGE already exists (FORCE=1 rebuilds it)"
+# Keep in step with IMAGE_VERSION in runs_app/executors/docker.py and the Dockerfile.
+VERSION=2
+have=$(docker image inspect --format '{{ index .Config.Labels "fastflow.worker-image-version" }}' "$IMAGE" 2>/dev/null || true)
+if [ "${FORCE:-0}" != 1 ] && [ "$have" = "$VERSION" ]; then
+  echo "worker image $IMAGE (version $VERSION) already exists (FORCE=1 rebuilds it)"
   exit 0
 fi
 
@@ -38,17 +42,18 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   || { tail -n 30 /tmp/fastflow-debootstrap.log; exit 1; }
 
 install -m 0755 "$UV_BIN" "$ROOTFS/usr/local/bin/uv"
-echo "fastflow:x:1000:1000:Fast-Flow run:/home/fastflow:/bin/sh" >>"$ROOTFS/etc/passwd"
-echo "fastflow:x:1000:" >>"$ROOTFS/etc/group"
+echo "fastflow:x:10001:10001:Fast-Flow run:/home/fastflow:/bin/sh" >>"$ROOTFS/etc/passwd"
+echo "fastflow:x:10001:" >>"$ROOTFS/etc/group"
 echo "fastflow:*:19000:0:99999:7:::" >>"$ROOTFS/etc/shadow"
-mkdir -p "$ROOTFS/home/fastflow"
-chown 1000:1000 "$ROOTFS/home/fastflow"
+mkdir -p "$ROOTFS/home/fastflow" "$ROOTFS/fastflow" "$ROOTFS/uv-cache" "$ROOTFS/opt/fastflow"
+chown 10001:10001 "$ROOTFS/home/fastflow"
 # Smaller image: documentation, locales and apt's caches are not needed to run pipelines.
 rm -rf "$ROOTFS"/usr/share/{doc,man,info,locale} "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/*
 
 tar -C "$ROOTFS" -c . | docker import \
   -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONUNBUFFERED=1' \
   -c 'USER fastflow' \
+  -c "LABEL fastflow.worker-image-version=$VERSION" \
   -c 'WORKDIR /home/fastflow' \
   - "$IMAGE" >/dev/null
 docker run --rm "$IMAGE" sh -c 'python3 --version && uv --version && id'

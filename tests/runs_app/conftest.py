@@ -13,7 +13,6 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.execution import execute_run
 from runs_app.models import PipelineRun
-from runs_app.queue import claim_runs
 
 
 def require(available: bool, what: str) -> None:
@@ -111,8 +110,8 @@ def run_now(
 
 def execute(run: PipelineRun) -> PipelineRun:
     """Claim (unless enqueue's dispatch already did) and follow the run in this thread."""
-    claim_runs()
-    assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.RUNNING
+    PipelineRun.claim_runs()
+    assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.CLAIMED
     execute_run(run.pk)
     run.refresh_from_db()
     return run

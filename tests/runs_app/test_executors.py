@@ -175,6 +175,7 @@ for target in ("/tmp/scratch", os.path.expanduser("~/scratch")):
     pathlib.Path(target).write_text("ok")
     print("wrote", target)
 print("cwd", os.getcwd())
+print("pid1", open("/proc/1/cmdline").read().split("\\0")[0])
 """
 
 
@@ -182,7 +183,7 @@ def test_containers_are_locked_down(make_pipeline):
     run = run_now(make_pipeline, "probe", LOCKDOWN_PROBE)
     assert run.status == Status.SUCCEEDED, log_text(run)
     lines = output_lines(run)
-    assert "uid 1000 gid 1000" in lines
+    assert "uid 10001 gid 10001" in lines  # never the orchestrator's uid
     assert "caps 0000000000000000 no_new_privs 1" in lines
     # The code is not the run user's (EACCES) and is mounted read-only (EROFS) besides.
     assert {"refused main.py 13", "refused main.py 30"} & set(lines)
@@ -192,6 +193,7 @@ def test_containers_are_locked_down(make_pipeline):
     assert "wrote /tmp/scratch" in lines
     assert "wrote /home/fastflow/scratch" in lines
     assert "cwd /pipeline" in lines
+    assert "pid1 /sbin/docker-init" in lines  # an init process reaps what the run forks
 
 
 def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, settings):
@@ -211,19 +213,22 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
     run.refresh_from_db()
     attrs = docker_engine.api.inspect_container(run.container_id)
     host = attrs["HostConfig"]
-    assert attrs["Config"]["Labels"] == {
-        "fastflow.run_id": str(run.public_id),
-        "fastflow.pipeline": "limited",
-    }
+    labels = attrs["Config"]["Labels"]
+    assert labels["fastflow.run_id"] == str(run.public_id)
+    assert labels["fastflow.pipeline"] == "limited"
     assert host["NanoCpus"] == 500_000_000
     assert host["Memory"] == host["MemorySwap"] == 128 * 1024**2
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["PidsLimit"] == settings.RUN_PIDS_LIMIT
+    assert host["Init"] is True
+    assert host["NetworkMode"] == settings.RUN_NETWORK
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     assert mounts["/pipeline"]["RW"] is False
-    assert mounts["/uv-cache"]["RW"] is True
+    # Everything the run may write is a tmpfs, bounded in size: the host's disk is not its.
+    assert [m for m in mounts.values() if m["RW"]] == []
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/fastflow", "/fastflow", "/uv-cache"}
     run.request_cancel()
     worker.join(timeout=60)
 
@@ -231,15 +236,17 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
 @both_executors
 def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline):
     main = "import six\nprint('six', six.__version__)\n"
-    first = run_now(make_pipeline, "deps1", main, requirements="six==1.16.0\n")
+    first = run_now(make_pipeline, "deps", main, requirements="six==1.16.0\n")
     assert first.status == Status.SUCCEEDED, log_text(first)
     assert "six 1.16.0" in output_lines(first)
-    second = run_now(make_pipeline, "deps2", main, requirements="six==1.16.0\n")
+    # Not warmed yet: the first run warms its requirements into the shared cache itself.
+    assert "installing its requirements into the shared cache first" in log_text(first)
+    second = execute(PipelineRun.enqueue(first.pipeline, trigger="manual"))
     assert second.status == Status.SUCCEEDED, log_text(second)
+    assert "warm-up" not in log_text(second)
     # Nothing downloaded or built the second time: the environment is linked from the cache.
     second_uv = [line for line in output_lines(second) if "package" in line]
     assert not any(word in line for line in second_uv for word in ("Prepared", "Downloaded"))
-    assert second.setup_duration < first.setup_duration or first.setup_duration.total_seconds() < 1
 
 
 @both_executors
@@ -252,8 +259,8 @@ def test_a_requirement_that_cannot_be_resolved_fails_as_dependency_install(make_
     )
     assert run.status == Status.FAILED
     assert run.failure_reason == Reason.DEPENDENCY_INSTALL
-    assert run.error_message.startswith("uv could not prepare the run's environment:")
-    assert "six" in run.error_message
+    assert run.error_message.startswith("its requirements could not be installed:")
+    assert "six==0.0.0.404" in run.error_message
     assert "never" not in output_lines(run)
 
 
@@ -282,7 +289,7 @@ def test_failed_runs_are_retried_with_backoff(make_pipeline):
     assert retry.status == Status.QUEUED
     assert retry.attempt == 2 and retry.trigger == PipelineRun.Trigger.RETRY
     assert 0.5 < (retry.not_before - run.finished_at).total_seconds() < 3
-    assert "retry 1 of 2 queued, due in 1 s" in log_text(run)
+    assert "retry 1 of 2 will be queued, due in 1 s" in log_text(run)
     assert wait_for(lambda: _due(retry), timeout=10)
     retry = execute(retry)
     third = retry.retries.get()
@@ -352,20 +359,22 @@ def test_a_notebook_runs_cell_by_cell(make_pipeline):
 
 
 @both_executors
-def test_the_log_is_capped_and_the_run_goes_on(make_pipeline, settings):
+def test_a_run_that_prints_more_than_the_cap_is_stopped_and_fails(make_pipeline, settings):
     settings.LOG_MAX_SIZE_MB = 1
     run = run_now(
         make_pipeline,
         "chatty",
         "for i in range(30000):\n    print(f'{i:08} ' + 'x' * 60)\nprint('the end')\n",
     )
-    assert run.status == Status.SUCCEEDED, log_text(run)[-500:]
+    assert run.status == Status.FAILED, log_text(run)[-500:]
+    assert run.failure_reason == Reason.LOG_LIMIT
+    assert "more than LOG_MAX_SIZE_MB (1 MB)" in run.error_message
     text = log_text(run)
-    assert len(text.encode()) < 1024**2 + 4096
-    assert "log truncated at LOG_MAX_SIZE_MB=1; the run goes on, its output is dropped" in text
+    assert len(text.encode()) < 1024**2 + 64 * 1024
+    assert "the log reached LOG_MAX_SIZE_MB=1" in text
     assert "line(s) were not kept" in text
     assert "the end" not in text
-    assert "finished: succeeded" in text  # Fast-Flow's own lines are kept past the cap
+    assert "finished: failed" in text  # Fast-Flow's own lines are kept past the cap
 
 
 @both_executors
@@ -384,20 +393,18 @@ def test_timeout_zero_means_no_limit_even_with_an_instance_timeout(make_pipeline
 def test_a_container_created_but_never_started_is_replaced(make_pipeline, docker_engine):
     from pipelines_app.discovery import discover
     from pipelines_app.models import Pipeline
-    from runs_app.execution import _spec, execute_run
+    from runs_app.execution import execute_run, run_spec
     from runs_app.executors.docker import DockerExecutor
-    from runs_app.queue import claim_runs
 
     make_pipeline("fresh", main="print('started properly')\n")
     discover()
     run = PipelineRun.enqueue(Pipeline.objects.get(name="fresh"), trigger="manual")
-    claim_runs()
-    # A worker created the container, recorded it, and died before starting it.
-    container = DockerExecutor()._create(_spec(run, {}))
-    PipelineRun.objects.filter(pk=run.pk).update(container_id=container.id, worker_id="gone:1:x")
-    execute_run(run.pk, orphaned_workers=["gone:1:x"])
+    PipelineRun.claim_runs()
+    # A worker created the container and died before recording or starting it.
+    container_id = DockerExecutor()._create(run_spec(run, {})[0])
+    execute_run(run.pk)
     run.refresh_from_db()
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert output_lines(run) == ["started properly"]
-    assert run.container_id != container.id
-    assert docker_engine.containers.list(all=True, filters={"id": container.id}) == []
+    assert run.container_id != container_id
+    assert docker_engine.containers.list(all=True, filters={"id": container_id}) == []

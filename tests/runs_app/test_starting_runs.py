@@ -41,7 +41,7 @@ def operator_client(client, viewer):
 
 @pytest.mark.django_db
 def test_the_run_button_queues_a_manual_run(operator_client, catalogue, viewer):
-    response = operator_client.post(reverse("pipelines_app:run", args=["hello"]), follow=True)
+    response = operator_client.post(reverse("runs_app:start", args=["hello"]), follow=True)
     run = PipelineRun.objects.get()
     assert run.status == Status.QUEUED
     assert run.trigger == PipelineRun.Trigger.MANUAL and run.triggered_by == viewer
@@ -59,14 +59,14 @@ def test_the_run_button_is_shown_to_people_who_may_run(operator_client, catalogu
 @pytest.mark.django_db
 def test_people_without_the_permission_cannot_run(viewer_client, catalogue):
     assert 'action="/pipelines/hello/run/"' not in viewer_client.get("/pipelines/").content.decode()
-    response = viewer_client.post(reverse("pipelines_app:run", args=["hello"]))
+    response = viewer_client.post(reverse("runs_app:start", args=["hello"]))
     assert response.status_code == 403
     assert not PipelineRun.objects.exists()
 
 
 @pytest.mark.django_db
 def test_running_a_disabled_pipeline_asks_for_confirmation(operator_client, catalogue):
-    url = reverse("pipelines_app:run", args=["paused"])
+    url = reverse("runs_app:start", args=["paused"])
     response = operator_client.post(url, follow=True)
     html = response.content.decode()
     assert not PipelineRun.objects.exists()
@@ -78,14 +78,14 @@ def test_running_a_disabled_pipeline_asks_for_confirmation(operator_client, cata
 
 @pytest.mark.django_db
 def test_an_invalid_pipeline_is_refused_with_its_errors(operator_client, catalogue):
-    response = operator_client.post(reverse("pipelines_app:run", args=["broken"]), follow=True)
+    response = operator_client.post(reverse("runs_app:start", args=["broken"]), follow=True)
     assert "broken cannot run until its configuration is fixed" in response.content.decode()
     assert not PipelineRun.objects.exists()
 
 
 @pytest.mark.django_db
 def test_run_button_needs_post(operator_client, catalogue):
-    assert operator_client.get(reverse("pipelines_app:run", args=["hello"])).status_code == 405
+    assert operator_client.get(reverse("runs_app:start", args=["hello"])).status_code == 405
 
 
 @pytest.mark.django_db
@@ -212,7 +212,7 @@ def test_runs_travel_through_redis_when_redis_url_is_set(make_pipeline, settings
 @pytest.mark.django_db
 def test_the_run_button_never_redirects_off_site(operator_client, catalogue):
     response = operator_client.post(
-        reverse("pipelines_app:run", args=["hello"]), {"next": "https://evil.example/"}
+        reverse("runs_app:start", args=["hello"]), {"next": "https://evil.example/"}
     )
     assert response.url == PipelineRun.objects.get().get_absolute_url()
 
@@ -222,7 +222,7 @@ def test_run_with_parameters(operator_client, catalogue):
     html = operator_client.get("/pipelines/hello/").content.decode()
     assert "Run with parameters" in html
     operator_client.post(
-        reverse("pipelines_app:run", args=["hello"]),
+        reverse("runs_app:start", args=["hello"]),
         {"param_name": ["DAY", "", "MODE"], "param_value": ["monday", "ignored", "full"]},
     )
     assert PipelineRun.objects.get().parameters == {"DAY": "monday", "MODE": "full"}
@@ -244,7 +244,7 @@ def test_parameters_that_would_change_how_a_run_is_built_are_refused(
     operator_client, catalogue, name, words
 ):
     response = operator_client.post(
-        reverse("pipelines_app:run", args=["hello"]),
+        reverse("runs_app:start", args=["hello"]),
         {"param_name": [name], "param_value": ["x"]},
         follow=True,
     )

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines_app.models import Pipeline
 from runs_app.environment import check_parameters
-from runs_app.follow import exit_status, follow_log
+from runs_app.follow import NoWorkerNotice, exit_status, follow_log
 from runs_app.models import PipelineRun, RunRefused
 
 ENV_ASSIGNMENT = re.compile(r"^([^=]+)=(.*)$", re.DOTALL)
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             if not match:
                 raise CommandError(f"-e {assignment!r} is not KEY=VALUE")
             parameters[match[1]] = match[2]
-        problems = check_parameters(parameters)
+        problems = check_parameters(pipeline, parameters)
         if problems:
             raise CommandError("; ".join(problems))
         try:
@@ -57,7 +57,8 @@ class Command(BaseCommand):
         self.stdout.write(f"queued run {run.public_id} of {pipeline.name}")
         if not follow:
             return
-        for _, _, stream, text in follow_log(run):
+        notice = NoWorkerNotice(lambda text: self.stderr.write(self.style.WARNING(text)))
+        for _, _, stream, text in follow_log(run, on_poll=notice):
             target = self.stderr if stream == "E" else self.stdout
             target.write(text if stream != "S" else f"[fast-flow] {text}")
         run.refresh_from_db()

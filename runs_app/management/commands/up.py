@@ -23,10 +23,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pipelines_app.discovery import discover, pipelines_root
 from pipelines_app.gitsync import sync
 from pipelines_app.models import GitSource, Sync
+from runs_app.executors import EngineUnavailable, ExecutorError
+from runs_app.executors.docker import DockerExecutor
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 PASSWORD_FILE_NAME = "initial-admin-password.txt"  # noqa: S105 (a file name)
 NO_ENGINE = "No Docker engine is reachable (is dockerd running?)."
+NO_ENGINE_HELP = (
+    "Runs wait in the queue until it is. To run pipelines as local processes instead "
+    "(far less isolation), set FASTFLOW_EXECUTOR=local."
+)
 LOCAL_NOTE = (
     "pipelines run as local processes (FASTFLOW_EXECUTOR=local): they are not isolated "
     "from this machine; see README."
@@ -127,34 +133,31 @@ class Command(BaseCommand):
     def prepare_executor(self) -> dict[str, str]:
         """Make sure runs can start: a Docker engine and the worker image, or say why not.
 
-        Returns environment changes for the children: without a reachable engine (and no
-        explicit FASTFLOW_EXECUTOR), this instance falls back to the local executor.
+        There is no silent fallback: the local executor runs only when FASTFLOW_EXECUTOR=local
+        asks for it. Without an engine, a production instance (DEBUG off) does not start;
+        a development one starts and its runs wait until the engine is there.
         """
-        if settings.FASTFLOW_EXECUTOR != "docker":
+        if settings.FASTFLOW_EXECUTOR == "local":
             self.stdout.write(self.style.WARNING(LOCAL_NOTE))
             return {}
-        import docker
-        from docker.errors import DockerException, ImageNotFound
-
+        executor = DockerExecutor()
         try:
-            client = docker.from_env()
-            client.ping()
-        except DockerException:
-            if "FASTFLOW_EXECUTOR" in os.environ:
-                self.stdout.write(self.style.ERROR(NO_ENGINE + " Runs fail until it is started."))
-                return {}
-            self.stdout.write(self.style.WARNING(NO_ENGINE + " Falling back: " + LOCAL_NOTE))
-            return {"FASTFLOW_EXECUTOR": "local"}
+            executor.check()
+        except EngineUnavailable as problem:
+            if not settings.DEBUG:
+                raise CommandError(f"{NO_ENGINE} {problem}. {NO_ENGINE_HELP}") from None
+            self.stdout.write(self.style.WARNING(f"{NO_ENGINE} {NO_ENGINE_HELP}"))
+            return {}
         try:
-            client.images.get(settings.WORKER_IMAGE)
-        except ImageNotFound:
+            executor.check_image()
+        except ExecutorError:
             self.build_worker_image()
         return {}
 
     def build_worker_image(self) -> None:
         image = settings.WORKER_IMAGE
         folder = Path(settings.BASE_DIR) / "runs_app" / "worker_image"
-        self.stdout.write(f"The worker image {image} is missing; building it (once)...")
+        self.stdout.write(f"The worker image {image} is missing or outdated; building it...")
         attempts = [["docker", "build", "-t", image, str(folder)]]
         if os.geteuid() == 0:  # no registry needed, but debootstrap needs root
             attempts.insert(0, ["bash", str(folder / "build-offline.sh"), image])

@@ -4,7 +4,8 @@ The cluster's processes execute tasks (one run each). The ticker, in this proces
 due schedules (waking at the next due time, at most `--tick` apart), starts runs that
 became due (retries) and reconciles: at start-up at once (runs of a worker that died are
 re-attached), then periodically. Several workers may tick at once: a due time still fires
-exactly once (pipelines_app.scheduler).
+exactly once (runs_app.scheduler). Every few seconds it reports this worker
+alive (WorkerProcess), with whether it reaches the Docker engine.
 
 Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: the cluster's
 processes are ended at once, the run containers go on, and the next worker re-attaches to
@@ -24,12 +25,15 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_q.cluster import Cluster
 
 from pipelines_app.gitsync import request_sync_when_due
-from pipelines_app.scheduler import fire_due, seconds_until_next_due
-from pipelines_app.warmup import dispatch_warmups, requeue_interrupted_warmups
-from runs_app.execution import reconcile
-from runs_app.queue import dispatch
+from runs_app.execution import reconcile, worker_id
+from runs_app.executors import EngineUnavailable, get_executor
+from runs_app.models import WorkerProcess, dispatch
+from runs_app.scheduler import fire_due, seconds_until_next_due
+from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 
 logger = logging.getLogger(__name__)
+
+REPORT_EVERY_SECONDS = 5.0
 
 
 class Command(BaseCommand):
@@ -52,15 +56,33 @@ class Command(BaseCommand):
             self.run_ticker(tick, reconcile_every)
         finally:
             end_processes(_descendants(os.getpid()))
+            with contextlib.suppress(Exception):  # the database may be gone too
+                WorkerProcess.objects.filter(name=worker_id()).delete()
 
     def run_ticker(self, tick: float, reconcile_every: float) -> None:
+        self.report()
         self.tick(reconcile_now=True, startup=True)
-        last_reconcile = time.monotonic()
+        last_reconcile = last_report = time.monotonic()
         while not self.stopping.wait(seconds_until_next_due(tick)):
+            if time.monotonic() - last_report >= REPORT_EVERY_SECONDS:
+                self.report()
+                last_report = time.monotonic()
             due = time.monotonic() - last_reconcile >= reconcile_every
             self.tick(reconcile_now=due)
             if due:
                 last_reconcile = time.monotonic()
+
+    def report(self) -> None:
+        """Tell the instance this worker is alive, and whether it reaches the engine."""
+        try:
+            get_executor().check()
+            engine_ok, error = True, ""
+        except EngineUnavailable as problem:
+            engine_ok, error = False, str(problem)
+        try:
+            WorkerProcess.report(worker_id(), engine_ok=engine_ok, engine_error=error)
+        except Exception:
+            logger.exception("could not report this worker")
 
     def tick(self, *, reconcile_now: bool, startup: bool = False) -> None:
         """One pass; errors are logged, never allowed to stop the loop."""

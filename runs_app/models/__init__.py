@@ -1,0 +1,16 @@
+"""The run side's data: runs and their state machine, skipped due times, live workers."""
+
+from __future__ import annotations
+
+from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
+from runs_app.models.skip import ScheduleSkip
+from runs_app.models.worker import WorkerProcess
+
+__all__ = [
+    "PipelineRun",
+    "RunRefused",
+    "ScheduleSkip",
+    "WorkerProcess",
+    "dispatch",
+    "with_last_run",
+]

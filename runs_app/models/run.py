@@ -1,0 +1,499 @@
+"""A run is one attempt at executing a pipeline; its row answers every question about it.
+
+The state machine. Every arrow is one method of PipelineRun doing one conditional UPDATE
+that names the state it leaves, so two processes can never both make the same move (the
+loser's UPDATE matches no row):
+
+    enqueue() ──▶ queued ──── request_cancel() ─────────────────────────────▶ cancelled
+                    │
+                    │ claim_runs()       the dispatcher: a slot is free (MAX_CONCURRENT_RUNS,
+                    ▼                    max_instances), oldest first; hands it to a worker
+                 claimed ── request_cancel(), no container yet ─────────────▶ cancelled
+                  ▲   │
+     release()    │   │ take()           one worker process becomes its follower: it holds
+     release_     │   │                  the lease (worker_id) and renews it (beat())
+     stale()      │   ▼
+                 running ── finish(status)  ──▶ succeeded │ failed │ timed_out │ cancelled
+                            finish_lost()   ──▶ failed (lost: its container vanished)
+
+- release(): the follower gives the run up without ending it — the engine is unreachable,
+  or the worker stops. The container goes on; the next follower re-attaches to it.
+- release_stale() (reconcile): the follower stopped renewing its lease, or its process is
+  known dead; the run waits for a new follower the same way.
+- mark_started(): the container exists (its id is recorded before it starts), the one
+  change of a running run that is not a move.
+- finish(): only the lease holder can finish; a cancel request always wins; a retry of a
+  failed attempt is created in the same transaction (at most one per attempt).
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import cached_property
+
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from pipelines_app.contract import RetryStrategy, RunSettings
+from pipelines_app.models import Pipeline
+from runs_app import live
+from runs_app.logs import log_path_for
+
+# PostgreSQL advisory lock that serialises claiming across every web and worker process.
+DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
+CANDIDATE_WINDOW = 500
+DEFAULT_RETRY_STRATEGY = RetryStrategy("exponential_backoff")
+EXECUTE_TASK = "runs_app.execution.execute_run"
+
+
+def with_last_run(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipeline]:
+    """Pipelines annotated with their newest run: last_run_status, _at, _public_id."""
+    newest = PipelineRun.objects.filter(pipeline=models.OuterRef("pk")).order_by(
+        "-queued_at", "-id"
+    )
+    return pipelines.annotate(
+        last_run_status=models.Subquery(newest.values("status")[:1]),
+        last_run_at=models.Subquery(newest.values("queued_at")[:1]),
+        last_run_public_id=models.Subquery(newest.values("public_id")[:1]),
+    )
+
+
+class RunRefused(Exception):
+    """A run cannot be started; the message says why, for people."""
+
+
+class PipelineRun(models.Model):
+    """One attempt. A retry is a new row pointing at the run it retries."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        CLAIMED = "claimed", "waiting for a worker"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+        TIMED_OUT = "timed_out", "timed out"
+
+    # In flight: holding one of the MAX_CONCURRENT_RUNS slots.
+    IN_FLIGHT_STATUSES = (Status.CLAIMED, Status.RUNNING)
+    ACTIVE_STATUSES = (Status.QUEUED, *IN_FLIGHT_STATUSES)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT)
+
+    class FailureReason(models.TextChoices):
+        EXIT_CODE = "exit_code", "non-zero exit code"
+        OUT_OF_MEMORY = "out_of_memory", "out of memory"
+        DEPENDENCY_INSTALL = "dependency_install", "dependency install failed"
+        IMAGE_MISSING = "image_missing", "worker image missing"
+        SECRET = "secret", "a secret does not decrypt"
+        LOG_LIMIT = "log_limit", "printed more than LOG_MAX_SIZE_MB"
+        LOG_UNWRITABLE = "log_unwritable", "its log could not be written"
+        LOST = "lost", "lost (container vanished)"
+        INTERNAL_ERROR = "internal_error", "internal error"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "manual"
+        SCHEDULE = "schedule", "schedule"
+        WEBHOOK = "webhook", "webhook"
+        CHAIN = "chain", "chain (upstream pipeline)"
+        RETRY = "retry", "retry"
+        API = "api", "API"
+        CLI = "cli", "command line"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    failure_reason = models.CharField(max_length=20, choices=FailureReason.choices, blank=True)
+    error_message = models.TextField(blank=True, help_text="Why it failed, in words.")
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="triggered_runs",
+    )
+    schedule = models.ForeignKey(
+        "pipelines_app.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The schedule (or webhook key of one) that started it; its overrides apply.",
+    )
+    config_id = models.CharField(
+        "schedule id", max_length=100, blank=True, help_text="schedules[].id whose overrides apply"
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The due time a schedule fired it for."
+    )
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+
+    queued_at = models.DateTimeField(default=timezone.now)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="A retry waits in the queue until this moment."
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="Left the queue.")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last handed to a worker (again after a release)."
+    )
+    started_at = models.DateTimeField(null=True, blank=True, help_text="Container started.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    setup_duration = models.DurationField(
+        null=True, blank=True, help_text="Container start until the pipeline's code starts."
+    )
+
+    uv_version = models.CharField(max_length=40, blank=True)
+    git_commit = models.CharField(max_length=40, blank=True)
+    container_id = models.CharField(max_length=64, blank=True)
+    # Never secret values: the environment without secrets, and only the names of secrets.
+    environment = models.JSONField(default=dict, blank=True)
+    secret_env_names = models.JSONField(default=list, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    log_path = models.CharField(max_length=1024, blank=True)
+
+    route = models.CharField(
+        max_length=256, blank=True, help_text="What the run wrote to FASTFLOW_ROUTE_FILE."
+    )
+    # The lease: "host:pid:token" of the one worker process following the run, renewed by
+    # heartbeats. Empty unless running.
+    worker_id = models.CharField(max_length=120, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    peak_cpu_percent = models.FloatField(null=True, blank=True)
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    limit_warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            # Each index ends with the ordering's tie-breaker, so lists need no extra sort.
+            # runs of pipeline X, newest first
+            models.Index(fields=["pipeline", "-queued_at", "-id"], name="run_pipeline_newest"),
+            # runs by status; for queued runs also the FIFO order of the queue
+            models.Index(fields=["status", "queued_at", "id"], name="run_status_fifo"),
+            # runs in a time window, newest first
+            models.Index(fields=["-queued_at", "-id"], name="run_newest"),
+            # retention: finished before a moment
+            models.Index(fields=["finished_at"], name="run_finished"),
+        ]
+        constraints = [
+            # A failed attempt is retried at most once: a second worker finishing the same
+            # attempt, or a crash between finish and retry, can never make two retries.
+            models.UniqueConstraint(fields=["retry_of"], name="one_retry_per_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} #{self.short_id} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs_app:detail", args=[self.public_id])
+
+    @property
+    def short_id(self) -> str:
+        return str(self.public_id)[:8]
+
+    # --- queued ------------------------------------------------------------------------------
+
+    @classmethod
+    def enqueue(
+        cls,
+        pipeline: Pipeline,
+        *,
+        trigger: str,
+        user=None,
+        parameters: dict[str, str] | None = None,
+        retry_of: PipelineRun | None = None,
+        not_before: datetime | None = None,
+        schedule=None,
+        scheduled_for: datetime | None = None,
+    ) -> PipelineRun:
+        """Queue a run (a row first); the dispatcher starts it when a slot is free."""
+        if pipeline.state == Pipeline.State.MISSING:
+            raise RunRefused(f"{pipeline.name} cannot run: its folder is gone")
+        if not pipeline.is_valid:
+            raise RunRefused(
+                f"{pipeline.name} cannot run until its configuration is fixed: "
+                + "; ".join(pipeline.error_messages)
+            )
+        run = cls(
+            pipeline=pipeline,
+            trigger=trigger,
+            triggered_by=user if user is not None and user.is_authenticated else None,
+            parameters=dict(parameters or {}),
+            retry_of=retry_of,
+            attempt=retry_of.attempt + 1 if retry_of else 1,
+            not_before=not_before,
+            schedule=schedule if schedule is not None else getattr(retry_of, "schedule", None),
+            config_id=(schedule.config_id if schedule else getattr(retry_of, "config_id", "")),
+            scheduled_for=scheduled_for,
+        )
+        run.log_path = str(log_path_for(run.public_id))
+        run.save()
+        transaction.on_commit(dispatch)
+        return run
+
+    def rerun(self, user=None) -> PipelineRun:
+        """A new manual run of the same pipeline with the same parameters."""
+        return PipelineRun.enqueue(
+            self.pipeline,
+            trigger=self.Trigger.MANUAL,
+            user=user,
+            parameters=self.parameters,
+            schedule=self.schedule,
+        )
+
+    def request_cancel(self) -> str:
+        """Cancel: a run without a container at once, a running one through its follower.
+
+        Returns "cancelled", "stopping" or "finished" (nothing left to cancel).
+        """
+        now = timezone.now()
+        runs = PipelineRun.objects.filter(pk=self.pk)
+        not_started = Q(status=self.Status.QUEUED) | Q(status=self.Status.CLAIMED, container_id="")
+        if runs.filter(not_started).update(
+            status=self.Status.CANCELLED, finished_at=now, cancel_requested_at=now, worker_id=""
+        ):
+            self.refresh_from_db()
+            live.status_changed(self.public_id)
+            return "cancelled"
+        runs.filter(status__in=self.IN_FLIGHT_STATUSES, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now
+        )
+        self.refresh_from_db()
+        return "stopping" if self.status in self.IN_FLIGHT_STATUSES else "finished"
+
+    # --- claimed -----------------------------------------------------------------------------
+
+    @classmethod
+    def claim_runs(cls) -> list[int]:
+        """queued → claimed for as many runs as the limits allow, oldest first."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK])
+            # On SQLite the IMMEDIATE transaction already holds the database's write lock.
+            # The time is read only now, with the lock held: claims are stamped in the order
+            # they happen.
+            now = timezone.now()
+            in_flight = dict(
+                cls.objects.filter(status__in=cls.IN_FLIGHT_STATUSES)
+                .values_list("pipeline_id")
+                .annotate(n=Count("id"))
+            )
+            free_slots = settings.MAX_CONCURRENT_RUNS - sum(in_flight.values())
+            if free_slots <= 0:
+                return []
+            candidates = (
+                cls.objects.filter(status=cls.Status.QUEUED)
+                .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+                .select_related("pipeline")
+                .order_by("queued_at", "id")[:CANDIDATE_WINDOW]
+            )
+            claimed: list[int] = []
+            for run in candidates:
+                limit = run.pipeline.spec.max_instances
+                if limit is not None and in_flight.get(run.pipeline_id, 0) >= limit:
+                    continue
+                took = cls.objects.filter(pk=run.pk, status=cls.Status.QUEUED).update(
+                    status=cls.Status.CLAIMED, claimed_at=now
+                )
+                if took:
+                    transaction.on_commit(lambda run=run: live.status_changed(run.public_id))
+                    claimed.append(run.pk)
+                    in_flight[run.pipeline_id] = in_flight.get(run.pipeline_id, 0) + 1
+                    if len(claimed) == free_slots:
+                        break
+        return claimed
+
+    @classmethod
+    def hand_to_workers(cls, run_ids: Iterable[int]) -> None:
+        """One worker task per claimed run (a duplicate delivery is harmless: see take())."""
+        for run_id in run_ids:
+            cls.objects.filter(pk=run_id, status=cls.Status.CLAIMED).update(
+                dispatched_at=timezone.now()
+            )
+            async_task(EXECUTE_TASK, run_id, task_name=f"run-{run_id}")
+
+    @classmethod
+    def take(cls, pk: int, worker_id: str) -> PipelineRun | None:
+        """claimed → running: `worker_id` becomes the run's one follower (holds its lease)."""
+        now = timezone.now()
+        took = cls.objects.filter(pk=pk, status=cls.Status.CLAIMED).update(
+            status=cls.Status.RUNNING, worker_id=worker_id, heartbeat_at=now
+        )
+        if not took:
+            return None
+        return cls.objects.select_related("pipeline", "schedule").get(pk=pk)
+
+    # --- running: only the lease holder acts --------------------------------------------------
+
+    def _held(self) -> models.QuerySet[PipelineRun]:
+        return PipelineRun.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING, worker_id=self.worker_id
+        )
+
+    def beat(self) -> bool:
+        """Renew the lease; False when this process no longer holds it."""
+        return bool(self._held().update(heartbeat_at=timezone.now()))
+
+    def mark_started(self, container_id: str) -> bool:
+        """Record the container (before it starts, so a successor finds it)."""
+        self.container_id = container_id
+        return bool(self._held().update(container_id=container_id, started_at=timezone.now()))
+
+    def record(self, **fields) -> bool:
+        """Store facts of a run in progress (environment, commit); never a status."""
+        assert "status" not in fields
+        return bool(self._held().update(**fields))
+
+    def cancel_is_requested(self) -> bool:
+        return PipelineRun.objects.filter(pk=self.pk, cancel_requested_at__isnull=False).exists()
+
+    def release(self) -> bool:
+        """running → claimed: stop following without ending the run (its container goes on)."""
+        released = self._held().update(
+            status=self.Status.CLAIMED, worker_id="", heartbeat_at=None, dispatched_at=None
+        )
+        if released:
+            transaction.on_commit(lambda: live.status_changed(self.public_id))
+        return bool(released)
+
+    @classmethod
+    def release_stale(cls, dead_workers: Iterable[str] = ()) -> list[int]:
+        """running → claimed for runs whose follower stopped renewing its lease (or is known
+        dead): they wait for a new follower, which re-attaches to their container."""
+        stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+        lapsed = cls.objects.filter(status=cls.Status.RUNNING).filter(
+            Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True) | Q(worker_id__in=dead_workers)
+        )
+        released = []
+        for pk, holder in lapsed.values_list("pk", "worker_id"):
+            if cls.objects.filter(pk=pk, status=cls.Status.RUNNING, worker_id=holder).update(
+                status=cls.Status.CLAIMED, worker_id="", heartbeat_at=None, dispatched_at=None
+            ):
+                released.append(pk)
+        return released
+
+    def finish(self, status: str, **fields) -> bool:
+        """running → a final status, once, by the lease holder; a cancel request wins.
+
+        A failed (or, with RETRY_ON_TIMEOUT, timed-out) attempt with attempts left gets its
+        retry row in the same transaction. False when this process no longer held the run.
+        """
+        assert status in self.FINAL_STATUSES
+        fields.setdefault("finished_at", timezone.now())
+        with transaction.atomic():
+            held = self._held()
+            changed = held.filter(cancel_requested_at__isnull=True).update(status=status, **fields)
+            if not changed:
+                fields.update(failure_reason="", error_message="cancelled on request")
+                changed = held.update(status=self.Status.CANCELLED, **fields)
+            if changed:
+                self.refresh_from_db()
+                self._enqueue_retry()
+        if not changed:
+            self.refresh_from_db()
+        return bool(changed)
+
+    def finish_lost(self, message: str) -> bool:
+        return self.finish(
+            self.Status.FAILED, failure_reason=self.FailureReason.LOST, error_message=message
+        )
+
+    # --- retries -----------------------------------------------------------------------------
+
+    @property
+    def attempts_allowed(self) -> int:
+        """Retries allowed after the first attempt (pipeline.json or RETRY_ATTEMPTS)."""
+        attempts = self.run_settings.retry_attempts
+        return settings.RETRY_ATTEMPTS if attempts is None else attempts
+
+    def retry_due_in(self, status: str = "", failure_reason: str = "") -> float | None:
+        """Seconds until the retry of this attempt if it ends with `status` and
+        `failure_reason` (default: its own), or None when it will not be retried.
+
+        A secret that does not decrypt is not retried: trying again cannot help."""
+        status = status or self.status
+        failure_reason = failure_reason or self.failure_reason
+        retryable = status == self.Status.FAILED or (
+            status == self.Status.TIMED_OUT and settings.RETRY_ON_TIMEOUT
+        )
+        if not retryable or failure_reason == self.FailureReason.SECRET:
+            return None
+        if self.attempt > self.attempts_allowed:
+            return None
+        strategy = self.run_settings.retry_strategy or DEFAULT_RETRY_STRATEGY
+        return strategy.delay_before_retry(self.attempt)
+
+    def _enqueue_retry(self) -> PipelineRun | None:
+        delay = self.retry_due_in()
+        if delay is None or self.retries.exists():
+            return None
+        try:
+            with transaction.atomic():
+                return PipelineRun.enqueue(
+                    self.pipeline,
+                    trigger=self.Trigger.RETRY,
+                    user=self.triggered_by,
+                    parameters=self.parameters,
+                    retry_of=self,
+                    not_before=timezone.now() + timedelta(seconds=delay),
+                )
+        except RunRefused:
+            return None  # the pipeline became invalid or vanished meanwhile
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @cached_property
+    def run_settings(self) -> RunSettings:
+        """The pipeline's settings with its schedule's overrides on top."""
+        base = self.pipeline.spec.run
+        return base.overridden_by(self.schedule.settings) if self.schedule_id else base
+
+    @property
+    def lateness(self) -> timedelta | None:
+        """How long after its due time a scheduled run left the queue."""
+        if not self.scheduled_for:
+            return None
+        return (self.claimed_at or self.queued_at) - self.scheduled_for
+
+    @property
+    def queue_position(self) -> int | None:
+        """1 for the next queued run to start, None when not queued."""
+        if self.status != self.Status.QUEUED:
+            return None
+        ahead = PipelineRun.objects.filter(status=self.Status.QUEUED).filter(
+            Q(queued_at__lt=self.queued_at) | Q(queued_at=self.queued_at, id__lt=self.id)
+        )
+        return ahead.count() + 1
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Wall time from start to finish (or until now while running)."""
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+def dispatch() -> list[int]:
+    """Claim what may start now and hand each claimed run to a worker."""
+    claimed = PipelineRun.claim_runs()
+    PipelineRun.hand_to_workers(claimed)
+    return claimed

@@ -1,0 +1,53 @@
+"""The worker processes that are alive, as their tickers report them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class WorkerProcess(models.Model):
+    """A running `manage.py worker`: its ticker reports every few seconds, and says whether
+    it can reach the Docker engine. A clean stop removes the row."""
+
+    name = models.CharField(max_length=120, unique=True, help_text="host:pid:token")
+    hostname = models.CharField(max_length=100)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+    engine_ok = models.BooleanField(null=True, help_text="Whether it reached the engine.")
+    engine_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-seen_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def report(cls, name: str, *, engine_ok: bool | None, engine_error: str = "") -> None:
+        hostname, pid, _ = name.split(":", 2)
+        updated = cls.objects.filter(name=name).update(
+            seen_at=timezone.now(), engine_ok=engine_ok, engine_error=engine_error
+        )
+        if not updated:
+            cls.objects.create(
+                name=name,
+                hostname=hostname,
+                pid=int(pid),
+                engine_ok=engine_ok,
+                engine_error=engine_error,
+            )
+
+    @classmethod
+    def alive(cls) -> models.QuerySet[WorkerProcess]:
+        """Workers heard from within RUN_HEARTBEAT_TIMEOUT."""
+        recent = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+        return cls.objects.filter(seen_at__gte=recent)
+
+    @property
+    def is_alive(self) -> bool:
+        return self.seen_at >= timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)

@@ -1,0 +1,202 @@
+"""Dependency warm-up: a pipeline's requirements installed once into the shared uv cache,
+inside a worker container, with no secret in its environment and none of the pipeline's
+code but what its requirements name.
+
+Runs see the shared cache read-only (runs_app.executors.docker): their environment is
+linked from it, offline. So the cache must hold a pipeline's packages before it runs:
+
+- after every discovery (and so every sync) with UV_PRE_HEAT, pipelines whose environment
+  changed are marked pending; `dispatch_warmups()` starts at most WARMUP_CONCURRENCY at
+  once as worker tasks (claimed with a conditional UPDATE, like runs), so warm-ups never
+  take the workers runs need;
+- a run whose environment is not warmed yet warms it first, in its own follower
+  (`ensure_warm`), its output in the run's log.
+
+A warm-up runs prepare.sh with FASTFLOW_WARM_ONLY: exactly the install a run does, but
+allowed to download and to write the cache, and stopping before any pipeline code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from pipelines_app.models import Pipeline
+from runs_app.executors import (
+    EngineUnavailable,
+    Executor,
+    ExecutorError,
+    LeaseLost,
+    RunSpec,
+    Watch,
+    get_executor,
+)
+from runs_app.logs import LogWriter
+
+logger = logging.getLogger(__name__)
+
+WARMUP_CONCURRENCY = 2
+WARMUP_TIMEOUT_SECONDS = 900
+Warm = Pipeline.WarmStatus
+
+
+def needs_warming(pipeline: Pipeline) -> bool:
+    return pipeline.needs_environment and pipeline.warmed_hash != pipeline.environment_key
+
+
+def request_warmups(names: list[str] | None = None, *, force: bool = False) -> int:
+    """Mark pipelines to warm: those whose environment changed (all named ones if force)."""
+    candidates = Pipeline.objects.filter(state=Pipeline.State.PRESENT, config_errors=[]).exclude(
+        warm_status__in=[Warm.PENDING, Warm.WARMING]
+    )
+    if names is not None:
+        candidates = candidates.filter(name__in=names)
+    wanted = [p.pk for p in candidates if p.needs_environment and (force or needs_warming(p))]
+    marked = Pipeline.objects.filter(pk__in=wanted).exclude(
+        warm_status__in=[Warm.PENDING, Warm.WARMING]
+    )
+    count = marked.update(warm_status=Warm.PENDING, warm_error="")
+    if count:
+        dispatch_warmups()
+    return count
+
+
+def requeue_interrupted_warmups() -> int:
+    """At a worker's start: warm-ups of a worker that died are started again."""
+    return Pipeline.objects.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)
+
+
+def dispatch_warmups() -> list[int]:
+    """Start pending warm-ups while fewer than WARMUP_CONCURRENCY are warming."""
+    started = []
+    warming = Pipeline.objects.filter(warm_status=Warm.WARMING).count()
+    pending = Pipeline.objects.filter(warm_status=Warm.PENDING).order_by("pk")
+    for pk in pending.values_list("pk", flat=True)[: max(0, WARMUP_CONCURRENCY - warming)]:
+        if Pipeline.objects.filter(pk=pk, warm_status=Warm.PENDING).update(
+            warm_status=Warm.WARMING
+        ):
+            async_task("runs_app.warmup.warm", pk, group="warmup")
+            started.append(pk)
+    return started
+
+
+def warm(pipeline_id: int) -> None:
+    """The worker's task: warm one pipeline claimed by dispatch_warmups (or the command)."""
+    pipeline = Pipeline.objects.get(pk=pipeline_id)
+    work = Path(settings.DATA_DIR) / "warmups"
+    log = LogWriter(work / f"{pipeline.name}.log")
+    try:
+        _warm_and_record(pipeline, get_executor(), log, Watch())
+    finally:
+        log.close()
+    dispatch_warmups()
+
+
+def ensure_warm(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch) -> str:
+    """Before a run: its environment in the shared cache. Returns "" when ready, or the
+    reason it cannot be (the warm-up's error). A run never waits for a warm-up handed to
+    another process (that one may not even have started): it warms here, and uv keeps two
+    concurrent installs of the same packages apart."""
+    pipeline.refresh_from_db()
+    if not needs_warming(pipeline):
+        return ""
+    log.system("installing its requirements into the shared cache first (warm-up)")
+    Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Warm.WARMING)
+    _warm_and_record(pipeline, executor, log, watch)
+    pipeline.refresh_from_db()
+    if not needs_warming(pipeline):
+        return ""
+    return pipeline.warm_error or "the warm-up did not finish"
+
+
+def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch) -> None:
+    """Install and store the result for the environment that was installed."""
+    key = pipeline.environment_key
+    began = time.monotonic()
+    try:
+        ok, detail = _install(pipeline, executor, log, watch)
+    except (EngineUnavailable, LeaseLost):
+        Pipeline.objects.filter(pk=pipeline.pk, warm_status=Warm.WARMING).update(
+            warm_status=Warm.PENDING
+        )
+        raise
+    except Exception as problem:  # the warm-up must end in a state a person can read
+        logger.exception("warm-up of %s failed inside Fast-Flow", pipeline.name)
+        ok, detail = False, f"{type(problem).__name__}: {problem}"
+    fields = {
+        "warmed_at": timezone.now(),
+        "warm_duration": timedelta(seconds=time.monotonic() - began),
+    }
+    if ok:
+        fields.update(warm_status=Warm.READY, warmed_hash=key, warm_error="")
+    else:
+        fields.update(warm_status=Warm.FAILED, warm_error=detail)
+    rows = Pipeline.objects.filter(pk=pipeline.pk)
+    if not rows.filter(requirements_hash=pipeline.requirements_hash).update(**fields):
+        # The requirements changed meanwhile: the new ones are warmed next.
+        rows.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)
+
+
+def _install(
+    pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch
+) -> tuple[bool, str]:
+    warm_id = str(uuid.uuid4())
+    spec = RunSpec(
+        run_id=warm_id,
+        pipeline=pipeline.name,
+        folder=Path(pipeline.folder_path).resolve(),
+        entry_point=pipeline.spec.entry_point,
+        requirements_file=pipeline.requirements_file,
+        python_version=pipeline.spec.python_version,
+        env={},  # no secrets, no parameters: nothing but the install
+        timeout_seconds=WARMUP_TIMEOUT_SECONDS,
+        mem_hard_limit_bytes=settings.RUN_MEMORY_LIMIT,
+        cpu_hard_limit=settings.RUN_CPU_LIMIT,
+        run_dir=Path(settings.DATA_DIR) / "warmups" / warm_id,
+        purpose="warm",
+    )
+    handles: list[str] = []
+    install_watch = Watch(
+        should_cancel=watch.should_cancel,
+        heartbeat=watch.heartbeat,
+        on_started=handles.append,
+    )
+    try:
+        outcome = executor.start(spec, log, install_watch)
+    except EngineUnavailable:
+        raise
+    except ExecutorError as problem:
+        return False, str(problem)
+    finally:
+        _remove_all(executor, handles)
+    if outcome.exit_code == 0 and not outcome.cancelled:
+        return True, ""
+    if outcome.cancelled:
+        return False, "the warm-up was stopped"
+    detail = "\n".join(outcome.last_stderr[-12:]).strip()
+    return False, detail or f"exit code {outcome.exit_code}"
+
+
+def _remove_all(executor: Executor, handles: list[str]) -> None:
+    for handle in handles:
+        try:
+            executor.remove(handle)
+        except EngineUnavailable:
+            logger.warning("warm-up container %s left behind: the engine is gone", handle)
+
+
+def warm_all_now(pipelines: list[Pipeline], report: Callable[[Pipeline], None]) -> None:
+    """`manage.py warm`: each pipeline warmed in this process, one after another."""
+    for pipeline in pipelines:
+        Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Warm.WARMING)
+        warm(pipeline.pk)
+        pipeline.refresh_from_db()
+        report(pipeline)

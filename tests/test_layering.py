@@ -1,0 +1,69 @@
+"""The layering of DESIGN.md: secrets_app ← pipelines_app ← runs_app ← fastflow_site.
+
+Domain code imports only its own layer and the ones below. Views, admin pages, URL lists
+and template tags show things side by side and may read from any app. Nowhere is a
+project import placed inside a function (the sign of code in the wrong app), but for the
+receivers an AppConfig.ready() connects.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+LAYERS = ["secrets_app", "pipelines_app", "runs_app", "fastflow_site"]
+PRESENTATION = {"views.py", "admin.py", "urls.py"}
+# AppConfig.ready() imports the app's signal receivers, as Django intends.
+READY_HOOKS = {"apps.py"}
+ROOT = Path(settings.BASE_DIR)
+
+
+def project_modules() -> list[Path]:
+    return sorted(
+        path
+        for app in LAYERS
+        for path in (ROOT / app).rglob("*.py")
+        if "migrations" not in path.parts
+    )
+
+
+def imported_apps(tree: ast.AST) -> list[tuple[int, str, bool]]:
+    """(line, app, inside a function) for each import of a project app."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            names: list[str] = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                names = [child.module]
+            for name in names:
+                app = name.split(".")[0]
+                if app in LAYERS:
+                    found.append((child.lineno, app, in_function))
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def is_presentation(path: Path) -> bool:
+    return path.name in PRESENTATION or "templatetags" in path.parts
+
+
+@pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_go_one_way(path):
+    own = LAYERS.index(path.relative_to(ROOT).parts[0])
+    tree = ast.parse(path.read_text(), filename=str(path))
+    problems = []
+    for line, app, in_function in imported_apps(tree):
+        if in_function and path.name not in READY_HOOKS:
+            problems.append(f"line {line}: {app} imported inside a function")
+        elif LAYERS.index(app) > own and not is_presentation(path):
+            problems.append(f"line {line}: imports {app}, a layer above")
+    assert not problems, "; ".join(problems)
