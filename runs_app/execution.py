@@ -184,9 +184,9 @@ class RunFollower:
         )
         try:
             try:
-                handle = self._existing_container()
+                handle, state = self._existing_container()
                 if handle:
-                    log.system(f"worker {worker_id()} re-attached to the run")
+                    log.system(f"worker {worker_id()} re-attached to the run ({state})")
                     outcome = self.executor.reattach(
                         spec, handle, log, watch, last_timestamps(Path(run.log_path))
                     )
@@ -221,24 +221,25 @@ class RunFollower:
             with contextlib.suppress(EngineUnavailable):
                 self.executor.remove(run.container_id)
 
-    def _existing_container(self) -> str:
-        """The run's container from an earlier follower, if it got that far (else "")."""
+    def _existing_container(self) -> tuple[str, str]:
+        """The run's container from an earlier follower, if it got that far, and its state
+        (else "", "")."""
         run = self.run
         handle = run.container_id or self.executor.find(str(run.public_id)) or ""
         if not handle:
-            return ""
+            return "", ""
         state = self.executor.state(handle)
         if state == "created":
             # Its follower stopped between creating and starting it: start afresh.
             self.executor.remove(handle)
-            return ""
+            return "", ""
         if state is None:
             raise ExecutorError(
                 FailureReason.LOST, "Its container vanished while no worker was following it."
             )
         if handle != run.container_id:
             with_database(lambda: run.record(container_id=handle), self.lease)
-        return handle
+        return handle, state
 
     def _start(self, environment, notes: list[str], watch: Watch) -> Outcome | None:
         run, log, spec = self.run, self.log, self.spec

@@ -6,10 +6,11 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.urls import reverse
+from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, ScheduleSkip, WorkerProcess
 from secrets_app.models import Variable
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,14 @@ def admin_pages(model_admin, obj) -> list[str]:
 def test_every_admin_page_answers(admin_client, catalogue):
     Group.objects.create(name="operators")
     _task_queue_rows()
-    Schedule.objects.create(pipeline=catalogue, config_id="from-ui", interval_seconds=60)
+    schedule = Schedule.objects.create(pipeline=catalogue, config_id="from-ui", interval_seconds=60)
+    ScheduleSkip.objects.create(
+        schedule=schedule,
+        due_at=timezone.now(),
+        reason=ScheduleSkip.Reason.STILL_QUEUED,
+        waiting_run=PipelineRun.objects.first(),
+    )
+    WorkerProcess.report("host:1:abc", engine_ok=False, engine_error="no engine")
     WebhookKey.make(catalogue, "CI")
     GitSource.objects.create(url="https://example.com/repo.git")
     Sync.objects.create(trigger=Sync.Trigger.CLI, status=Sync.Status.FAILED, error="boom")

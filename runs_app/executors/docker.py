@@ -41,6 +41,7 @@ from docker.types import LogConfig, Mount
 
 from runs_app.executors.base import (
     LAUNCHER,
+    MARK,
     PREPARE,
     EngineUnavailable,
     ExecutorError,
@@ -93,6 +94,8 @@ ENGINE_ERRORS = (
     ConnectionError,
     socket.timeout,
 )
+# Markers that mean the same when read twice (a re-attached follower reads them again).
+REPEATABLE = ("started", "uv", "oom", "route")
 # What a stream that ends early raises (closed, timed out, cut off): read it again.
 STREAM_ERRORS = (*ENGINE_ERRORS, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 
@@ -346,6 +349,8 @@ class ContainerFollower:
         if state is None:
             raise ExecutorError("lost", "Its container vanished.")
         self.outcome.started_at = docker_timestamp(state["StartedAt"])[1]
+        if self.seen:
+            self._recover_markers()
         threads = [
             threading.Thread(target=self._guard, args=(self._pump_logs,), daemon=True),
             threading.Thread(target=self._guard, args=(self._pump_stats,), daemon=True),
@@ -561,6 +566,27 @@ class ContainerFollower:
                 if len(header) < 8 or len(payload) < length:
                     raise urllib3.exceptions.ProtocolError("the log stream was cut off")
                 self._frame(STDERR if kind == 2 else STDOUT, payload, skip)
+        finally:
+            self._close(response)
+
+    def _recover_markers(self) -> None:
+        """A re-attached follower learns what the launcher told its predecessor (when the
+        code started, uv's version, the route) from the whole stderr once: markers are not
+        in the log file, and the new follower's stream starts after the last line there."""
+        params = {"stdout": 0, "stderr": 1, "follow": 0, "timestamps": 1}
+        try:
+            response = self._open("/containers/{0}/logs", params)
+        except (NotFound, APIError, *STREAM_ERRORS):
+            return
+        try:
+            raw = response.raw
+            while len(header := _read_exactly(raw, 8)) == 8:
+                payload = _read_exactly(raw, struct.unpack(">BxxxL", header)[1])
+                stamp, _, text = payload.decode("utf-8", errors="replace").partition(" ")
+                if text.startswith(MARK) and text.split(" ", 1)[0][len(MARK) :] in REPEATABLE:
+                    self.reader.marker(text[len(MARK) :].rstrip("\n"), docker_timestamp(stamp)[1])
+        except STREAM_ERRORS:
+            pass  # what was read stands
         finally:
             self._close(response)
 

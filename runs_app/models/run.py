@@ -336,7 +336,9 @@ class PipelineRun(models.Model):
         )
         if not took:
             return None
-        return cls.objects.select_related("pipeline", "schedule").get(pk=pk)
+        run = cls.objects.select_related("pipeline", "schedule").get(pk=pk)
+        live.status_changed(run.public_id)
+        return run
 
     # --- running: only the lease holder acts --------------------------------------------------
 

@@ -111,11 +111,14 @@
       samples.push(...message.samples);
       drawMetrics();
     } else if (message.type === "status") {
+      const changed = root.dataset.status !== message.status;
       root.dataset.status = message.status;
       if (message.finished) {
         finished = true;
         state.textContent = "finished: " + message.label;
         refreshSummary();
+      } else if (changed) {
+        refreshSummary(); // e.g. waiting for a worker → running
       }
     }
   }

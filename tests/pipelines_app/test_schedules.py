@@ -11,8 +11,8 @@ from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, Schedule
-from pipelines_app.scheduler import fire_due
 from runs_app.models import PipelineRun
+from runs_app.scheduler import fire_due
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from runs_app.logs import STDERR, STDOUT, SYSTEM, LogTail, LogWriter, last_timestamps, read_lines
+import errno
+
+from runs_app.logs import (
+    MAX_LINE_CHARS,
+    STDERR,
+    STDOUT,
+    SYSTEM,
+    LogTail,
+    LogWriter,
+    last_timestamps,
+    read_lines,
+)
 
 
 def test_lines_are_written_at_once_with_timestamp_and_stream(tmp_path):
@@ -40,13 +51,49 @@ def test_the_cap_keeps_fast_flow_lines_and_counts_dropped_ones(tmp_path):
     writer = LogWriter(path, max_bytes=200)
     for i in range(20):
         writer.write(STDOUT, f"line {i:04}")
-    writer.system("finished: succeeded")
+    assert writer.overflowed  # the follower stops the run
+    writer.system("finished: failed")
     writer.close()
     text = path.read_text()
-    assert "log truncated" in text
-    assert "finished: succeeded" in text
+    assert "the log reached LOG_MAX_SIZE_MB" in text
+    assert "finished: failed" in text
     assert "line(s) were not kept" in text
     assert "line 0019" not in text
+
+
+def test_lines_the_run_makes_fast_flow_write_count_against_the_cap(tmp_path):
+    """A pipeline's marker lines (notes) are its output: they cannot pass the cap, while
+    Fast-Flow's own lines have a small reserve beyond it."""
+    path = tmp_path / "run.log"
+    writer = LogWriter(path, max_bytes=300)
+    for i in range(50):
+        writer.write(SYSTEM, f"note {i:04} " + "n" * 40)
+    writer.system("finished: failed")
+    writer.close()
+    text = path.read_text()
+    assert len(text.encode()) < 300 + 200
+    assert "note 0049" not in text
+    assert "finished: failed" in text
+
+
+def test_a_line_without_an_end_is_cut_into_lines_of_64_kib(tmp_path):
+    path = tmp_path / "run.log"
+    writer = LogWriter(path)
+    writer.write(STDOUT, "y" * (MAX_LINE_CHARS * 2 + 10))
+    writer.close()
+    lengths = [len(text) for _, _, text in read_lines(path)]
+    assert lengths == [MAX_LINE_CHARS, MAX_LINE_CHARS, 10]
+
+
+def test_a_log_that_cannot_be_written_says_so_and_never_raises(tmp_path):
+    path = tmp_path / "run.log"
+    path.symlink_to("/dev/full")  # every write fails as on a full disk: ENOSPC
+    writer = LogWriter(path)
+    writer.write(STDOUT, "lost")
+    writer.system("also lost")
+    writer.close()
+    assert writer.failure is not None
+    assert writer.failure.errno == errno.ENOSPC
 
 
 def test_tail_reads_whole_lines_as_they_come_and_numbers_them(tmp_path):
@@ -109,5 +156,5 @@ def test_a_published_log_numbers_its_lines_like_the_file(tmp_path, monkeypatch):
         (4, pushed[3][1]),
         (5, "2 line(s) were not kept"),
     ]
-    assert "truncated" in pushed[3][1]
+    assert "reached LOG_MAX_SIZE_MB" in pushed[3][1]
     assert [(seq, text) for seq, _, _, text in LogTail(path).read()] == pushed

@@ -53,12 +53,12 @@ def test_the_run_button_queues_a_manual_run(operator_client, catalogue, viewer):
 
 @pytest.mark.django_db
 def test_the_run_button_is_shown_to_people_who_may_run(operator_client, catalogue):
-    assert 'action="/pipelines/hello/run/"' in operator_client.get("/pipelines/").content.decode()
+    assert 'action="/runs/start/hello/"' in operator_client.get("/pipelines/").content.decode()
 
 
 @pytest.mark.django_db
 def test_people_without_the_permission_cannot_run(viewer_client, catalogue):
-    assert 'action="/pipelines/hello/run/"' not in viewer_client.get("/pipelines/").content.decode()
+    assert 'action="/runs/start/hello/"' not in viewer_client.get("/pipelines/").content.decode()
     response = viewer_client.post(reverse("runs_app:start", args=["hello"]))
     assert response.status_code == 403
     assert not PipelineRun.objects.exists()

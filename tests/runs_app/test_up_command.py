@@ -130,7 +130,7 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
         # The demo pipelines actually run: the run button, then the run succeeds.
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)[1]
         run = urllib.request.Request(
-            f"{base}/pipelines/hello_world/run/",
+            f"{base}/runs/start/hello_world/",
             data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
             headers={"Referer": base},
         )

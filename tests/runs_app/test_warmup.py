@@ -1,5 +1,6 @@
 """Dependency warm-up for real: requirements installed into the shared uv cache inside a
-worker container; the next run installs nothing new; an impossible pin shows as failed."""
+worker container; a warmed pipeline's run links them offline; a cold one warms first; an
+impossible pin shows as failed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from django.core.management import CommandError, call_command
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from pipelines_app.warmup import dispatch_warmups, request_warmups, warm
 from runs_app.models import PipelineRun
+from runs_app.warmup import dispatch_warmups, request_warmups, warm
 from tests.runs_app.conftest import execute, log_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -31,16 +32,19 @@ def test_a_warmed_pipelines_first_run_installs_nothing_new(make_pipeline):
     warm(pipeline.pk)
     pipeline.refresh_from_db()
     assert pipeline.warm_status == Pipeline.WarmStatus.READY, pipeline.warm_error
-    assert pipeline.warmed_hash == pipeline.requirements_hash
+    assert pipeline.warmed_hash == pipeline.environment_key
     assert pipeline.warm_duration is not None
     warmed_run = execute(PipelineRun.enqueue(pipeline, trigger="manual"))
     cold_run = execute(PipelineRun.enqueue(Pipeline.objects.get(name="cold"), trigger="manual"))
     for run in (warmed_run, cold_run):
         assert run.status == PipelineRun.Status.SUCCEEDED, log_text(run)
         assert "iniconfig iniconfig" in log_text(run)
-    # uv reports what it installs; a cold start does, the warmed one has nothing to do.
-    assert "Installed 1 package" in log_text(cold_run)
-    assert "Installed" not in log_text(warmed_run), log_text(warmed_run)
+    # The cold one warms its requirements first (downloads into the shared cache); the
+    # warmed one links them from the cache, offline.
+    assert "installing its requirements into the shared cache first" in log_text(cold_run)
+    assert "Downloaded" in log_text(cold_run) or "Prepared" in log_text(cold_run)
+    assert "warm-up" not in log_text(warmed_run)
+    assert "Downloaded" not in log_text(warmed_run) and "Prepared" not in log_text(warmed_run)
 
 
 def test_an_impossible_pin_shows_as_failed_with_the_resolvers_reason(make_pipeline):
@@ -56,6 +60,7 @@ def test_an_impossible_pin_shows_as_failed_with_the_resolvers_reason(make_pipeli
 
 
 def test_only_changed_requirements_are_warmed_a_few_at_a_time(make_pipeline, settings):
+    settings.UV_PRE_HEAT = False
     for n in range(4):
         make_pipeline(f"p{n}", requirements=f"iniconfig=={n}.0\n")
     make_pipeline("no_deps")
@@ -71,11 +76,20 @@ def test_only_changed_requirements_are_warmed_a_few_at_a_time(make_pipeline, set
     )
     assert len(dispatch_warmups()) == 2
     # Ready with the current requirements: nothing to do.
-    Pipeline.objects.update(warm_status=Pipeline.WarmStatus.READY, warmed_hash=None or "")
-    Pipeline.objects.update(
-        warmed_hash=__import__("django.db.models").db.models.F("requirements_hash")
-    )
+    for pipeline in Pipeline.objects.all():
+        pipeline.warm_status = Pipeline.WarmStatus.READY
+        pipeline.warmed_hash = pipeline.environment_key
+        pipeline.save()
     assert request_warmups() == 0
+
+
+def test_discovery_marks_changed_requirements_to_warm(make_pipeline, settings):
+    settings.UV_PRE_HEAT = True
+    make_pipeline("deps", requirements="iniconfig==2.0.0\n")
+    make_pipeline("no_deps")
+    discover()
+    statuses = dict(Pipeline.objects.values_list("name", "warm_status"))
+    assert statuses == {"deps": Pipeline.WarmStatus.WARMING, "no_deps": ""}
 
 
 def test_a_sync_warms_changed_requirements_in_the_worker(settings, tmp_path):
@@ -108,4 +122,4 @@ def test_a_sync_warms_changed_requirements_in_the_worker(settings, tmp_path):
         worker.kill()
     run.refresh_from_db()
     assert run.status == PipelineRun.Status.SUCCEEDED, log_text(run)
-    assert "Installed" not in log_text(run)  # the sync's warm-up already did it
+    assert "warm-up" not in log_text(run)  # the sync's warm-up already did it
