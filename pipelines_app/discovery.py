@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipelines_app.checkouts import live_pipelines_root
+from pipelines_app.checkouts import current_link, live_pipelines_root
 from pipelines_app.contract import PipelineConfig, Problem, is_pipeline_name, parse_config
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline
 from pipelines_app.schedules import sync_file_schedules
@@ -73,20 +73,33 @@ class _Unreadable(Exception):
     """A file that exists but cannot be used; the message says why, for people."""
 
 
-def pipelines_root() -> Path:
-    """The live checkout of the pipeline repository when one is configured (plus its
-    sub-folder), else PIPELINES_DIR plus PIPELINES_SUBDIR (which must stay inside it)."""
+def pipelines_location() -> tuple[Path, Path]:
+    """(the folder holding the pipelines, the tree it must stay inside): the live checkout
+    of the pipeline repository when one is configured (plus its sub-folder), else
+    PIPELINES_DIR plus PIPELINES_SUBDIR."""
     source = GitSource.load()
     if source.is_configured:
-        return live_pipelines_root(source)
-    root = Path(settings.PIPELINES_DIR)
-    return root / settings.PIPELINES_SUBDIR if settings.PIPELINES_SUBDIR else root
+        return live_pipelines_root(source), current_link()
+    base = Path(settings.PIPELINES_DIR)
+    return (base / settings.PIPELINES_SUBDIR if settings.PIPELINES_SUBDIR else base), base
 
 
-def scan_pipelines(root: Path, tz_name: str | None = None) -> Scan:
-    """Read every direct, non-hidden sub-folder of `root`."""
+def pipelines_root() -> Path:
+    return pipelines_location()[0]
+
+
+def scan_pipelines(root: Path, tz_name: str | None = None, inside: Path | None = None) -> Scan:
+    """Read every direct, non-hidden sub-folder of `root` (which must lie in `inside`: a
+    sub-folder that is a symlink out of the repository is refused)."""
     tz_name = tz_name or settings.TIME_ZONE
     scan = Scan(root=root)
+    if inside is not None and root.exists() and not _inside(root, inside.resolve()):
+        scan.error = (
+            f"The pipelines folder {root} is a link to {root.resolve()}, outside "
+            f"{inside}; point PIPELINES_SUBDIR (or the repository's sub-folder) at a folder "
+            "inside it."
+        )
+        return scan
     try:
         if not root.is_dir():
             what = "is not a directory" if root.exists() else "does not exist"
@@ -303,10 +316,12 @@ def _check_cross_references(scan: Scan) -> None:
 
 def discover(root: Path | None = None) -> tuple[Scan, DiscoveryScan]:
     """Scan and update the catalogue; retried once if another process discovered concurrently."""
-    root = root or pipelines_root()
+    inside = None
+    if root is None:
+        root, inside = pipelines_location()
     started_at = timezone.now()
     began = time.monotonic()
-    scan = scan_pipelines(root)
+    scan = scan_pipelines(root, inside=inside)
     try:
         record = _apply(scan, started_at, began)
     except IntegrityError:

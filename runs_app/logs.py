@@ -186,7 +186,7 @@ def last_system_line(path: Path) -> str:
             tail = log.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
-    for record in reversed(tail.splitlines()):
+    for record in reversed(tail.split("\n")):
         _, stream, text = parse_line(record)
         if stream == SYSTEM:
             return text

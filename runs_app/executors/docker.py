@@ -642,8 +642,8 @@ class ContainerFollower:
                         record_sample(
                             self.outcome, self.watch, _cpu_percent(sample), _memory_bytes(sample)
                         )
-            except (ValueError, *STREAM_ERRORS):
-                pass  # the peaks so far stand
+            except (ValueError, AttributeError, *STREAM_ERRORS):
+                pass  # closed or cut off: the peaks so far stand
             finally:
                 self._close(response)
             self.stopping.wait(1.0)
@@ -652,7 +652,12 @@ class ContainerFollower:
 def _read_exactly(raw, length: int) -> bytes:
     data = b""
     while len(data) < length:
-        chunk = raw.read(length - len(data))
+        try:
+            chunk = raw.read(length - len(data))
+        except (AttributeError, ValueError, OSError) as exc:
+            # The response was closed under the reader (the follower ends, or the safety
+            # net closed a hanging stream): urllib3 then fails in various ways.
+            raise urllib3.exceptions.ProtocolError("the stream was closed") from exc
         if not chunk:
             break
         data += chunk

@@ -142,6 +142,6 @@ def output_lines(run: PipelineRun) -> list[str]:
     """The pipeline's own output lines (stdout and stderr), without timestamps."""
     return [
         line.split(" ", 2)[2]
-        for line in log_text(run).splitlines()
+        for line in log_text(run).split("\n")[:-1]
         if line.split(" ", 2)[1] in ("O", "E")
     ]

@@ -124,7 +124,7 @@ def test_at_most_the_limit_runs_at_once_and_all_finish_in_order(
     most = 0
     deadline = time.monotonic() + 120
     while not all_final(runs) and time.monotonic() < deadline:
-        live = docker_engine.containers.list(filters={"label": "fastflow.pipeline=nap"})
+        live = docker_engine.api.containers(filters={"label": "fastflow.pipeline=nap"})
         most = max(most, len(live))
         time.sleep(0.1)
     assert all_final(runs), worker.log.read_text()[-3000:]
@@ -146,7 +146,7 @@ def test_max_instances_with_the_real_worker(make_pipeline, worker, settings, doc
     deadline = time.monotonic() + 120
     while not all_final(runs) and time.monotonic() < deadline:
         most = max(
-            most, len(docker_engine.containers.list(filters={"label": "fastflow.pipeline=single"}))
+            most, len(docker_engine.api.containers(filters={"label": "fastflow.pipeline=single"}))
         )
         time.sleep(0.1)
     assert all_final(runs)
