@@ -20,10 +20,11 @@ from django.views.decorators.http import require_POST
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.models import with_last_run
+from runs_app.models import ScheduleSkip, with_last_run
 
 RECENT_RUNS = 20
 UPCOMING_FIRE_TIMES = 5
+RECENT_SKIPS = 10
 
 
 def pipeline_list(request: HttpRequest) -> HttpResponse:
@@ -67,6 +68,9 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
             (schedule, schedule.next_fire_times(UPCOMING_FIRE_TIMES) if schedule.enabled else [])
             for schedule in pipeline.schedules.all()
         ],
+        "skips": ScheduleSkip.objects.filter(schedule__pipeline=pipeline).select_related(
+            "schedule", "waiting_run"
+        )[:RECENT_SKIPS],
         "webhook_url": request.build_absolute_uri(reverse("webhook", args=[pipeline.name])),
         "webhook_keys": pipeline.webhook_keys.all(),
         "new_webhook_key": new_webhook_key,

@@ -45,7 +45,7 @@ class NoWorkerNotice:
         self.say(
             "No worker is running, so nothing starts this run. Start one with "
             "`uv run manage.py worker` (or the whole instance with `uv run manage.py up`); "
-            "the run stays queued until then (Ctrl-C leaves it queued)."
+            "the run waits until then (Ctrl-C here leaves it waiting)."
         )
 
 

@@ -142,7 +142,9 @@ def test_hidden_folders_and_plain_files_are_not_candidates(make_pipeline, pipeli
     assert statuses(scan_pipelines(pipelines_dir)) == {"real": "ok"}
 
 
-@pytest.mark.parametrize("name", ["with space", "ümlaut", "semi;colon", "$money", "a" * 101])
+@pytest.mark.parametrize(
+    "name", ["with space", "ümlaut", "semi;colon", "$money", "a" * 101, "trailing\n"]
+)
 def test_folder_names_outside_the_allowed_characters_are_rejected(
     make_pipeline, pipelines_dir, name
 ):
@@ -376,6 +378,23 @@ def test_pipelines_subdir(pipelines_dir, settings):
     settings.PIPELINES_SUBDIR = "jobs"
     scan, _ = discover()
     assert statuses(scan) == {"nested": "ok"}
+
+
+def test_a_pipelines_subdir_that_links_out_of_the_tree_is_refused(
+    make_pipeline, pipelines_dir, settings, tmp_path
+):
+    make_pipeline("kept")
+    discover()
+    outside = tmp_path / "elsewhere"
+    (outside / "sneaky").mkdir(parents=True)
+    (outside / "sneaky" / "main.py").write_text("print('from outside')")
+    (pipelines_dir / "jobs").symlink_to(outside)
+    settings.PIPELINES_SUBDIR = "jobs"
+    scan, record = discover()
+    assert scan.error.startswith(f"The pipelines folder {pipelines_dir / 'jobs'} is a link to")
+    assert record.root_error == scan.error
+    assert not Pipeline.objects.filter(name="sneaky").exists()
+    assert Pipeline.objects.get(name="kept").state == Pipeline.State.PRESENT  # not "missing"
 
 
 def test_downstream_trigger_to_an_unknown_pipeline_or_config_is_a_warning(make_pipeline):

@@ -11,7 +11,7 @@ from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, Schedule
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, ScheduleSkip
 from runs_app.scheduler import fire_due
 
 pytestmark = pytest.mark.django_db
@@ -190,6 +190,30 @@ def test_a_paused_pipeline_skips_its_due_times(make_pipeline):
     schedule.refresh_from_db()
     assert schedule.next_fire_at == T0 + timedelta(seconds=60)  # moved on, nothing queued
     assert not PipelineRun.objects.exists()
+    (skip,) = schedule.skips.all()
+    assert (skip.due_at, skip.reason) == (T0, ScheduleSkip.Reason.PAUSED)
+
+
+def test_a_due_time_is_skipped_while_the_previous_run_still_waits_in_the_queue(
+    make_pipeline, client, admin_user
+):
+    schedule = interval_schedule(make_pipeline)
+    (first,) = fire_due(T0)  # MAX_CONCURRENT_RUNS is 0 here: it stays queued
+    assert fire_due(T0 + timedelta(seconds=60)) == []
+    assert fire_due(T0 + timedelta(seconds=120)) == []
+    assert list(PipelineRun.objects.all()) == [first]  # no backlog of identical runs
+    skips = list(schedule.skips.order_by("due_at"))
+    assert [(s.due_at, s.reason, s.waiting_run) for s in skips] == [
+        (T0 + timedelta(seconds=60), ScheduleSkip.Reason.STILL_QUEUED, first),
+        (T0 + timedelta(seconds=120), ScheduleSkip.Reason.STILL_QUEUED, first),
+    ]
+    # Visible where people look: the pipeline page lists the skipped due times.
+    client.force_login(admin_user)
+    page = client.get(schedule.pipeline.get_absolute_url()).content.decode()
+    assert "skipped" in page and "the previous run was still queued" in page
+    # Once the run has left the queue, the schedule fires again.
+    PipelineRun.objects.filter(pk=first.pk).update(status=PipelineRun.Status.CLAIMED)
+    assert len(fire_due(T0 + timedelta(seconds=180))) == 1
 
 
 def test_a_run_due_while_the_previous_is_going_waits_in_the_queue(make_pipeline, settings):

@@ -3,7 +3,9 @@ record, masked in the file, the live stream and the download; a bad token fails 
 
 from __future__ import annotations
 
+import base64
 import json
+from urllib.parse import quote
 
 import pytest
 from cryptography.fernet import Fernet
@@ -157,3 +159,55 @@ def async_to_sync_stream(client, user, run) -> str:
         return "\n".join(texts)
 
     return async_to_sync(receive_all)()
+
+
+SIX_FORMS = (
+    "import base64, json, os, sys, urllib.parse\n"
+    "token, key = os.environ['API_TOKEN'], os.environ['SSH_KEY']\n"
+    "print('plain', token)\n"
+    "print('base64', base64.b64encode(token.encode()).decode())\n"
+    "print('basic', base64.b64encode(('bot:' + token).encode()).decode())\n"
+    "print('url', urllib.parse.quote(token, safe=''))\n"
+    "print('json', json.dumps({'token': token}))\n"
+    "print('pem line', key.splitlines()[1])\n"
+    "open(os.environ['FASTFLOW_ROUTE_FILE'], 'w').write(token)\n"
+    "print('failing with', token, file=sys.stderr)\n"
+    "sys.exit(3)\n"
+)
+TOKEN = 'tok/"12345"+secret'
+KEY = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END KEY-----"
+
+
+def test_every_printed_form_of_a_secret_is_masked_in_the_log_and_the_record(
+    make_pipeline, runs_setup, admin_client
+):
+    make_pipeline(
+        "leaky", main=SIX_FORMS, config={"encrypted_env": {"SSH_KEY": crypto.encrypt(KEY)}}
+    )
+    discover()
+    stored = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
+    stored.set_value(TOKEN)
+    stored.save()
+    run = execute(PipelineRun.enqueue(Pipeline.objects.get(name="leaky"), trigger="manual"))
+    assert run.status == PipelineRun.Status.FAILED and run.exit_code == 3, log_text(run)
+    download = b"".join(admin_client.get(f"{run.get_absolute_url()}log/").streaming_content)
+    record = json.dumps(
+        {
+            "route": run.route,
+            "error": run.error_message,
+            "environment": run.environment,
+            "parameters": run.parameters,
+        }
+    )
+    forms = [
+        TOKEN,
+        base64.b64encode(TOKEN.encode()).decode(),
+        quote(TOKEN, safe=""),
+        json.dumps(TOKEN)[1:-1],
+        "MIIEvQIBADANBgkqhkiG9w0B",
+        "12345",
+    ]
+    for text in (log_text(run), download.decode(), record):
+        for form in forms:
+            assert form not in text, (form, text)
+    assert run.route == "***"

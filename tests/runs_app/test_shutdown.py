@@ -25,6 +25,7 @@ from tests.runs_app.test_worker import Worker, kill_group
 
 STOP_WITHIN_SECONDS = 10
 KEY = "a-webhook-key-long-enough"
+ASGI_APP = "fastflow_site.asgi:application"
 
 
 def redis_layer(number: int) -> dict:
@@ -99,8 +100,7 @@ def test_a_web_process_that_published_stops_on_sigterm(make_pipeline, settings, 
     worker = Worker(settings, tmp_path)
     port = free_port()
     web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        + ["fastflow_site.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
         cwd=django_settings.BASE_DIR,
         env={**worker.environment(), "REDIS_URL": redis_database(7)},
         stdout=open(tmp_path / "web.log", "w"),  # noqa: SIM115

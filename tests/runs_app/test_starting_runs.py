@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from io import StringIO
 
 import pytest
@@ -14,7 +15,9 @@ from django.urls import reverse
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from secrets_app.models import Variable
 from tests.runs_app.test_worker import Worker
 
 Status = PipelineRun.Status
@@ -28,6 +31,9 @@ def catalogue(make_pipeline, settings, tmp_path):
     make_pipeline("paused", config={"enabled": False})
     make_pipeline("broken", config={"timeout": "x"})
     discover()
+    stored = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
+    stored.set_value("stored secret")
+    stored.save()
 
 
 @pytest.fixture
@@ -146,6 +152,34 @@ def test_cancelrun(catalogue):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("runs_setup")
+def test_runpipeline_follow_says_when_no_worker_runs(make_pipeline, settings, tmp_path):
+    make_pipeline("lonely")
+    discover()
+    environment = Worker(settings, tmp_path).environment()
+    follow = subprocess.Popen(
+        [sys.executable, "manage.py", "runpipeline", "lonely", "--follow"],
+        cwd=django_settings.BASE_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(follow.stderr), daemon=True)
+    reader.start()
+    try:
+        # Within a few seconds, not silence: why nothing happens and what to do.
+        assert wait_for(lambda: any("No worker is running" in line for line in said), timeout=20)
+        assert any("uv run manage.py worker" in line for line in said)
+        assert follow.poll() is None  # and it keeps waiting for the run
+    finally:
+        follow.kill()
+        follow.wait()
+    assert PipelineRun.objects.get().status in (Status.QUEUED, Status.CLAIMED)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
 def test_runpipeline_follow_streams_the_log_and_exits_with_the_run(
     make_pipeline, settings, tmp_path
 ):
@@ -237,6 +271,10 @@ def test_run_with_parameters(operator_client, catalogue):
         ("UV_INDEX_URL", "UV_INDEX_URL is reserved"),
         ("LD_PRELOAD", "LD_PRELOAD is reserved"),
         ("FASTFLOW_RUN_ID", "FASTFLOW_RUN_ID is reserved"),
+        ("HTTP_PROXY", "HTTP_PROXY is reserved"),
+        ("ALL_PROXY", "ALL_PROXY is reserved"),
+        ("NETRC", "NETRC is reserved"),
+        ("API_TOKEN", "API_TOKEN is a secret of hello"),
         ("1BAD", "is not a variable name"),
     ],
 )

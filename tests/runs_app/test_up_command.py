@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from pipelines_app.models import Pipeline
+from runs_app.management.commands.up import Command
 from tests.runs_app.conftest import free_port
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -145,3 +146,20 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
     assert process.returncode == 0
+
+
+def test_without_an_engine_production_does_not_start_and_nothing_falls_back(
+    settings, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+    settings.FASTFLOW_EXECUTOR = "docker"
+    settings.DEBUG = False
+    command = Command(stdout=StringIO())
+    with pytest.raises(CommandError, match="No Docker engine is reachable"):
+        command.prepare_executor()
+    # In development it starts, says why runs will wait, and still runs no local processes.
+    settings.DEBUG = True
+    out = StringIO()
+    Command(stdout=out).prepare_executor()
+    assert "Runs wait in the queue until it is" in out.getvalue()
+    assert "FASTFLOW_EXECUTOR=local" in out.getvalue()

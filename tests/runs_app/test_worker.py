@@ -14,6 +14,7 @@ from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app.executors.docker import docker_timestamp
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import log_text, output_lines, read_log
@@ -224,11 +225,14 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
         ),
         timeout=30,
     )
+    ended = docker_engine.api.inspect_container(run.container_id)["State"]["FinishedAt"]
     worker.start()
     assert wait_for(lambda: all_final([run]), timeout=60), worker.log.read_text()[-3000:]
     run.refresh_from_db()
     assert run.status == Status.FAILED
     assert run.exit_code == 4
+    # Its end is when the container ended, not when a worker came to notice.
+    assert run.finished_at == docker_timestamp(ended)[1]
     assert output_lines(run) == ["start", "end while nobody watched"]
     assert "re-attached to the run (exited)" in log_text(run)
 

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
 from pipelines_app.discovery import discover
+from pipelines_app.models import GitSource
 from secrets_app import crypto
 from secrets_app.models import Variable
 
@@ -57,3 +58,26 @@ def test_rotation_changes_nothing_when_a_secret_does_not_decrypt(settings):
     with pytest.raises(CommandError, match=r"B_SECRET .* does not decrypt"):
         call_command("rotate_encryption_key", stdout=io.StringIO())
     assert dict(Variable.objects.values_list("name", "encrypted_value")) == before
+
+
+def test_rotation_re_encrypts_every_encrypted_field_of_every_app(settings):
+    """The repository's token, SSH key and webhook secret too, not only variables."""
+    settings.ENCRYPTION_KEYS = [OLD_KEY]
+    source = GitSource(url="https://example.com/pipelines.git")
+    for field, value in (
+        ("token", "ghp_token"),
+        ("ssh_private_key", "PRIVATE KEY"),
+        ("webhook_secret", "hook secret"),
+    ):
+        source.set_secret(field, value)
+    source.save()
+    settings.ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
+    out = io.StringIO()
+    call_command("rotate_encryption_key", stdout=out)
+    for field in ("token_encrypted", "ssh_private_key_encrypted", "webhook_secret_encrypted"):
+        assert f"re-encrypted 1 value(s) of pipelines_app.GitSource.{field}" in out.getvalue()
+    settings.ENCRYPTION_KEYS = [NEW_KEY]  # the old key can go now
+    source = GitSource.load()
+    assert source.secret("token") == "ghp_token"
+    assert source.secret("ssh_private_key") == "PRIVATE KEY"
+    assert source.secret("webhook_secret") == "hook secret"

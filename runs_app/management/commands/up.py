@@ -58,10 +58,10 @@ class Command(BaseCommand):
         self.prepare(demo=demo)
         if prepare_only:
             return
-        child_env = self.prepare_executor()
+        self.prepare_executor()
         self.stdout.write(self.style.SUCCESS(f"Fast-Flow is up on http://{host}:{port}/"))
         worker = [sys.executable, "manage.py", "worker"]
-        self.serve([self.web_command(host, port), worker], child_env)
+        self.serve([self.web_command(host, port), worker])
 
     def prepare(self, *, demo: bool) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -130,7 +130,7 @@ class Command(BaseCommand):
             "fastflow_site.asgi:application",
         ]
 
-    def prepare_executor(self) -> dict[str, str]:
+    def prepare_executor(self) -> None:
         """Make sure runs can start: a Docker engine and the worker image, or say why not.
 
         There is no silent fallback: the local executor runs only when FASTFLOW_EXECUTOR=local
@@ -139,7 +139,7 @@ class Command(BaseCommand):
         """
         if settings.FASTFLOW_EXECUTOR == "local":
             self.stdout.write(self.style.WARNING(LOCAL_NOTE))
-            return {}
+            return
         executor = DockerExecutor()
         try:
             executor.check()
@@ -147,12 +147,11 @@ class Command(BaseCommand):
             if not settings.DEBUG:
                 raise CommandError(f"{NO_ENGINE} {problem}. {NO_ENGINE_HELP}") from None
             self.stdout.write(self.style.WARNING(f"{NO_ENGINE} {NO_ENGINE_HELP}"))
-            return {}
+            return
         try:
             executor.check_image()
         except ExecutorError:
             self.build_worker_image()
-        return {}
 
     def build_worker_image(self) -> None:
         image = settings.WORKER_IMAGE
@@ -172,11 +171,10 @@ class Command(BaseCommand):
             )
         )
 
-    def serve(self, commands: list[list[str]], env_changes: dict[str, str] | None = None) -> None:
+    def serve(self, commands: list[list[str]]) -> None:
         """Run the children until one ends or we are told to stop; then stop them all."""
-        env = {**os.environ, **(env_changes or {})}
         children = [
-            subprocess.Popen(command, cwd=settings.BASE_DIR, env=env)  # noqa: S603
+            subprocess.Popen(command, cwd=settings.BASE_DIR)  # noqa: S603
             for command in commands
         ]
 

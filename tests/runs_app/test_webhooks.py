@@ -12,6 +12,8 @@ from django.urls import reverse
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, WebhookKey
 from runs_app.models import PipelineRun
+from secrets_app import crypto
+from secrets_app.models import Variable
 
 pytestmark = pytest.mark.django_db
 
@@ -28,9 +30,13 @@ def _setup(settings, make_pipeline):
         "hooked",
         config={
             "webhook_key": FILE_KEY,
+            "encrypted_env": {"DB_PASSWORD": crypto.encrypt("the real one")},
             "schedules": [{"id": "prod", "webhook_key": SCHEDULE_KEY, "timeout": 30}],
         },
     )
+    stored = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
+    stored.set_value("stored secret")
+    stored.save()
     make_pipeline("off", config={"webhook_key": FILE_KEY, "enabled": False})
     discover()
 
@@ -113,6 +119,15 @@ def test_a_disabled_pipeline_refuses(client):
         ({"LD_PRELOAD": "x.so"}, "LD_PRELOAD is reserved"),
         ({"SSL_CERT_FILE": "/x"}, "SSL_CERT_FILE is reserved"),
         ({"FASTFLOW_RUN_ID": "x"}, "FASTFLOW_RUN_ID is reserved"),
+        ({"HTTPS_PROXY": "http://evil:3128"}, "HTTPS_PROXY is reserved"),
+        ({"https_proxy": "http://evil:3128"}, "https_proxy is reserved"),
+        ({"NO_PROXY": "*"}, "NO_PROXY is reserved"),
+        ({"CURL_CA_BUNDLE": "/evil.pem"}, "CURL_CA_BUNDLE is reserved"),
+        ({"REQUESTS_CA_BUNDLE": "/evil.pem"}, "REQUESTS_CA_BUNDLE is reserved"),
+        ({"NETRC": "/evil"}, "NETRC is reserved"),
+        # A caller may not swap a secret of the pipeline for a value of its own.
+        ({"DB_PASSWORD": "mine"}, "DB_PASSWORD is a secret of hooked"),
+        ({"API_TOKEN": "mine"}, "API_TOKEN is a secret of hooked"),
         ({"bad name": "x"}, "is not a variable name"),
         ({"NESTED": {"a": 1}}, "must be a string, number or boolean"),
         (["not", "an", "object"], "must be a JSON object"),
@@ -122,6 +137,17 @@ def test_values_that_would_change_how_the_run_is_built_are_rejected(client, body
     response = call(client, "hooked", FILE_KEY, body)
     assert response.status_code == 400
     assert any(why in problem for problem in response.json()["problems"])
+    assert not PipelineRun.objects.exists()
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_500(client):
+    response = client.post(
+        reverse("webhook", args=["hooked"]),
+        data="[" * 100_000 + "]" * 100_000,
+        content_type="application/json",
+        headers={"X-Fastflow-Key": FILE_KEY},
+    )
+    assert response.status_code == 400
     assert not PipelineRun.objects.exists()
 
 
