@@ -1,10 +1,22 @@
-"""Helpers the bench scripts share: ports, waiting for a server, percentiles."""
+"""Helpers the bench scripts share: ports, waiting for a server, percentiles, Chromium."""
 
 from __future__ import annotations
 
 import socket
 import statistics
 import time
+
+# Debian's Chromium, headless, without its background traffic (ENVIRONMENT.md).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:

@@ -22,23 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, percentiles, wait_until_answering
+from bench.common import CHROMIUM_ARGS, free_port, percentiles, wait_until_answering
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-live-"))
 PIPELINE = (
     "import time\nfor i in range({lines}):\n"
     "    print(f'line {{i}} {{time.time():.6f}}', flush=True)\n    time.sleep(0.1)\n"
 )
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Stamps every log line the moment the viewer adds it.
 OBSERVER = """
 window.arrivals = [];

@@ -11,6 +11,7 @@ Line number = sequence number, which the live viewer uses to resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -38,24 +39,31 @@ def metrics_path(log_path: Path | str) -> Path:
 
 
 class MetricsWriter:
+    """Appends a run's CPU/memory samples. Samples are a nicety: a write that fails (a full
+    disk) stops the writing, never the run or its follower (the log says what matters)."""
+
     def __init__(self, path: Path, publish_as: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.lock = threading.Lock()
         self.publish_as = publish_as
+        self.failed = False
 
     def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
         record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
         with self.lock:
-            if self.file.closed:
-                return  # a sampler thread that outlived its run
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            if self.file.closed or self.failed:
+                return  # a sampler thread that outlived its run, or a full disk
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError:
+                self.failed = True
         if self.publish_as:
             live.sample(self.publish_as, record)
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock, contextlib.suppress(OSError):
             self.file.close()
 
 
