@@ -333,7 +333,7 @@ def r4_secret_forms(instance: Instance, models) -> None:
         "JSON-escaped": json.dumps(SECRET)[1:-1],
         "PEM line": PEM.splitlines()[1],
     }
-    client = Client()
+    client = Client(HTTP_HOST="localhost")
     client.force_login(get_user_model().objects.get(username="bench"))
     download = b"".join(client.get(f"{run.get_absolute_url()}log/").streaming_content).decode()
     page = client.get(run.get_absolute_url()).content.decode()

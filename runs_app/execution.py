@@ -43,6 +43,7 @@ from runs_app.executors import (
     Watch,
     get_executor,
 )
+from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
 from runs_app.models import PipelineRun, dispatch
 from runs_app.warmup import ensure_warm
@@ -503,11 +504,6 @@ def dead_local_workers() -> list[str]:
         .values_list("worker_id", flat=True)
         .distinct()
     ):
-        pid = int(recorded.split(":")[1])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(int(recorded.split(":")[1])):
             dead.append(recorded)
-        except PermissionError:
-            pass  # alive, another user's
     return dead

@@ -138,7 +138,7 @@ class LocalExecutor:
 
     def reattach(self, spec, handle, log, watch, resume_after) -> Outcome:
         pid = _pid(handle)
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         raise ExecutorError(
@@ -153,7 +153,7 @@ class LocalExecutor:
 
     def state(self, handle: str) -> str | None:
         pid = _pid(handle)
-        return "running" if pid and _alive(pid) else "exited"
+        return "running" if pid and process_alive(pid) else "exited"
 
     def labelled_containers(self) -> dict[str, str]:
         return {}
@@ -217,11 +217,16 @@ def _pid(handle: str) -> int | None:
     return int(handle.removeprefix(HANDLE_PREFIX))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True  # alive, another user's
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
-    return True

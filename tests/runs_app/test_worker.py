@@ -15,6 +15,7 @@ from django.db import connection
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.executors.docker import docker_timestamp
+from runs_app.executors.local import process_alive
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import log_text, output_lines, read_log
@@ -276,3 +277,14 @@ def test_a_due_retry_is_started_by_the_worker(make_pipeline, worker):
     assert wait_for(retry_succeeded, timeout=90), worker.log.read_text()[-2000:]
     run.refresh_from_db()
     assert run.status == Status.FAILED
+
+
+def test_a_dead_process_not_yet_reaped_counts_as_dead():
+    """A killed worker's processes may linger as zombies (nobody reaps them in some
+    containers): its runs are still handed over at once, not after the lease lapses."""
+    child = subprocess.Popen(["true"])
+    try:
+        assert wait_for(lambda: not process_alive(child.pid), timeout=10)  # a zombie now
+        assert process_alive(os.getpid())
+    finally:
+        child.wait()
