@@ -9,7 +9,7 @@ from a bare git repository on disk. The pipeline needs pandas and requests.
 2. `--pushes` times: commit a new version, POST GitHub's signed push event to /git/push/,
    and time until the new commit is live (synced, discovered: a run started now runs it).
 3. `--runs` runs of the pipeline one after another: their setup duration (container start
-   → the pipeline's code starts, i.e. `uv run` finding everything in the cache).
+   → the pipeline's code starts: its own environment linked from the read-only cache).
    Target: under 1 s.
 """
 

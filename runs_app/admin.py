@@ -83,6 +83,18 @@ class PipelineRunAdmin(admin.ModelAdmin):
         ),
         ("Trigger", {"fields": ["trigger", "triggered_by", "attempt", "retry_of_link"]}),
         (
+            "Follower",
+            {
+                "fields": [
+                    "claimed_at",
+                    "dispatched_at",
+                    "worker_id",
+                    "heartbeat_at",
+                    "cancel_requested_at",
+                ]
+            },
+        ),
+        (
             "Timing",
             {"fields": ["queued_at", "started_at", "finished_at", "setup_duration"]},
         ),

@@ -19,6 +19,7 @@ allowed to download and to write the cache, and stopping before any pipeline cod
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -91,8 +92,9 @@ def dispatch_warmups() -> list[int]:
 def warm(pipeline_id: int) -> None:
     """The worker's task: warm one pipeline claimed by dispatch_warmups (or the command)."""
     pipeline = Pipeline.objects.get(pk=pipeline_id)
-    work = Path(settings.DATA_DIR) / "warmups"
-    log = LogWriter(work / f"{pipeline.name}.log")
+    path = Path(settings.DATA_DIR) / "warmups" / f"{pipeline.name}.log"
+    path.unlink(missing_ok=True)  # the newest warm-up's output, for a look when it fails
+    log = LogWriter(path)
     try:
         _warm_and_record(pipeline, get_executor(), log, Watch())
     finally:
@@ -177,6 +179,7 @@ def _install(
         return False, str(problem)
     finally:
         _remove_all(executor, handles)
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
     if outcome.exit_code == 0 and not outcome.cancelled:
         return True, ""
     if outcome.cancelled:

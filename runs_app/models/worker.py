@@ -8,6 +8,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+# A worker killed without a clean stop leaves its row; it is removed after this long.
+FORGET_AFTER = timedelta(days=1)
+
 
 class WorkerProcess(models.Model):
     """A running `manage.py worker`: its ticker reports every few seconds, and says whether
@@ -29,6 +32,8 @@ class WorkerProcess(models.Model):
 
     @classmethod
     def report(cls, name: str, *, engine_ok: bool | None, engine_error: str = "") -> None:
+        """This worker is alive; workers not heard from for a day are forgotten."""
+        cls.objects.filter(seen_at__lt=timezone.now() - FORGET_AFTER).delete()
         hostname, pid, _ = name.split(":", 2)
         updated = cls.objects.filter(name=name).update(
             seen_at=timezone.now(), engine_ok=engine_ok, engine_error=engine_error
