@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 from pipelines_app.checkouts import commit_of
@@ -199,11 +200,8 @@ class RunFollower:
                 if self.lease.safe_for > 0:
                     log.system(f"{exc}; the run waits for it (a started container goes on)")
                 with_database(run.release, self.lease)
-            except ExecutorError as exc:
-                if exc.reason == FailureReason.LOST:
-                    self._conclude(Status.FAILED, FailureReason.LOST, str(exc))
-                else:
-                    self._conclude(Status.FAILED, exc.reason, str(exc))
+            except ExecutorError as exc:  # it cannot run (or its container vanished: lost)
+                self._conclude(Status.FAILED, exc.reason, str(exc))
             except (LeaseLost, DatabaseError):
                 raise
             except Exception as exc:
@@ -417,21 +415,13 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
     about limits pipeline.json asked for above the instance's."""
     config = run.pipeline.spec
     limits = run.run_settings
-    notes = []
-    memory = limits.mem_hard_limit_bytes or settings.RUN_MEMORY_LIMIT
-    if memory > settings.RUN_MEMORY_LIMIT:
-        notes.append(
-            f"mem_hard_limit {format_size(memory)} is above this instance's RUN_MEMORY_LIMIT: "
-            f"the run gets {format_size(settings.RUN_MEMORY_LIMIT)}"
-        )
-        memory = settings.RUN_MEMORY_LIMIT
-    cpu = limits.cpu_hard_limit or settings.RUN_CPU_LIMIT
-    if cpu > settings.RUN_CPU_LIMIT:
-        notes.append(
-            f"cpu_hard_limit {cpu:g} is above this instance's RUN_CPU_LIMIT: the run gets "
-            f"{settings.RUN_CPU_LIMIT:g} cores"
-        )
-        cpu = settings.RUN_CPU_LIMIT
+    notes: list[str] = []
+    memory = _within_instance(
+        "mem_hard_limit", limits.mem_hard_limit_bytes, "RUN_MEMORY_LIMIT", format_size, notes
+    )
+    cpu = _within_instance(
+        "cpu_hard_limit", limits.cpu_hard_limit, "RUN_CPU_LIMIT", lambda n: f"{n:g} cores", notes
+    )
     timeout = limits.timeout_seconds
     if timeout is None:
         timeout = settings.CONTAINER_TIMEOUT
@@ -453,6 +443,19 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
         run_dir=Path(settings.DATA_DIR) / "runs" / str(run.public_id),
     )
     return spec, notes
+
+
+def _within_instance(field, asked, setting: str, show, notes: list[str]):
+    """The instance's limit when pipeline.json asks for none or for more (then a note)."""
+    limit = getattr(settings, setting)
+    if asked is None:
+        return limit
+    if asked > limit:
+        notes.append(
+            f"{field} {show(asked)} is above this instance's {setting}: the run gets {show(limit)}"
+        )
+        return limit
+    return asked
 
 
 # --- the worker's housekeeping -------------------------------------------------------------
@@ -477,8 +480,8 @@ def reconcile(executor: Executor | None = None, *, startup: bool = False) -> dic
         return counts
     lost_since = timezone.now() - LOST_TASK_AFTER
     waiting = PipelineRun.objects.filter(status=Status.CLAIMED).filter(
-        dispatched_at__isnull=True
-    ) | PipelineRun.objects.filter(status=Status.CLAIMED, dispatched_at__lt=lost_since)
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost_since)
+    )
     resend = list(waiting.values_list("pk", flat=True))
     PipelineRun.hand_to_workers(resend)
     counts["resent"] = len(resend)

@@ -253,7 +253,7 @@ def supervise(
     last_beat = last_cancel_check = time.monotonic()
     while still_running(0.2):
         now = time.monotonic()
-        if now - last_beat >= HEARTBEAT_SECONDS:
+        if now - last_beat >= heartbeat_every():
             if not watch.heartbeat():
                 raise LeaseLost
             last_beat = now
@@ -275,4 +275,7 @@ def supervise(
             stop(0)
 
 
-HEARTBEAT_SECONDS = 5
+def heartbeat_every() -> float:
+    """How often a follower renews its lease: six times within RUN_HEARTBEAT_TIMEOUT (every
+    5 s by default), so a late beat or two never lets the lease lapse."""
+    return settings.RUN_HEARTBEAT_TIMEOUT / 6

@@ -13,13 +13,14 @@ loser's UPDATE matches no row):
      release()    │   │ take()           one worker process becomes its follower: it holds
      release_     │   │                  the lease (worker_id) and renews it (beat())
      stale()      │   ▼
-                 running ── finish(status)  ──▶ succeeded │ failed │ timed_out │ cancelled
-                            finish_lost()   ──▶ failed (lost: its container vanished)
+                 running ── finish(status, …) ──▶ succeeded │ failed │ timed_out │ cancelled
+                                                  (failed, reason lost: its container vanished)
 
-- release(): the follower gives the run up without ending it — the engine is unreachable,
-  or the worker stops. The container goes on; the next follower re-attaches to it.
-- release_stale() (reconcile): the follower stopped renewing its lease, or its process is
-  known dead; the run waits for a new follower the same way.
+- release(): the follower gives the run up without ending it (the engine is unreachable).
+  The container goes on; the next follower re-attaches to it.
+- release_stale(): the follower stopped renewing its lease, or its process is known dead
+  (reconcile; a worker that stops releases its processes' runs this way too); the run waits
+  for a new follower the same way.
 - mark_started(): the container exists (its id is recorded before it starts), the one
   change of a running run that is not a move.
 - finish(): only the lease holder can finish; a cancel request always wins; a retry of a
@@ -409,11 +410,6 @@ class PipelineRun(models.Model):
         if not changed:
             self.refresh_from_db()
         return bool(changed)
-
-    def finish_lost(self, message: str) -> bool:
-        return self.finish(
-            self.Status.FAILED, failure_reason=self.FailureReason.LOST, error_message=message
-        )
 
     # --- retries -----------------------------------------------------------------------------
 

@@ -71,6 +71,15 @@ class Worker:
         if self.process and self.process.poll() is None:
             kill_group(self.process)
 
+    def stop(self) -> None:
+        """SIGTERM to the worker, as Ctrl-C or `docker stop` would send."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
 
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL a process group and wait until every member is gone (and its database
@@ -86,14 +95,6 @@ def kill_group(process: subprocess.Popen) -> None:
         return False
 
     wait_for(gone, timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -186,6 +187,30 @@ def test_a_killed_worker_is_replaced_and_the_run_continues_with_its_full_log(
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert output_lines(run) == [f"tick {i}" for i in range(25)]  # no gap, no duplicate
     assert "re-attached to the run" in log_text(run)
+
+
+def test_a_stopped_worker_hands_its_runs_over_at_once(
+    make_pipeline, worker, settings, docker_engine
+):
+    settings.RUN_HEARTBEAT_TIMEOUT = 300  # a lapsed lease would take five minutes
+    make_pipeline(
+        "longer",
+        main="import time\nfor i in range(20):\n    print('tick', i, flush=True)\n"
+        "    time.sleep(0.25)\n",
+    )
+    discover()
+    worker.start()
+    (run,) = queue_runs("longer", 1)
+    assert wait_for(lambda: "O tick 2\n" in read_log(run.log_path), timeout=60)
+    worker.stop()
+    run.refresh_from_db()
+    assert run.status == Status.CLAIMED  # released on the way out, not left to lapse
+    assert docker_engine.api.inspect_container(run.container_id)["State"]["Running"]
+    worker.start()
+    assert wait_for(lambda: all_final([run]), timeout=60), worker.log.read_text()[-3000:]
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED
+    assert output_lines(run) == [f"tick {i}" for i in range(20)]
 
 
 def test_a_run_whose_container_vanished_is_marked_lost(

@@ -8,8 +8,8 @@ exactly once (runs_app.scheduler). Every few seconds it reports this worker
 alive (WorkerProcess), with whether it reaches the Docker engine.
 
 Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: the cluster's
-processes are ended at once, the run containers go on, and the next worker re-attaches to
-them with their logs continuing where they stopped.
+processes are ended at once, their runs are released (the containers go on), and the next
+worker re-attaches to them with their logs continuing where they stopped.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_q.cluster import Cluster
 
 from pipelines_app.gitsync import request_sync_when_due
-from runs_app.execution import reconcile, worker_id
+from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
-from runs_app.models import WorkerProcess, dispatch
+from runs_app.executors.local import process_alive
+from runs_app.models import PipelineRun, WorkerProcess, dispatch
 from runs_app.scheduler import fire_due, seconds_until_next_due
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 
@@ -57,6 +58,9 @@ class Command(BaseCommand):
         finally:
             end_processes(_descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
+                # Its runs wait for the next follower at once (their containers go on),
+                # not until their leases lapse.
+                PipelineRun.release_stale(dead_local_workers())
                 WorkerProcess.objects.filter(name=worker_id()).delete()
 
     def run_ticker(self, tick: float, reconcile_every: float) -> None:
@@ -121,7 +125,11 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def end_processes(pids: list[int]) -> None:
+def end_processes(pids: list[int], wait_seconds: float = 2.0) -> None:
+    """SIGKILL, then wait (briefly) until each is gone or a zombie."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_seconds
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
