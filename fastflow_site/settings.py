@@ -182,6 +182,8 @@ DOCKER_API_TIMEOUT = _int("DOCKER_API_TIMEOUT", 30, minimum=1)
 DOCKER_STREAM_TIMEOUT = _int("DOCKER_STREAM_TIMEOUT", None, minimum=1)
 RUN_STOP_GRACE_SECONDS = _int("RUN_STOP_GRACE_SECONDS", 10, minimum=0)  # SIGTERM, then SIGKILL
 RETRY_ON_TIMEOUT = env.bool("RETRY_ON_TIMEOUT", default=False)
+# Chaining: a run started by this many runs before it starts no more (a loop A → B → A).
+CHAIN_DEPTH_LIMIT = _int("CHAIN_DEPTH_LIMIT", 20, minimum=1)
 # A worker that has not shown a sign of life for this long has lost its runs to another.
 RUN_HEARTBEAT_TIMEOUT = _int("RUN_HEARTBEAT_TIMEOUT", 30, minimum=5)
 

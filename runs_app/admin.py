@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
-from runs_app.models import PipelineRun, RunRefused, ScheduleSkip, WorkerProcess
+from runs_app.models import ChainLink, PipelineRun, RunRefused, ScheduleSkip, WorkerProcess
 from runs_app.warmup import request_warmups
 
 admin.site.unregister(Pipeline)
@@ -217,3 +217,19 @@ class WorkerProcessAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerProcess) -> bool:
         return obj.is_alive
+
+
+@admin.register(ChainLink)
+class ChainLinkAdmin(admin.ModelAdmin):
+    """What each run's end started (or why not): evidence, so read-only."""
+
+    list_display = ["upstream", "condition", "target_name", "downstream", "skipped_reason"]
+    list_select_related = ["upstream__pipeline", "downstream__pipeline"]
+    raw_id_fields = ["upstream", "downstream"]
+    search_fields = ["target_name", "upstream__pipeline__name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

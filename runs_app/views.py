@@ -65,6 +65,8 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
     context = {
         "run": run,
         "retries": list(run.retries.order_by("queued_at")),
+        "started_by": run.started_by,
+        "chain_links": list(run.chain_links.select_related("downstream")),
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "can_cancel": request.user.has_perm("runs_app.change_pipelinerun"),
     }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from runs_app.models.chain import ChainLink
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.worker import WorkerProcess
 
 __all__ = [
+    "ChainLink",
     "PipelineRun",
     "RunRefused",
     "ScheduleSkip",

@@ -46,6 +46,7 @@ from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
 from runs_app import live
 from runs_app.logs import log_path_for
+from runs_app.models.chain import ChainLink
 
 # PostgreSQL advisory lock that serialises claiming across every web and worker process.
 DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
@@ -140,6 +141,8 @@ class PipelineRun(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    # Chaining: how many runs started each other before this one (0: nothing started it).
+    chain_depth = models.PositiveSmallIntegerField(default=0)
 
     queued_at = models.DateTimeField(default=timezone.now)
     not_before = models.DateTimeField(
@@ -220,6 +223,7 @@ class PipelineRun(models.Model):
         not_before: datetime | None = None,
         schedule=None,
         scheduled_for: datetime | None = None,
+        chain_depth: int = 0,
     ) -> PipelineRun:
         """Queue a run (a row first); the dispatcher starts it when a slot is free."""
         if pipeline.state == Pipeline.State.MISSING:
@@ -240,6 +244,7 @@ class PipelineRun(models.Model):
             schedule=schedule if schedule is not None else getattr(retry_of, "schedule", None),
             config_id=(schedule.config_id if schedule else getattr(retry_of, "config_id", "")),
             scheduled_for=scheduled_for,
+            chain_depth=chain_depth if retry_of is None else retry_of.chain_depth,
         )
         run.log_path = str(log_path_for(run.public_id))
         run.save()
@@ -406,7 +411,8 @@ class PipelineRun(models.Model):
                 changed = held.update(status=self.Status.CANCELLED, **fields)
             if changed:
                 self.refresh_from_db()
-                self._enqueue_retry()
+                if self._enqueue_retry() is None:
+                    self._fire_downstream_triggers()  # its final outcome: no retry follows
         if not changed:
             self.refresh_from_db()
         return bool(changed)
@@ -453,6 +459,62 @@ class PipelineRun(models.Model):
         except RunRefused:
             return None  # the pipeline became invalid or vanished meanwhile
 
+    # --- chaining ----------------------------------------------------------------------------
+
+    def _fire_downstream_triggers(self) -> None:
+        """Each downstream trigger whose condition holds starts one run of its pipeline, or
+        is recorded as skipped with the reason. Called inside finish()'s transaction."""
+        for index, trigger in enumerate(self.pipeline.spec.downstream_triggers):
+            condition = chain_condition(trigger, self.status, self.route)
+            if condition is None:
+                continue
+            link = ChainLink(
+                upstream=self,
+                trigger_index=index,
+                target_name=trigger.pipeline,
+                condition=condition,
+                run_config_id=trigger.run_config_id or "",
+            )
+            target = Pipeline.objects.filter(name=trigger.pipeline).first()
+            link.skipped_reason = self._chain_refusal(target)
+            if not link.skipped_reason:
+                schedule = (
+                    target.schedules.filter(config_id=trigger.run_config_id).first()
+                    if trigger.run_config_id
+                    else None
+                )
+                try:
+                    link.downstream = PipelineRun.enqueue(
+                        target,
+                        trigger=self.Trigger.CHAIN,
+                        schedule=schedule,
+                        chain_depth=self.chain_depth + 1,
+                    )
+                except RunRefused as refused:
+                    link.skipped_reason = str(refused)[:300]
+            link.save()
+
+    def _chain_refusal(self, target: Pipeline | None) -> str:
+        """Why a trigger may not start `target` ("" when it may)."""
+        if target is None or target.state == Pipeline.State.MISSING:
+            return "no such pipeline (its folder is gone, or was never there)"
+        if not target.is_valid:
+            return "its pipeline.json has errors"
+        if not target.enabled:
+            return "it is disabled"
+        if self.chain_depth + 1 > settings.CHAIN_DEPTH_LIMIT:
+            return (
+                f"the chain is {self.chain_depth + 1} runs long, past CHAIN_DEPTH_LIMIT "
+                f"({settings.CHAIN_DEPTH_LIMIT}): a loop?"
+            )
+        return ""
+
+    @property
+    def started_by(self) -> PipelineRun | None:
+        """The upstream run whose end started this one (chaining)."""
+        link = ChainLink.objects.filter(downstream=self).select_related("upstream").first()
+        return link.upstream if link else None
+
     # --- reading -----------------------------------------------------------------------------
 
     @cached_property
@@ -488,6 +550,20 @@ class PipelineRun(models.Model):
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+def chain_condition(trigger, status: str, route: str) -> str | None:
+    """The condition under which `trigger` fires after a run ended with `status` (and
+    `route`), in words; None when it does not fire. A timeout counts as a failure; a cancel
+    never fires anything; `on_route` needs a success that wrote exactly that value."""
+    Status = PipelineRun.Status
+    if status == Status.SUCCEEDED and trigger.on_success:
+        if trigger.on_route is None:
+            return "success"
+        return f"route '{trigger.on_route}'" if route == trigger.on_route else None
+    if status in (Status.FAILED, Status.TIMED_OUT) and trigger.on_failure:
+        return "failure" if status == Status.FAILED else "failure (timed out)"
+    return None
 
 
 def dispatch() -> list[int]:
