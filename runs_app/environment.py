@@ -14,6 +14,7 @@ every such value of 4+ characters is masked in the log before it is written.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from pipelines_app.contract import RunSettings
@@ -93,12 +94,16 @@ def build_environment(run: PipelineRun) -> RunEnvironment:
     for variable in Variable.for_pipeline(run.pipeline):
         environment.put({variable.name: variable.plain_value()}, secret=variable.is_secret)
     environment.put({str(k): str(v) for k, v in run.parameters.items()}, secret=False)
-    environment.put(
-        {
-            "FASTFLOW_RUN_ID": str(run.public_id),
-            "FASTFLOW_PIPELINE": run.pipeline.name,
-            "FASTFLOW_ATTEMPT": str(run.attempt),
-        },
-        secret=False,
-    )
+    own = {
+        "FASTFLOW_RUN_ID": str(run.public_id),
+        "FASTFLOW_PIPELINE": run.pipeline.name,
+        "FASTFLOW_ATTEMPT": str(run.attempt),
+    }
+    spec = run.pipeline.spec
+    if spec.type == "notebook" and spec.cells:
+        # The launcher's per-cell retries and delays (pipeline.json `cells`).
+        own["FASTFLOW_CELLS"] = json.dumps(
+            [{"retries": c.retries, "delay_seconds": c.delay_seconds} for c in spec.cells]
+        )
+    environment.put(own, secret=False)
     return environment

@@ -287,6 +287,7 @@ class RunFollower:
             "peak_memory_bytes": outcome.peak_memory_bytes,
             "limit_warnings": outcome.limit_warnings,
             "route": mask(outcome.route),
+            "cells": [outcome.cells[number] for number in sorted(outcome.cells)],
         }
         if outcome.finished_at:
             fields["finished_at"] = outcome.finished_at  # the engine's, not when we noticed

@@ -91,6 +91,8 @@ class Outcome:
     peak_memory_bytes: int | None = None
     limit_warnings: list[str] = field(default_factory=list)
     last_stderr: list[str] = field(default_factory=list)
+    # Notebooks: per code cell {"cell", "status", "attempts", "seconds"}, by cell number.
+    cells: dict[int, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,6 +221,40 @@ class MarkerReader:
             self.outcome.route = route[:ROUTE_MAX_BYTES]
         elif word == "note":
             self.log.write(SYSTEM, rest)
+        elif word == "cell":
+            return self.cell(rest)
+        else:
+            return False
+        return True
+
+    def cell(self, message: str) -> bool:
+        """A notebook cell's progress: a line in the log, and the cell's summary."""
+        try:
+            report = json.loads(message)
+            number, total = int(report["cell"]), int(report["of"])
+            attempt, attempts = int(report["attempt"]), int(report["attempts"])
+            event = str(report["event"])
+            seconds = float(report.get("seconds", 0))
+        except (ValueError, KeyError, TypeError):
+            return False
+        name = f"cell {number}/{total}"
+        tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
+        summary = self.outcome.cells.setdefault(
+            number, {"cell": number, "status": "running", "attempts": 0, "seconds": 0.0}
+        )
+        if event == "start":
+            summary.update(status="running", attempts=attempt)
+            self.log.write(SYSTEM, f"{name} starts{tries}")
+        elif event == "retry":
+            summary["seconds"] += seconds
+            delay = float(report.get("delay", 0))
+            self.log.write(
+                SYSTEM, f"{name} failed{tries}; again in {delay:g} s, in the same namespace"
+            )
+        elif event in ("ok", "failed"):
+            summary["seconds"] += seconds
+            summary["status"] = "succeeded" if event == "ok" else "failed"
+            self.log.write(SYSTEM, f"{name} {summary['status']}{tries} in {seconds:.2f} s")
         else:
             return False
         return True

@@ -6,7 +6,8 @@ follower when the user's code starts (that ends "setup"), and otherwise behaves 
 `python main.py`: same `__main__`, argv, sys.path, exit codes and tracebacks.
 
 Lines on stderr that start with MARK and a known word are messages for Fast-Flow, never
-shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`.
+shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`, and for notebooks
+`cell <JSON>` (a code cell's start, retry, success or failure, with its attempt).
 
 After the pipeline's code ends (normally or by sys.exit), the launcher reads the file named
 by FASTFLOW_ROUTE_FILE and reports its content as the run's route: inside the run, without
@@ -120,19 +121,30 @@ def run_notebook(entry):
         code = compile("\n".join(lines), f"<cell {index + 1}>", "exec")
         policy = policies[index] if index < len(policies) else {}
         attempts = 1 + int(policy.get("retries", 0))
+        delay = float(policy.get("delay_seconds", 0))
         for attempt in range(1, attempts + 1):
-            again = f" attempt {attempt}" if attempt > 1 else ""
-            tell(f"note cell {index + 1}/{len(cells)}{again}")
+            report = {"cell": index + 1, "of": len(cells), "attempt": attempt, "attempts": attempts}
+            tell("cell " + json.dumps({**report, "event": "start"}))
+            began = time.monotonic()
             try:
                 exec(code, namespace)  # noqa: S102 - running the user's notebook is the job
-                break
             except (SystemExit, KeyboardInterrupt, MemoryError):
                 raise
             except BaseException as exc:
                 print_user_traceback(exc, f"<cell {index + 1}>")
+                event = "failed" if attempt == attempts else "retry"
+                took = round(time.monotonic() - began, 3)
+                tell(
+                    "cell "
+                    + json.dumps({**report, "event": event, "seconds": took, "delay": delay})
+                )
                 if attempt == attempts:
                     sys.exit(1)
-                time.sleep(float(policy.get("delay_seconds", 0)))
+                time.sleep(delay)
+                continue
+            took = round(time.monotonic() - began, 3)
+            tell("cell " + json.dumps({**report, "event": "ok", "seconds": took}))
+            break
 
 
 def main():

@@ -176,6 +176,9 @@ class PipelineRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
+    cells = models.JSONField(
+        default=list, blank=True, help_text="Notebooks: each code cell's status and attempts."
+    )
     peak_cpu_percent = models.FloatField(null=True, blank=True)
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
     limit_warnings = models.JSONField(default=list, blank=True)

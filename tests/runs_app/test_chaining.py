@@ -121,9 +121,7 @@ def test_a_failed_attempt_that_is_retried_starts_nothing_yet(make_pipeline, sett
 
 
 @pytest.mark.django_db
-def test_missing_invalid_and_disabled_targets_are_skipped_with_the_reason(
-    make_pipeline, settings
-):
+def test_missing_invalid_and_disabled_targets_are_skipped_with_the_reason(make_pipeline, settings):
     settings.MAX_CONCURRENT_RUNS = 0
     make_pipeline(
         "source",

@@ -354,8 +354,61 @@ def test_a_notebook_runs_cell_by_cell(make_pipeline):
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert "answer 42" in output_lines(run)
     text = log_text(run)
-    assert "S cell 1/2" in text and "S cell 2/2" in text
+    assert "S cell 1/2 starts" in text and "S cell 2/2 succeeded" in text
     assert "skip cell 1: %matplotlib inline" in text
+    assert [c["status"] for c in run.cells] == ["succeeded", "succeeded"]
+
+
+FLAKY_CELLS = [
+    {"cell_type": "code", "source": "tries = 0"},
+    {"cell_type": "code", "source": "tries += 1\nprint('try', tries)\nassert tries >= 2"},
+    {"cell_type": "code", "source": "print('done after', tries)"},
+]
+
+
+@both_executors
+def test_a_failing_cell_is_retried_in_the_same_namespace(make_pipeline):
+    run = run_now(
+        make_pipeline,
+        "flaky_nb",
+        None,
+        config={
+            "type": "notebook",
+            "cells": [{}, {"retries": 2, "delay_seconds": 0.1}, {}],
+        },
+        extra={"main.ipynb": json.dumps({"cells": FLAKY_CELLS, "nbformat": 4})},
+    )
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert output_lines(run)[-1] == "done after 2"  # the retry saw the first try's state
+    assert "cell 2/3 failed (attempt 1 of 3); again in 0.1 s" in log_text(run)
+    assert [(c["cell"], c["status"], c["attempts"]) for c in run.cells] == [
+        (1, "succeeded", 1),
+        (2, "succeeded", 2),
+        (3, "succeeded", 1),
+    ]
+
+
+def test_a_cell_out_of_retries_fails_the_run_and_the_page_shows_each_cell(
+    make_pipeline, admin_client
+):
+    cells = [*FLAKY_CELLS[:2]]
+    cells[1] = {"cell_type": "code", "source": "raise RuntimeError('never works')"}
+    run = run_now(
+        make_pipeline,
+        "hopeless_nb",
+        None,
+        config={"type": "notebook", "cells": [{}, {"retries": 1}]},
+        extra={"main.ipynb": json.dumps({"cells": cells, "nbformat": 4})},
+    )
+    assert run.status == Status.FAILED
+    assert run.cells[1] == {
+        "cell": 2,
+        "status": "failed",
+        "attempts": 2,
+        "seconds": run.cells[1]["seconds"],
+    }
+    page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert 'id="cell-2"' in page and "failed" in page
 
 
 @both_executors
