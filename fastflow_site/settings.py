@@ -142,6 +142,8 @@ if FASTFLOW_EXECUTOR not in ("docker", "local"):
     )
 UV_PRE_HEAT = env.bool("UV_PRE_HEAT", default=True)
 MAX_CONCURRENT_RUNS = _int("MAX_CONCURRENT_RUNS", 10, minimum=1)
+# Daemons (restart_on_crash) run in slots of their own, never taking MAX_CONCURRENT_RUNS's.
+MAX_DAEMON_RUNS = _int("MAX_DAEMON_RUNS", 5, minimum=0)
 CONTAINER_TIMEOUT = _int("CONTAINER_TIMEOUT", None, minimum=1)  # seconds; None = no limit
 RETRY_ATTEMPTS = _int("RETRY_ATTEMPTS", 0)
 GIT_REPO_URL = env.str("GIT_REPO_URL", default="")
@@ -297,7 +299,7 @@ warnings.filterwarnings(  # about timeout None, which is deliberate (see above)
 )
 Q_CLUSTER = {
     "name": "fastflow",
-    "workers": _int("WORKER_PROCESSES", MAX_CONCURRENT_RUNS + 2, minimum=2),
+    "workers": _int("WORKER_PROCESSES", MAX_CONCURRENT_RUNS + MAX_DAEMON_RUNS + 2, minimum=2),
     "timeout": None,
     "retry": 300,
     "max_attempts": 1,

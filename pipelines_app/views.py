@@ -20,7 +20,8 @@ from django.views.decorators.http import require_POST
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.models import ScheduleSkip, with_last_run
+from runs_app.daemons import state_of
+from runs_app.models import Daemon, PipelineRun, ScheduleSkip, with_last_run
 
 RECENT_RUNS = 20
 UPCOMING_FIRE_TIMES = 5
@@ -68,6 +69,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
             (schedule, schedule.next_fire_times(UPCOMING_FIRE_TIMES) if schedule.enabled else [])
             for schedule in pipeline.schedules.all()
         ],
+        "daemon": _daemon_of(pipeline),
         "skips": ScheduleSkip.objects.filter(schedule__pipeline=pipeline).select_related(
             "schedule", "waiting_run"
         )[:RECENT_SKIPS],
@@ -76,6 +78,21 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         "new_webhook_key": new_webhook_key,
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+def _daemon_of(pipeline: Pipeline) -> dict | None:
+    """What the pipeline page says about a daemon (restart_on_crash)."""
+    daemon = Daemon.objects.filter(pipeline=pipeline).first()
+    if not pipeline.spec.restart_on_crash and daemon is None:
+        return None
+    active = pipeline.runs.filter(
+        trigger=PipelineRun.Trigger.DAEMON, status__in=PipelineRun.ACTIVE_STATUSES
+    ).first()
+    return {
+        "row": daemon,
+        "run": active,
+        "state": state_of(daemon, active) if daemon else "not started yet",
+    }
 
 
 def _get_ui_schedule(pipeline: Pipeline, config_id: str) -> Schedule:

@@ -13,7 +13,14 @@ from django.utils.html import format_html
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
-from runs_app.models import ChainLink, PipelineRun, RunRefused, ScheduleSkip, WorkerProcess
+from runs_app.models import (
+    ChainLink,
+    Daemon,
+    PipelineRun,
+    RunRefused,
+    ScheduleSkip,
+    WorkerProcess,
+)
 from runs_app.warmup import request_warmups
 
 admin.site.unregister(Pipeline)
@@ -232,4 +239,26 @@ class ChainLinkAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Daemon)
+class DaemonAdmin(admin.ModelAdmin):
+    """Daemons (restart_on_crash) and their supervision; only "paused" is for people."""
+
+    list_display = ["pipeline", "paused", "restarts", "last_exit", "start_not_before"]
+    list_filter = ["paused"]
+    readonly_fields = [
+        "pipeline",
+        "restarts",
+        "crash_times",
+        "start_not_before",
+        "next_restart_at",
+        "stopping_reason",
+        "accounted_run",
+        "last_exit",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -9,6 +9,7 @@ app_name = "runs_app"
 urlpatterns = [
     path("", views.run_list, name="list"),
     path("start/<str:name>/", views.start_run, name="start"),
+    path("daemon/<str:name>/", views.daemon_pause, name="daemon_pause"),
     path("<uuid:public_id>/", views.run_detail, name="detail"),
     path("<uuid:public_id>/log/", views.run_log, name="log"),
     path("<uuid:public_id>/cancel/", views.run_cancel, name="cancel"),

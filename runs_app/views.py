@@ -21,7 +21,7 @@ from runs_app import dashboard as dashboard_data
 from runs_app.environment import check_parameters
 from runs_app.forms import RunFilterForm
 from runs_app.logs import SYSTEM, LogTail
-from runs_app.models import PipelineRun, RunRefused
+from runs_app.models import Daemon, PipelineRun, RunRefused
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
 
 RUNS_PER_PAGE = 50
@@ -223,3 +223,16 @@ def _webhook_values(request: HttpRequest, pipeline: Pipeline) -> tuple[dict[str,
         for name, value in body.items()
     }
     return values, problems
+
+
+@require_POST
+@permission_required("runs_app.change_pipelinerun", raise_exception=True)
+def daemon_pause(request: HttpRequest, name: str) -> HttpResponse:
+    """Keep a daemon stopped (its run is stopped by the supervisor), or let it run again."""
+    pipeline = get_object_or_404(Pipeline, name=name)
+    paused = request.POST.get("paused") == "yes"
+    Daemon.objects.update_or_create(
+        pipeline=pipeline, defaults={"paused": paused, "stopping_reason": ""}
+    )
+    messages.info(request, f"{pipeline.name} is {'paused' if paused else 'resumed'}.")
+    return redirect(pipeline)

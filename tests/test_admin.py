@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.models import ChainLink, PipelineRun, ScheduleSkip, WorkerProcess
+from runs_app.models import ChainLink, Daemon, PipelineRun, ScheduleSkip, WorkerProcess
 from secrets_app.models import Variable
 
 pytestmark = pytest.mark.django_db
@@ -74,6 +74,7 @@ def test_every_admin_page_answers(admin_client, catalogue):
         waiting_run=PipelineRun.objects.first(),
     )
     WorkerProcess.report("host:1:abc", engine_ok=False, engine_error="no engine")
+    Daemon.objects.create(pipeline=catalogue, last_exit="failed (exit code 1)")
     ChainLink.objects.create(
         upstream=PipelineRun.objects.first(),
         trigger_index=0,

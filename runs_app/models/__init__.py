@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from runs_app.models.chain import ChainLink
+from runs_app.models.daemon import Daemon
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.worker import WorkerProcess
 
 __all__ = [
     "ChainLink",
+    "Daemon",
     "PipelineRun",
     "RunRefused",
     "ScheduleSkip",

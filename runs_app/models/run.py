@@ -105,6 +105,7 @@ class PipelineRun(models.Model):
         WEBHOOK = "webhook", "webhook"
         CHAIN = "chain", "chain (upstream pipeline)"
         RETRY = "retry", "retry"
+        DAEMON = "daemon", "daemon (kept running)"
         API = "api", "API"
         CLI = "cli", "command line"
 
@@ -297,13 +298,16 @@ class PipelineRun(models.Model):
             # The time is read only now, with the lock held: claims are stamped in the order
             # they happen.
             now = timezone.now()
-            in_flight = dict(
-                cls.objects.filter(status__in=cls.IN_FLIGHT_STATUSES)
-                .values_list("pipeline_id")
-                .annotate(n=Count("id"))
-            )
-            free_slots = settings.MAX_CONCURRENT_RUNS - sum(in_flight.values())
-            if free_slots <= 0:
+            flying = cls.objects.filter(status__in=cls.IN_FLIGHT_STATUSES)
+            in_flight = dict(flying.values_list("pipeline_id").annotate(n=Count("id")).order_by())
+            # Daemons have slots of their own (MAX_DAEMON_RUNS): they never take the
+            # MAX_CONCURRENT_RUNS slots ordinary runs need.
+            daemons = flying.filter(trigger=cls.Trigger.DAEMON).count()
+            free = {
+                False: settings.MAX_CONCURRENT_RUNS - (sum(in_flight.values()) - daemons),
+                True: settings.MAX_DAEMON_RUNS - daemons,
+            }
+            if free[False] <= 0 and free[True] <= 0:
                 return []
             candidates = (
                 cls.objects.filter(status=cls.Status.QUEUED)
@@ -313,6 +317,9 @@ class PipelineRun(models.Model):
             )
             claimed: list[int] = []
             for run in candidates:
+                is_daemon = run.trigger == cls.Trigger.DAEMON
+                if free[is_daemon] <= 0:
+                    continue
                 limit = run.pipeline.spec.max_instances
                 if limit is not None and in_flight.get(run.pipeline_id, 0) >= limit:
                     continue
@@ -323,7 +330,8 @@ class PipelineRun(models.Model):
                     transaction.on_commit(lambda run=run: live.status_changed(run.public_id))
                     claimed.append(run.pk)
                     in_flight[run.pipeline_id] = in_flight.get(run.pipeline_id, 0) + 1
-                    if len(claimed) == free_slots:
+                    free[is_daemon] -= 1
+                    if free[False] <= 0 and free[True] <= 0:
                         break
         return claimed
 
@@ -440,6 +448,8 @@ class PipelineRun(models.Model):
         )
         if not retryable or failure_reason == self.FailureReason.SECRET:
             return None
+        if self.trigger == self.Trigger.DAEMON:
+            return None  # a daemon is restarted by its supervisor (runs_app.daemons)
         if self.attempt > self.attempts_allowed:
             return None
         strategy = self.run_settings.retry_strategy or DEFAULT_RETRY_STRATEGY

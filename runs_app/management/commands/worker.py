@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_q.cluster import Cluster
 
 from pipelines_app.gitsync import request_sync_when_due
+from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
 from runs_app.executors.local import process_alive
@@ -99,6 +100,7 @@ class Command(BaseCommand):
                 if any(counts.values()):
                     logger.info("reconciled: %s", counts)
             fire_due()
+            supervise_daemons()
             request_sync_when_due()
             dispatch()
         except Exception:
