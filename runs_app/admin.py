@@ -26,6 +26,16 @@ from runs_app.warmup import request_warmups
 admin.site.unregister(Pipeline)
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """Records of what happened are evidence: nobody adds or edits them here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(Pipeline)
 class PipelineAdmin(CataloguePipelineAdmin):
     """The catalogue's pipeline admin, with the actions that start something."""
@@ -55,7 +65,7 @@ class PipelineAdmin(CataloguePipelineAdmin):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
+class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
     list_display = [
         "short_id",
         "pipeline_link",
@@ -125,12 +135,6 @@ class PipelineRunAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # runs are started, not typed in
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         outcomes = {"cancelled": 0, "stopping": 0, "finished": 0}
@@ -193,7 +197,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScheduleSkip)
-class ScheduleSkipAdmin(admin.ModelAdmin):
+class ScheduleSkipAdmin(RecordAdmin):
     """Due times that queued no run, and why: evidence, so read-only."""
 
     list_display = ["schedule", "due_at", "reason", "waiting_run", "recorded_at"]
@@ -202,24 +206,12 @@ class ScheduleSkipAdmin(admin.ModelAdmin):
     raw_id_fields = ["schedule", "waiting_run"]
     search_fields = ["schedule__pipeline__name", "schedule__config_id"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(WorkerProcess)
-class WorkerProcessAdmin(admin.ModelAdmin):
+class WorkerProcessAdmin(RecordAdmin):
     """The worker processes that report in, and whether they reach the Docker engine."""
 
     list_display = ["name", "started_at", "seen_at", "alive", "engine_ok", "engine_error"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerProcess) -> bool:
@@ -227,19 +219,13 @@ class WorkerProcessAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChainLink)
-class ChainLinkAdmin(admin.ModelAdmin):
+class ChainLinkAdmin(RecordAdmin):
     """What each run's end started (or why not): evidence, so read-only."""
 
     list_display = ["upstream", "condition", "target_name", "downstream", "skipped_reason"]
     list_select_related = ["upstream__pipeline", "downstream__pipeline"]
     raw_id_fields = ["upstream", "downstream"]
     search_fields = ["target_name", "upstream__pipeline__name"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(Daemon)
