@@ -35,6 +35,7 @@ urlpatterns = [
     path("sync/now/", pipeline_views.sync_now, name="sync_now"),
     path("git/push/", pipeline_views.git_push, name="git_push"),
     path("runs/", include("runs_app.urls")),
+    path("graph/", run_views.chain_graph, name="graph"),
     path("secrets/", include("secrets_app.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -21,6 +21,7 @@ from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.daemons import state_of
+from runs_app.graph import pipelines_graph, render_svg
 from runs_app.models import Daemon, PipelineRun, ScheduleSkip, with_last_run
 
 RECENT_RUNS = 20
@@ -70,6 +71,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
             for schedule in pipeline.schedules.all()
         ],
         "daemon": _daemon_of(pipeline),
+        "chain_svg": _chains_around(pipeline),
         "skips": ScheduleSkip.objects.filter(schedule__pipeline=pipeline).select_related(
             "schedule", "waiting_run"
         )[:RECENT_SKIPS],
@@ -78,6 +80,12 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         "new_webhook_key": new_webhook_key,
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+def _chains_around(pipeline: Pipeline) -> str:
+    """The pipelines that start it and that it starts, drawn ("" when there are none)."""
+    graph = pipelines_graph(around=pipeline)
+    return render_svg(graph, f"the chains around {pipeline.name}") if graph.edges else ""
 
 
 def _daemon_of(pipeline: Pipeline) -> dict | None:

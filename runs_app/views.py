@@ -20,6 +20,7 @@ from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
 from runs_app.environment import check_parameters
 from runs_app.forms import RunFilterForm
+from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM, LogTail
 from runs_app.models import Daemon, PipelineRun, RunRefused
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
@@ -67,6 +68,9 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
         "retries": list(run.retries.order_by("queued_at")),
         "started_by": run.started_by,
         "chain_links": list(run.chain_links.select_related("downstream")),
+        "chain_svg": render_svg(run_graph(run), f"the chain around run {run.short_id}")
+        if run.chain_links.exists() or run.trigger == PipelineRun.Trigger.CHAIN
+        else "",
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "can_cancel": request.user.has_perm("runs_app.change_pipelinerun"),
     }
@@ -236,3 +240,10 @@ def daemon_pause(request: HttpRequest, name: str) -> HttpResponse:
     )
     messages.info(request, f"{pipeline.name} is {'paused' if paused else 'resumed'}.")
     return redirect(pipeline)
+
+
+def chain_graph(request: HttpRequest) -> HttpResponse:
+    """Every pipeline and what it starts after it (downstream_triggers), with last outcomes."""
+    graph = pipelines_graph()
+    context = {"graph_svg": render_svg(graph, "the chain graph of all pipelines"), "graph": graph}
+    return render(request, "runs_app/chain_graph.html", context)

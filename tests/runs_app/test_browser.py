@@ -212,3 +212,43 @@ def test_times_show_in_the_persons_time_zone(instance, browser):
     run = PipelineRun.objects.get(pipeline__name="ticker")
     tokyo = run.queued_at.astimezone(ZoneInfo("Asia/Tokyo"))
     assert tokyo.strftime("%H:%M") in title
+
+
+def test_the_chain_graph_is_readable_at_fifty_pipelines(instance, browser, make_pipeline):
+    """Fifty pipelines in chains of five, one loop: every pipeline drawn once, no two boxes
+    overlapping, each arrow labelled with when it fires, nodes linking to their pipeline."""
+    for chain in range(10):
+        for step in range(5):
+            following = f"c{chain}_s{step + 1}" if step < 4 else None
+            triggers = [{"pipeline": following, "on_route": "go"}] if following else []
+            if chain == 0 and step == 4:
+                triggers = [{"pipeline": "c0_s0", "on_failure": True, "on_success": False}]
+            make_pipeline(f"c{chain}_s{step}", config={"downstream_triggers": triggers})
+    discover()
+    page = browser.new_page()
+    log_in(page, instance)
+    page.goto(f"{instance}/graph/")
+    nodes = page.locator("#chain-graph .graph-node")
+    assert nodes.count() == 53  # the fifty, and ticker, sleeper, hog
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('#chain-graph .graph-node rect')]
+            .map((r) => r.getBoundingClientRect())
+            .map((b) => [b.left, b.top, b.right, b.bottom])"""
+    )
+    for index, (left, top, right, bottom) in enumerate(boxes):
+        for other in boxes[index + 1 :]:
+            overlap = left < other[2] and other[0] < right and top < other[3] and other[1] < bottom
+            assert not overlap
+    labels = page.eval_on_selector_all(
+        "#chain-graph .edge-label", "(labels) => labels.map((label) => label.textContent)"
+    )
+    assert labels.count("route 'go'") == 40 and labels.count("failure") == 1
+    page.locator('#chain-graph [data-node="c3_s2"]').click()
+    page.wait_for_url(f"{instance}/pipelines/c3_s2/")
+    # The pipeline page draws the part around it: who starts it, whom it starts.
+    around = page.locator("#chains .graph-node")
+    assert sorted(around.evaluate_all("(nodes) => nodes.map((n) => n.dataset.node)")) == [
+        "c3_s1",
+        "c3_s2",
+        "c3_s3",
+    ]

@@ -211,3 +211,18 @@ def test_a_real_chain_on_the_engine(make_pipeline, admin_client):
     downstream_page = admin_client.get(downstream.get_absolute_url()).content.decode()
     assert 'id="started-by"' in downstream_page
     assert upstream.get_absolute_url() in downstream_page
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("chains")
+def test_the_graph_pages_draw_the_chains(admin_client):
+    page = admin_client.get("/graph/").content.decode()
+    assert page.count('class="graph-node"') == 5
+    assert "route &#x27;full&#x27;" in page and "success · config prod" in page
+    around = admin_client.get("/pipelines/on_ok/").content.decode()
+    assert 'id="chains"' in around and 'data-node="upstream"' in around
+    run = held("upstream")
+    run.finish(Status.SUCCEEDED, exit_code=0)
+    run_page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert 'id="run-chain"' in run_page
+    assert run_page.count('class="graph-node"') == 3  # the run and the two it started

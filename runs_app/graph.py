@@ -1,0 +1,230 @@
+"""The chain graph: which pipeline (or run) starts which, drawn as server-side SVG.
+
+The layering is networkx's: a layer per generation of the graph (cycles — a chain A → B → A —
+are folded into one node of its condensation first, so every graph has layers), with the
+nodes of a layer ordered by the mean position of their predecessors (the barycenter
+heuristic of layered drawing), which keeps most edges from crossing. Nodes are
+links; their colour and word show the last outcome; edges say when they fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from pipelines_app.models import Pipeline
+from runs_app.models import PipelineRun, with_last_run
+
+NODE_WIDTH, NODE_HEIGHT = 170, 40
+LAYER_GAP, ROW_GAP = 110, 24
+MARGIN = 20
+
+
+@dataclass
+class Node:
+    key: str
+    label: str
+    url: str
+    status: str = ""  # a run status, "" when never run
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    label: str
+
+
+@dataclass
+class Graph:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+    width: float = 0.0
+    height: float = 0.0
+
+
+def trigger_label(trigger) -> str:
+    """When a downstream trigger fires, in a few words."""
+    parts = []
+    if trigger.on_success:
+        parts.append(f"route '{trigger.on_route}'" if trigger.on_route else "success")
+    if trigger.on_failure:
+        parts.append("failure")
+    if trigger.run_config_id:
+        parts.append(f"config {trigger.run_config_id}")
+    return " · ".join(parts) or "never"
+
+
+def pipelines_graph(around: Pipeline | None = None) -> Graph:
+    """Every pipeline and its downstream triggers; with `around`, only its upstreams and
+    downstreams (one step each way)."""
+    pipelines = {p.name: p for p in with_last_run(Pipeline.objects.filter(state="present"))}
+    edges = [
+        Edge(source.name, trigger.pipeline, trigger_label(trigger))
+        for source in pipelines.values()
+        for trigger in source.spec.downstream_triggers
+    ]
+    if around is not None:
+        edges = [e for e in edges if around.name in (e.source, e.target)]
+        names = {around.name} | {e.source for e in edges} | {e.target for e in edges}
+    else:
+        names = set(pipelines) | {e.target for e in edges}
+    graph = Graph()
+    for name in sorted(names):
+        pipeline = pipelines.get(name)
+        graph.nodes[name] = Node(
+            key=name,
+            label=name if pipeline else f"{name} (missing)",
+            url=pipeline.get_absolute_url() if pipeline else "",
+            status=(pipeline.last_run_status or "") if pipeline else "missing",
+        )
+    graph.edges = edges
+    return lay_out(graph)
+
+
+def run_graph(run: PipelineRun) -> Graph:
+    """A run, the run that started it, and the runs its end started (or skipped)."""
+    graph = Graph()
+    graph.nodes[run.short_id] = _run_node(run)
+    upstream = run.started_by
+    if upstream is not None:
+        graph.nodes[upstream.short_id] = _run_node(upstream)
+        graph.edges.append(Edge(upstream.short_id, run.short_id, "started"))
+    for link in run.chain_links.select_related("downstream__pipeline"):
+        if link.downstream is not None:
+            graph.nodes[link.downstream.short_id] = _run_node(link.downstream)
+            graph.edges.append(Edge(run.short_id, link.downstream.short_id, link.condition))
+        else:
+            key = f"skipped-{link.pk}"
+            graph.nodes[key] = Node(key, f"{link.target_name} (skipped)", "", "skipped")
+            graph.edges.append(Edge(run.short_id, key, link.condition))
+    return lay_out(graph)
+
+
+def _run_node(run: PipelineRun) -> Node:
+    return Node(
+        run.short_id, f"{run.pipeline.name} #{run.short_id}", run.get_absolute_url(), run.status
+    )
+
+
+def lay_out(graph: Graph) -> Graph:
+    """Layers from the generations of the graph (cycles folded), ordered by barycenter."""
+    digraph = nx.DiGraph()
+    digraph.add_nodes_from(graph.nodes)
+    digraph.add_edges_from((e.source, e.target) for e in graph.edges)
+    condensed = nx.condensation(digraph)
+    layer_of = {}
+    for depth, generation in enumerate(nx.topological_generations(condensed)):
+        for component in generation:
+            for name in condensed.nodes[component]["members"]:
+                layer_of[name] = depth
+    layers: dict[int, list[str]] = {}
+    for name in sorted(graph.nodes):
+        layers.setdefault(layer_of[name], []).append(name)
+    order: dict[str, float] = {}
+    for depth in sorted(layers):
+
+        def barycenter(name: str, depth=depth) -> tuple[float, str]:
+            above = [order[p] for p in digraph.predecessors(name) if layer_of[p] < depth]
+            return (sum(above) / len(above) if above else len(order), name)
+
+        layers[depth].sort(key=barycenter)
+        for position, name in enumerate(layers[depth]):
+            order[name] = position
+    tallest = max((len(names) for names in layers.values()), default=1)
+    for name, node in graph.nodes.items():
+        depth = layer_of[name]
+        # Each layer centred under the widest one.
+        offset = order[name] + (tallest - len(layers[depth])) / 2
+        node.x = MARGIN + offset * (NODE_WIDTH + ROW_GAP)
+        node.y = MARGIN + depth * (NODE_HEIGHT + LAYER_GAP)
+    graph.width = MARGIN * 2 + tallest * (NODE_WIDTH + ROW_GAP)
+    graph.height = MARGIN * 2 + len(layers) * (NODE_HEIGHT + LAYER_GAP)
+    return graph
+
+
+def render_svg(graph: Graph, label: str) -> SafeString:
+    """The graph as an inline SVG: links for nodes, labelled arrows for edges."""
+    if not graph.nodes:
+        return format_html('<p class="muted empty">{}</p>', "No chains yet.")
+    edges = format_html_join("", "{}", ((_edge(graph, edge),) for edge in graph.edges))
+    nodes = format_html_join("", "{}", ((_node(node),) for node in graph.nodes.values()))
+    return format_html(
+        '<svg class="chain-graph" role="img" aria-label="{}" viewBox="0 0 {} {}" width="{}" '
+        'height="{}"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
+        'markerWidth="8" markerHeight="8" orient="auto-start-reverse">'
+        '<path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>{}{}</svg>',
+        label,
+        round(graph.width),
+        round(graph.height),
+        round(graph.width),
+        round(graph.height),
+        edges,
+        nodes,
+    )
+
+
+def _node(node: Node) -> SafeString:
+    box = format_html(
+        '<rect class="node run-{}" x="{}" y="{}" width="{}" height="{}" rx="6"/>'
+        '<text x="{}" y="{}" class="node-label">{}</text>'
+        '<text x="{}" y="{}" class="node-status">{}</text>',
+        node.status or "never",
+        round(node.x),
+        round(node.y),
+        NODE_WIDTH,
+        NODE_HEIGHT,
+        round(node.x + 8),
+        round(node.y + 17),
+        node.label[:26],
+        round(node.x + 8),
+        round(node.y + 33),
+        _status_word(node.status),
+    )
+    if not node.url:
+        return format_html('<g class="graph-node" data-node="{}">{}</g>', node.key, box)
+    return format_html(
+        '<a class="graph-node" data-node="{}" href="{}"><title>{}</title>{}</a>',
+        node.key,
+        node.url,
+        node.label,
+        box,
+    )
+
+
+def _edge(graph: Graph, edge: Edge) -> SafeString:
+    source, target = graph.nodes[edge.source], graph.nodes[edge.target]
+    x1, y1 = source.x + NODE_WIDTH / 2, source.y + NODE_HEIGHT
+    x2, y2 = target.x + NODE_WIDTH / 2, target.y
+    if target.y <= source.y:  # back to an earlier layer or the same one (a loop)
+        y1, y2 = source.y + NODE_HEIGHT / 2, target.y + NODE_HEIGHT / 2
+        x1, x2 = source.x + NODE_WIDTH, target.x + NODE_WIDTH
+    middle_x, middle_y = (x1 + x2) / 2, (y1 + y2) / 2
+    return format_html(
+        '<g class="graph-edge" data-edge="{} {}"><path d="M {} {} C {} {} {} {} {} {}" '
+        'marker-end="url(#arrow)"/><text x="{}" y="{}" class="edge-label">{}</text></g>',
+        edge.source,
+        edge.target,
+        round(x1),
+        round(y1),
+        round(x1 + (40 if y2 <= y1 else 0)),
+        round(middle_y),
+        round(x2 + (40 if y2 <= y1 else 0)),
+        round(middle_y),
+        round(x2),
+        round(y2),
+        round(middle_x + 4),
+        round(middle_y),
+        edge.label,
+    )
+
+
+def _status_word(status: str) -> str:
+    if status in PipelineRun.Status.values:
+        return PipelineRun.Status(status).label
+    return {"": "never run", "missing": "no such pipeline", "skipped": "skipped"}.get(status, "")
