@@ -1,9 +1,9 @@
 """The chain graph: which pipeline (or run) starts which, drawn as server-side SVG.
 
-The layering is networkx's: a layer per generation of the graph (cycles — a chain A → B → A —
-are folded into one node of its condensation first, so every graph has layers), with the
-nodes of a layer ordered by the mean position of their predecessors (the barycenter
-heuristic of layered drawing), which keeps most edges from crossing. Nodes are
+The layering is networkx's: a layer per generation of the graph (an edge that closes a
+cycle — a chain A → B → A — is drawn back up instead of taking part), and each node placed
+under the mean position of the nodes that start it (the barycenter heuristic of layered
+drawing), which keeps most edges straight and uncrossed. Nodes are
 links; their colour and word show the last outcome; edges say when they fire.
 """
 
@@ -19,7 +19,7 @@ from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun, with_last_run
 
 NODE_WIDTH, NODE_HEIGHT = 170, 40
-LAYER_GAP, ROW_GAP = 110, 24
+LAYER_GAP, ROW_GAP = 110, 60
 MARGIN = 20
 
 
@@ -113,37 +113,41 @@ def _run_node(run: PipelineRun) -> Node:
 
 
 def lay_out(graph: Graph) -> Graph:
-    """Layers from the generations of the graph (cycles folded), ordered by barycenter."""
-    digraph = nx.DiGraph()
-    digraph.add_nodes_from(graph.nodes)
-    digraph.add_edges_from((e.source, e.target) for e in graph.edges)
-    condensed = nx.condensation(digraph)
-    layer_of = {}
-    for depth, generation in enumerate(nx.topological_generations(condensed)):
-        for component in generation:
-            for name in condensed.nodes[component]["members"]:
-                layer_of[name] = depth
-    layers: dict[int, list[str]] = {}
-    for name in sorted(graph.nodes):
-        layers.setdefault(layer_of[name], []).append(name)
-    order: dict[str, float] = {}
-    for depth in sorted(layers):
+    """Layers from the generations of the graph, ordered by barycenter.
 
-        def barycenter(name: str, depth=depth) -> tuple[float, str]:
-            above = [order[p] for p in digraph.predecessors(name) if layer_of[p] < depth]
-            return (sum(above) / len(above) if above else len(order), name)
-
-        layers[depth].sort(key=barycenter)
-        for position, name in enumerate(layers[depth]):
-            order[name] = position
-    tallest = max((len(names) for names in layers.values()), default=1)
-    for name, node in graph.nodes.items():
-        depth = layer_of[name]
-        # Each layer centred under the widest one.
-        offset = order[name] + (tallest - len(layers[depth])) / 2
-        node.x = MARGIN + offset * (NODE_WIDTH + ROW_GAP)
-        node.y = MARGIN + depth * (NODE_HEIGHT + LAYER_GAP)
-    graph.width = MARGIN * 2 + tallest * (NODE_WIDTH + ROW_GAP)
+    An edge that would close a cycle (a chain A → B → A) is left out of the layering and
+    drawn as an arrow back up; every other edge points down to a later layer.
+    """
+    layering = nx.DiGraph()
+    layering.add_nodes_from(sorted(graph.nodes))
+    for edge in graph.edges:
+        closes_a_cycle = edge.source == edge.target or (
+            edge.target in layering and nx.has_path(layering, edge.target, edge.source)
+        )
+        if not closes_a_cycle:
+            layering.add_edge(edge.source, edge.target)
+    layers = [sorted(generation) for generation in nx.topological_generations(layering)]
+    slot: dict[str, float] = {}
+    for depth, names in enumerate(layers):
+        if depth == 0:
+            wanted = {name: float(index) for index, name in enumerate(names)}
+        else:
+            # Under the mean position of what starts it, as far as the layer leaves room.
+            wanted = {
+                name: sum(slot[p] for p in layering.predecessors(name))
+                / max(1, layering.in_degree(name))
+                for name in names
+            }
+        right = -1.0
+        for name in sorted(names, key=lambda n: (wanted[n], n)):
+            slot[name] = right = max(wanted[name], right + 1)
+    for depth, names in enumerate(layers):
+        for name in names:
+            node = graph.nodes[name]
+            node.x = MARGIN + slot[name] * (NODE_WIDTH + ROW_GAP)
+            node.y = MARGIN + depth * (NODE_HEIGHT + LAYER_GAP)
+    widest = max(slot.values(), default=0) + 1
+    graph.width = MARGIN * 2 + widest * (NODE_WIDTH + ROW_GAP) + 40
     graph.height = MARGIN * 2 + len(layers) * (NODE_HEIGHT + LAYER_GAP)
     return graph
 
@@ -199,27 +203,29 @@ def _node(node: Node) -> SafeString:
 
 def _edge(graph: Graph, edge: Edge) -> SafeString:
     source, target = graph.nodes[edge.source], graph.nodes[edge.target]
-    x1, y1 = source.x + NODE_WIDTH / 2, source.y + NODE_HEIGHT
-    x2, y2 = target.x + NODE_WIDTH / 2, target.y
-    if target.y <= source.y:  # back to an earlier layer or the same one (a loop)
-        y1, y2 = source.y + NODE_HEIGHT / 2, target.y + NODE_HEIGHT / 2
-        x1, x2 = source.x + NODE_WIDTH, target.x + NODE_WIDTH
-    middle_x, middle_y = (x1 + x2) / 2, (y1 + y2) / 2
+    if target.y > source.y:  # down to a later layer
+        x1, y1 = source.x + NODE_WIDTH / 2, source.y + NODE_HEIGHT
+        x2, y2 = target.x + NODE_WIDTH / 2, target.y
+        middle = (y1 + y2) / 2
+        path = (
+            f"M {x1:.0f} {y1:.0f} C {x1:.0f} {middle:.0f} {x2:.0f} {middle:.0f} {x2:.0f} {y2:.0f}"
+        )
+        label_x, label_y, anchor = (x1 + x2) / 2 + 4, middle, "start"
+    else:  # back up (it closes a loop): along the right side, through the gap
+        x1, y1 = source.x + NODE_WIDTH, source.y + NODE_HEIGHT / 2
+        x2, y2 = target.x + NODE_WIDTH, target.y + NODE_HEIGHT / 2
+        bulge = max(x1, x2) + ROW_GAP / 2
+        path = f"M {x1:.0f} {y1:.0f} C {bulge:.0f} {y1:.0f} {bulge:.0f} {y2:.0f} {x2:.0f} {y2:.0f}"
+        label_x, label_y, anchor = x2 - 4, target.y + NODE_HEIGHT + 14, "end"
     return format_html(
-        '<g class="graph-edge" data-edge="{} {}"><path d="M {} {} C {} {} {} {} {} {}" '
-        'marker-end="url(#arrow)"/><text x="{}" y="{}" class="edge-label">{}</text></g>',
+        '<g class="graph-edge" data-edge="{} {}"><path d="{}" marker-end="url(#arrow)"/>'
+        '<text x="{}" y="{}" text-anchor="{}" class="edge-label">{}</text></g>',
         edge.source,
         edge.target,
-        round(x1),
-        round(y1),
-        round(x1 + (40 if y2 <= y1 else 0)),
-        round(middle_y),
-        round(x2 + (40 if y2 <= y1 else 0)),
-        round(middle_y),
-        round(x2),
-        round(y2),
-        round(middle_x + 4),
-        round(middle_y),
+        path,
+        round(label_x),
+        round(label_y),
+        anchor,
         edge.label,
     )
 
