@@ -13,8 +13,10 @@ from django.utils import timezone
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.daemons import CRASH_LOOP, state_of, supervise_daemons
+from runs_app.follow import wait_for
 from runs_app.models import Daemon, PipelineRun
-from tests.runs_app.conftest import execute, log_text, output_lines
+from tests.runs_app.conftest import execute, log_text, output_lines, read_log
+from tests.runs_app.test_worker import Worker
 
 Status = PipelineRun.Status
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
@@ -155,3 +157,33 @@ def test_a_daemon_crashes_and_is_started_again_on_the_engine(make_pipeline):
     assert output_lines(second) == [f"up {str(second.public_id)[:8]}"]
     daemon = Daemon.objects.get(pipeline__name="crasher")
     assert daemon.restarts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+def test_a_daemon_survives_a_killed_worker_without_a_second_copy(
+    make_pipeline, settings, tmp_path, docker_engine
+):
+    make_pipeline(
+        "server",
+        main="import time\nfor i in range(600):\n    print('serving', i, flush=True)\n"
+        "    time.sleep(0.5)\n",
+        config={"restart_on_crash": True, "timeout": 0},
+    )
+    discover()
+    worker = Worker(settings, tmp_path)
+    worker.start()
+    try:
+        assert wait_for(lambda: daemon_runs("server").exists(), timeout=30)
+        run = daemon_runs("server").get()
+        assert wait_for(lambda: "O serving 2\n" in read_log(run.log_path), timeout=60)
+        worker.kill()
+        worker.start()
+        assert wait_for(lambda: "re-attached" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: "O serving 12\n" in read_log(run.log_path), timeout=60)
+        # Still the one run and the one container: the supervisor saw it in flight.
+        assert daemon_runs("server").count() == 1
+        containers = docker_engine.api.containers(filters={"label": "fastflow.pipeline=server"})
+        assert len(containers) == 1
+    finally:
+        worker.kill()
