@@ -226,3 +226,33 @@ def test_the_graph_pages_draw_the_chains(admin_client):
     run_page = admin_client.get(run.get_absolute_url()).content.decode()
     assert 'id="run-chain"' in run_page
     assert run_page.count('class="graph-node"') == 3  # the run and the two it started
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+def test_on_the_engine_a_failure_chains_after_its_last_retry_and_a_cancel_never(
+    make_pipeline,
+):
+    make_pipeline(
+        "fragile",
+        main="import sys, time\nprint('working', flush=True)\ntime.sleep(2)\nsys.exit(4)\n",
+        config={
+            "retry_attempts": 1,
+            "retry_strategy": {"type": "fixed_delay", "delay": 0},
+            "downstream_triggers": [{"pipeline": "alert", "on_success": False, "on_failure": True}],
+        },
+    )
+    make_pipeline("alert", main="print('alerting')\n")
+    discover()
+    first = execute(PipelineRun.enqueue(Pipeline.objects.get(name="fragile"), trigger="api"))
+    assert first.status == Status.FAILED and not first.chain_links.exists()  # a retry follows
+    retry = execute(first.retries.get())
+    assert retry.status == Status.FAILED
+    (link,) = retry.chain_links.all()
+    assert link.condition == "failure"
+    assert output_lines(execute(link.downstream)) == ["alerting"]
+    # A cancelled run starts nothing, though on_failure is set.
+    cancelled = PipelineRun.enqueue(Pipeline.objects.get(name="fragile"), trigger="api")
+    cancelled.request_cancel()
+    cancelled.refresh_from_db()
+    assert cancelled.status == Status.CANCELLED and not cancelled.chain_links.exists()

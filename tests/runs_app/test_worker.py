@@ -264,8 +264,14 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
 
 
 def test_two_worker_clusters_never_execute_a_run_twice(make_pipeline, settings, tmp_path):
+    """Nor start a chained run twice: each upstream's end starts its downstream once."""
     settings.MAX_CONCURRENT_RUNS = 4
-    make_pipeline("once", main="import time\nprint('ran', flush=True)\ntime.sleep(0.5)\n")
+    make_pipeline(
+        "once",
+        main="import time\nprint('ran', flush=True)\ntime.sleep(0.5)\n",
+        config={"downstream_triggers": [{"pipeline": "after"}]},
+    )
+    make_pipeline("after", main="print('followed')\n")
     discover()
     first, second = Worker(settings, tmp_path / "a"), Worker(settings, tmp_path / "b")
     (tmp_path / "a").mkdir()
@@ -275,6 +281,8 @@ def test_two_worker_clusters_never_execute_a_run_twice(make_pipeline, settings, 
     try:
         runs = queue_runs("once", 8)
         assert wait_for(lambda: all_final(runs), timeout=120), first.log.read_text()[-2000:]
+        chained = PipelineRun.objects.filter(pipeline__name="after")
+        assert wait_for(lambda: chained.count() == 8 and all_final(list(chained)), timeout=120)
     finally:
         first.kill()
         second.kill()
@@ -282,6 +290,9 @@ def test_two_worker_clusters_never_execute_a_run_twice(make_pipeline, settings, 
         assert run.status == Status.SUCCEEDED
         assert output_lines(run) == ["ran"]  # executed exactly once
         assert log_text(run).count(" S starting once") == 1
+        (link,) = run.chain_links.all()  # started its downstream exactly once
+        assert link.downstream.status == Status.SUCCEEDED
+        assert output_lines(link.downstream) == ["followed"]
 
 
 def test_a_due_retry_is_started_by_the_worker(make_pipeline, worker):
