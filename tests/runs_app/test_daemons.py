@@ -5,6 +5,7 @@ are checked with a controllable clock; one daemon crashes and restarts on the en
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -187,3 +188,29 @@ def test_a_daemon_survives_a_killed_worker_without_a_second_copy(
         assert len(containers) == 1
     finally:
         worker.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+def test_on_the_engine_a_disabled_daemon_is_stopped(make_pipeline, pipelines_dir, docker_engine):
+    make_pipeline(
+        "ticking",
+        main="import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.3)\n",
+        config={"restart_on_crash": True, "restart_cooldown": 0, "timeout": 0},
+    )
+    discover()
+    (run,) = supervise_daemons()
+    follower = threading.Thread(target=execute, args=(run,), daemon=True)
+    follower.start()
+    assert wait_for(lambda: "O tick\n" in read_log(run.log_path), timeout=60)
+    (pipelines_dir / "ticking" / "pipeline.json").write_text(
+        '{"restart_on_crash": true, "enabled": false, "timeout": 0}'
+    )
+    discover()
+    assert supervise_daemons() == []
+    follower.join(timeout=60)
+    run.refresh_from_db()
+    assert run.status == Status.CANCELLED
+    assert docker_engine.api.containers(filters={"label": "fastflow.pipeline=ticking"}) == []
+    assert supervise_daemons() == []  # and it stays stopped
+    assert not Daemon.objects.get(pipeline__name="ticking").paused  # not a person's pause
