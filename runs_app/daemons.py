@@ -41,8 +41,11 @@ STOPPED_BY_SUPERVISOR = {"restart_interval", "not wanted"}
 
 def daemon_pipelines() -> list[Pipeline]:
     """Pipelines that are daemons now, and those that have been (to stop them)."""
-    present = [p for p in Pipeline.objects.filter(state=Pipeline.State.PRESENT) if p.is_valid]
-    daemons = [p for p in present if p.spec.restart_on_crash]
+    daemons = list(
+        Pipeline.objects.filter(
+            state=Pipeline.State.PRESENT, config_errors=[], config__restart_on_crash=True
+        )
+    )
     known = Pipeline.objects.filter(daemon__isnull=False).exclude(pk__in=[p.pk for p in daemons])
     return [*daemons, *known]
 
