@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from pipelines_app.models import Pipeline
-from runs_app.models import PipelineRun, with_last_run
+from runs_app.models import ChainLink, PipelineRun, with_last_run
 
 NODE_WIDTH, NODE_HEIGHT = 170, 40
 LAYER_GAP, ROW_GAP = 110, 60
@@ -87,15 +87,14 @@ def pipelines_graph(around: Pipeline | None = None) -> Graph:
     return lay_out(graph)
 
 
-def run_graph(run: PipelineRun) -> Graph:
+def run_graph(run: PipelineRun, upstream: PipelineRun | None, links: list[ChainLink]) -> Graph:
     """A run, the run that started it, and the runs its end started (or skipped)."""
     graph = Graph()
     graph.nodes[run.short_id] = _run_node(run)
-    upstream = run.started_by
     if upstream is not None:
         graph.nodes[upstream.short_id] = _run_node(upstream)
         graph.edges.append(Edge(upstream.short_id, run.short_id, "started"))
-    for link in run.chain_links.select_related("downstream__pipeline"):
+    for link in links:
         if link.downstream is not None:
             graph.nodes[link.downstream.short_id] = _run_node(link.downstream)
             graph.edges.append(Edge(run.short_id, link.downstream.short_id, link.condition))

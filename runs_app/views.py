@@ -63,14 +63,18 @@ def _get_run(public_id) -> PipelineRun:
 
 def run_detail(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
+    started_by = run.started_by
+    chain_links = list(run.chain_links.select_related("downstream__pipeline"))
+    chain_svg = ""
+    if started_by or chain_links:
+        graph = run_graph(run, started_by, chain_links)
+        chain_svg = render_svg(graph, f"the chain around run {run.short_id}")
     context = {
         "run": run,
         "retries": list(run.retries.order_by("queued_at")),
-        "started_by": run.started_by,
-        "chain_links": list(run.chain_links.select_related("downstream")),
-        "chain_svg": render_svg(run_graph(run), f"the chain around run {run.short_id}")
-        if run.chain_links.exists() or run.trigger == PipelineRun.Trigger.CHAIN
-        else "",
+        "started_by": started_by,
+        "chain_links": chain_links,
+        "chain_svg": chain_svg,
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "can_cancel": request.user.has_perm("runs_app.change_pipelinerun"),
     }
