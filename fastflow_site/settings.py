@@ -159,11 +159,6 @@ GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="")
 GITHUB_INSTALLATION_ID = env.str("GITHUB_INSTALLATION_ID", default="")
 GITHUB_PRIVATE_KEY_PATH = env.str("GITHUB_PRIVATE_KEY_PATH", default="")
 GITHUB_API_URL = env.str("GITHUB_API_URL", default="https://api.github.com")
-INITIAL_ADMIN_EMAIL = env.str("INITIAL_ADMIN_EMAIL", default="")
-GITHUB_CLIENT_ID = env.str("GITHUB_CLIENT_ID", default="")
-GITHUB_CLIENT_SECRET = env.str("GITHUB_CLIENT_SECRET", default="")
-GOOGLE_CLIENT_ID = env.str("GOOGLE_CLIENT_ID", default="")
-GOOGLE_CLIENT_SECRET = env.str("GOOGLE_CLIENT_SECRET", default="")
 BASE_URL = env.str("BASE_URL", default="http://localhost:8000").rstrip("/")
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -189,6 +184,36 @@ CHAIN_DEPTH_LIMIT = _int("CHAIN_DEPTH_LIMIT", 20, minimum=1)
 # A worker that has not shown a sign of life for this long has lost its runs to another.
 RUN_HEARTBEAT_TIMEOUT = _int("RUN_HEARTBEAT_TIMEOUT", 30, minimum=5)
 
+# --- People: sign-in, who may come in, audit, API tokens (fastflow_site) -------------------
+
+INITIAL_ADMIN_EMAIL = env.str("INITIAL_ADMIN_EMAIL", default="")
+# Password sign-in for the first admin and small installs; false: providers only.
+PASSWORD_LOGIN = env.bool("PASSWORD_LOGIN", default=True)
+GITHUB_CLIENT_ID = env.str("GITHUB_CLIENT_ID", default="")
+GITHUB_CLIENT_SECRET = env.str("GITHUB_CLIENT_SECRET", default="")
+# GitHub Enterprise Server: its address (https://github.example.com); empty for github.com.
+GITHUB_URL = env.str("GITHUB_URL", default="").rstrip("/")
+GOOGLE_CLIENT_ID = env.str("GOOGLE_CLIENT_ID", default="")
+GOOGLE_CLIENT_SECRET = env.str("GOOGLE_CLIENT_SECRET", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_SERVER_URL = env.str("OIDC_SERVER_URL", default="")  # the issuer
+OIDC_NAME = env.str("OIDC_NAME", default="Single sign-on")
+OIDC_PROVIDER_ID = env.str("OIDC_PROVIDER_ID", default="oidc")
+# Addresses in these domains (verified by the provider) join as viewers without invitation.
+ALLOWED_EMAIL_DOMAINS = env.list("ALLOWED_EMAIL_DOMAINS", default=[])
+# Refused people may ask to join; an admin approves (people page) or denies.
+JOIN_REQUESTS = env.bool("JOIN_REQUESTS", default=False)
+INVITATION_DAYS = _int("INVITATION_DAYS", 7, minimum=1)
+AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 365, minimum=1)  # None/off: keep all
+# Mail (invitations, join requests): e.g. smtp+tls://user:password@mail.example.com:587.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Fast-Flow <fastflow@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+if EMAIL_URL:
+    vars().update(environ.Env.email_url_config(EMAIL_URL))
+MAIL_CONFIGURED = bool(EMAIL_URL)
+
 # pipeline.json and requirements files larger than this are refused by discovery.
 PIPELINE_CONFIG_MAX_BYTES = _int("PIPELINE_CONFIG_MAX_BYTES", 1024 * 1024, minimum=1024)
 
@@ -208,9 +233,19 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_q",
+    "ninja",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
+    "allauth.usersessions",
+    "secrets_app",
     "pipelines_app",
     "runs_app",
-    "secrets_app",
+    "fastflow_site",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +257,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Secure by default: every view needs a login unless marked @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "fastflow_site.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -258,6 +296,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "fastflow_site.context_processors.site",
             ],
         },
     },
@@ -332,9 +371,72 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "login"
+AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "login"
+LOGOUT_REDIRECT_URL = "account_login"
+
+# django-allauth (docs/people.md): invitation-only sign-up, verified addresses only.
+ACCOUNT_ADAPTER = "fastflow_site.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "fastflow_site.accounts.SocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"  # addresses come verified: by the provider or the invitation
+ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_SESSION_REMEMBER = None
+ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Fast-Flow] "
+# Nothing to reset without mail; and an open mail-sending form is attack surface.
+ACCOUNT_PASSWORD_RESET_ENABLED = MAIL_CONFIGURED and PASSWORD_LOGIN
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+SOCIALACCOUNT_ONLY = not PASSWORD_LOGIN
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_LOGIN_ON_GET = False  # a POST starts a sign-in: no login CSRF
+SOCIALACCOUNT_QUERY_EMAIL = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True  # a verified address signs in to its account
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_EMAIL_REQUIRED = True
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_PROVIDERS: dict = {
+    "github": {"SCOPE": ["read:user", "user:email"]},
+    "google": {"SCOPE": ["profile", "email"], "AUTH_PARAMS": {"prompt": "select_account"}},
+    "openid_connect": {"OAUTH_PKCE_ENABLED": True},
+}
+if GITHUB_URL:
+    SOCIALACCOUNT_PROVIDERS["github"]["GITHUB_URL"] = GITHUB_URL
+if GITHUB_CLIENT_ID:
+    SOCIALACCOUNT_PROVIDERS["github"]["APPS"] = [
+        {"client_id": GITHUB_CLIENT_ID, "secret": GITHUB_CLIENT_SECRET}
+    ]
+if GOOGLE_CLIENT_ID:
+    SOCIALACCOUNT_PROVIDERS["google"]["APPS"] = [
+        {"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET}
+    ]
+if OIDC_CLIENT_ID:
+    if not OIDC_SERVER_URL:
+        raise ImproperlyConfigured(
+            "OIDC_CLIENT_ID is set but OIDC_SERVER_URL is not: give the issuer, "
+            "e.g. OIDC_SERVER_URL=https://sso.example.com/realms/main"
+        )
+    _issuer = OIDC_SERVER_URL.rstrip("/")
+    SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"] = [
+        {
+            "provider_id": OIDC_PROVIDER_ID,
+            "name": OIDC_NAME,
+            "client_id": OIDC_CLIENT_ID,
+            "secret": OIDC_CLIENT_SECRET,
+            "settings": {
+                "server_url": _issuer
+                if _issuer.endswith("/.well-known/openid-configuration")
+                else _issuer + "/.well-known/openid-configuration"
+            },
+        }
+    ]
+MFA_ADAPTER = "fastflow_site.accounts.MFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Fast-Flow"
+USERSESSIONS_TRACK_ACTIVITY = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")

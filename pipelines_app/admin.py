@@ -13,6 +13,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
+from fastflow_site.audit import Action, record
 from pipelines_app import deploy_keys
 from pipelines_app.discovery import discover
 from pipelines_app.forms import GitSourceForm, ScheduleForm
@@ -257,6 +258,7 @@ class GitSourceAdmin(admin.ModelAdmin):
     @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         request_sync(Sync.Trigger.MANUAL, request.user)
+        record(Action.SYNC_REQUESTED, GitSource.load())
         self.message_user(request, "Sync requested: the worker fetches the repository now.")
 
     @admin.action(description="Make a new SSH deploy key", permissions=["change"])
@@ -265,11 +267,13 @@ class GitSourceAdmin(admin.ModelAdmin):
             public = deploy_keys.generate(source)
             source.auth = GitSource.Auth.SSH
             source.save()
+            record(Action.DEPLOY_KEY_MADE, source)
             self.message_user(request, f"New deploy key; add it to the repository: {public}")
 
     @admin.action(description="Forget the pinned SSH host key", permissions=["change"])
     def forget_host_key(self, request: HttpRequest, queryset: QuerySet) -> None:
         queryset.update(ssh_known_hosts="")
+        record(Action.HOST_KEY_FORGOTTEN, GitSource.load())
         self.message_user(request, "The next SSH sync accepts and pins the server's host key.")
 
 

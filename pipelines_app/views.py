@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from fastflow_site.audit import Action, record
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
@@ -29,6 +30,7 @@ UPCOMING_FIRE_TIMES = 5
 RECENT_SKIPS = 10
 
 
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
 def pipeline_list(request: HttpRequest) -> HttpResponse:
     pipelines = list(with_last_run(Pipeline.objects.all()))
     latest_scan = DiscoveryScan.objects.order_by("-started_at").first()
@@ -57,6 +59,7 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines_app/pipeline_list.html", context)
 
 
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
 def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
     context = {
@@ -76,7 +79,9 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
             "schedule", "waiting_run"
         )[:RECENT_SKIPS],
         "webhook_url": request.build_absolute_uri(reverse("webhook", args=[pipeline.name])),
-        "webhook_keys": pipeline.webhook_keys.all(),
+        "webhook_keys": pipeline.webhook_keys.all()
+        if request.user.has_perm("pipelines_app.view_webhookkey")
+        else [],
         "new_webhook_key": new_webhook_key,
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
@@ -198,6 +203,7 @@ def sync_now(request: HttpRequest) -> HttpResponse:
         messages.error(request, "No repository is configured (GIT_REPO_URL, or the admin).")
     else:
         request_sync(Sync.Trigger.MANUAL, request.user)
+        record(Action.SYNC_REQUESTED, GitSource.load())
         messages.success(request, "Sync requested: the worker fetches the repository now.")
     return redirect("sync")
 

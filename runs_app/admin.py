@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from fastflow_site.audit import Action, record
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
@@ -52,6 +53,7 @@ class PipelineAdmin(CataloguePipelineAdmin):
             except RunRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
+            record(Action.RUN_STARTED, run)
             self.message_user(request, f"Run {run.short_id} of {pipeline.name} queued.")
 
     def has_run_permission(self, request: HttpRequest) -> bool:
@@ -139,7 +141,10 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         outcomes = {"cancelled": 0, "stopping": 0, "finished": 0}
         for run in queryset:
-            outcomes[run.request_cancel()] += 1
+            outcome = run.request_cancel()
+            outcomes[outcome] += 1
+            if outcome != "finished":
+                record(Action.RUN_CANCELLED, run, outcome=outcome)
         self.message_user(
             request,
             f"{outcomes['cancelled']} queued run(s) cancelled, {outcomes['stopping']} running "
@@ -154,6 +159,7 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
             except RunRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
+            record(Action.RUN_RERUN, new, of=str(run.public_id))
             self.message_user(request, f"Run {new.short_id} of {run.pipeline} queued.")
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
+from importlib import import_module
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -33,6 +34,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from runs_app import live
 from runs_app.logs import LogTail, metrics_path, read_new_lines
@@ -46,7 +48,11 @@ FALLBACK_SECONDS = 2.0
 # The first batch (the log so far) may be larger than a second's worth.
 CATCH_UP_SECONDS = 10
 
-CLOSE_UNAUTHENTICATED, CLOSE_NOT_FOUND = 4401, 4404
+CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND = 4401, 4403, 4404
+# A viewer whose person was deactivated, or whose session ended (signed out, ended by an
+# admin), is cut off within this long.
+ACCESS_CHECK_SECONDS = 1.0
+READ_RUNS = "runs_app.view_pipelinerun"
 
 
 class RateLimiter:
@@ -73,6 +79,21 @@ def _load_run(public_id) -> PipelineRun | None:
 
 
 @database_sync_to_async
+def _may_read(user) -> bool:
+    return user.has_perm(READ_RUNS)
+
+
+@database_sync_to_async
+def _still_allowed(user_pk: int, session_key: str | None) -> bool:
+    """The person is still active, may still read runs, and their session still exists."""
+    user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
+    if user is None or not user.has_perm(READ_RUNS):
+        return False
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return session_key is None or store().exists(session_key)
+
+
+@database_sync_to_async
 def _status(pk: int) -> str:
     return PipelineRun.objects.values_list("status", flat=True).get(pk=pk)
 
@@ -83,6 +104,11 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        if not await _may_read(user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        session = self.scope.get("session")
+        self.session_key = session.session_key if session is not None else None
         self.run = await _load_run(self.scope["url_route"]["kwargs"]["public_id"])
         if self.run is None:
             await self.close(code=CLOSE_NOT_FOUND)
@@ -150,9 +176,14 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         await self.send_status(status)
         pushed = self.group is not None
         status_every = FALLBACK_SECONDS if pushed else STATUS_EVERY_SECONDS
-        last_status_check = last_file_read = time.monotonic()
+        last_status_check = last_file_read = last_access_check = time.monotonic()
         read_file = True  # the lines so far
         while True:
+            if time.monotonic() - last_access_check >= ACCESS_CHECK_SECONDS:
+                last_access_check = time.monotonic()
+                if not await _still_allowed(self.scope["user"].pk, self.session_key):
+                    await self.close(code=CLOSE_UNAUTHENTICATED)
+                    return
             finished = status in PipelineRun.FINAL_STATUSES
             read_file = read_file or finished or time.monotonic() - last_file_read >= status_every
             if read_file:
@@ -176,7 +207,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
                 status = new_status
                 if status in PipelineRun.FINAL_STATUSES:
                     continue  # read what the end wrote, then report and close
-            read_file = await self.wait(POLL_SECONDS if not pushed else FALLBACK_SECONDS)
+            read_file = await self.wait(POLL_SECONDS if not pushed else ACCESS_CHECK_SECONDS)
 
     async def wait(self, seconds: float) -> bool:
         """Sleep until an event or `seconds`; True when the time ran out (read the file)."""

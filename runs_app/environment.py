@@ -51,6 +51,24 @@ def check_parameters(pipeline: Pipeline, values: dict[str, str]) -> list[str]:
     return problems
 
 
+def parameters_from_json(pipeline: Pipeline, body: object) -> tuple[dict[str, str], list[str]]:
+    """Values for one run from a decoded JSON object (webhook body, API): strings, numbers
+    and booleans become strings; the names pass `check_parameters`."""
+    if not isinstance(body, dict):
+        return {}, ['the body must be a JSON object of names to values, e.g. {"DAY": "monday"}']
+    problems = [
+        f"{name}: the value must be a string, number or boolean"
+        for name, value in body.items()
+        if not isinstance(value, str | int | float | bool)
+    ]
+    problems += check_parameters(pipeline, body)
+    values = {
+        name: (json.dumps(value) if isinstance(value, bool) else str(value))
+        for name, value in body.items()
+    }
+    return values, problems
+
+
 @dataclass
 class RunEnvironment:
     variables: dict[str, str] = field(default_factory=dict)

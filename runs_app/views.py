@@ -16,9 +16,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from fastflow_site.audit import Action, record
 from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
-from runs_app.environment import check_parameters
+from runs_app.environment import check_parameters, parameters_from_json
 from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM, LogTail
@@ -28,6 +29,7 @@ from runs_app.webhooks import authenticate, key_of, over_rate_limit
 RUNS_PER_PAGE = 50
 
 
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "counts": dashboard_data.counts(),
@@ -37,6 +39,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "runs_app/dashboard.html", context)
 
 
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
 def run_list(request: HttpRequest) -> HttpResponse:
     form = RunFilterForm(request.GET or None)
     runs = form.filter(PipelineRun.objects.select_related("pipeline", "triggered_by"))
@@ -61,6 +64,7 @@ def _get_run(public_id) -> PipelineRun:
     )
 
 
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
 def run_detail(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
     started_by = run.started_by
@@ -83,6 +87,7 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
     return render(request, "runs_app/run_detail.html", context)
 
 
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
 def run_log(request: HttpRequest, public_id) -> StreamingHttpResponse:
     """The whole log as plain text (the browser view may have skipped lines; this never does)."""
     run = _get_run(public_id)
@@ -107,6 +112,8 @@ def run_log(request: HttpRequest, public_id) -> StreamingHttpResponse:
 def run_cancel(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
     outcome = run.request_cancel()
+    if outcome != "finished":
+        record(Action.RUN_CANCELLED, run, outcome=outcome)
     text = {
         "cancelled": "Cancelled: the run had not started yet.",
         "stopping": "Stopping the run…",
@@ -127,6 +134,7 @@ def run_rerun(request: HttpRequest, public_id) -> HttpResponse:
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect("runs_app:detail", public_id=run.public_id)
+    record(Action.RUN_RERUN, new, of=str(run.public_id))
     messages.success(request, f"Run {new.short_id} queued with the same parameters.")
     return redirect("runs_app:detail", public_id=new.public_id)
 
@@ -156,6 +164,7 @@ def start_run(request: HttpRequest, name: str) -> HttpResponse:
     except RunRefused as exc:
         messages.error(request, str(exc))
         return redirect(pipeline)
+    record(Action.RUN_STARTED, run, parameters=sorted(parameters) or None)
     messages.success(request, f"Run {run.short_id} of {pipeline.name} queued.")
     next_url = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
@@ -218,19 +227,7 @@ def _webhook_values(request: HttpRequest, pipeline: Pipeline) -> tuple[dict[str,
         return {}, ["the body is not JSON"]
     except RecursionError:
         return {}, ["the body is nested too deeply"]
-    if not isinstance(body, dict):
-        return {}, ['the body must be a JSON object of names to values, e.g. {"DAY": "monday"}']
-    problems = [
-        f"{name}: the value must be a string, number or boolean"
-        for name, value in body.items()
-        if not isinstance(value, str | int | float | bool)
-    ]
-    problems += check_parameters(pipeline, body)
-    values = {
-        name: (json.dumps(value) if isinstance(value, bool) else str(value))
-        for name, value in body.items()
-    }
-    return values, problems
+    return parameters_from_json(pipeline, body)
 
 
 @require_POST
@@ -242,10 +239,12 @@ def daemon_pause(request: HttpRequest, name: str) -> HttpResponse:
     Daemon.objects.update_or_create(
         pipeline=pipeline, defaults={"paused": paused, "stopping_reason": ""}
     )
+    record(Action.DAEMON_PAUSED if paused else Action.DAEMON_RESUMED, pipeline)
     messages.info(request, f"{pipeline.name} is {'paused' if paused else 'resumed'}.")
     return redirect(pipeline)
 
 
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
 def chain_graph(request: HttpRequest) -> HttpResponse:
     """Every pipeline and what it starts after it (downstream_triggers), with last outcomes."""
     graph = pipelines_graph()

@@ -48,6 +48,8 @@ class Variable(models.Model):
     class Meta:
         verbose_name = "secret or parameter"
         verbose_name_plural = "secrets and parameters"
+        # add/change/delete_variable cover parameters; secrets also need this (admins).
+        permissions = [("manage_secrets", "Can create, replace and delete secrets")]
         ordering = ["name", "pipeline__name"]
         constraints = [
             models.UniqueConstraint(

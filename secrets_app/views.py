@@ -16,6 +16,21 @@ from secrets_app import crypto
 from secrets_app.forms import EncryptForm, VariableForm
 from secrets_app.models import Variable
 
+MANAGE_SECRETS = "secrets_app.manage_secrets"
+
+
+def _may_touch(request: HttpRequest, *variables: Variable) -> bool:
+    """Operators manage parameters; a secret (before or after the change) needs an admin."""
+    return request.user.has_perm(MANAGE_SECRETS) or not any(v.is_secret for v in variables)
+
+
+def _variable_form(request: HttpRequest, instance: Variable | None = None) -> VariableForm:
+    form = VariableForm(request.POST or None, instance=instance)
+    if not request.user.has_perm(MANAGE_SECRETS):
+        form.fields["kind"].choices = [(Variable.Kind.PARAMETER, "parameter")]
+        form.fields["kind"].initial = Variable.Kind.PARAMETER
+    return form
+
 
 def _get_variable(name: str, pipeline: str | None) -> Variable:
     if pipeline is None:
@@ -26,12 +41,14 @@ def _get_variable(name: str, pipeline: str | None) -> Variable:
 @sensitive_post_parameters("new_value")
 @permission_required("secrets_app.view_variable", raise_exception=True)
 def variable_list(request: HttpRequest) -> HttpResponse:
-    form = VariableForm(request.POST or None)
+    form = _variable_form(request)
     if request.method == "POST":
         if not request.user.has_perm("secrets_app.add_variable"):
             return HttpResponse("You may not add secrets or parameters.", status=403)
         if form.is_valid():
             variable = form.save(commit=False)
+            if not _may_touch(request, variable):
+                return HttpResponse("Only admins may add secrets.", status=403)
             variable.updated_by = request.user
             variable.save()
             messages.success(request, f"Saved {variable}.")
@@ -48,9 +65,13 @@ def variable_list(request: HttpRequest) -> HttpResponse:
 @permission_required("secrets_app.change_variable", raise_exception=True)
 def variable_edit(request: HttpRequest, name: str, pipeline: str | None = None) -> HttpResponse:
     variable = _get_variable(name, pipeline)
-    form = VariableForm(request.POST or None, instance=variable)
+    if not _may_touch(request, variable):
+        return HttpResponse("Only admins may replace secrets.", status=403)
+    form = _variable_form(request, variable)
     if request.method == "POST" and form.is_valid():
         variable = form.save(commit=False)
+        if not _may_touch(request, variable):
+            return HttpResponse("Only admins may make a parameter a secret.", status=403)
         variable.updated_by = request.user
         variable.save()
         messages.success(request, f"Saved {variable}.")
@@ -62,13 +83,15 @@ def variable_edit(request: HttpRequest, name: str, pipeline: str | None = None) 
 @permission_required("secrets_app.delete_variable", raise_exception=True)
 def variable_delete(request: HttpRequest, name: str, pipeline: str | None = None) -> HttpResponse:
     variable = _get_variable(name, pipeline)
+    if not _may_touch(request, variable):
+        return HttpResponse("Only admins may delete secrets.", status=403)
     variable.delete()
     messages.success(request, f"Deleted {variable}.")
     return redirect("secrets_app:list")
 
 
 @sensitive_post_parameters("value")
-@permission_required("secrets_app.view_variable", raise_exception=True)
+@permission_required(MANAGE_SECRETS, raise_exception=True)
 def encrypt_value(request: HttpRequest) -> HttpResponse:
     form = EncryptForm(request.POST or None)
     token = snippet = ""

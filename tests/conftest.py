@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.conf import settings
+
+from fastflow_site.roles import Role, set_role
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 
@@ -30,16 +33,39 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def person(django_user_model, username: str, role: str | None):
+    """A person with a verified address and exactly this role (None: no role at all)."""
+    user = django_user_model.objects.create_user(
+        username, f"{username}@example.com", f"pw-{username}"
+    )
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    if role:
+        set_role(user, role)
+    return user
+
+
 @pytest.fixture
 def admin_user(django_user_model):
-    """An operator with every permission (the instance's first admin)."""
-    return django_user_model.objects.create_superuser("ada", "ada@example.com", "pw-ada")
+    """The instance's admin: every permission."""
+    return person(django_user_model, "ada", Role.ADMIN)
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """Runs, cancels, manages schedules, webhook keys and parameters; not secrets or people."""
+    return person(django_user_model, "otto", Role.OPERATOR)
 
 
 @pytest.fixture
 def viewer(django_user_model):
-    """A logged-in person without staff rights: may read pages, not the admin."""
-    return django_user_model.objects.create_user("vic", "vic@example.com", "pw-vic")
+    """Reads everything but secret values and webhook keys; not the admin."""
+    return person(django_user_model, "vic", Role.VIEWER)
+
+
+@pytest.fixture
+def stranger(django_user_model):
+    """An account with no role (made by hand before roles existed): may read nothing."""
+    return person(django_user_model, "sam", None)
 
 
 @pytest.fixture
@@ -51,6 +77,12 @@ def admin_client(client, admin_user):
 @pytest.fixture
 def viewer_client(client, viewer):
     client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
     return client
 
 

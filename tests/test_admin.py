@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialAccount
+from allauth.usersessions.models import UserSession
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
+from fastflow_site.audit import record
+from fastflow_site.models import ApiToken, AuditEntry, Invitation, JoinRequest, SignInProvider
+from fastflow_site.roles import Role
 from pipelines_app.discovery import discover
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.models import ChainLink, Daemon, PipelineRun, ScheduleSkip, WorkerProcess
@@ -63,7 +69,25 @@ def admin_pages(model_admin, obj) -> list[str]:
     ]
 
 
-def test_every_admin_page_answers(admin_client, catalogue):
+def _people_rows(admin_user) -> None:
+    """One row for each admin page of people, sign-in and audit."""
+    Invitation.make("new@example.com", Role.OPERATOR, created_by=admin_user)
+    JoinRequest.objects.create(email="asking@example.com", provider="github")
+    ApiToken.make(admin_user, "CI", ApiToken.Scope.READ)
+    provider = SignInProvider(kind="github", name="GitHub", client_id="id")
+    provider.set_secret("never-shown")
+    provider.save()
+    record(AuditEntry.Action.ROLE_CHANGED, admin_user, actor=admin_user)
+    SocialAccount.objects.create(user=admin_user, provider="github", uid="1")
+    Authenticator.objects.create(
+        user=admin_user, type=Authenticator.Type.TOTP, data={"secret": "never-shown"}
+    )
+    UserSession.objects.create(
+        user=admin_user, ip="127.0.0.1", session_key="never-shown", user_agent="test"
+    )
+
+
+def test_every_admin_page_answers(admin_client, admin_user, catalogue):
     Group.objects.create(name="operators")
     _task_queue_rows()
     schedule = Schedule.objects.create(pipeline=catalogue, config_id="from-ui", interval_seconds=60)
@@ -88,6 +112,7 @@ def test_every_admin_page_answers(admin_client, catalogue):
     secret = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
     secret.set_value("never-shown")
     secret.save()
+    _people_rows(admin_user)
     objects = {
         Pipeline: catalogue,
         PipelineRun: PipelineRun.objects.first(),

@@ -1,7 +1,8 @@
 """The layering of DESIGN.md: secrets_app ← pipelines_app ← runs_app ← fastflow_site.
 
-Domain code imports only its own layer and the ones below. Views, admin pages, URL lists
-and template tags show things side by side and may read from any app. Nowhere is a
+Domain code imports only its own layer and the ones below. Views, admin pages, URL lists,
+template tags and management commands are entry points — they show things side by side or
+act for a person (roles, the audit log) — and may read from any app. Nowhere is a
 project import placed inside a function (the sign of code in the wrong app), but for the
 receivers an AppConfig.ready() connects.
 """
@@ -53,7 +54,11 @@ def imported_apps(tree: ast.AST) -> list[tuple[int, str, bool]]:
 
 
 def is_presentation(path: Path) -> bool:
-    return path.name in PRESENTATION or "templatetags" in path.parts
+    return (
+        path.name in PRESENTATION
+        or "templatetags" in path.parts
+        or path.parent.parts[-2:] == ("management", "commands")
+    )
 
 
 @pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -119,7 +119,7 @@ def test_htmx_is_served_from_our_static_files(viewer_client, pipelines_dir):
 
 
 def test_logout_is_a_post_and_works(viewer_client):
-    response = viewer_client.post(reverse("logout"))
+    response = viewer_client.post(reverse("account_logout"))
     assert response.status_code == 302
     assert viewer_client.get(reverse("pipelines_app:list")).status_code == 302
 

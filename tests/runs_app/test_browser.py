@@ -14,6 +14,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
+from fastflow_site.roles import Role, set_role
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
@@ -57,7 +58,8 @@ def instance(request, settings, tmp_path, make_pipeline, django_user_model, monk
     discover()
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-    user = django_user_model.objects.create_superuser("ada", "ada@example.com")
+    user = django_user_model.objects.create_user("ada", "ada@example.com")
+    set_role(user, Role.ADMIN)
     hasher = PBKDF2PasswordHasher()  # the web process knows the real hasher, not the test one
     user.password = hasher.encode("pw-ada-browser", hasher.salt())
     user.save()
@@ -111,7 +113,7 @@ def browser():
 def log_in(page, base: str) -> None:
     page.goto(f"{base}/pipelines/")
     assert "/accounts/login/" in page.url
-    page.fill("#id_username", "ada")
+    page.fill("#id_login", "ada")
     page.fill("#id_password", "pw-ada-browser")
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/pipelines/")

@@ -9,7 +9,6 @@ from io import StringIO
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -36,21 +35,12 @@ def catalogue(make_pipeline, settings, tmp_path):
     stored.save()
 
 
-@pytest.fixture
-def operator_client(client, viewer):
-    viewer.user_permissions.add(
-        *Permission.objects.filter(codename__in=["add_pipelinerun", "change_pipelinerun"])
-    )
-    client.force_login(viewer)
-    return client
-
-
 @pytest.mark.django_db
-def test_the_run_button_queues_a_manual_run(operator_client, catalogue, viewer):
+def test_the_run_button_queues_a_manual_run(operator_client, catalogue, operator):
     response = operator_client.post(reverse("runs_app:start", args=["hello"]), follow=True)
     run = PipelineRun.objects.get()
     assert run.status == Status.QUEUED
-    assert run.trigger == PipelineRun.Trigger.MANUAL and run.triggered_by == viewer
+    assert run.trigger == PipelineRun.Trigger.MANUAL and run.triggered_by == operator
     html = response.content.decode()
     assert f"Run {run.short_id} of hello queued." in html
     assert response.redirect_chain[-1][0] == f"/runs/{run.public_id}/"  # watch it run

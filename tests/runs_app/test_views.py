@@ -6,7 +6,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -50,15 +49,6 @@ def finished_run(make_pipeline, settings, tmp_path, admin_user):
     writer.close()
     first.refresh_from_db()
     return first
-
-
-@pytest.fixture
-def operator_client(client, viewer):
-    viewer.user_permissions.add(
-        *Permission.objects.filter(codename__in=["add_pipelinerun", "change_pipelinerun"])
-    )
-    client.force_login(viewer)
-    return client
 
 
 def test_run_page_shows_everything_about_the_run(admin_client, finished_run):

@@ -4,13 +4,14 @@ records; permissions; the encrypt helper."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from fastflow_site.roles import Role
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from secrets_app import crypto
 from secrets_app.models import Variable
+from tests.conftest import person
 
 pytestmark = pytest.mark.django_db
 
@@ -26,11 +27,8 @@ def pipeline(make_pipeline) -> Pipeline:
 
 @pytest.fixture
 def operator(django_user_model):
-    """May see and manage stored variables, without being a superuser."""
-    user = django_user_model.objects.create_user("ola", "ola@example.com", "pw-ola")
-    codenames = ["view_variable", "add_variable", "change_variable", "delete_variable"]
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    return user
+    """Manages stored secrets: an admin (operators manage parameters only)."""
+    return person(django_user_model, "ola", Role.ADMIN)
 
 
 def make_secret(name="DB_PASSWORD", value=SECRET, pipeline=None) -> Variable:
@@ -118,9 +116,18 @@ def test_a_name_is_unique_per_scope(client, operator, pipeline):
     make_secret("TOKEN", pipeline=pipeline)  # the same name for one pipeline is fine
 
 
-def test_people_without_the_permission_get_403(viewer_client):
-    assert viewer_client.get(reverse("secrets_app:list")).status_code == 403
-    assert viewer_client.post(reverse("secrets_app:encrypt"), {"value": "x"}).status_code == 403
+def test_people_without_the_permission_get_403(client, stranger, viewer):
+    client.force_login(stranger)
+    assert client.get(reverse("secrets_app:list")).status_code == 403
+    client.force_login(viewer)  # reads the names, never encrypts or stores
+    assert client.get(reverse("secrets_app:list")).status_code == 200
+    assert client.post(reverse("secrets_app:encrypt"), {"value": "x"}).status_code == 403
+    assert (
+        client.post(
+            reverse("secrets_app:list"), {"name": "A", "kind": "parameter", "new_value": "1"}
+        ).status_code
+        == 403
+    )
 
 
 def test_the_admin_shows_names_never_secret_values(admin_client, pipeline):

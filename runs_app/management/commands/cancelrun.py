@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from fastflow_site.audit import Action, record
+from fastflow_site.commands import actor_for, add_actor_argument
 from runs_app.models import PipelineRun
 
 
@@ -13,8 +15,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id")
+        add_actor_argument(parser)
 
-    def handle(self, *args, run_id: str, **options) -> None:
+    def handle(self, *args, run_id: str, actor: str, **options) -> None:
+        person = actor_for(actor, "runs_app.change_pipelinerun")
         try:
             matches = list(PipelineRun.objects.filter(public_id__startswith=run_id.lower())[:2])
         except ValidationError:
@@ -25,6 +29,8 @@ class Command(BaseCommand):
             )
         run = matches[0]
         result = run.request_cancel()
+        if result != "finished":
+            record(Action.RUN_CANCELLED, run, actor=person, via="command", outcome=result)
         message = {
             "cancelled": f"run {run.public_id} cancelled (it was queued)",
             "stopping": f"run {run.public_id} is being stopped",

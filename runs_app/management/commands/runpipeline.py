@@ -7,6 +7,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from fastflow_site.audit import Action, record
+from fastflow_site.commands import actor_for, add_actor_argument
 from pipelines_app.models import Pipeline
 from runs_app.environment import check_parameters
 from runs_app.follow import NoWorkerNotice, exit_status, follow_log
@@ -31,8 +33,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--follow", action="store_true", help="print the log live and exit with the run"
         )
+        add_actor_argument(parser)
 
-    def handle(self, *args, name: str, env: list[str], follow: bool, **options) -> None:
+    def handle(self, *args, name: str, env: list[str], follow: bool, actor: str, **options):
+        person = actor_for(actor, "runs_app.add_pipelinerun")
         try:
             pipeline = Pipeline.objects.get(name=name)
         except Pipeline.DoesNotExist:
@@ -50,10 +54,11 @@ class Command(BaseCommand):
             raise CommandError("; ".join(problems))
         try:
             run = PipelineRun.enqueue(
-                pipeline, trigger=PipelineRun.Trigger.CLI, parameters=parameters
+                pipeline, trigger=PipelineRun.Trigger.CLI, user=person, parameters=parameters
             )
         except RunRefused as exc:
             raise CommandError(str(exc)) from None
+        record(Action.RUN_STARTED, run, actor=person, via="command")
         self.stdout.write(f"queued run {run.public_id} of {pipeline.name}")
         if not follow:
             return

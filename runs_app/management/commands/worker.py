@@ -24,6 +24,7 @@ import time
 from django.core.management.base import BaseCommand, CommandParser
 from django_q.cluster import Cluster
 
+from fastflow_site.models import AuditEntry
 from pipelines_app.gitsync import request_sync_when_due
 from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
@@ -36,6 +37,7 @@ from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 logger = logging.getLogger(__name__)
 
 REPORT_EVERY_SECONDS = 5.0
+HOUSEKEEPING_EVERY_SECONDS = 24 * 3600
 
 
 class Command(BaseCommand):
@@ -67,11 +69,15 @@ class Command(BaseCommand):
     def run_ticker(self, tick: float, reconcile_every: float) -> None:
         self.report()
         self.tick(reconcile_now=True, startup=True)
-        last_reconcile = last_report = time.monotonic()
+        self.housekeeping()
+        last_reconcile = last_report = last_housekeeping = time.monotonic()
         while not self.stopping.wait(seconds_until_next_due(tick)):
             if time.monotonic() - last_report >= REPORT_EVERY_SECONDS:
                 self.report()
                 last_report = time.monotonic()
+            if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
+                self.housekeeping()
+                last_housekeeping = time.monotonic()
             due = time.monotonic() - last_reconcile >= reconcile_every
             self.tick(reconcile_now=due)
             if due:
@@ -88,6 +94,14 @@ class Command(BaseCommand):
             WorkerProcess.report(worker_id(), engine_ok=engine_ok, engine_error=error)
         except Exception:
             logger.exception("could not report this worker")
+
+    def housekeeping(self) -> None:
+        """Daily (and at start): audit entries older than AUDIT_RETENTION_DAYS go."""
+        try:
+            if removed := AuditEntry.prune():
+                logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
+        except Exception:
+            logger.exception("housekeeping failed")
 
     def tick(self, *, reconcile_now: bool, startup: bool = False) -> None:
         """One pass; errors are logged, never allowed to stop the loop."""

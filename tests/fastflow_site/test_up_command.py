@@ -19,8 +19,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from fastflow_site.management.commands.up import Command
 from pipelines_app.models import Pipeline
-from runs_app.management.commands.up import Command
 from tests.runs_app.conftest import free_port
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -102,7 +102,7 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', first.read().decode())[1]
         form = urllib.parse.urlencode(
             {
-                "username": "admin",
+                "login": "admin",
                 "password": password,
                 "csrfmiddlewaretoken": token,
                 "next": "/",

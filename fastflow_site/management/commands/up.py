@@ -15,11 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from fastflow_site.roles import Role, set_role
 from pipelines_app.discovery import discover, pipelines_root
 from pipelines_app.gitsync import sync
 from pipelines_app.models import GitSource, Sync
@@ -106,9 +108,13 @@ class Command(BaseCommand):
         user_model = get_user_model()
         if not user_model.objects.exists():
             password = secrets.token_urlsafe(12)
-            user_model.objects.create_superuser(
-                "admin", settings.INITIAL_ADMIN_EMAIL or "admin@localhost", password
-            )
+            email = settings.INITIAL_ADMIN_EMAIL.strip().lower() or "admin@localhost"
+            admin = user_model.objects.create_user("admin", email, password)
+            set_role(admin, Role.ADMIN)
+            if settings.INITIAL_ADMIN_EMAIL:
+                # Set by whoever runs the instance: a provider sign-in with this verified
+                # address is this admin's (and links the provider to the account).
+                EmailAddress.objects.create(user=admin, email=email, verified=True, primary=True)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
         if password_file.exists():

@@ -1,0 +1,248 @@
+"""The JSON API, version 1 (django-ninja): pipelines, starting runs, run status, the log
+from a cursor, cancelling. Personal API tokens (`Authorization: Bearer fft_…`) or the
+browser's session; the person's role applies either way, and a `read` token only reads.
+The OpenAPI description is at /api/v1/openapi.json (browsable at /api/v1/docs)."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from ninja import Field, NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.security import HttpBearer, SessionAuth
+
+from fastflow_site.audit import Action, record
+from fastflow_site.models import ApiToken
+from pipelines_app.models import Pipeline
+from runs_app.environment import parameters_from_json
+from runs_app.logs import LogTail
+from runs_app.models import PipelineRun, RunRefused, with_last_run
+
+LOG_LINES_MAX = 5000
+
+
+class TokenAuth(HttpBearer):
+    openapi_scheme = "bearer"
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
+        found = ApiToken.authenticate(token)
+        if found is not None:
+            request.user = found.user
+            request.api_token = found
+        return found
+
+
+class ActiveSessionAuth(SessionAuth):
+    """The signed-in person's session (CSRF-checked for changes, like any form)."""
+
+    def authenticate(self, request: HttpRequest, key):
+        user = request.user
+        return user if user.is_authenticated and user.is_active else None
+
+
+def _described_to_callers(view):
+    """The OpenAPI description and its page: for a signed-in person or a valid token."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if request.user.is_authenticated or ApiToken.authenticate(token) is not None:
+            return view(request, *args, **kwargs)
+        return JsonResponse({"detail": "Unauthorized"}, status=401)
+
+    return wrapper
+
+
+api = NinjaAPI(
+    title="Fast-Flow API",
+    version="1",
+    description=__doc__,
+    urls_namespace="api_v1",
+    auth=[TokenAuth(), ActiveSessionAuth()],
+    docs_decorator=_described_to_callers,
+)
+
+
+def _require(request: HttpRequest, permission: str, scope: str = ApiToken.Scope.READ) -> None:
+    token = getattr(request, "api_token", None)
+    if token is not None and not token.allows(scope):
+        raise HttpError(403, f"This token's scope is {token.scope}; this needs {scope}.")
+    if not request.user.has_perm(permission):
+        raise HttpError(403, "Your role does not allow this.")
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+class RunOut(Schema):
+    id: UUID = Field(alias="public_id")
+    pipeline: str = Field(alias="pipeline.name")
+    status: str
+    failure_reason: str
+    error_message: str
+    exit_code: int | None
+    trigger: str
+    attempt: int
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    git_commit: str
+    url: str = Field(alias="get_absolute_url")
+
+
+class LastRun(Schema):
+    id: UUID | None
+    status: str | None
+    queued_at: datetime | None
+
+
+class PipelineOut(Schema):
+    name: str
+    description: str
+    tags: list[str]
+    enabled: bool
+    status: str
+    last_run: LastRun
+
+
+class ScheduleOut(Schema):
+    id: str = Field(alias="config_id")
+    description: str = Field(alias="describe")
+    enabled: bool
+    origin: str
+
+
+class PipelineDetailOut(PipelineOut):
+    errors: list[str] = Field(alias="error_messages")
+    warnings: list[str] = Field(alias="warning_messages")
+    has_requirements: bool
+    schedules: list[ScheduleOut]
+    recent_runs: list[RunOut]
+
+
+class RunIn(Schema):
+    parameters: dict = Field(default_factory=dict, description="Environment values for the run")
+    confirm_disabled: bool = Field(
+        default=False, description="Run a pipeline disabled in its pipeline.json anyway"
+    )
+
+
+class LogOut(Schema):
+    lines: list[tuple[int, str, str, str]] = Field(description="[seq, timestamp, stream, text]")
+    next: int = Field(description="Ask again with after=next for what follows")
+    finished: bool
+
+
+class CancelOut(Schema):
+    outcome: str
+    run: RunOut
+
+
+class ErrorOut(Schema):
+    detail: str
+    problems: list[str] = []
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+def _pipeline_out(pipeline: Pipeline) -> dict:
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "tags": pipeline.tags,
+        "enabled": pipeline.enabled,
+        "status": pipeline.status,
+        "last_run": {
+            "id": getattr(pipeline, "last_run_public_id", None),
+            "status": getattr(pipeline, "last_run_status", None),
+            "queued_at": getattr(pipeline, "last_run_at", None),
+        },
+    }
+
+
+@api.get("/pipelines", response=list[PipelineOut], tags=["pipelines"])
+def list_pipelines(request: HttpRequest):
+    _require(request, "pipelines_app.view_pipeline")
+    pipelines = with_last_run(Pipeline.objects.filter(state=Pipeline.State.PRESENT))
+    return [_pipeline_out(pipeline) for pipeline in pipelines]
+
+
+@api.get("/pipelines/{name}", response=PipelineDetailOut, tags=["pipelines"])
+def pipeline_detail(request: HttpRequest, name: str):
+    _require(request, "pipelines_app.view_pipeline")
+    pipeline = get_object_or_404(with_last_run(Pipeline.objects.all()), name=name)
+    return {
+        **_pipeline_out(pipeline),
+        "error_messages": pipeline.error_messages,
+        "warning_messages": pipeline.warning_messages,
+        "has_requirements": pipeline.has_requirements,
+        "schedules": list(pipeline.schedules.all()),
+        "recent_runs": list(pipeline.runs.select_related("pipeline")[:20]),
+    }
+
+
+@api.post(
+    "/pipelines/{name}/runs",
+    response={202: RunOut, 400: ErrorOut, 409: ErrorOut},
+    tags=["runs"],
+)
+def start_run(request: HttpRequest, name: str, body: RunIn):
+    _require(request, "runs_app.add_pipelinerun", ApiToken.Scope.RUN)
+    pipeline = get_object_or_404(Pipeline, name=name)
+    if not pipeline.enabled and not body.confirm_disabled:
+        detail = f"{pipeline.name} is disabled in its pipeline.json; send confirm_disabled: true"
+        return 409, {"detail": detail}
+    parameters, problems = parameters_from_json(pipeline, body.parameters)
+    if problems:
+        return 400, {"detail": "The parameters were refused.", "problems": problems}
+    try:
+        run = PipelineRun.enqueue(
+            pipeline, trigger=PipelineRun.Trigger.API, user=request.user, parameters=parameters
+        )
+    except RunRefused as refused:
+        return 409, {"detail": str(refused)}
+    record(Action.RUN_STARTED, run, via="api", parameters=sorted(parameters) or None)
+    return 202, run
+
+
+def _get_run(public_id: UUID) -> PipelineRun:
+    return get_object_or_404(PipelineRun.objects.select_related("pipeline"), public_id=public_id)
+
+
+@api.get("/runs/{run_id}", response=RunOut, tags=["runs"])
+def run_status(request: HttpRequest, run_id: UUID):
+    _require(request, "runs_app.view_pipelinerun")
+    return _get_run(run_id)
+
+
+@api.get("/runs/{run_id}/log", response=LogOut, tags=["runs"])
+def run_log(request: HttpRequest, run_id: UUID, after: int = 0, limit: int = 1000):
+    """Lines after number `after` (0: from the start), at most `limit` of them."""
+    _require(request, "runs_app.view_pipelinerun")
+    run = _get_run(run_id)
+    limit = max(1, min(limit, LOG_LINES_MAX))
+    tail = LogTail(Path(run.log_path))
+    tail.seek(max(0, after))
+    lines: list[tuple[int, str, str, str]] = []
+    finished = run.status in PipelineRun.FINAL_STATUSES  # read before the file: no line lost
+    while len(lines) < limit and (batch := tail.read()):
+        lines += batch
+    lines = lines[:limit]
+    next_after = lines[-1][0] if lines else max(0, min(after, tail.seq))
+    return {"lines": lines, "next": next_after, "finished": finished and len(lines) < limit}
+
+
+@api.post("/runs/{run_id}/cancel", response=CancelOut, tags=["runs"])
+def cancel_run(request: HttpRequest, run_id: UUID):
+    _require(request, "runs_app.change_pipelinerun", ApiToken.Scope.RUN)
+    run = _get_run(run_id)
+    outcome = run.request_cancel()
+    if outcome != "finished":
+        record(Action.RUN_CANCELLED, run, via="api", outcome=outcome)
+    return {"outcome": outcome, "run": run}
