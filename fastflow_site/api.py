@@ -12,7 +12,7 @@ from uuid import UUID
 
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
-from ninja import Field, NinjaAPI, Schema
+from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
@@ -197,18 +197,18 @@ def start_run(request: HttpRequest, name: str, body: RunIn):
     pipeline = get_object_or_404(Pipeline, name=name)
     if not pipeline.enabled and not body.confirm_disabled:
         detail = f"{pipeline.name} is disabled in its pipeline.json; send confirm_disabled: true"
-        return 409, {"detail": detail}
+        return Status(409, {"detail": detail})
     parameters, problems = parameters_from_json(pipeline, body.parameters)
     if problems:
-        return 400, {"detail": "The parameters were refused.", "problems": problems}
+        return Status(400, {"detail": "The parameters were refused.", "problems": problems})
     try:
         run = PipelineRun.enqueue(
             pipeline, trigger=PipelineRun.Trigger.API, user=request.user, parameters=parameters
         )
     except RunRefused as refused:
-        return 409, {"detail": str(refused)}
+        return Status(409, {"detail": str(refused)})
     record(Action.RUN_STARTED, run, via="api", parameters=sorted(parameters) or None)
-    return 202, run
+    return Status(202, run)
 
 
 def _get_run(public_id: UUID) -> PipelineRun:
