@@ -37,6 +37,7 @@ def every_url(resolver=None, prefix="") -> list[tuple[str, str]]:
             ):
                 path = path.replace(placeholder, "x")
             path = path.replace("<int:pk>", "1")
+            path = path.replace("<uuid:public_id>", "00000000-0000-4000-8000-000000000000")
             path = path.replace("(?P<app_label>auth|pipelines_app|runs_app)/", "pipelines_app/")
             if "(?P" in path or "<" in path:
                 continue  # admin regexes are covered by the admin test
