@@ -401,7 +401,7 @@ SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS: dict = {
     "github": {"SCOPE": ["read:user", "user:email"]},
     "google": {"SCOPE": ["profile", "email"], "AUTH_PARAMS": {"prompt": "select_account"}},
-    "openid_connect": {"OAUTH_PKCE_ENABLED": True},
+    "openid_connect": {},
 }
 if GITHUB_URL:
     SOCIALACCOUNT_PROVIDERS["github"]["GITHUB_URL"] = GITHUB_URL
@@ -427,6 +427,7 @@ if OIDC_CLIENT_ID:
             "client_id": OIDC_CLIENT_ID,
             "secret": OIDC_CLIENT_SECRET,
             "settings": {
+                "oauth_pkce_enabled": True,
                 "server_url": _issuer
                 if _issuer.endswith("/.well-known/openid-configuration")
                 else _issuer + "/.well-known/openid-configuration"

@@ -56,7 +56,11 @@ class SignInProvider(models.Model):
 
     def as_social_app(self) -> SocialApp:
         """An unsaved allauth app for this provider, its secret decrypted in memory only."""
-        settings = {"server_url": oidc_discovery_url(self.server_url)} if self.server_url else {}
+        settings = (
+            {"server_url": oidc_discovery_url(self.server_url), "oauth_pkce_enabled": True}
+            if self.kind == self.Kind.OIDC
+            else {}
+        )
         return SocialApp(
             provider=self.kind,
             provider_id=self.provider_id,

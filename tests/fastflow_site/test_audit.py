@@ -161,6 +161,7 @@ def test_the_audit_page_filters(admin_client, admin_user, viewer):
     AuditEntry.objects.create(
         action=Action.ROLE_CHANGED, actor=admin_user, actor_name="ada", object_repr="vic"
     )
+
     def rows(**query) -> list[str]:
         page = admin_client.get(reverse("audit_log"), query).content.decode()
         table = page.split("<tbody>")[1].split("</tbody>")[0]
