@@ -4,7 +4,6 @@ sign-in providers' client secrets set in the admin are stored encrypted."""
 from __future__ import annotations
 
 from allauth.account.adapter import DefaultAccountAdapter
-from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.db import transaction
 from django.http import HttpRequest
@@ -13,7 +12,6 @@ from fastflow_site.admission import admit
 from fastflow_site.audit import Action, record
 from fastflow_site.models import SignInProvider
 from fastflow_site.roles import set_role
-from secrets_app import crypto
 
 # What a refused sign-in proved, kept in the session for a join request.
 REFUSED_SESSION_KEY = "fastflow_refused_sign_in"
@@ -24,17 +22,6 @@ class AccountAdapter(DefaultAccountAdapter):
         # Password accounts are made from an invitation link (fastflow_site.views), never
         # by a sign-up form anyone could reach.
         return False
-
-
-class MFAAdapter(DefaultMFAAdapter):
-    """Two-factor secrets (the TOTP key, the recovery codes' seed) are stored Fernet-encrypted
-    with the instance's ENCRYPTION_KEY, like every other secret."""
-
-    def encrypt(self, text: str) -> str:
-        return crypto.encrypt(text)
-
-    def decrypt(self, encrypted_text: str) -> str:
-        return crypto.decrypt(encrypted_text, "a two-factor secret")
 
 
 def verified_emails(sociallogin) -> list[str]:

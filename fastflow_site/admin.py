@@ -3,10 +3,10 @@ log in the operator console. The audit log is read-only; roles are set one per p
 
 from __future__ import annotations
 
-from allauth.mfa.models import Authenticator
 from allauth.socialaccount.models import SocialApp, SocialToken
 from allauth.usersessions.models import UserSession
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -92,9 +92,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 # allauth's own pages for these show a session key (a credential) and two-factor secrets.
-for model in (UserSession, Authenticator):
-    if admin.site.is_registered(model):
-        admin.site.unregister(model)
+admin.site.unregister(UserSession)
 
 
 @admin.register(UserSession)
@@ -113,7 +111,6 @@ class UserSessionAdmin(ReadOnlyAdmin):
             user_session.end()
 
 
-@admin.register(Authenticator)
 class AuthenticatorAdmin(ReadOnlyAdmin):
     list_display = ["user", "type", "created_at", "last_used_at"]
     fields = list_display
@@ -122,6 +119,12 @@ class AuthenticatorAdmin(ReadOnlyAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         # Removing a lost authenticator lets its person sign in with the password alone.
         return request.user.has_perm("mfa.delete_authenticator")
+
+
+if apps.is_installed("allauth.mfa"):  # with password sign-in only (settings)
+    authenticator = apps.get_model("mfa", "Authenticator")
+    admin.site.unregister(authenticator)
+    admin.site.register(authenticator, AuthenticatorAdmin)
 
 
 @admin.register(AuditEntry)

@@ -12,7 +12,7 @@ class FastflowSiteConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from fastflow_site import receivers, roles
+        from fastflow_site import checks, receivers, roles  # noqa: F401 (checks register)
 
         receivers.connect()
         post_migrate.connect(roles.ensure_role_groups, sender=self)

@@ -4,8 +4,8 @@ secrets and parameters, the repository) — from a page, the admin, the API or a
 
 from __future__ import annotations
 
-from allauth.mfa import signals as mfa_signals
 from allauth.socialaccount import signals as social_signals
+from django.apps import apps
 from django.contrib.auth import signals as auth_signals
 from django.db.models.signals import post_delete, post_save, pre_save
 
@@ -20,8 +20,11 @@ def connect() -> None:
     auth_signals.user_login_failed.connect(_sign_in_failed, dispatch_uid="audit_sign_in_failed")
     social_signals.social_account_added.connect(_provider_linked, dispatch_uid="audit_link")
     social_signals.social_account_removed.connect(_provider_unlinked, dispatch_uid="audit_unlink")
-    mfa_signals.authenticator_added.connect(_mfa_enabled, dispatch_uid="audit_mfa_on")
-    mfa_signals.authenticator_removed.connect(_mfa_disabled, dispatch_uid="audit_mfa_off")
+    if apps.is_installed("allauth.mfa"):  # only with password sign-in (settings)
+        from allauth.mfa import signals as mfa_signals
+
+        mfa_signals.authenticator_added.connect(_mfa_enabled, dispatch_uid="audit_mfa_on")
+        mfa_signals.authenticator_removed.connect(_mfa_disabled, dispatch_uid="audit_mfa_off")
     for model, name in AUDITED_MODELS.items():
         pre_save.connect(_remember_before, sender=model, dispatch_uid=f"audit_pre_{name}")
         post_save.connect(_saved, sender=model, dispatch_uid=f"audit_save_{name}")

@@ -240,7 +240,8 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.github",
     "allauth.socialaccount.providers.google",
     "allauth.socialaccount.providers.openid_connect",
-    "allauth.mfa",
+    # Two-factor (TOTP) is for password accounts; allauth has none without passwords.
+    *(["allauth.mfa"] if PASSWORD_LOGIN else []),
     "allauth.usersessions",
     "secrets_app",
     "pipelines_app",
@@ -430,11 +431,11 @@ if OIDC_CLIENT_ID:
                 "oauth_pkce_enabled": True,
                 "server_url": _issuer
                 if _issuer.endswith("/.well-known/openid-configuration")
-                else _issuer + "/.well-known/openid-configuration"
+                else _issuer + "/.well-known/openid-configuration",
             },
         }
     ]
-MFA_ADAPTER = "fastflow_site.accounts.MFAAdapter"
+MFA_ADAPTER = "fastflow_site.mfa.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Fast-Flow"
 USERSESSIONS_TRACK_ACTIVITY = False

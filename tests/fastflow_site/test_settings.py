@@ -203,3 +203,45 @@ def test_every_instance_setting_of_the_pipeline_contract_exists():
     for name in contract:
         if name not in ("DATABASE_URL", "ENCRYPTION_KEY"):
             assert hasattr(settings, name), name
+
+
+def test_sign_in_providers_come_from_the_environment(tmp_path):
+    result = start(
+        tmp_path,
+        "from django.core.management import call_command; call_command('migrate', verbosity=0)\n"
+        "from allauth.socialaccount.adapter import get_adapter\n"
+        "print(json.dumps(sorted((a.provider, a.provider_id, a.client_id, a.settings.get("
+        "'server_url', '')) for a in get_adapter().list_apps(None))))",
+        GITHUB_CLIENT_ID="gh-id",
+        GITHUB_CLIENT_SECRET="gh-secret",
+        OIDC_CLIENT_ID="kc-id",
+        OIDC_CLIENT_SECRET="kc-secret",
+        OIDC_SERVER_URL="https://sso.example.com/realms/main",
+        OIDC_PROVIDER_ID="keycloak",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        ["github", "", "gh-id", ""],
+        [
+            "openid_connect",
+            "keycloak",
+            "kc-id",
+            "https://sso.example.com/realms/main/.well-known/openid-configuration",
+        ],
+    ]
+
+
+def test_an_oidc_client_without_its_server_stops_start_up(tmp_path):
+    result = start(tmp_path, OIDC_CLIENT_ID="kc-id")
+    assert result.returncode != 0 and "OIDC_SERVER_URL" in result.stderr
+
+
+def test_password_sign_in_off_leaves_providers_only(tmp_path):
+    result = start(
+        tmp_path,
+        "print(json.dumps([settings.SOCIALACCOUNT_ONLY, 'allauth.mfa' in settings.INSTALLED_APPS]))",
+        PASSWORD_LOGIN="false",
+        GOOGLE_CLIENT_ID="g-id",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, False]
