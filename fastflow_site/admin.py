@@ -10,6 +10,7 @@ from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -28,12 +29,12 @@ for model in (SocialApp, SocialToken):
         admin.site.unregister(model)
 
 
-class PersonForm(forms.ModelForm):
+class PersonForm(UserChangeForm):
     role = forms.ChoiceField(choices=Role.choices, help_text="Each person has exactly one.")
 
-    class Meta:
+    class Meta(UserChangeForm.Meta):
         model = User
-        fields = ["username", "email", "first_name", "last_name", "is_active"]
+        fields = ["username", "password", "email", "first_name", "last_name", "is_active"]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -69,9 +70,11 @@ class PersonAdmin(UserAdmin):
         if change:
             obj.is_active = was_active  # (de)activation goes through people.* below
         super().save_model(request, obj, form, change)
+        # A person added here by hand starts as a viewer (the add form has no role).
+        role = form.cleaned_data.get("role") or (None if change else Role.VIEWER)
         try:
-            if "role" in form.cleaned_data:
-                people.change_role(obj, form.cleaned_data["role"], by=request.user)
+            if role:
+                people.change_role(obj, role, by=request.user)
             if change and was_active and not wants_active:
                 people.deactivate(obj, by=request.user)
             elif change and not was_active and wants_active:

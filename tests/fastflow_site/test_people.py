@@ -8,6 +8,7 @@ from io import StringIO
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -178,3 +179,36 @@ def test_a_person_without_a_role_gets_no_websocket(make_pipeline, settings, tmp_
         assert not socket.connected and socket.code == 4403
 
     asyncio.run(scenario())
+
+
+@pytest.mark.django_db
+def test_the_admin_user_form_sets_exactly_one_role(admin_client, viewer, admin_user):
+    change = reverse("admin:auth_user_change", args=[viewer.pk])
+    form = admin_client.get(change).content.decode()
+    assert 'name="role"' in form and 'name="groups"' not in form
+    admin_client.post(
+        change,
+        {"username": "vic", "email": "vic@example.com", "first_name": "", "last_name": "",
+         "role": "operator", "is_active": "on"},
+    )  # fmt: skip
+    viewer.refresh_from_db()
+    assert role_of(viewer) == Role.OPERATOR and viewer.groups.count() == 1
+    admin_client.post(
+        change,
+        {"username": "vic", "email": "vic@example.com", "first_name": "", "last_name": "",
+         "role": "operator"},
+    )  # fmt: skip
+    viewer.refresh_from_db()
+    assert not viewer.is_active
+    actions = set(AuditEntry.objects.values_list("action", flat=True))
+    assert {Action.ROLE_CHANGED, Action.PERSON_DEACTIVATED} <= actions
+
+
+@pytest.mark.django_db
+def test_a_person_added_in_the_admin_starts_as_viewer(admin_client):
+    admin_client.post(
+        reverse("admin:auth_user_add"),
+        {"username": "newbie", "password1": "a long passphrase 42",
+         "password2": "a long passphrase 42", "usable_password": "true"},
+    )  # fmt: skip
+    assert role_of(get_user_model().objects.get(username="newbie")) == Role.VIEWER
