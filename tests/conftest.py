@@ -13,6 +13,7 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 
 from fastflow_site.roles import Role, set_role
+from tests.runs_app.conftest import require
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 
@@ -131,3 +132,27 @@ def example_pipelines(pipelines_dir) -> Path:
     shutil.rmtree(pipelines_dir)
     shutil.copytree(EXAMPLES_DIR, pipelines_dir)
     return pipelines_dir
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -21,8 +21,7 @@ from django.urls import reverse
 from fastflow_site.models import AuditEntry, Invitation, SignInProvider
 from fastflow_site.roles import Role, role_of
 from runs_app.follow import wait_for
-from tests.runs_app.conftest import free_port, require
-from tests.runs_app.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.runs_app.conftest import free_port
 from tests.runs_app.test_worker import kill_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,17 +71,6 @@ def identity_provider(tmp_path, live_server):
     assert wait_for(answers, timeout=30), (tmp_path / "idp.log").read_text()
     yield issuer
     kill_group(server)
-
-
-@pytest.fixture
-def browser():
-    require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

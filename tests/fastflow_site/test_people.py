@@ -134,18 +134,23 @@ def test_people_pages_are_for_admins_only(client, operator, viewer):
     assert not Invitation.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_deactivating_closes_a_live_log_websocket(
-    make_pipeline, settings, tmp_path, admin_user, operator
-):
+def queued_run_and_cookie(make_pipeline, settings, tmp_path, person):
+    """A run that stays queued, and the session cookie of `person` for its websocket."""
     settings.LOGS_DIR = tmp_path / "logs"
     settings.MAX_CONCURRENT_RUNS = 0  # nothing executes; the run stays queued
     make_pipeline("p")
     discover()
     run = PipelineRun.enqueue(Pipeline.objects.get(name="p"), trigger="manual")
     theirs = Client()
-    theirs.force_login(operator)
-    cookie = (b"cookie", f"sessionid={theirs.cookies['sessionid'].value}".encode())
+    theirs.force_login(person)
+    return run, (b"cookie", f"sessionid={theirs.cookies['sessionid'].value}".encode())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deactivating_closes_a_live_log_websocket(
+    make_pipeline, settings, tmp_path, admin_user, operator
+):
+    run, cookie = queued_run_and_cookie(make_pipeline, settings, tmp_path, operator)
 
     async def scenario():
         socket = await connect(run, [ORIGIN, cookie])
@@ -165,14 +170,7 @@ def test_deactivating_closes_a_live_log_websocket(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_person_without_a_role_gets_no_websocket(make_pipeline, settings, tmp_path, stranger):
-    settings.LOGS_DIR = tmp_path / "logs"
-    settings.MAX_CONCURRENT_RUNS = 0
-    make_pipeline("p")
-    discover()
-    run = PipelineRun.enqueue(Pipeline.objects.get(name="p"), trigger="manual")
-    theirs = Client()
-    theirs.force_login(stranger)
-    cookie = (b"cookie", f"sessionid={theirs.cookies['sessionid'].value}".encode())
+    run, cookie = queued_run_and_cookie(make_pipeline, settings, tmp_path, stranger)
 
     async def scenario():
         socket = await connect(run, [ORIGIN, cookie])

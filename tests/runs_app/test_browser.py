@@ -4,7 +4,6 @@ live views, with REDIS_URL set (Redis broker and channel layer)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,22 +18,11 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import free_port, redis_database, require
+from tests.runs_app.conftest import free_port, redis_database
 from tests.runs_app.test_worker import Worker, kill_group
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TICKER = (
     "import time\nfor i in range(1, 13):\n"
     "    print(f'\\x1b[32mtick\\x1b[0m {i}', flush=True)\n    time.sleep(0.4)\n"
@@ -97,17 +85,6 @@ def instance(request, settings, tmp_path, make_pipeline, django_user_model, monk
     yield base
     kill_group(web)
     worker.kill()
-
-
-@pytest.fixture
-def browser():
-    require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def log_in(page, base: str) -> None:
