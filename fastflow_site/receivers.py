@@ -85,8 +85,11 @@ AUDITED_MODELS = {Schedule: "schedule", WebhookKey: "webhook_key", Variable: "va
 
 def _remember_before(sender, instance, **kwargs) -> None:
     """Keep the stored version, so a save can say what it changed (never values)."""
+    acting = is_acting()  # the system's own saves (discovery) cost no extra query
     instance._audit_before = (
-        sender.objects.filter(pk=instance.pk).first() if instance.pk is not None else None
+        sender.objects.filter(pk=instance.pk).first()
+        if acting and instance.pk is not None
+        else None
     )
 
 
