@@ -214,6 +214,13 @@ if EMAIL_URL:
     vars().update(environ.Env.email_url_config(EMAIL_URL))
 MAIL_CONFIGURED = bool(EMAIL_URL)
 
+# --- Operations: health and metrics ---------------------------------------------------------
+
+# /metrics answers a bearer token equal to this (or a staff session); empty: staff only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# /health/ready/ fails when DATA_DIR's or LOGS_DIR's disk has less free space than this.
+HEALTH_MIN_FREE_DISK_MB = _int("HEALTH_MIN_FREE_DISK_MB", 1024, minimum=0)
+
 # pipeline.json and requirements files larger than this are refused by discovery.
 PIPELINE_CONFIG_MAX_BYTES = _int("PIPELINE_CONFIG_MAX_BYTES", 1024 * 1024, minimum=1024)
 

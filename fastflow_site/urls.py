@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from fastflow_site import operations
 from fastflow_site import views as site_views
 from fastflow_site.api import api
 from pipelines_app import views as pipeline_views
@@ -53,6 +54,9 @@ urlpatterns = [
         name="join_request_decide",
     ),
     path("audit/", site_views.audit_log, name="audit_log"),
+    path("health/", operations.live, name="health"),
+    path("health/ready/", operations.ready, name="health_ready"),
+    path("metrics", operations.metrics, name="metrics"),
     path("api/v1/", _api_urls()),
     path("pipelines/", include("pipelines_app.urls")),
     path("hooks/<str:name>/", run_views.webhook, name="webhook"),
