@@ -10,9 +10,9 @@ pytestmark = pytest.mark.django_db
 # Before sign-in: allauth's entrance (sign-in, provider redirects and callbacks, the
 # "ask an admin" pages), an invitation link, asking to join.
 PUBLIC_PREFIXES = ("/accounts/",)
-PUBLIC = {"invitation", "join_request"}
+PUBLIC = {"invitation", "join_request", "health", "health_ready"}
 # Authenticated by a key instead of a login (tests/pipelines_app/test_webhooks.py).
-TOKEN_AUTHENTICATED = {"webhook", "git_push"}
+TOKEN_AUTHENTICATED = {"webhook", "git_push", "metrics"}
 API_PREFIX = ("/api/",)  # a token or a session; 401 otherwise (tests/fastflow_site/test_api.py)
 
 

@@ -56,7 +56,9 @@ PAGES = {
 }
 # Not behind a role: the sign-in pages, invitation links and join requests (before sign-in),
 # webhooks and GitHub's push hook (their own keys), the API (tests/fastflow_site/test_api.py).
-ELSEWHERE = {"invitation", "join_request", "webhook", "git_push"}
+# Health and metrics: tests/fastflow_site/test_operations.py.
+ELSEWHERE = {"invitation", "join_request", "webhook", "git_push", "health", "health_ready",
+             "metrics"}  # fmt: skip
 
 
 def routes() -> list[tuple[str, str]]:
