@@ -2,13 +2,13 @@
 the figures are right however many web and worker processes run (no per-process counters
 to merge), and survive restarts.
 
-Run durations and setup durations are histograms computed by one aggregate query each."""
+Runs by outcome and the duration histograms come from running totals kept as each run
+ends (runs_app.models.tally): a few rows, whatever the history, and never lower after old
+runs are pruned."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,34 +18,28 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pipelines_app.models import GitSource, Pipeline, Schedule, Sync
-from runs_app.models import PipelineRun, WorkerProcess
+from runs_app.models import PipelineRun, RunTally, WorkerProcess
+from runs_app.models.tally import DURATION_BUCKETS, SETUP_BUCKETS
 
-DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)
-SETUP_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 Status = PipelineRun.Status
 
 
-def _histogram(name: str, help_text: str, queryset, field: str, buckets) -> HistogramMetricFamily:
-    """Per pipeline: cumulative bucket counts and the sum, in one GROUP BY query."""
-    aggregates = {
-        f"le_{index}": Count("pk", filter=Q(**{f"{field}__lte": timedelta(seconds=bound)}))
-        for index, bound in enumerate(buckets)
-    }
-    rows = (
-        queryset.exclude(**{f"{field}__isnull": True})
-        .values("pipeline__name")
-        .annotate(total=Count("pk"), total_seconds=Sum(field), **aggregates)
-        .order_by()
-    )
+def _histogram(name: str, help_text: str, per_pipeline: dict, bounds: tuple):
+    """Cumulative buckets and the sum per pipeline, from the tallies' per-bucket counts."""
     family = HistogramMetricFamily(name, help_text, labels=["pipeline"])
-    for row in rows:
-        counts = [(str(float(bound)), row[f"le_{i}"]) for i, bound in enumerate(buckets)]
-        total = row["total_seconds"]
-        seconds = total.total_seconds() if isinstance(total, timedelta) else (total or 0) / 1e6
-        family.add_metric(
-            [row["pipeline__name"]], [*counts, ("+Inf", row["total"])], sum_value=seconds
-        )
+    for pipeline, (buckets, total) in sorted(per_pipeline.items()):
+        cumulative, counts = 0, []
+        for bound, count in zip([*map(float, bounds), "+Inf"], buckets, strict=True):
+            cumulative += count
+            counts.append((str(bound), cumulative))
+        family.add_metric([pipeline], counts, sum_value=total)
     return family
+
+
+def _add(into: dict, pipeline: str, buckets: list[int], total: float, size: int) -> None:
+    summed, seconds = into.get(pipeline, ([0] * size, 0.0))
+    into[pipeline] = ([a + b for a, b in zip(summed, buckets or [0] * size, strict=True)],
+                      seconds + total)  # fmt: skip
 
 
 class FastFlowCollector(Collector):
@@ -57,31 +51,25 @@ class FastFlowCollector(Collector):
             "Runs that ended, by pipeline and outcome",
             labels=["pipeline", "status"],
         )
-        ended = (
-            runs.filter(status__in=PipelineRun.FINAL_STATUSES)
-            .values("pipeline__name", "status")
-            .annotate(count=Count("pk"))
-            .order_by()
-        )
-        for row in ended:
-            outcomes.add_metric([row["pipeline__name"], row["status"]], row["count"])
+        durations: dict = {}
+        setups: dict = {}
+        for tally in RunTally.objects.order_by("pipeline_name", "status"):
+            outcomes.add_metric([tally.pipeline_name, tally.status], tally.count)
+            _add(durations, tally.pipeline_name, tally.duration_buckets, tally.duration_sum,
+                 len(DURATION_BUCKETS) + 1)  # fmt: skip
+            _add(setups, tally.pipeline_name, tally.setup_buckets, tally.setup_sum,
+                 len(SETUP_BUCKETS) + 1)  # fmt: skip
         yield outcomes
-
-        finished = runs.filter(status__in=PipelineRun.FINAL_STATUSES).annotate(
-            duration=ExpressionWrapper(F("finished_at") - F("started_at"), DurationField())
-        )
         yield _histogram(
             "fastflow_run_duration_seconds",
             "From the container's start to the run's end",
-            finished.filter(started_at__isnull=False),
-            "duration",
+            durations,
             DURATION_BUCKETS,
         )
         yield _histogram(
             "fastflow_run_setup_duration_seconds",
             "From the container's start until the pipeline's code starts (environment setup)",
-            runs,
-            "setup_duration",
+            setups,
             SETUP_BUCKETS,
         )
 

@@ -6,6 +6,7 @@ from runs_app.models.chain import ChainLink
 from runs_app.models.daemon import Daemon
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
+from runs_app.models.tally import RunTally
 from runs_app.models.worker import WorkerProcess
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Daemon",
     "PipelineRun",
     "RunRefused",
+    "RunTally",
     "ScheduleSkip",
     "WorkerProcess",
     "dispatch",

@@ -47,6 +47,7 @@ from pipelines_app.models import Pipeline
 from runs_app import live
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
+from runs_app.models.tally import RunTally
 
 # PostgreSQL advisory lock that serialises claiming across every web and worker process.
 DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
@@ -273,10 +274,14 @@ class PipelineRun(models.Model):
         now = timezone.now()
         runs = PipelineRun.objects.filter(pk=self.pk)
         not_started = Q(status=self.Status.QUEUED) | Q(status=self.Status.CLAIMED, container_id="")
-        if runs.filter(not_started).update(
-            status=self.Status.CANCELLED, finished_at=now, cancel_requested_at=now, worker_id=""
-        ):
-            self.refresh_from_db()
+        with transaction.atomic():
+            cancelled = runs.filter(not_started).update(
+                status=self.Status.CANCELLED, finished_at=now, cancel_requested_at=now, worker_id=""
+            )
+            if cancelled:
+                self.refresh_from_db()
+                self._count_outcome()
+        if cancelled:
             live.status_changed(self.public_id)
             return "cancelled"
         runs.filter(status__in=self.IN_FLIGHT_STATUSES, cancel_requested_at__isnull=True).update(
@@ -422,11 +427,19 @@ class PipelineRun(models.Model):
                 changed = held.update(status=self.Status.CANCELLED, **fields)
             if changed:
                 self.refresh_from_db()
+                self._count_outcome()
                 if self._enqueue_retry() is None:
                     self._fire_downstream_triggers()  # its final outcome: no retry follows
         if not changed:
             self.refresh_from_db()
         return bool(changed)
+
+    def _count_outcome(self) -> None:
+        """Add this ended run to the totals /metrics reads (in the transaction that ends it)."""
+        duration = (
+            self.finished_at - self.started_at if self.started_at and self.finished_at else None
+        )
+        RunTally.count_run(self.pipeline.name, self.status, duration, self.setup_duration)
 
     # --- retries -----------------------------------------------------------------------------
 

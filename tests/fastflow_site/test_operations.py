@@ -43,11 +43,13 @@ def instance(make_pipeline, settings, tmp_path):
     now = timezone.now()
 
     def ended(pipeline, status, seconds, setup):
-        PipelineRun.objects.create(
-            pipeline=pipeline, status=status, queued_at=now - timedelta(minutes=5),
-            started_at=now - timedelta(seconds=seconds), finished_at=now,
+        """A run followed by a worker, ended through the state machine as a worker ends it."""
+        run = PipelineRun.objects.create(
+            pipeline=pipeline, status=Status.RUNNING, worker_id="host:1:abc",
+            queued_at=now - timedelta(minutes=5), started_at=now - timedelta(seconds=seconds),
             setup_duration=timedelta(seconds=setup),
         )  # fmt: skip
+        assert run.finish(status, finished_at=now)
 
     ended(etl, Status.SUCCEEDED, 3, 0.2)
     ended(etl, Status.SUCCEEDED, 40, 0.4)
@@ -55,6 +57,8 @@ def instance(make_pipeline, settings, tmp_path):
     ended(report, Status.TIMED_OUT, 3700, 0.3)
     PipelineRun.objects.create(pipeline=etl, status=Status.RUNNING, started_at=now)
     PipelineRun.objects.create(pipeline=report, queued_at=now - timedelta(seconds=90))
+    cancelled = PipelineRun.objects.create(pipeline=report)
+    assert cancelled.request_cancel() == "cancelled"  # counted, with no duration
     Schedule.objects.create(
         pipeline=etl, config_id="nightly", interval_seconds=3600,
         next_fire_at=now - timedelta(seconds=120),
@@ -130,6 +134,7 @@ def test_metrics_hold_the_instance_figures(client, instance, settings):
     assert samples[("fastflow_runs_total", (("pipeline", "etl"), ("status", "succeeded")))] == 2
     assert samples[("fastflow_runs_total", (("pipeline", "etl"), ("status", "failed")))] == 1
     assert samples[("fastflow_runs_total", (("pipeline", "report"), ("status", "timed_out")))] == 1
+    assert samples[("fastflow_runs_total", (("pipeline", "report"), ("status", "cancelled")))] == 1
     etl = ("pipeline", "etl")
     assert samples[("fastflow_run_duration_seconds_bucket", (("le", "5.0"), etl))] == 1
     assert samples[("fastflow_run_duration_seconds_bucket", (("le", "60.0"), etl))] == 2
@@ -146,6 +151,10 @@ def test_metrics_hold_the_instance_figures(client, instance, settings):
     assert samples[("fastflow_workers_alive", ())] == 1
     assert samples[("fastflow_pipelines_by_warmup_status", (("status", "none"),))] == 2
     assert not any(name == "fastflow_sync_last_failed" for name, _ in samples)
+    # pruning old runs never lowers a counter
+    PipelineRun.objects.filter(status=Status.SUCCEEDED).delete()
+    etl_ok = ("fastflow_runs_total", (("pipeline", "etl"), ("status", "succeeded")))
+    assert scrape(client)[etl_ok] == 2
     GitSource.objects.create(url="https://example.com/repo.git")
     Sync.objects.create(trigger="cli", status=Sync.Status.FAILED)
     assert scrape(client)[("fastflow_sync_last_failed", ())] == 1
