@@ -136,6 +136,7 @@ class LogOut(Schema):
     lines: list[tuple[int, str, str, str]] = Field(description="[seq, timestamp, stream, text]")
     next: int = Field(description="Ask again with after=next for what follows")
     finished: bool
+    log_removed: bool = Field(description="Retention removed this run's log")
 
 
 class CancelOut(Schema):
@@ -235,7 +236,12 @@ def run_log(request: HttpRequest, run_id: UUID, after: int = 0, limit: int = 100
         lines += batch
     lines = lines[:limit]
     next_after = lines[-1][0] if lines else max(0, min(after, tail.seq))
-    return {"lines": lines, "next": next_after, "finished": finished and len(lines) < limit}
+    return {
+        "lines": lines,
+        "next": next_after,
+        "finished": finished and len(lines) < limit,
+        "log_removed": run.log_removed_at is not None,
+    }
 
 
 @api.post("/runs/{run_id}/cancel", response=CancelOut, tags=["runs"])

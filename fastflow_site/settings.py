@@ -151,9 +151,16 @@ GIT_BRANCH = env.str("GIT_BRANCH", default="main")
 AUTO_SYNC_INTERVAL = _int("AUTO_SYNC_INTERVAL", None, minimum=10)  # seconds; None = off
 # Verifies GitHub's push webhook (X-Hub-Signature-256); the admin can set it too.
 GIT_WEBHOOK_SECRET = env.str("GIT_WEBHOOK_SECRET", default="")
-LOG_RETENTION_RUNS = _int("LOG_RETENTION_RUNS", None, minimum=1)  # per pipeline; None = keep
-LOG_RETENTION_DAYS = _int("LOG_RETENTION_DAYS", None, minimum=1)  # None = keep
+# Retention, daily in the worker (runs_app.retention): logs and samples of ended runs older
+# than LOG_RETENTION_DAYS or beyond the newest LOG_RETENTION_RUNS per pipeline are removed
+# (archived first to BACKUP_DIR when set); run rows go after RUN_RETENTION_DAYS. None = keep.
+LOG_RETENTION_RUNS = _int("LOG_RETENTION_RUNS", None, minimum=1)
+LOG_RETENTION_DAYS = _int("LOG_RETENTION_DAYS", None, minimum=1)
+RUN_RETENTION_DAYS = _int("RUN_RETENTION_DAYS", None, minimum=1)
+BACKUP_DIR = _path("BACKUP_DIR", "") if env.str("BACKUP_DIR", default="") else None
 LOG_MAX_SIZE_MB = _int("LOG_MAX_SIZE_MB", 50, minimum=1)
+# A run's CPU/memory samples file holds at most this many (older ones thinned; ~60 B each).
+METRICS_MAX_SAMPLES = _int("METRICS_MAX_SAMPLES", 20_000, minimum=100)
 LOG_STREAM_RATE_LIMIT = _int("LOG_STREAM_RATE_LIMIT", 100, minimum=1)  # lines/s to a browser
 GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="")
 GITHUB_INSTALLATION_ID = env.str("GITHUB_INSTALLATION_ID", default="")

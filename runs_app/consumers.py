@@ -78,6 +78,13 @@ def _load_run(public_id) -> PipelineRun | None:
     return run.first()
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 @database_sync_to_async
 def _may_read(user) -> bool:
     return user.has_perm(READ_RUNS)
@@ -237,8 +244,11 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         samples = self.pushed_samples
         self.pushed_samples = []
         if from_file:
+            path = metrics_path(self.run.log_path)
+            if await sync_to_async(_size)(path) < self.samples_offset:
+                self.samples_offset = 0  # thinned (MetricsWriter): read it anew, newer only
             raw, self.samples_offset = await sync_to_async(read_new_lines)(
-                metrics_path(self.run.log_path), self.samples_offset
+                path, self.samples_offset
             )
             samples = [*samples, *(json.loads(line) for line in raw)]
         # Pushed and read samples overlap; their timestamps sort as text.

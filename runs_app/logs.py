@@ -40,27 +40,53 @@ def metrics_path(log_path: Path | str) -> Path:
 
 class MetricsWriter:
     """Appends a run's CPU/memory samples. Samples are a nicety: a write that fails (a full
-    disk) stops the writing, never the run or its follower (the log says what matters)."""
+    disk) stops the writing, never the run or its follower (the log says what matters).
+
+    The file is capped at METRICS_MAX_SAMPLES lines whatever the run's length: when full it
+    is thinned to every other sample (written anew and swapped in) and from then on only
+    every other sample is kept, and so on — a daemon running for months keeps its whole
+    history at a coarser grain, in bounded space. Live viewers get every sample."""
 
     def __init__(self, path: Path, publish_as: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self.lock = threading.Lock()
         self.publish_as = publish_as
         self.failed = False
+        self.lines = count_lines(path)  # a re-attached follower continues the file
+        self.stride = 1  # keep one sample in `stride`
+        self.seen = 0
 
     def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
         record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
         with self.lock:
             if self.file.closed or self.failed:
                 return  # a sampler thread that outlived its run, or a full disk
-            try:
-                self.file.write(json.dumps(record) + "\n")
-                self.file.flush()
-            except OSError:
-                self.failed = True
+            self.seen += 1
+            if self.seen % self.stride == 0:
+                try:
+                    self.file.write(json.dumps(record) + "\n")
+                    self.file.flush()
+                    self.lines += 1
+                    if self.lines >= settings.METRICS_MAX_SAMPLES:
+                        self._thin()
+                except OSError:
+                    self.failed = True
         if self.publish_as:
             live.sample(self.publish_as, record)
+
+    def _thin(self) -> None:
+        """Keep every other sample, in a new file swapped in at once (readers re-open)."""
+        self.file.close()
+        with open(self.path, encoding="utf-8") as current:
+            kept = [line for number, line in enumerate(current) if number % 2 == 1]
+        fresh = self.path.with_suffix(".metrics.new")
+        fresh.write_text("".join(kept), encoding="utf-8")
+        fresh.replace(self.path)
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.lines = len(kept)
+        self.stride *= 2
 
     def close(self) -> None:
         with self.lock, contextlib.suppress(OSError):

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.paginator import Paginator
@@ -81,6 +82,7 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
         "chain_svg": chain_svg,
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "can_cancel": request.user.has_perm("runs_app.change_pipelinerun"),
+        "backup_dir": settings.BACKUP_DIR,
     }
     if request.htmx:
         return render(request, "runs_app/_run_summary.html", context)
@@ -88,9 +90,15 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
 
 
 @permission_required("runs_app.view_pipelinerun", raise_exception=True)
-def run_log(request: HttpRequest, public_id) -> StreamingHttpResponse:
+def run_log(request: HttpRequest, public_id) -> HttpResponse | StreamingHttpResponse:
     """The whole log as plain text (the browser view may have skipped lines; this never does)."""
     run = _get_run(public_id)
+    if run.log_removed_at:
+        return HttpResponse(
+            f"This run's log was removed by retention on {run.log_removed_at:%Y-%m-%d}.\n",
+            status=410,
+            content_type="text/plain; charset=utf-8",
+        )
     with_timestamps = request.GET.get("timestamps") == "1"
 
     def lines() -> Iterator[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from runs_app.models.chain import ChainLink
+from runs_app.models.chore import Chore
 from runs_app.models.daemon import Daemon
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
@@ -11,6 +12,7 @@ from runs_app.models.worker import WorkerProcess
 
 __all__ = [
     "ChainLink",
+    "Chore",
     "Daemon",
     "PipelineRun",
     "RunRefused",

@@ -168,6 +168,9 @@ class PipelineRun(models.Model):
     secret_env_names = models.JSONField(default=list, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
     log_path = models.CharField(max_length=1024, blank=True)
+    log_removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Its log and samples were removed by retention."
+    )
 
     route = models.CharField(
         max_length=256, blank=True, help_text="What the run wrote to FASTFLOW_ROUTE_FILE."

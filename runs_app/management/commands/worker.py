@@ -26,6 +26,7 @@ from django_q.cluster import Cluster
 
 from fastflow_site.models import AuditEntry
 from pipelines_app.gitsync import request_sync_when_due
+from runs_app import retention
 from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
@@ -37,7 +38,9 @@ from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 logger = logging.getLogger(__name__)
 
 REPORT_EVERY_SECONDS = 5.0
-HOUSEKEEPING_EVERY_SECONDS = 24 * 3600
+# Retention claims its daily turn itself (Chore): checking hourly keeps the day's start
+# close to a worker that was down, without a scan each tick.
+HOUSEKEEPING_EVERY_SECONDS = 3600
 
 
 class Command(BaseCommand):
@@ -96,8 +99,10 @@ class Command(BaseCommand):
             logger.exception("could not report this worker")
 
     def housekeeping(self) -> None:
-        """Daily (and at start): audit entries older than AUDIT_RETENTION_DAYS go."""
+        """Daily (and at start): retention of logs and runs (once across all workers), and
+        audit entries older than AUDIT_RETENTION_DAYS go."""
         try:
+            retention.run_daily()
             if removed := AuditEntry.prune():
                 logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
         except Exception:
