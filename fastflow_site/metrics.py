@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pipelines_app.models import GitSource, Pipeline, Schedule, Sync
-from runs_app.models import PipelineRun, RunTally, WorkerProcess
+from runs_app.models import Channel, Delivery, PipelineRun, RunTally, WorkerProcess
 from runs_app.models.tally import DURATION_BUCKETS, SETUP_BUCKETS
 
 Status = PipelineRun.Status
@@ -130,6 +130,23 @@ class FastFlowCollector(Collector):
         )  # fmt: skip
 
         yield from self._sync(now)
+        failures = CounterMetricFamily(
+            "fastflow_notification_failures", "Failed delivery attempts, by channel",
+            labels=["channel"],
+        )  # fmt: skip
+        failing = GaugeMetricFamily(
+            "fastflow_notification_channel_failing",
+            "1 when a channel's last deliveries kept failing", labels=["channel"],
+        )  # fmt: skip
+        for channel in Channel.objects.all():
+            failures.add_metric([channel.name], channel.failures_total)
+            failing.add_metric([channel.name], int(channel.is_failing))
+        yield failures
+        yield failing
+        yield GaugeMetricFamily(
+            "fastflow_notifications_waiting", "Deliveries waiting to be sent (or retried)",
+            value=Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+        )  # fmt: skip
         warm = GaugeMetricFamily(
             "fastflow_pipelines_by_warmup_status", "Present pipelines by dependency warm-up state",
             labels=["status"],

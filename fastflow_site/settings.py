@@ -221,7 +221,21 @@ if EMAIL_URL:
     vars().update(environ.Env.email_url_config(EMAIL_URL))
 MAIL_CONFIGURED = bool(EMAIL_URL)
 
-# --- Operations: health and metrics ---------------------------------------------------------
+# --- Operations: notifications, health and metrics --------------------------------------
+
+# Channels for the simple case: apprise URLs, comma-separated (mailto://, slack://, ...),
+# told of NOTIFY_EVENTS for every pipeline. More channels and rules: the admin.
+NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
+NOTIFY_EVENTS = env.list(
+    "NOTIFY_EVENTS",
+    default=["failed", "timed_out", "recovered", "crash_loop", "warmup_failed", "cve_found",
+             "sync_failed"],
+)  # fmt: skip
+# A failure keeps failing: told again after this many minutes, then twice as long each time.
+NOTIFY_REPEAT_MINUTES = _int("NOTIFY_REPEAT_MINUTES", 10, minimum=1)
+NOTIFY_REPEAT_MAX_MINUTES = _int("NOTIFY_REPEAT_MAX_MINUTES", 360, minimum=1)
+# A delivery is tried this often (waiting 30 s, 1 min, 2 min, ... between) before giving up.
+NOTIFY_MAX_ATTEMPTS = _int("NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
 
 # /metrics answers a bearer token equal to this (or a staff session); empty: staff only.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

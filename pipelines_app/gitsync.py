@@ -49,7 +49,7 @@ from pipelines_app.deploy_keys import ssh_environment
 from pipelines_app.discovery import discover
 from pipelines_app.github_app import installation_token
 from pipelines_app.models import GitSource, Sync
-from pipelines_app.signals import commits_in_use
+from pipelines_app.signals import commits_in_use, sync_finished
 
 __all__ = [
     "SyncError",
@@ -173,6 +173,7 @@ def _sync_once(trigger: str, user) -> Sync:
         logger.exception("sync failed inside Fast-Flow")
     record.finished_at = timezone.now()
     record.save()
+    sync_finished.send(sender=Sync, sync=record)
     return record
 
 

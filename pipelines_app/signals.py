@@ -4,6 +4,8 @@
   `scan_record` is its DiscoveryScan. runs_app warms changed requirements.
 - `checkouts_in_use`: asked before old git checkouts are removed; each receiver returns
   the commits that runs still use (a set of hex SHAs).
+- `sync_finished`: a sync ended (`sync`, its Sync record: succeeded or failed). runs_app
+  tells people when syncs start failing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from django.dispatch import Signal
 
 catalogue_changed = Signal()
 checkouts_in_use = Signal()
+sync_finished = Signal()
 
 
 def commits_in_use() -> set[str]:

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import json
 
+import apprise
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from fastflow_site.audit import Action, record
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
+from runs_app import notify
 from runs_app.models import (
     ChainLink,
+    Channel,
+    Chore,
     Daemon,
+    Delivery,
+    Incident,
+    Notification,
     PipelineRun,
+    Rule,
     RunRefused,
     ScheduleSkip,
     WorkerProcess,
 )
 from runs_app.warmup import request_warmups
+from secrets_app.forms import write_only_input
 
 admin.site.unregister(Pipeline)
 
@@ -253,4 +265,130 @@ class DaemonAdmin(admin.ModelAdmin):
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+class ChannelForm(forms.ModelForm):
+    url = forms.CharField(
+        label="Apprise URL",
+        required=False,
+        strip=True,
+        widget=write_only_input(),
+        help_text="e.g. mailto://user:pw@mail.example.com?to=ops@example.com, "
+        "slack://T0/B0/XYZ, msteams://…, discord://id/token, mmost://host/token, "
+        "json://host/path. Stored encrypted, never shown again; empty keeps the stored one.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = ["name", "enabled"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        url = cleaned.get("url")
+        if not url and not self.instance.url_encrypted:
+            self.add_error("url", "A new channel needs its URL.")
+        elif url and not apprise.Apprise().add(url):
+            self.add_error("url", "apprise does not understand this URL; see its list of services.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Channel:
+        channel = super().save(commit=False)
+        if url := self.cleaned_data.get("url"):
+            channel.set_url(url)
+        if commit:
+            channel.save()
+        return channel
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = ["name", "kind", "origin", "enabled", "failing", "last_success_at",
+                    "last_failure_at", "last_error"]  # fmt: skip
+    list_filter = ["enabled", "origin"]
+    readonly_fields = ["origin", "kind", "failures_total", "consecutive_failures",
+                       "last_success_at", "last_failure_at", "last_error"]  # fmt: skip
+    actions = ["send_test_message"]
+
+    def get_fields(self, request: HttpRequest, obj: Channel | None = None) -> list[str]:
+        return ["name", "url", "enabled", *self.readonly_fields]
+
+    def has_change_permission(self, request: HttpRequest, obj: Channel | None = None) -> bool:
+        settings_made = obj is not None and obj.origin == Channel.Origin.SETTINGS
+        return not settings_made and super().has_change_permission(request, obj)
+
+    @admin.display(description="failing", boolean=True)
+    def failing(self, channel: Channel) -> bool:
+        return channel.is_failing
+
+    @method_decorator(sensitive_post_parameters("url"))
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.action(description="Send a test message")
+    def send_test_message(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        for channel in queryset:
+            notify.test_message(channel)
+        self.message_user(
+            request,
+            f"{queryset.count()} test message(s) queued: the worker sends them within seconds; "
+            "see Notifications for the outcome.",
+        )
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "origin", "events", "pipelines", "tags"]
+    filter_horizontal = ["channels"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Rule | None = None) -> bool:
+        settings_made = obj is not None and obj.origin == Channel.Origin.SETTINGS
+        return not settings_made and super().has_change_permission(request, obj)
+
+
+class DeliveryInline(admin.TabularInline):
+    model = Delivery
+    fields = ["channel_name", "status", "attempts", "sent_at", "next_attempt_at", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(RecordAdmin):
+    list_display = ["created_at", "event", "title", "pipeline", "delivered"]
+    list_filter = ["event", ("pipeline", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["title", "body"]
+    list_select_related = ["pipeline"]
+    raw_id_fields = ["run", "incident", "pipeline"]
+    inlines = [DeliveryInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
+        return super().get_queryset(request).prefetch_related("deliveries")
+
+    @admin.display(description="deliveries")
+    def delivered(self, notification: Notification) -> str:
+        return ", ".join(f"{d.channel_name}: {d.status}" for d in notification.deliveries.all())
+
+
+@admin.register(Incident)
+class IncidentAdmin(RecordAdmin):
+    list_display = ["subject", "kind", "opened_at", "events_count", "told_count", "closed_at"]
+    list_filter = ["kind", ("closed_at", admin.EmptyFieldListFilter)]
+
+
+@admin.register(Chore)
+class ChoreAdmin(RecordAdmin):
+    """The workers' daily chores (retention): when they last ran, what they did, or why not."""
+
+    list_display = ["name", "last_started_at", "last_finished_at", "last_report", "last_error"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

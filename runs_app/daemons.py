@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from pipelines_app.cron import next_fire_times
 from pipelines_app.models import Pipeline
+from runs_app import notify
 from runs_app.models import Daemon, PipelineRun, RunRefused
 
 Status = PipelineRun.Status
@@ -85,6 +86,10 @@ def _account_for_end(daemon: Daemon, run: PipelineRun) -> None:
         ended = run.finished_at or timezone.now()
         recent = [t for t in daemon.crash_times if _moment(t) > ended - CRASH_WINDOW]
         daemon.crash_times = [*recent, ended.isoformat()]
+        crashes = len(daemon.crash_times)
+        if crashes >= CRASH_LOOP:
+            wait = _backoff(timedelta(seconds=run.pipeline.spec.restart_cooldown), crashes)
+            notify.crash_loop(run.pipeline, crashes, wait.total_seconds())
     elif run.status == Status.CANCELLED and daemon.stopping_reason not in STOPPED_BY_SUPERVISOR:
         daemon.paused = True  # a person stopped it: it stays stopped until resumed
 
@@ -115,6 +120,7 @@ def _decide(
     if restart_due:
         daemon.next_restart_at = next_fire_times(spec.restart_interval, now, _tz(pipeline), 1)[0]
     if active is not None:
+        _end_a_crash_loop_that_is_over(daemon, pipeline, active, now)
         if restart_due:
             daemon.stopping_reason = "restart_interval"
             active.request_cancel()
@@ -133,6 +139,17 @@ def _decide(
     return run
 
 
+def _end_a_crash_loop_that_is_over(
+    daemon: Daemon, pipeline: Pipeline, active: PipelineRun, now: datetime
+) -> None:
+    """A copy that has stayed up for CRASH_WINDOW ends a crash loop: its crashes are
+    forgotten and people are told it recovered."""
+    steady = active.started_at is not None and active.started_at <= now - CRASH_WINDOW
+    if steady and len(daemon.crash_times) >= CRASH_LOOP:
+        daemon.crash_times = []
+        notify.crash_loop_over(pipeline)
+
+
 def _start_at(
     daemon: Daemon, last: PipelineRun | None, restart_due: bool, now: datetime
 ) -> datetime | None:
@@ -144,11 +161,15 @@ def _start_at(
     if last.status == Status.CANCELLED:
         return now  # stopped by the supervisor (a person's cancel paused it instead)
     cooldown = timedelta(seconds=last.pipeline.spec.restart_cooldown)
-    crashes = len(daemon.crash_times)
-    if crashes >= CRASH_LOOP:
-        base = max(cooldown, timedelta(seconds=1))
-        cooldown = min(base * 2 ** (crashes - CRASH_LOOP + 1), MAX_BACKOFF)
-    return (last.finished_at or now) + cooldown
+    return (last.finished_at or now) + _backoff(cooldown, len(daemon.crash_times))
+
+
+def _backoff(cooldown: timedelta, crashes: int) -> timedelta:
+    """The wait before a restart: the cooldown, doubling in a crash loop (up to a cap)."""
+    if crashes < CRASH_LOOP:
+        return cooldown
+    base = max(cooldown, timedelta(seconds=1))
+    return min(base * 2 ** (crashes - CRASH_LOOP + 1), MAX_BACKOFF)
 
 
 def state_of(daemon: Daemon, active: PipelineRun | None, now: datetime | None = None) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.dispatch import receiver
 
-from pipelines_app.signals import catalogue_changed, checkouts_in_use
+from pipelines_app.models import Sync
+from pipelines_app.signals import catalogue_changed, checkouts_in_use, sync_finished
+from runs_app import notify
 from runs_app.models import PipelineRun
+from runs_app.signals import run_ended
 from runs_app.warmup import request_warmups
 
 
@@ -24,3 +27,16 @@ def commits_of_runs_in_flight(sender, **kwargs) -> set[str]:
         .exclude(git_commit="")
         .values_list("git_commit", flat=True)
     )
+
+
+@receiver(run_ended)
+def tell_of_the_outcome(sender, run: PipelineRun, **kwargs) -> None:
+    notify.run_ended(run)
+
+
+@receiver(sync_finished)
+def tell_of_failing_syncs(sender, sync: Sync, **kwargs) -> None:
+    if sync.status == Sync.Status.FAILED:
+        notify.sync_failed(sync.error)
+    else:
+        notify.sync_succeeded()

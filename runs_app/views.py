@@ -83,6 +83,7 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "can_cancel": request.user.has_perm("runs_app.change_pipelinerun"),
         "backup_dir": settings.BACKUP_DIR,
+        "notifications": run.notifications.prefetch_related("deliveries"),
     }
     if request.htmx:
         return render(request, "runs_app/_run_summary.html", context)

@@ -31,6 +31,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from pipelines_app.models import Pipeline
+from runs_app import notify
 from runs_app.executors import (
     EngineUnavailable,
     Executor,
@@ -145,6 +146,10 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
     if not rows.filter(requirements_hash=pipeline.requirements_hash).update(**fields):
         # The requirements changed meanwhile: the new ones are warmed next.
         rows.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)
+    elif ok:
+        notify.warmup_succeeded(pipeline)
+    else:
+        notify.warmup_failed(pipeline, detail)
 
 
 def _install(

@@ -16,7 +16,20 @@ from fastflow_site.models import ApiToken, AuditEntry, Invitation, JoinRequest, 
 from fastflow_site.roles import Role
 from pipelines_app.discovery import discover
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.models import ChainLink, Daemon, PipelineRun, ScheduleSkip, WorkerProcess
+from runs_app.models import (
+    ChainLink,
+    Channel,
+    Chore,
+    Daemon,
+    Delivery,
+    Incident,
+    Notification,
+    PipelineRun,
+    Rule,
+    RunTally,
+    ScheduleSkip,
+    WorkerProcess,
+)
 from secrets_app.models import Variable
 
 pytestmark = pytest.mark.django_db
@@ -87,6 +100,21 @@ def _people_rows(admin_user) -> None:
     )
 
 
+def _notification_rows(pipeline) -> None:
+    """A channel (its URL holding a password never shown), a rule, a message, an incident."""
+    channel = Channel(name="ops")
+    channel.set_url("json://user:never-shown@127.0.0.1:9/x")
+    channel.save()
+    Rule.objects.create(name="all", events=["failed"]).channels.add(channel)
+    incident = Incident.objects.create(
+        kind="failing", subject=pipeline.name, pipeline=pipeline, next_tell_at=timezone.now()
+    )
+    message = Notification.objects.create(event="failed", title="t", body="b", incident=incident)
+    Delivery.objects.create(notification=message, channel=channel, channel_name="ops")
+    Chore.objects.create(name="retention")
+    RunTally.count_run(pipeline.name, "failed")
+
+
 def test_every_admin_page_answers(admin_client, admin_user, catalogue):
     Group.objects.create(name="operators")
     _task_queue_rows()
@@ -113,6 +141,7 @@ def test_every_admin_page_answers(admin_client, admin_user, catalogue):
     secret.set_value("never-shown")
     secret.save()
     _people_rows(admin_user)
+    _notification_rows(catalogue)
     objects = {
         Pipeline: catalogue,
         PipelineRun: PipelineRun.objects.first(),

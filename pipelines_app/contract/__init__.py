@@ -18,8 +18,10 @@ from pipelines_app.contract.parse import (
 )
 from pipelines_app.contract.reader import ParseResult, Problem, show
 from pipelines_app.contract.types import (
+    NOTIFY_EVENTS,
     CellPolicy,
     DownstreamTrigger,
+    NotifyPolicy,
     PipelineConfig,
     RetryStrategy,
     RunSettings,
@@ -28,9 +30,11 @@ from pipelines_app.contract.types import (
 
 __all__ = [
     "MIN_MEMORY_LIMIT",
+    "NOTIFY_EVENTS",
     "PIPELINE_NAME",
     "CellPolicy",
     "DownstreamTrigger",
+    "NotifyPolicy",
     "ParseResult",
     "PipelineConfig",
     "Problem",

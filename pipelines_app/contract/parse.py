@@ -10,8 +10,10 @@ from typing import Any
 
 from pipelines_app.contract.reader import FieldReader, ParseResult, show
 from pipelines_app.contract.types import (
+    NOTIFY_EVENTS,
     CellPolicy,
     DownstreamTrigger,
+    NotifyPolicy,
     PipelineConfig,
     RetryStrategy,
     RunSettings,
@@ -59,6 +61,7 @@ TOP_LEVEL_KEYS = (
     "restart_cooldown",
     "restart_interval",
     "cells",
+    "notify",
 )
 SCHEDULE_ENTRY_KEYS = ("id", "enabled", "timezone", *SCHEDULE_KEYS, *RUN_SETTING_KEYS)
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "run_config_id", "on_route")
@@ -120,8 +123,46 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
         if values.get("type", "script") != "notebook":
             reader.warn("cells", 'applies to notebooks only ("type": "notebook") and is ignored')
 
+    if "notify" in data:
+        values["notify"] = _notify(reader, data["notify"])
+
     config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
     return ParseResult(config, reader.errors, reader.warnings)
+
+
+def _notify(reader: FieldReader, value: Any) -> NotifyPolicy | None:
+    """["ops-slack"], or {"channels": ["ops-slack"], "events": ["failed", "recovered"]}."""
+    example = '["ops-slack"] or {"channels": ["ops-slack"], "events": ["failed", "recovered"]}'
+    if isinstance(value, list):
+        value = {"channels": value}
+    if not isinstance(value, dict):
+        reader.error("notify", f"{show(value)} must be a list of channel names, or {example}")
+        return None
+    reader.unknown_keys(value, ("channels", "events"), "notify.")
+    channels = _names(reader, value.get("channels", []), "notify.channels")
+    events = NOTIFY_EVENTS
+    if "events" in value:
+        events = _names(reader, value["events"], "notify.events")
+        for event in events:
+            if event not in NOTIFY_EVENTS:
+                reader.error("notify.events", f"{show(event)} is not an event; use "
+                             + ", ".join(NOTIFY_EVENTS))  # fmt: skip
+        events = tuple(e for e in events if e in NOTIFY_EVENTS)
+    if not channels:
+        reader.warn("notify", "names no channel, so it notifies nobody")
+    return NotifyPolicy(channels=channels, events=events)
+
+
+def _names(reader: FieldReader, value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        reader.error(path, f"{show(value)} must be a list of strings")
+        return ()
+    names: list[str] = []
+    for index, item in enumerate(value):
+        name = reader.string(item, f"{path}[{index}]", allow_empty=False)
+        if name is not None and name.strip() not in names:
+            names.append(name.strip())
+    return tuple(names)
 
 
 def _tags(reader: FieldReader, value: Any) -> tuple[str, ...]:

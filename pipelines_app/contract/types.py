@@ -98,6 +98,18 @@ class CellPolicy:
     delay_seconds: float = 0.0
 
 
+# What a pipeline's runs and upkeep can notify about (pipeline.json "notify", and rules).
+NOTIFY_EVENTS = ("failed", "timed_out", "recovered", "crash_loop", "warmup_failed", "cve_found")
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    """pipeline.json "notify": channels (by name) told of this pipeline's events."""
+
+    channels: tuple[str, ...] = ()
+    events: tuple[str, ...] = NOTIFY_EVENTS
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     description: str = ""
@@ -114,6 +126,7 @@ class PipelineConfig:
     restart_cooldown: float = 0.0
     restart_interval: str | None = None
     cells: tuple[CellPolicy, ...] = ()
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
 
     @property
     def entry_point(self) -> str:
@@ -136,6 +149,11 @@ class PipelineConfig:
             DownstreamTrigger(**t) for t in data.get("downstream_triggers", ())
         )
         data["cells"] = tuple(CellPolicy(**c) for c in data.get("cells", ()))
+        notify = data.get("notify") or {}
+        data["notify"] = NotifyPolicy(
+            channels=tuple(notify.get("channels", ())),
+            events=tuple(notify.get("events", NOTIFY_EVENTS)),
+        )
         return cls(**data)
 
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 from runs_app.models.chain import ChainLink
 from runs_app.models.chore import Chore
 from runs_app.models.daemon import Daemon
+from runs_app.models.notification import (
+    Channel,
+    Delivery,
+    Incident,
+    Notification,
+    Rule,
+)
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.tally import RunTally
@@ -12,9 +19,14 @@ from runs_app.models.worker import WorkerProcess
 
 __all__ = [
     "ChainLink",
+    "Channel",
     "Chore",
     "Daemon",
+    "Delivery",
+    "Incident",
+    "Notification",
     "PipelineRun",
+    "Rule",
     "RunRefused",
     "RunTally",
     "ScheduleSkip",

@@ -48,6 +48,7 @@ from runs_app import live
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
 from runs_app.models.tally import RunTally
+from runs_app.signals import run_ended
 
 # PostgreSQL advisory lock that serialises claiming across every web and worker process.
 DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
@@ -433,6 +434,7 @@ class PipelineRun(models.Model):
                 self._count_outcome()
                 if self._enqueue_retry() is None:
                     self._fire_downstream_triggers()  # its final outcome: no retry follows
+                    run_ended.send(sender=PipelineRun, run=self)
         if not changed:
             self.refresh_from_db()
         return bool(changed)

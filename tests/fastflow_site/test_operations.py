@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipelines_app.discovery import discover
 from pipelines_app.models import GitSource, Pipeline, Schedule, Sync
 from runs_app.follow import wait_for
-from runs_app.models import PipelineRun, WorkerProcess
+from runs_app.models import Channel, PipelineRun, WorkerProcess
 from tests.runs_app.conftest import free_port, require
 from tests.runs_app.test_worker import kill_group
 
@@ -151,6 +151,12 @@ def test_metrics_hold_the_instance_figures(client, instance, settings):
     assert samples[("fastflow_workers_alive", ())] == 1
     assert samples[("fastflow_pipelines_by_warmup_status", (("status", "none"),))] == 2
     assert not any(name == "fastflow_sync_last_failed" for name, _ in samples)
+    broken = Channel(name="ops", failures_total=4, consecutive_failures=3)
+    broken.set_url("json://127.0.0.1:9/x")
+    broken.save()
+    samples = scrape(client)
+    assert samples[("fastflow_notification_failures_total", (("channel", "ops"),))] == 4
+    assert samples[("fastflow_notification_channel_failing", (("channel", "ops"),))] == 1
     # pruning old runs never lowers a counter
     PipelineRun.objects.filter(status=Status.SUCCEEDED).delete()
     etl_ok = ("fastflow_runs_total", (("pipeline", "etl"), ("status", "succeeded")))

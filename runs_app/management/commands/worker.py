@@ -22,11 +22,12 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
 from django_q.cluster import Cluster
 
 from fastflow_site.models import AuditEntry
 from pipelines_app.gitsync import request_sync_when_due
-from runs_app import retention
+from runs_app import delivery, notify, retention
 from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
@@ -41,6 +42,7 @@ REPORT_EVERY_SECONDS = 5.0
 # Retention claims its daily turn itself (Chore): checking hourly keeps the day's start
 # close to a worker that was down, without a scan each tick.
 HOUSEKEEPING_EVERY_SECONDS = 3600
+NOTIFY_POLL_SECONDS = 1.0
 
 
 class Command(BaseCommand):
@@ -57,11 +59,16 @@ class Command(BaseCommand):
         cluster = Cluster()
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        notify.sync_settings_channels()
         cluster.start()
         self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
+        sender = threading.Thread(target=self.deliver_notifications, name="notifications")
+        sender.start()
         try:
             self.run_ticker(tick, reconcile_every)
         finally:
+            self.stopping.set()
+            sender.join(timeout=10)
             end_processes(_descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
                 # Its runs wait for the next follower at once (their containers go on),
@@ -97,6 +104,19 @@ class Command(BaseCommand):
             WorkerProcess.report(worker_id(), engine_ok=engine_ok, engine_error=error)
         except Exception:
             logger.exception("could not report this worker")
+
+    def deliver_notifications(self) -> None:
+        """Send due notifications until the worker stops (its own thread: a slow mail
+        server never holds up the ticker)."""
+        while not self.stopping.is_set():
+            try:
+                busy = delivery.deliver_due()
+            except Exception:
+                logger.exception("sending notifications failed")
+                close_old_connections()  # a database gone away: connect anew next time
+                busy = 0
+            if not busy:
+                self.stopping.wait(NOTIFY_POLL_SECONDS)
 
     def housekeeping(self) -> None:
         """Daily (and at start): retention of logs and runs (once across all workers), and

@@ -1,0 +1,12 @@
+"""What the run side announces to itself, to code that cannot be imported where it happens
+(the models are below everything that acts on them):
+
+- `run_ended`: a run reached its final outcome — the last attempt, after any retry — in the
+  transaction that ended it (`run`). Notifications listen.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+run_ended = Signal()
