@@ -223,6 +223,11 @@ MAIL_CONFIGURED = bool(EMAIL_URL)
 
 # --- Operations: notifications, health and metrics --------------------------------------
 
+# The dependency audit asks an OSV-compatible service (the data pip-audit's osv service
+# uses) about each pipeline's installed packages, after each warm-up and daily.
+VULNERABILITY_API_URL = env.str("VULNERABILITY_API_URL", default="https://api.osv.dev").rstrip("/")
+DEPENDENCY_AUDIT = env.bool("DEPENDENCY_AUDIT", default=True)
+
 # Channels for the simple case: apprise URLs, comma-separated (mailto://, slack://, ...),
 # told of NOTIFY_EVENTS for every pipeline. More channels and rules: the admin.
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])

@@ -68,6 +68,8 @@ class Pipeline(models.Model):
     warm_duration = models.DurationField(null=True, blank=True)
     warm_error = models.TextField(blank=True)
     warmed_at = models.DateTimeField(null=True, blank=True)
+    # What the last warm-up installed ("name==version"), for the dependency audit.
+    resolved_requirements = models.JSONField(default=list, blank=True)
     discovered_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     missing_since = models.DateTimeField(null=True, blank=True)

@@ -23,7 +23,13 @@ from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.daemons import state_of
 from runs_app.graph import pipelines_graph, render_svg
-from runs_app.models import Daemon, PipelineRun, ScheduleSkip, with_last_run
+from runs_app.models import (
+    Daemon,
+    DependencyCheck,
+    PipelineRun,
+    ScheduleSkip,
+    with_last_run,
+)
 
 RECENT_RUNS = 20
 UPCOMING_FIRE_TIMES = 5
@@ -83,6 +89,8 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         if request.user.has_perm("pipelines_app.view_webhookkey")
         else [],
         "new_webhook_key": new_webhook_key,
+        "dependency_check": DependencyCheck.objects.filter(pipeline=pipeline).first(),
+        "vulnerabilities": pipeline.vulnerabilities.all(),
     }
     return render(request, "pipelines_app/pipeline_detail.html", context)
 

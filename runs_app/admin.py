@@ -25,12 +25,14 @@ from runs_app.models import (
     Chore,
     Daemon,
     Delivery,
+    DependencyCheck,
     Incident,
     Notification,
     PipelineRun,
     Rule,
     RunRefused,
     ScheduleSkip,
+    Vulnerability,
     WorkerProcess,
 )
 from runs_app.warmup import request_warmups
@@ -392,3 +394,18 @@ class ChoreAdmin(RecordAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(DependencyCheck)
+class DependencyCheckAdmin(RecordAdmin):
+    list_display = ["pipeline", "status", "packages", "checked_at", "error"]
+    list_filter = ["status"]
+    list_select_related = ["pipeline"]
+
+
+@admin.register(Vulnerability)
+class VulnerabilityAdmin(RecordAdmin):
+    list_display = ["pipeline", "package", "version", "advisory_id", "fixed_in", "first_seen_at"]
+    list_filter = [("pipeline", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["package", "advisory_id", "aliases"]
+    list_select_related = ["pipeline"]

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from pipelines_app.models import Pipeline, Schedule
-from runs_app.models import PipelineRun, with_last_run
+from runs_app.models import DependencyCheck, PipelineRun, with_last_run
 
 Status = PipelineRun.Status
 RECENT_PER_PIPELINE = 20
@@ -74,6 +74,20 @@ def counts() -> dict[str, int]:
         "queued": PipelineRun.objects.filter(status=Status.QUEUED).count(),
         "succeeded_24h": last_day.get(Status.SUCCEEDED, 0),
         "failed_24h": last_day.get(Status.FAILED, 0) + last_day.get(Status.TIMED_OUT, 0),
+    }
+
+
+def dependency_audit() -> dict[str, list[DependencyCheck]]:
+    """Pipelines with known vulnerabilities, and those the audit could not check."""
+    checks = DependencyCheck.objects.select_related("pipeline").filter(
+        pipeline__state=Pipeline.State.PRESENT
+    )
+    vulnerable = checks.filter(status=DependencyCheck.Status.VULNERABLE).annotate(
+        findings=Count("pipeline__vulnerabilities")
+    )
+    return {
+        "vulnerable": list(vulnerable.order_by("pipeline__name")),
+        "unchecked": list(checks.filter(status=DependencyCheck.Status.UNREACHABLE)),
     }
 
 

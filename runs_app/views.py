@@ -36,6 +36,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "counts": dashboard_data.counts(),
         "failures": dashboard_data.recent_failures(),
         "overviews": dashboard_data.pipeline_overviews(),
+        **dashboard_data.dependency_audit(),
     }
     return render(request, "runs_app/dashboard.html", context)
 

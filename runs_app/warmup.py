@@ -125,7 +125,7 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
     key = pipeline.environment_key
     began = time.monotonic()
     try:
-        ok, detail = _install(pipeline, executor, log, watch)
+        ok, detail, resolved = _install(pipeline, executor, log, watch)
     except (EngineUnavailable, LeaseLost):
         Pipeline.objects.filter(pk=pipeline.pk, warm_status=Warm.WARMING).update(
             warm_status=Warm.PENDING
@@ -133,13 +133,15 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
         raise
     except Exception as problem:  # the warm-up must end in a state a person can read
         logger.exception("warm-up of %s failed inside Fast-Flow", pipeline.name)
-        ok, detail = False, f"{type(problem).__name__}: {problem}"
+        ok, detail, resolved = False, f"{type(problem).__name__}: {problem}", []
     fields = {
         "warmed_at": timezone.now(),
         "warm_duration": timedelta(seconds=time.monotonic() - began),
     }
     if ok:
-        fields.update(warm_status=Warm.READY, warmed_hash=key, warm_error="")
+        fields.update(
+            warm_status=Warm.READY, warmed_hash=key, warm_error="", resolved_requirements=resolved
+        )
     else:
         fields.update(warm_status=Warm.FAILED, warm_error=detail)
     rows = Pipeline.objects.filter(pk=pipeline.pk)
@@ -148,13 +150,16 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
         rows.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)
     elif ok:
         notify.warmup_succeeded(pipeline)
+        if settings.DEPENDENCY_AUDIT:  # by the worker, not in this run's way
+            async_task("runs_app.vulnerabilities.check_pipeline", pipeline.pk, group="audit")
     else:
         notify.warmup_failed(pipeline, detail)
 
 
 def _install(
     pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch
-) -> tuple[bool, str]:
+) -> tuple[bool, str, list[str]]:
+    """Whether it worked, why not, and what got installed ("name==version")."""
     warm_id = str(uuid.uuid4())
     spec = RunSpec(
         run_id=warm_id,
@@ -181,16 +186,16 @@ def _install(
     except EngineUnavailable:
         raise
     except ExecutorError as problem:
-        return False, str(problem)
+        return False, str(problem), []
     finally:
         _remove_all(executor, handles)
         shutil.rmtree(spec.run_dir, ignore_errors=True)
     if outcome.exit_code == 0 and not outcome.cancelled:
-        return True, ""
+        return True, "", outcome.resolved
     if outcome.cancelled:
-        return False, "the warm-up was stopped"
+        return False, "the warm-up was stopped", []
     detail = "\n".join(outcome.last_stderr[-12:]).strip()
-    return False, detail or f"exit code {outcome.exit_code}"
+    return False, detail or f"exit code {outcome.exit_code}", []
 
 
 def _remove_all(executor: Executor, handles: list[str]) -> None:

@@ -93,6 +93,8 @@ class Outcome:
     last_stderr: list[str] = field(default_factory=list)
     # Notebooks: per code cell {"cell", "status", "attempts", "seconds"}, by cell number.
     cells: dict[int, dict] = field(default_factory=dict)
+    # Warm-ups: the installed distributions, "name==version" (the dependency audit).
+    resolved: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +223,14 @@ class MarkerReader:
             self.outcome.route = route[:ROUTE_MAX_BYTES]
         elif word == "note":
             self.log.write(SYSTEM, rest)
+        elif word == "resolved":
+            try:
+                resolved = json.loads(rest)
+            except ValueError:
+                return False
+            if not isinstance(resolved, list):
+                return False
+            self.outcome.resolved = [str(item)[:200] for item in resolved[:2000]]
         elif word == "cell":
             return self.cell(rest)
         else:

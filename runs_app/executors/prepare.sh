@@ -26,6 +26,14 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
     python="$FASTFLOW_ENV_DIR/bin/python"
 fi
 if [ "$FASTFLOW_WARM_ONLY" = 1 ]; then
+    # What the environment holds (names and versions), for the dependency audit.
+    "$python" - >&2 <<'PY'
+import importlib.metadata as metadata
+import json
+
+found = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()})
+print("\036fastflow:resolved " + json.dumps(found))
+PY
     exit 0
 fi
 launcher="$FASTFLOW_LAUNCHER"

@@ -15,6 +15,7 @@ from runs_app.models.notification import (
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.tally import RunTally
+from runs_app.models.vulnerability import DependencyCheck, Vulnerability
 from runs_app.models.worker import WorkerProcess
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Chore",
     "Daemon",
     "Delivery",
+    "DependencyCheck",
     "Incident",
     "Notification",
     "PipelineRun",
@@ -30,6 +32,7 @@ __all__ = [
     "RunRefused",
     "RunTally",
     "ScheduleSkip",
+    "Vulnerability",
     "WorkerProcess",
     "dispatch",
     "with_last_run",

@@ -34,6 +34,7 @@ def test_a_warmed_pipelines_first_run_installs_nothing_new(make_pipeline):
     assert pipeline.warm_status == Pipeline.WarmStatus.READY, pipeline.warm_error
     assert pipeline.warmed_hash == pipeline.environment_key
     assert pipeline.warm_duration is not None
+    assert pipeline.resolved_requirements == ["iniconfig==2.0.0"]  # for the dependency audit
     warmed_run = execute(PipelineRun.enqueue(pipeline, trigger="manual"))
     cold_run = execute(PipelineRun.enqueue(Pipeline.objects.get(name="cold"), trigger="manual"))
     for run in (warmed_run, cold_run):

@@ -24,6 +24,7 @@ import time
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from django_q.cluster import Cluster
+from django_q.tasks import async_task
 
 from fastflow_site.models import AuditEntry
 from pipelines_app.gitsync import request_sync_when_due
@@ -119,10 +120,12 @@ class Command(BaseCommand):
                 self.stopping.wait(NOTIFY_POLL_SECONDS)
 
     def housekeeping(self) -> None:
-        """Daily (and at start): retention of logs and runs (once across all workers), and
-        audit entries older than AUDIT_RETENTION_DAYS go."""
+        """Daily (and at start), each once across all workers: retention of logs and runs,
+        the dependency audit; audit-log entries older than AUDIT_RETENTION_DAYS go."""
         try:
             retention.run_daily()
+            # network calls for every pipeline: a task of the cluster, not the ticker's time
+            async_task("runs_app.vulnerabilities.check_all_daily", group="audit")
             if removed := AuditEntry.prune():
                 logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
         except Exception:
