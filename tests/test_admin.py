@@ -22,12 +22,14 @@ from runs_app.models import (
     Chore,
     Daemon,
     Delivery,
+    DependencyCheck,
     Incident,
     Notification,
     PipelineRun,
     Rule,
     RunTally,
     ScheduleSkip,
+    Vulnerability,
     WorkerProcess,
 )
 from secrets_app.models import Variable
@@ -113,6 +115,10 @@ def _notification_rows(pipeline) -> None:
     Delivery.objects.create(notification=message, channel=channel, channel_name="ops")
     Chore.objects.create(name="retention")
     RunTally.count_run(pipeline.name, "failed")
+    DependencyCheck.objects.create(pipeline=pipeline, status="vulnerable", packages=1)
+    Vulnerability.objects.create(
+        pipeline=pipeline, package="requests", version="2.19.1", advisory_id="PYSEC-2018-28"
+    )
 
 
 def test_every_admin_page_answers(admin_client, admin_user, catalogue):
