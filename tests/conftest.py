@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
+from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import connections
 
 from fastflow_site.roles import Role, set_role
 from tests.runs_app.conftest import require
@@ -27,6 +29,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
         database.setdefault("TEST", {})["NAME"] = str(
             tmp_path_factory.getbasetemp() / f"test-db-{worker}.sqlite3"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_connection_left_in_asgirefs_thread():
+    """Async tests reach the database from asgiref's shared thread; its connection must be
+    closed before the test database is dropped (PostgreSQL refuses while it is open)."""
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import asyncio
 from io import StringIO
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import CommandError, call_command
@@ -156,9 +156,9 @@ def test_deactivating_closes_a_live_log_websocket(
         socket = await connect(run, [ORIGIN, cookie])
         assert socket.connected
         await receive_until(socket, lambda m: m["type"] == "status")
-        admin = await sync_to_async(Client)()
-        await sync_to_async(admin.force_login)(admin_user)
-        await sync_to_async(admin.post)(
+        admin = await database_sync_to_async(Client)()
+        await database_sync_to_async(admin.force_login)(admin_user)
+        await database_sync_to_async(admin.post)(
             reverse("person_active", args=[operator.pk]), {"active": "no"}
         )
         closed = await socket.receive_output(timeout=5)

@@ -82,7 +82,7 @@ def test_a_quiet_run_keeps_its_one_worker_process(make_pipeline, settings, tmp_p
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert len(followers) == 1, followers
     assert log_text(run).count(" S finished: ") == 1
-    assert "Traceback" not in worker.log.read_text()
+    assert "Traceback" not in worker.log.read_text(), worker.log.read_text()[-4000:]
 
 
 def test_an_engine_that_goes_away_releases_the_run_and_it_is_followed_again(

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
@@ -99,13 +99,13 @@ async def test_an_anonymous_websocket_is_refused(run):
 
 
 async def test_a_foreign_origin_is_refused(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [(b"origin", b"https://evil.example"), cookie])
     assert not communicator.connected
 
 
 async def test_an_unknown_run_is_refused(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = WebsocketCommunicator(
         application, "/ws/runs/00000000-0000-4000-8000-000000000000/log/", headers=[ORIGIN, cookie]
     )
@@ -114,18 +114,18 @@ async def test_an_unknown_run_is_refused(run, client, viewer):
 
 
 async def test_lines_so_far_then_new_lines_then_the_final_status(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
-    await sync_to_async(write)(run, "one", "two")
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
+    await database_sync_to_async(write)(run, "one", "two")
     communicator = await connect(run, [ORIGIN, cookie])
     assert communicator.connected
     first = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert {"type": "status", "status": "queued", "label": "queued", "finished": False} in first
     assert [(seq, text) for seq, _, _, text in lines_in(first)] == [(1, "one"), (2, "two")]
-    await sync_to_async(write)(run, "three")
+    await database_sync_to_async(write)(run, "three")
     later = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert [(seq, stream, text) for seq, _, stream, text in lines_in(later)] == [(3, "O", "three")]
-    await sync_to_async(write)(run, "last words")
-    await sync_to_async(finish)(run)
+    await database_sync_to_async(write)(run, "last words")
+    await database_sync_to_async(finish)(run)
     end = await receive_until(communicator, lambda m: m["type"] == "status" and m["finished"])
     assert [text for *_, text in lines_in(end)] == ["last words"]  # before the status
     assert end[-1]["status"] == "succeeded"
@@ -133,8 +133,8 @@ async def test_lines_so_far_then_new_lines_then_the_final_status(run, client, vi
 
 
 async def test_a_reconnect_gets_exactly_the_missed_lines(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
-    await sync_to_async(write)(run, *[f"line {i}" for i in range(1, 11)])
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
+    await database_sync_to_async(write)(run, *[f"line {i}" for i in range(1, 11)])
     communicator = await connect(run, [ORIGIN, cookie], after=7)
     messages = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert [seq for seq, *_ in lines_in(messages)] == [8, 9, 10]
@@ -143,8 +143,8 @@ async def test_a_reconnect_gets_exactly_the_missed_lines(run, client, viewer):
 
 async def test_the_browser_is_rate_limited_and_told_what_it_missed(run, client, viewer, settings):
     settings.LOG_STREAM_RATE_LIMIT = 5  # a burst of 50 lines at most for the catch-up
-    cookie = await sync_to_async(session_cookie)(client, viewer)
-    await sync_to_async(write)(run, *[f"line {i}" for i in range(1, 81)])
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
+    await database_sync_to_async(write)(run, *[f"line {i}" for i in range(1, 81)])
     communicator = await connect(run, [ORIGIN, cookie])
     messages = await receive_until(communicator, lambda m: m["type"] == "lines")
     skipped = next(m for m in messages if m["type"] == "skipped")
@@ -156,7 +156,7 @@ async def test_the_browser_is_rate_limited_and_told_what_it_missed(run, client, 
 async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
     from runs_app.logs import MetricsWriter, metrics_path
 
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
     first = await receive_until(communicator, lambda m: m["type"] == "limits")
     assert first[-1] == {
@@ -177,7 +177,7 @@ async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
 
 @pytest.mark.parametrize("transport", ["redis"], indirect=True)
 async def test_pushed_lines_are_sent_as_they_come(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
     await receive_until(communicator, lambda m: m["type"] == "status")
     # Only in the channel layer (not in the file): it can only have come from there.
@@ -189,12 +189,12 @@ async def test_pushed_lines_are_sent_as_they_come(run, client, viewer):
 
 @pytest.mark.parametrize("transport", ["redis"], indirect=True)
 async def test_a_gap_in_the_pushed_lines_is_filled_from_the_file(run, client, viewer):
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
     await receive_until(communicator, lambda m: m["type"] == "status")
     # Lines 1-3 reach the file but never the channel layer (a dropped message); line 4 does.
-    await sync_to_async(write)(run, "one", "two", "three", publish=False)
-    await sync_to_async(write)(run, "four")
+    await database_sync_to_async(write)(run, "one", "two", "three", publish=False)
+    await database_sync_to_async(write)(run, "four")
     messages = await receive_until(
         communicator, lambda m: lines_in([m])[-1:] and m["lines"][-1][0] == 4
     )
@@ -210,11 +210,11 @@ async def test_a_gap_in_the_pushed_lines_is_filled_from_the_file(run, client, vi
 @pytest.mark.parametrize("transport", ["redis"], indirect=True)
 async def test_a_worker_that_numbers_on_after_a_reattach(run, client, viewer):
     """A re-attached worker opens the log again: its pushed lines continue the sequence."""
-    await sync_to_async(write)(run, "before the worker died", publish=False)
-    cookie = await sync_to_async(session_cookie)(client, viewer)
+    await database_sync_to_async(write)(run, "before the worker died", publish=False)
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie], after=1)
     await receive_until(communicator, lambda m: m["type"] == "status")
-    await sync_to_async(write)(run, "after the re-attach")
+    await database_sync_to_async(write)(run, "after the re-attach")
     messages = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert [(seq, text) for seq, *_, text in lines_in(messages)] == [(2, "after the re-attach")]
     await communicator.disconnect()

@@ -22,7 +22,7 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django_q.cluster import Cluster
 from django_q.tasks import async_task
 
@@ -61,6 +61,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         notify.sync_settings_channels()
+        # The cluster forks its processes next: none may inherit this process's connection
+        # (a child closing the shared socket would cut it for everyone).
+        connections.close_all()
         cluster.start()
         self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
         sender = threading.Thread(target=self.deliver_notifications, name="notifications")
