@@ -1,19 +1,22 @@
 """Fast-Flow settings: every value comes from the environment (or a `.env` file).
 
-`.env.example` lists each variable with a one-line explanation. The defaults are a working
-development setup; with DEBUG off, the secrets must be given explicitly.
+`.env.example` lists each variable with a one-line explanation. The defaults are safe for
+production (DEBUG off); SECRET_KEY and ENCRYPTION_KEY, unless given, are made on the first
+start and kept in DATA_DIR (fastflow_site.instance_keys).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import sys
 import warnings
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from fastflow_site import instance_keys
 from pipelines_app.sizes import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -68,20 +71,21 @@ def _cores(name: str, default: float) -> float:
     return value
 
 
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env.bool("DEBUG", default=False)
 
-# --- Secrets: a development default only while DEBUG is on -------------------------------
+# --- Where things live ---------------------------------------------------------------------
 
-_DEV_SECRET_KEY = "django-insecure-fastflow-development-only"  # noqa: S105 (DEBUG only)
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set and DEBUG is off. Generate one with\n"
-            '  python -c "import secrets; print(secrets.token_urlsafe(50))"\n'
-            "and put it in the environment or in .env as SECRET_KEY=..."
-        )
-    SECRET_KEY = _DEV_SECRET_KEY
+DATA_DIR = _path("DATA_DIR", "data")
+LOGS_DIR = _path("LOGS_DIR", "logs")
+PIPELINES_DIR = _path("PIPELINES_DIR", "pipelines")
+PIPELINES_SUBDIR = env.str("PIPELINES_SUBDIR", default="").strip("/")
+if ".." in Path(PIPELINES_SUBDIR).parts:
+    raise ImproperlyConfigured(
+        f"PIPELINES_SUBDIR={PIPELINES_SUBDIR!r} must stay inside PIPELINES_DIR"
+    )
+UV_CACHE_DIR = _path("UV_CACHE_DIR", DATA_DIR / "uv_cache")
+
+# --- Secrets: from the environment, or the instance's own (made on the first start) ---------
 
 
 def _encryption_keys(raw: str) -> list[str]:
@@ -102,35 +106,29 @@ def _encryption_keys(raw: str) -> list[str]:
     return keys
 
 
-ENCRYPTION_KEYS = _encryption_keys(env.str("ENCRYPTION_KEY", default=""))
-if not ENCRYPTION_KEYS:
-    if not DEBUG:
+SECRET_KEY = env.str("SECRET_KEY", default="")
+_encryption_key_text = env.str("ENCRYPTION_KEY", default="")
+if not SECRET_KEY or not _encryption_key_text:
+    try:
+        _instance_keys, _made_now = instance_keys.load_or_create(DATA_DIR)
+    except (OSError, ValueError) as problem:
         raise ImproperlyConfigured(
-            "ENCRYPTION_KEY is not set and DEBUG is off; secrets could not be stored. "
-            "Generate one with\n"
+            f"SECRET_KEY/ENCRYPTION_KEY are not set and {DATA_DIR / instance_keys.FILE_NAME} "
+            f"cannot be read or made ({problem}). Make DATA_DIR writable, or set both:\n"
+            '  python -c "import secrets; print(secrets.token_urlsafe(50))"\n'
             '  python -c "import base64, os; '
-            'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"\n'
-            "and put it in the environment or in .env as ENCRYPTION_KEY=... "
-            "(keep it: secrets encrypted with it cannot be read without it)"
+            'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+        ) from None
+    SECRET_KEY = SECRET_KEY or _instance_keys["SECRET_KEY"]
+    _encryption_key_text = _encryption_key_text or _instance_keys["ENCRYPTION_KEY"]
+    if _made_now:
+        print(  # once, on the start that made them
+            f"Fast-Flow: made this instance's SECRET_KEY and ENCRYPTION_KEY in "
+            f"{DATA_DIR / instance_keys.FILE_NAME} (readable only by you). Keep a copy apart "
+            "from your backups: without it stored secrets cannot be decrypted.",
+            file=sys.stderr,
         )
-    # Development only: derived from the development SECRET_KEY so it survives restarts.
-    import hashlib
-
-    ENCRYPTION_KEYS = [
-        base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
-    ]
-
-# --- Where things live ---------------------------------------------------------------------
-
-DATA_DIR = _path("DATA_DIR", "data")
-LOGS_DIR = _path("LOGS_DIR", "logs")
-PIPELINES_DIR = _path("PIPELINES_DIR", "pipelines")
-PIPELINES_SUBDIR = env.str("PIPELINES_SUBDIR", default="").strip("/")
-if ".." in Path(PIPELINES_SUBDIR).parts:
-    raise ImproperlyConfigured(
-        f"PIPELINES_SUBDIR={PIPELINES_SUBDIR!r} must stay inside PIPELINES_DIR"
-    )
-UV_CACHE_DIR = _path("UV_CACHE_DIR", DATA_DIR / "uv_cache")
+ENCRYPTION_KEYS = _encryption_keys(_encryption_key_text)
 
 # --- The instance (PIPELINE_FORMAT.md, "Settings of the instance") -----------------------
 
@@ -485,11 +483,26 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = DEBUG
+# The apps' own static files are served even before `collectstatic` (a first start, the
+# tests); `up` collects the compressed copies into STATIC_ROOT as well.
+WHITENOISE_USE_FINDERS = True
 
+# --- HTTPS (`manage.py check --deploy` is clean with BASE_URL https and BEHIND_PROXY) ------
+
+_https = BASE_URL.startswith("https://")
+# A reverse proxy in front terminates TLS and says so in X-Forwarded-Proto; trust that
+# header only when one is there (otherwise any client could claim https).
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_https)
+SECURE_REDIRECT_EXEMPT = [r"^health/"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 31_536_000 if _https else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_https)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=_https)
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = BASE_URL.startswith("https://")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SECURE = _https
+CSRF_COOKIE_SECURE = _https
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 

@@ -32,6 +32,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _processes_share_the_instance_keys():
+    """Workers and web servers the tests start (with a DATA_DIR of their own) encrypt and
+    sign with this process's keys, as one instance's processes do."""
+    os.environ.setdefault("SECRET_KEY", settings.SECRET_KEY)
+    os.environ.setdefault("ENCRYPTION_KEY", ",".join(settings.ENCRYPTION_KEYS))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_connection_left_in_asgirefs_thread():
     """Async tests reach the database from asgiref's shared thread; its connection must be
     closed before the test database is dropped (PostgreSQL refuses while it is open)."""

@@ -39,18 +39,71 @@ def start(tmp_path, code: str = "", **env_vars: str) -> subprocess.CompletedProc
     )
 
 
-def test_debug_off_without_secret_key_stops_with_a_recipe(tmp_path):
-    result = start(tmp_path, DEBUG="false", ENCRYPTION_KEY=FERNET_KEY)
+def test_debug_is_off_unless_asked_for(tmp_path):
+    result = start(tmp_path, "print(json.dumps(settings.DEBUG))")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) is False
+
+
+def test_the_first_start_makes_the_keys_and_later_starts_keep_them(tmp_path):
+    show = "print(json.dumps([settings.SECRET_KEY, settings.ENCRYPTION_KEYS]))"
+    first = start(tmp_path, show)
+    assert first.returncode == 0, first.stderr
+    keys_file = tmp_path / "data" / "instance-keys.json"
+    assert "made this instance's SECRET_KEY and ENCRYPTION_KEY" in first.stderr
+    assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
+    secret_key, encryption_keys = json.loads(first.stdout.splitlines()[-1])
+    assert len(secret_key) >= 50 and len(encryption_keys) == 1
+    stored = json.loads(keys_file.read_text())
+    assert stored == {"SECRET_KEY": secret_key, "ENCRYPTION_KEY": encryption_keys[0]}
+    # A value encrypted on the first start decrypts on the next one, which says nothing.
+    token = start(tmp_path, "from secrets_app import crypto; print(crypto.encrypt('kept'))")
+    again = start(
+        tmp_path,
+        f"from secrets_app import crypto; print(crypto.decrypt({token.stdout.split()[-1]!r}))",
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split()[-1] == "kept" and "made this instance" not in again.stderr
+
+
+def test_keys_from_the_environment_win_and_the_missing_one_is_made(tmp_path):
+    result = start(tmp_path, "print(json.dumps(settings.SECRET_KEY))", SECRET_KEY="s" * 50)
+    assert json.loads(result.stdout.splitlines()[-1]) == "s" * 50
+    stored = json.loads((tmp_path / "data" / "instance-keys.json").read_text())
+    assert stored["ENCRYPTION_KEY"] and stored["SECRET_KEY"] != "s" * 50
+
+
+def test_a_data_dir_that_cannot_hold_the_keys_stops_with_a_recipe(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = start(tmp_path, DATA_DIR=str(tmp_path / "a-file" / "data"))
     assert result.returncode != 0
-    assert "SECRET_KEY is not set and DEBUG is off" in result.stderr
+    assert "cannot be read or made" in result.stderr
     assert "secrets.token_urlsafe(50)" in result.stderr
 
 
-def test_debug_off_without_encryption_key_stops_with_a_recipe(tmp_path):
-    result = start(tmp_path, DEBUG="false", SECRET_KEY="x" * 50)
-    assert result.returncode != 0
-    assert "ENCRYPTION_KEY is not set and DEBUG is off" in result.stderr
-    assert "base64.urlsafe_b64encode(os.urandom(32))" in result.stderr
+def test_check_deploy_is_clean_for_production_behind_https(tmp_path):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "fastflow_site.settings",
+        "DATA_DIR": str(tmp_path / "data"),
+        "FASTFLOW_ENV_FILE": str(tmp_path / "no.env"),
+        "BASE_URL": "https://fastflow.example.com",
+        "ALLOWED_HOSTS": "fastflow.example.com",
+        "BEHIND_PROXY": "true",
+        "PATH": os.environ["PATH"],
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env, cwd=BASE_DIR, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    shown = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import "
+         "settings as s; print(s.SECURE_PROXY_SSL_HEADER, s.SECURE_HSTS_SECONDS, "
+         "s.SESSION_COOKIE_SECURE, s.SECURE_SSL_REDIRECT)"],
+        env=env, cwd=BASE_DIR, capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.stdout.split()[-4:] == ["'https')", "31536000", "True", "True"]
 
 
 def test_debug_off_with_both_keys_starts(tmp_path):
@@ -85,7 +138,7 @@ def test_bad_values_name_the_variable(tmp_path, name, value, words):
     assert words in result.stderr
 
 
-def test_development_defaults(tmp_path):
+def test_defaults(tmp_path):
     result = start(
         tmp_path,
         "print(json.dumps({k: str(getattr(settings, k)) for k in ["
@@ -94,9 +147,9 @@ def test_development_defaults(tmp_path):
         "'LOG_STREAM_RATE_LIMIT', 'UV_PRE_HEAT', 'WORKER_IMAGE']}))",
     )
     assert result.returncode == 0, result.stderr
-    values = json.loads(result.stdout)
+    values = json.loads(result.stdout.splitlines()[-1])
     assert values == {
-        "DEBUG": "True",
+        "DEBUG": "False",
         "PIPELINES_DIR": str(BASE_DIR / "pipelines"),
         "LOGS_DIR": str(BASE_DIR / "logs"),
         "UV_CACHE_DIR": str(tmp_path / "data" / "uv_cache"),

@@ -102,27 +102,33 @@ class Command(BaseCommand):
         self.stdout.write(f"Copied the demo pipelines to {root}")
 
     def ensure_admin(self) -> None:
-        """The first start creates `admin` with a random password, kept in DATA_DIR (0600)."""
+        """The first start creates `admin` with a random password, printed once (and kept,
+        readable only by the service's user, in DATA_DIR until someone deletes it)."""
         password_file = Path(settings.DATA_DIR) / PASSWORD_FILE_NAME
         password_file.parent.mkdir(parents=True, exist_ok=True)
         user_model = get_user_model()
-        if not user_model.objects.exists():
-            password = secrets.token_urlsafe(12)
-            email = settings.INITIAL_ADMIN_EMAIL.strip().lower() or "admin@localhost"
-            admin = user_model.objects.create_user("admin", email, password)
-            set_role(admin, Role.ADMIN)
-            if settings.INITIAL_ADMIN_EMAIL:
-                # Set by whoever runs the instance: a provider sign-in with this verified
-                # address is this admin's (and links the provider to the account).
-                EmailAddress.objects.create(user=admin, email=email, verified=True, primary=True)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
-        if password_file.exists():
-            self.stdout.write(
-                self.style.SUCCESS("Log in as admin with the password in ")
-                + f"{password_file}: {password_file.read_text().strip()}\n"
-                "(change it with `manage.py changepassword admin`, then delete that file)"
-            )
+        if user_model.objects.exists():
+            if password_file.exists():
+                self.stdout.write(
+                    f"The admin's first password was printed on the first start; it is in "
+                    f"{password_file} until you delete that file."
+                )
+            return
+        password = secrets.token_urlsafe(12)
+        email = settings.INITIAL_ADMIN_EMAIL.strip().lower() or "admin@localhost"
+        admin = user_model.objects.create_user("admin", email, password)
+        set_role(admin, Role.ADMIN)
+        if settings.INITIAL_ADMIN_EMAIL:
+            # Set by whoever runs the instance: a provider sign-in with this verified
+            # address is this admin's (and links the provider to the account).
+            EmailAddress.objects.create(user=admin, email=email, verified=True, primary=True)
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n")
+        self.stdout.write(
+            self.style.SUCCESS(f"Log in as admin with the password {password}")
+            + f"\n(shown this once; also in {password_file}: change it with "
+            "`manage.py changepassword admin`, then delete that file)"
+        )
 
     def web_command(self, host: str, port: int) -> list[str]:
         return [
