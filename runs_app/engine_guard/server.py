@@ -1,0 +1,156 @@
+"""The engine guard's proxy: one request per client connection, read whole (head and
+body), judged by `policy`, then passed to the engine with `Connection: close` and its answer
+streamed back (logs, stats and waits may go on for hours) until the engine ends it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+from runs_app.engine_guard import policy
+
+logger = logging.getLogger("engine_guard")
+MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Guard:
+    upstream: str  # the engine's unix socket
+    allowances: list[policy.Allowance] = field(default_factory=list)
+    images: set[str] = field(default_factory=set)  # empty: any image
+
+    async def handle(self, client_reader, client_writer) -> None:
+        try:
+            await self._handle(client_reader, client_writer)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            client_writer.close()
+
+    async def _handle(self, client_reader, client_writer) -> None:
+        head = await client_reader.readuntil(b"\r\n\r\n")
+        request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        try:
+            method, target, _ = request_line.split(" ", 2)
+        except ValueError:
+            return await self.refuse(client_writer, 400, "not an HTTP request")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return await self.refuse(client_writer, 411, "send a Content-Length, not chunks")
+        if "upgrade" in headers:
+            return await self.refuse(client_writer, 403, "connection upgrades (attach, exec) "
+                                     "are not allowed")  # fmt: skip
+        length = int(headers.get("content-length") or 0)
+        if length > MAX_BODY:
+            return await self.refuse(client_writer, 413, "the request body is too large")
+        body = await client_reader.readexactly(length) if length else b""
+        path, query = policy.split_target(target)
+        reason = await self.judge(method, path, query, body)
+        if reason:
+            logger.warning("refused %s %s: %s", method, path, reason)
+            return await self.refuse(client_writer, 403, reason)
+        logger.info("passed %s %s", method, path)
+        await self.forward(method, target, lines, body, client_reader, client_writer)
+
+    async def judge(self, method: str, path: str, query: dict, body: bytes) -> str:
+        found = policy.match(method, path)
+        if found is None:
+            return f"{method} {path} is not a call runs need"
+        matched, kind = found
+        if path == "/containers/create":
+            config = _json(body)
+            if self.images and config.get("Image") not in self.images:
+                return f"the image {config.get('Image')!r} is not the worker image"
+            return policy.check_create(body, self.allowances)
+        if path == "/containers/json" and policy.RUN_LABEL not in query.get("filters", [""])[0]:
+            return f"list containers with a {policy.RUN_LABEL} label filter"
+        if path == "/networks/create":
+            return policy.check_network_create(body)
+        if kind == "container":
+            return await self.judge_container(matched.group("id"))
+        return ""
+
+    async def judge_container(self, container_id: str) -> str:
+        """Calls about a container are for Fast-Flow's own (those with its run label)."""
+        status, answer = await self.ask_engine(f"/containers/{container_id}/json")
+        if status == 404:
+            return ""  # the engine answers "no such container" itself
+        labels = (_json(answer).get("Config") or {}).get("Labels") or {}
+        if status != 200 or policy.RUN_LABEL not in labels:
+            return "this container was not made by Fast-Flow"
+        return ""
+
+    async def ask_engine(self, path: str) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_unix_connection(self.upstream)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 502
+        return status, body
+
+    async def forward(self, method, target, lines, body, client_reader, client_writer) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_unix_connection(self.upstream)
+        kept = [
+            line for line in lines if not line.lower().startswith(("connection:", "keep-alive:"))
+        ]
+        head = "\r\n".join([f"{method} {target} HTTP/1.1", *kept, "Connection: close", "", ""])
+        upstream_writer.write(head.encode("latin-1") + body)
+        await upstream_writer.drain()
+        # The client may hang up first (a follower closing a log stream): stop then too.
+        hang_up = asyncio.ensure_future(client_reader.read(1))
+        try:
+            while True:
+                reading = asyncio.ensure_future(upstream_reader.read(CHUNK))
+                done, _ = await asyncio.wait(
+                    {reading, hang_up}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reading not in done:
+                    reading.cancel()
+                    break
+                chunk = reading.result()
+                if not chunk:
+                    break
+                client_writer.write(chunk)
+                await client_writer.drain()
+        finally:
+            hang_up.cancel()
+            upstream_writer.close()
+
+    async def refuse(self, writer, status: int, reason: str) -> None:
+        body = json.dumps({"message": f"refused by the engine guard: {reason}"}).encode()
+        words = {400: "Bad Request", 403: "Forbidden", 411: "Length Required",
+                 413: "Payload Too Large"}  # fmt: skip
+        writer.write(
+            f"HTTP/1.1 {status} {words[status]}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+
+def _json(raw: bytes) -> dict:
+    try:
+        found = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+async def serve(guard: Guard, host: str, port: int, ready=None) -> None:
+    server = await asyncio.start_server(guard.handle, host, port, limit=MAX_HEAD)
+    logger.info("engine guard on %s:%s for %s", host, port, guard.upstream)
+    if ready is not None:
+        ready()
+    async with server:
+        await server.serve_forever()
