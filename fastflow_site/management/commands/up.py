@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from fastflow_site.roles import Role, set_role
+from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.discovery import discover, pipelines_root
 from pipelines_app.gitsync import sync
 from pipelines_app.models import GitSource, Sync
@@ -66,6 +67,10 @@ class Command(BaseCommand):
         self.serve([self.web_command(host, port), worker])
 
     def prepare(self, *, demo: bool) -> None:
+        try:
+            refuse_a_newer_database()
+        except NewerDatabase as problem:
+            raise CommandError(str(problem)) from None
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         repository = GitSource.load()

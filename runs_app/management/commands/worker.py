@@ -21,12 +21,13 @@ import signal
 import threading
 import time
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 from django_q.cluster import Cluster
 from django_q.tasks import async_task
 
 from fastflow_site.models import AuditEntry
+from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.gitsync import request_sync_when_due
 from runs_app import delivery, notify, retention
 from runs_app.daemons import supervise_daemons
@@ -56,6 +57,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, tick: float, reconcile_every: float, **options) -> None:
+        try:
+            refuse_a_newer_database()
+        except NewerDatabase as problem:
+            raise CommandError(str(problem)) from None
         self.stopping = threading.Event()
         cluster = Cluster()
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
