@@ -18,7 +18,7 @@ from fastflow_site import people
 from fastflow_site.audit import Action, record
 from fastflow_site.models import ApiToken, AuditEntry, Invitation, JoinRequest, SignInProvider
 from fastflow_site.roles import Role, role_of
-from secrets_app.forms import write_only_input
+from secrets_app.forms import WriteOnlySecretForm, write_only_input
 
 User = get_user_model()
 
@@ -234,7 +234,7 @@ class ApiTokenAdmin(ReadOnlyAdmin):
                 record(Action.TOKEN_REVOKED, token)
 
 
-class SignInProviderForm(forms.ModelForm):
+class SignInProviderForm(WriteOnlySecretForm):
     server_url = forms.URLField(
         required=False,
         assume_scheme="https",
@@ -247,23 +247,18 @@ class SignInProviderForm(forms.ModelForm):
         help_text="Stored encrypted and never shown again; leave empty to keep the stored one.",
     )
 
+    write_only_field = "client_secret"
+    missing_message = "A new provider needs its client secret."
+
     class Meta:
         model = SignInProvider
         fields = ["kind", "name", "provider_id", "server_url", "client_id", "enabled"]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if not self.instance.client_secret_encrypted and not cleaned.get("client_secret"):
-            self.add_error("client_secret", "A new provider needs its client secret.")
-        return cleaned
+    def has_stored_secret(self) -> bool:
+        return bool(self.instance.client_secret_encrypted)
 
-    def save(self, commit: bool = True) -> SignInProvider:
-        provider = super().save(commit=False)
-        if secret := self.cleaned_data.get("client_secret"):
-            provider.set_secret(secret)
-        if commit:
-            provider.save()
-        return provider
+    def store_secret(self, instance: SignInProvider, value: str) -> None:
+        instance.set_secret(value)
 
 
 @admin.register(SignInProvider)

@@ -36,7 +36,7 @@ from runs_app.models import (
     WorkerProcess,
 )
 from runs_app.warmup import request_warmups
-from secrets_app.forms import write_only_input
+from secrets_app.forms import WriteOnlySecretForm, write_only_input
 
 admin.site.unregister(Pipeline)
 
@@ -273,7 +273,7 @@ class DaemonAdmin(admin.ModelAdmin):
 # --- notifications ---------------------------------------------------------------------------
 
 
-class ChannelForm(forms.ModelForm):
+class ChannelForm(WriteOnlySecretForm):
     url = forms.CharField(
         label="Apprise URL",
         required=False,
@@ -284,6 +284,9 @@ class ChannelForm(forms.ModelForm):
         "json://host/path. Stored encrypted, never shown again; empty keeps the stored one.",
     )
 
+    write_only_field = "url"
+    missing_message = "A new channel needs its URL."
+
     class Meta:
         model = Channel
         fields = ["name", "enabled"]
@@ -291,19 +294,15 @@ class ChannelForm(forms.ModelForm):
     def clean(self) -> dict:
         cleaned = super().clean()
         url = cleaned.get("url")
-        if not url and not self.instance.url_encrypted:
-            self.add_error("url", "A new channel needs its URL.")
-        elif url and not apprise.Apprise().add(url):
+        if url and not apprise.Apprise().add(url):
             self.add_error("url", "apprise does not understand this URL; see its list of services.")
         return cleaned
 
-    def save(self, commit: bool = True) -> Channel:
-        channel = super().save(commit=False)
-        if url := self.cleaned_data.get("url"):
-            channel.set_url(url)
-        if commit:
-            channel.save()
-        return channel
+    def has_stored_secret(self) -> bool:
+        return bool(self.instance.url_encrypted)
+
+    def store_secret(self, instance: Channel, value: str) -> None:
+        instance.set_url(value)
 
 
 @admin.register(Channel)

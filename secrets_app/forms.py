@@ -11,6 +11,34 @@ def write_only_input() -> forms.PasswordInput:
     return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 
 
+class WriteOnlySecretForm(forms.ModelForm):
+    """A model form with one write-only secret (`write_only_field`): never shown, required while
+    nothing is stored, empty keeps the stored one. Subclasses say where it is stored."""
+
+    write_only_field = "secret"
+    missing_message = "A new one needs this."
+
+    def has_stored_secret(self) -> bool:
+        raise NotImplementedError
+
+    def store_secret(self, instance, value: str) -> None:
+        raise NotImplementedError
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not cleaned.get(self.write_only_field) and not self.has_stored_secret():
+            self.add_error(self.write_only_field, self.missing_message)
+        return cleaned
+
+    def save(self, commit: bool = True):
+        instance = super().save(commit=False)
+        if value := self.cleaned_data.get(self.write_only_field):
+            self.store_secret(instance, value)
+        if commit:
+            instance.save()
+        return instance
+
+
 class VariableForm(forms.ModelForm):
     """Add or replace a stored variable. A secret's value is write-only: never rendered,
     left empty to keep the stored one."""

@@ -14,6 +14,7 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
 
+from bench.common import CHROMIUM_ARGS
 from fastflow_site.roles import Role, set_role
 from tests.runs_app.conftest import require
 
@@ -152,17 +153,7 @@ def example_pipelines(pipelines_dir) -> Path:
     return pipelines_dir
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = "/usr/bin/chromium"  # Debian's (ENVIRONMENT.md); its arguments: bench.common
 
 
 @pytest.fixture
