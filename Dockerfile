@@ -5,6 +5,10 @@ COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_PROJECT_ENVIRONMENT=/venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
     PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1
 
+# pg_dump/pg_restore for `manage.py backup` (the compose stack's PostgreSQL is 15 too).
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client git \
+    openssh-client && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
