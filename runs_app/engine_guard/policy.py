@@ -84,6 +84,18 @@ def match(method: str, path: str) -> tuple[re.Match, str | None] | None:
     return None
 
 
+def lists_runs_only(query: dict[str, list[str]]) -> bool:
+    """A container list filtered by Fast-Flow's run label (`label` filter), nothing wider."""
+    try:
+        filters = json.loads(query.get("filters", ["{}"])[0])
+    except ValueError:
+        return False
+    labels = filters.get("label", []) if isinstance(filters, dict) else []
+    if isinstance(labels, dict):  # {"label": {"fastflow.run_id=x": true}} (older clients)
+        labels = list(labels)
+    return any(isinstance(label, str) and label.split("=", 1)[0] == RUN_LABEL for label in labels)
+
+
 def check_create(body: bytes, allowances: list[Allowance], resolve=os.path.realpath) -> str:
     """Why this container-create is refused ("" when it keeps a run's confinement)."""
     try:

@@ -69,7 +69,7 @@ class Guard:
             if self.images and config.get("Image") not in self.images:
                 return f"the image {config.get('Image')!r} is not the worker image"
             return policy.check_create(body, self.allowances)
-        if path == "/containers/json" and policy.RUN_LABEL not in query.get("filters", [""])[0]:
+        if path == "/containers/json" and not policy.lists_runs_only(query):
             return f"list containers with a {policy.RUN_LABEL} label filter"
         if path == "/networks/create":
             return policy.check_network_create(body)

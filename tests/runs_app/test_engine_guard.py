@@ -119,6 +119,9 @@ def test_calls_runs_do_not_need_are_refused(guard, docker_engine):
         "pull": lambda: guard.pull("busybox", tag="latest"),
         "volume": lambda: guard.create_volume("fastflow-guard-test"),
         "list everything": lambda: guard.containers(all=True),
+        "a name that looks like the label": lambda: guard.containers(
+            all=True, filters={"name": "fastflow.run_id"}
+        ),
         "swarm": lambda: guard.inspect_swarm(),
         "another image": lambda: guard.create_container("debian:bookworm", command=["true"]),
     }
