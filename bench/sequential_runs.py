@@ -1,0 +1,125 @@
+"""Issue 15's shape: 40 tiny runs one after another (each queued the moment the previous one
+is final, each computing fib(10) and printing it), through a real `manage.py worker`, per
+executor — the total, and where each run's time goes:
+
+    queued → claimed → container started → first line → program ended → final
+
+    uv run python bench/sequential_runs.py                    # docker and local
+    uv run python bench/sequential_runs.py --executors docker --runs 40
+
+"Final" is when this process saw the row final (it polls every 5 ms); the other moments are
+the run's own record (claimed_at, started_at, its first log line's timestamp, finished_at:
+the engine's end of the program).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-sequential-"))
+os.environ.update(
+    DATA_DIR=str(WORK / "data"),
+    LOGS_DIR=str(WORK / "logs"),
+    PIPELINES_DIR=str(WORK / "pipelines"),
+    MAX_CONCURRENT_RUNS="10",
+    LOG_LEVEL="WARNING",
+)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+FIB = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nprint(fib(10))\n"
+(WORK / "pipelines" / "fib").mkdir(parents=True)
+(WORK / "pipelines" / "fib" / "main.py").write_text(FIB)
+
+import django
+
+django.setup()
+
+from django.core.management import call_command
+
+from bench.common import percentiles
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.logs import read_lines
+from runs_app.models import PipelineRun
+
+call_command("migrate", verbosity=0)
+discover()
+PHASES = ["queued → claimed", "claimed → started", "started → first line",
+          "first line → ended", "ended → final"]  # fmt: skip
+
+
+def wait_final(pk: int, deadline: float) -> float:
+    while time.time() < deadline:
+        if PipelineRun.objects.filter(pk=pk, status__in=PipelineRun.FINAL_STATUSES).exists():
+            return time.time()
+        time.sleep(0.005)
+    raise SystemExit(f"run {pk} did not end in time")
+
+
+def first_line_at(run: PipelineRun) -> float:
+    for timestamp, stream, _ in read_lines(Path(run.log_path)):
+        if stream == "O":
+            moment = datetime.strptime(timestamp[:26], "%Y-%m-%dT%H:%M:%S.%f")
+            return moment.replace(tzinfo=UTC).timestamp()
+    raise SystemExit(f"run {run.public_id} printed nothing")
+
+
+def measure(executor: str, count: int) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "worker"],
+        cwd=ROOT,
+        env={**os.environ, "FASTFLOW_EXECUTOR": executor},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        pipeline = Pipeline.objects.get(name="fib")
+        first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
+        wait_final(first.pk, time.time() + 120)
+        phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
+        began = time.time()
+        for _ in range(count):
+            run = PipelineRun.enqueue(pipeline, trigger="api")
+            final = wait_final(run.pk, time.time() + 60)
+            run.refresh_from_db()
+            if run.status != PipelineRun.Status.SUCCEEDED:
+                raise SystemExit(f"{executor}: run {run.public_id} {run.status}")
+            moments = [run.queued_at.timestamp(), run.claimed_at.timestamp(),
+                       run.started_at.timestamp(), first_line_at(run),
+                       run.finished_at.timestamp(), final]  # fmt: skip
+            for phase, start, end in zip(PHASES, moments, moments[1:], strict=False):
+                phases[phase].append(end - start)
+        total = time.time() - began
+        print(
+            f"  {executor:<6} {count} sequential runs: {total:5.1f} s ({count / total:.1f} runs/s)"
+        )
+        for phase, samples in phases.items():
+            p50, p95, _ = percentiles(samples)
+            print(f"         {phase:<22} p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--executors", nargs="+", default=["docker", "local"])
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    print(f"instance in {WORK} (SQLite, ORM broker)")
+    for executor in args.executors:
+        measure(executor, args.runs)
+
+
+if __name__ == "__main__":
+    main()
