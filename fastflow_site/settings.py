@@ -16,7 +16,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from fastflow_site import instance_keys
+from fastflow_site import instance_keys, oidc
 from pipelines_app.sizes import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -451,7 +451,6 @@ if OIDC_CLIENT_ID:
             "OIDC_CLIENT_ID is set but OIDC_SERVER_URL is not: give the issuer, "
             "e.g. OIDC_SERVER_URL=https://sso.example.com/realms/main"
         )
-    _issuer = OIDC_SERVER_URL.rstrip("/")
     SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"] = [
         {
             "provider_id": OIDC_PROVIDER_ID,
@@ -460,9 +459,7 @@ if OIDC_CLIENT_ID:
             "secret": OIDC_CLIENT_SECRET,
             "settings": {
                 "oauth_pkce_enabled": True,
-                "server_url": _issuer
-                if _issuer.endswith("/.well-known/openid-configuration")
-                else _issuer + "/.well-known/openid-configuration",
+                "server_url": oidc.discovery_url(OIDC_SERVER_URL),
             },
         }
     ]

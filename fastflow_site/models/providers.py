@@ -7,6 +7,7 @@ from allauth.socialaccount.models import SocialApp
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from fastflow_site.oidc import discovery_url
 from secrets_app import crypto
 from secrets_app.fields import EncryptedTextField
 
@@ -57,7 +58,7 @@ class SignInProvider(models.Model):
     def as_social_app(self) -> SocialApp:
         """An unsaved allauth app for this provider, its secret decrypted in memory only."""
         settings = (
-            {"server_url": oidc_discovery_url(self.server_url), "oauth_pkce_enabled": True}
+            {"server_url": discovery_url(self.server_url), "oauth_pkce_enabled": True}
             if self.kind == self.Kind.OIDC
             else {}
         )
@@ -71,11 +72,3 @@ class SignInProvider(models.Model):
             else "",
             settings=settings,
         )
-
-
-def oidc_discovery_url(server_url: str) -> str:
-    """allauth reads the configuration at the URL given; people give the issuer."""
-    server_url = server_url.rstrip("/")
-    if server_url.endswith("/.well-known/openid-configuration"):
-        return server_url
-    return server_url + "/.well-known/openid-configuration"

@@ -29,7 +29,7 @@ from django_q.tasks import async_task
 from fastflow_site.models import AuditEntry
 from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.gitsync import request_sync_when_due
-from runs_app import delivery, notify, retention
+from runs_app import delivery, notify
 from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
@@ -131,8 +131,9 @@ class Command(BaseCommand):
         """Daily (and at start), each once across all workers: retention of logs and runs,
         the dependency audit; audit-log entries older than AUDIT_RETENTION_DAYS go."""
         try:
-            retention.run_daily()
-            # network calls for every pipeline: a task of the cluster, not the ticker's time
+            # Long work (archiving many logs, asking OSV about every pipeline): tasks of the
+            # cluster, never the ticker's time (schedules would fire late).
+            async_task("runs_app.retention.run_daily", group="retention")
             async_task("runs_app.vulnerabilities.check_all_daily", group="audit")
             if removed := AuditEntry.prune():
                 logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
