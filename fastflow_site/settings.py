@@ -178,6 +178,9 @@ RUN_CPU_LIMIT = _cores("RUN_CPU_LIMIT", 2.0)
 # The Docker network of run containers (made on first use; containers on it cannot reach
 # each other).
 RUN_NETWORK = env.str("RUN_NETWORK", default="fastflow-runs")
+# Run containers each worker keeps made and started before their runs exist (0: none; every
+# run then waits for its container to be made). One container serves one run, never two.
+RUN_POOL_SIZE = _int("RUN_POOL_SIZE", 2, minimum=0)
 # Seconds a call to the Docker engine may take; log and stats streams have no timeout
 # unless DOCKER_STREAM_TIMEOUT sets one (they are opened again when they end early).
 DOCKER_API_TIMEOUT = _int("DOCKER_API_TIMEOUT", 30, minimum=1)

@@ -13,6 +13,7 @@ from allauth.account.models import EmailAddress
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
+from django.test import override_settings
 
 from bench.common import CHROMIUM_ARGS
 from fastflow_site.roles import Role, set_role
@@ -38,6 +39,17 @@ def _processes_share_the_instance_keys():
     sign with this process's keys, as one instance's processes do."""
     os.environ.setdefault("SECRET_KEY", settings.SECRET_KEY)
     os.environ.setdefault("ENCRYPTION_KEY", ",".join(settings.ENCRYPTION_KEYS))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_container_pool_unless_asked():
+    """Workers keep no pooled containers in tests (each would make RUN_POOL_SIZE of them at
+    start); the pool's own tests, and the lock-down tests run on pooled containers, ask."""
+    os.environ.setdefault("RUN_POOL_SIZE", "0")
+    override = override_settings(RUN_POOL_SIZE=0)
+    override.enable()
+    yield
+    override.disable()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,6 +15,7 @@ from runs_app.executors.base import (
 )
 from runs_app.executors.docker import DockerExecutor
 from runs_app.executors.local import LocalExecutor
+from runs_app.executors.pool import PooledDockerExecutor
 
 __all__ = [
     "EngineUnavailable",
@@ -29,7 +30,10 @@ __all__ = [
 
 
 def get_executor() -> Executor:
-    """The executor FASTFLOW_EXECUTOR names: Docker unless `local` is asked for."""
+    """The executor FASTFLOW_EXECUTOR names: Docker unless `local` is asked for (starting
+    runs in pooled containers when RUN_POOL_SIZE is set)."""
     if settings.FASTFLOW_EXECUTOR == "local":
         return LocalExecutor()
+    if settings.RUN_POOL_SIZE:
+        return PooledDockerExecutor()
     return DockerExecutor()

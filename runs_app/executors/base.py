@@ -32,6 +32,7 @@ from runs_app.logs import STDERR, SYSTEM, LogWriter
 HERE = Path(__file__).parent
 LAUNCHER = HERE / "launcher.py"
 PREPARE = HERE / "prepare.sh"
+RECEIVE = HERE / "receive.py"
 MARK = "\x1efastflow:"
 ROUTE_MAX_BYTES = 256
 
@@ -209,6 +210,8 @@ class MarkerReader:
         word, _, rest = message.partition(" ")
         if word == "started":
             self.outcome.user_code_started_at = moment
+        elif word == "handover":  # a pooled container got its run: the run starts now
+            self.outcome.started_at = moment
         elif word == "uv":
             self.outcome.uv_version = rest.split(" (")[0].strip()[:40]
         elif word == "oom":

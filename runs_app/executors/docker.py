@@ -29,6 +29,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from runs_app.executors.base import (
     LAUNCHER,
     MARK,
     PREPARE,
+    RECEIVE,
     EngineUnavailable,
     ExecutorError,
     MarkerReader,
@@ -74,6 +76,9 @@ WORK_DIR = "/fastflow"  # tmpfs: the run's environment and FASTFLOW_ROUTE_FILE
 TOOLS_DIR = "/opt/fastflow"
 CA_PATH = "/etc/ssl/fastflow-ca.pem"
 LABEL_RUN, LABEL_PIPELINE = "fastflow.run_id", "fastflow.pipeline"
+RUN_NAME_PREFIX = "fastflow-run-"
+# A pooled container: the profile it was made for, and its slot (runs_app/executors/pool.py).
+LABEL_POOL, LABEL_SLOT = "fastflow.pool", "fastflow.pool.slot"
 # uv writes these buckets of its cache during an install; a run gets its own, empty ones.
 PER_RUN_CACHE_BUCKETS = ("builds-", "environments-", "interpreter-")
 WORK_TMPFS_MB = 256
@@ -95,7 +100,7 @@ ENGINE_ERRORS = (
     socket.timeout,
 )
 # Markers that mean the same when read twice (a re-attached follower reads them again).
-REPEATABLE = ("started", "uv", "oom", "route")
+REPEATABLE = ("started", "uv", "oom", "route", "handover")
 # What a stream that ends early raises (closed, timed out, cut off): read it again.
 STREAM_ERRORS = (*ENGINE_ERRORS, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 
@@ -172,11 +177,13 @@ class DockerExecutor:
     ) -> Outcome:
         return ContainerFollower(self, handle, spec, log, watch, resume_after).follow()
 
-    def check_image(self) -> None:
-        """ExecutorError (image_missing) unless WORKER_IMAGE is there and of this version."""
+    def check_image(self) -> str:
+        """WORKER_IMAGE's id; ExecutorError (image_missing) unless it is there and of this
+        version."""
         image = settings.WORKER_IMAGE
         try:
-            labels = self.api.inspect_image(image)["Config"].get("Labels") or {}
+            found = self.api.inspect_image(image)
+            labels = found["Config"].get("Labels") or {}
         except ImageNotFound:
             raise ExecutorError(
                 "image_missing",
@@ -191,25 +198,47 @@ class DockerExecutor:
                 "rebuild it with `FORCE=1 bash runs_app/worker_image/build-offline.sh` "
                 f"or `docker build -t {image} runs_app/worker_image`",
             )
+        return found["Id"]
 
     def _create(self, spec: RunSpec) -> str:
         self.check_image()
+        layout = self.layout(warm=spec.purpose == "warm")
+        host_config = self.host_config(
+            [Mount(CODE_DIR, str(spec.folder), type="bind", read_only=True), *layout.mounts],
+            layout.tmpfs,
+            spec.mem_hard_limit_bytes,
+            spec.cpu_hard_limit,
+        )
+        try:
+            created = self.api.create_container(
+                settings.WORKER_IMAGE,
+                command=run_command(spec),
+                name=run_container_name(spec.run_id),
+                labels={LABEL_RUN: spec.run_id, LABEL_PIPELINE: spec.pipeline},
+                environment=run_environment(spec, layout),
+                working_dir=CODE_DIR,
+                user=RUN_USER,
+                host_config=host_config,
+            )
+        except APIError as exc:
+            raise ExecutorError("internal_error", f"The container was refused: {exc}") from exc
+        return created["Id"]
+
+    def layout(self, *, warm: bool) -> Layout:
+        """What every run container is given apart from its code, limits and own variables:
+        tools, the uv cache (its own on a tmpfs, shared buckets read-only; warm-ups write the
+        shared one), tmpfs for all it may write, the CA bundle. A pooled container is made
+        from the same layout (runs_app/executors/pool.py)."""
         ensure_run_network(self.api)
-        warm = spec.purpose == "warm"
         shared_cache = Path(settings.UV_CACHE_DIR)
         prepare_shared_cache(shared_cache)
-        tools = shared_tools()
-        mounts = [
-            Mount(CODE_DIR, str(spec.folder), type="bind", read_only=True),
-            Mount(TOOLS_DIR, str(tools), type="bind", read_only=True),
-        ]
+        mounts = [Mount(TOOLS_DIR, str(shared_tools()), type="bind", read_only=True)]
         tmpfs = {
             "/tmp": f"size={settings.RUN_TMPFS_SIZE_MB}m,mode=1777",  # noqa: S108 (its own)
             HOME: f"size={settings.RUN_TMPFS_SIZE_MB}m,uid={RUN_UID},gid={RUN_UID},mode=0700",
             WORK_DIR: f"size={WORK_TMPFS_MB}m,uid={RUN_UID},gid={RUN_UID},mode=0700,exec",
         }
         env = {
-            **spec.env,
             "HOME": HOME,
             "PYTHONUNBUFFERED": "1",
             "UV_CACHE_DIR": CACHE_DIR,
@@ -217,7 +246,6 @@ class DockerExecutor:
             "UV_LINK_MODE": "symlink",
             "UV_NO_PROGRESS": "1",
             "FASTFLOW_ROUTE_FILE": f"{WORK_DIR}/route",
-            **prepare_environment(spec, f"{WORK_DIR}/env", f"{TOOLS_DIR}/launcher.py"),
         }
         if warm:
             # The one container that writes the shared cache: no secrets, no pipeline code.
@@ -235,15 +263,19 @@ class DockerExecutor:
         if settings.RUN_CA_BUNDLE and Path(settings.RUN_CA_BUNDLE).is_file():
             mounts.append(Mount(CA_PATH, settings.RUN_CA_BUNDLE, type="bind", read_only=True))
             env.update(SSL_CERT_FILE=CA_PATH, REQUESTS_CA_BUNDLE=CA_PATH)
+        return Layout(mounts, tmpfs, env)
+
+    def host_config(
+        self, mounts: list[Mount], tmpfs: dict[str, str], memory: int | None, cpu: float | None
+    ) -> dict:
+        """The lock-down every run container keeps (docs/execution.md), with its limits."""
         limits: dict = {"pids_limit": settings.RUN_PIDS_LIMIT}
-        if spec.mem_hard_limit_bytes:
+        if memory:
             # memswap == mem: no swap on top of the limit, so exceeding it means OOM.
-            limits.update(
-                mem_limit=spec.mem_hard_limit_bytes, memswap_limit=spec.mem_hard_limit_bytes
-            )
-        if spec.cpu_hard_limit:
-            limits["nano_cpus"] = int(spec.cpu_hard_limit * 1e9)
-        host_config = self.api.create_host_config(
+            limits.update(mem_limit=memory, memswap_limit=memory)
+        if cpu:
+            limits["nano_cpus"] = int(cpu * 1e9)
+        return self.api.create_host_config(
             init=True,
             read_only=True,
             tmpfs=tmpfs,
@@ -256,44 +288,45 @@ class DockerExecutor:
             ),
             **limits,
         )
-        try:
-            created = self.api.create_container(
-                settings.WORKER_IMAGE,
-                command=["sh", f"{TOOLS_DIR}/prepare.sh", spec.entry_point],
-                name=f"fastflow-run-{spec.run_id}",
-                labels={LABEL_RUN: spec.run_id, LABEL_PIPELINE: spec.pipeline},
-                environment=env,
-                working_dir=CODE_DIR,
-                user=RUN_USER,
-                host_config=host_config,
-            )
-        except APIError as exc:
-            raise ExecutorError("internal_error", f"The container was refused: {exc}") from exc
-        return created["Id"]
 
     # --- housekeeping ------------------------------------------------------------------------
 
     def find(self, run_id: str) -> str | None:
+        """By name: a pooled container has the run's name, not its label (labels are fixed
+        when a container is made, before the run was known)."""
+        name = run_container_name(run_id)
         try:
-            found = self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+            found = self.api.containers(
+                all=True, filters={"label": LABEL_RUN, "name": f"^/{name}$"}
+            )
         except ENGINE_ERRORS as exc:
             raise EngineUnavailable(f"The Docker engine cannot be reached ({exc})") from exc
         return found[0]["Id"] if found else None
 
     def state(self, handle: str) -> str | None:
         try:
-            return self.api.inspect_container(handle)["State"]["Status"]
+            attrs = self.api.inspect_container(handle)
         except NotFound:
             return None
         except ENGINE_ERRORS as exc:
             raise EngineUnavailable(f"The Docker engine cannot be reached ({exc})") from exc
+        if waits_for_hand_over(attrs):
+            return "created"  # a pooled container still waiting: the run never began in it
+        return attrs["State"]["Status"]
 
     def labelled_containers(self) -> dict[str, str]:
+        """{run id: container} of every run container, pooled ones once they hold a run."""
         try:
             containers = self.api.containers(all=True, filters={"label": LABEL_RUN})
         except ENGINE_ERRORS as exc:
             raise EngineUnavailable(f"The Docker engine cannot be reached ({exc})") from exc
-        return {c["Labels"][LABEL_RUN]: c["Id"] for c in containers}
+        found = {}
+        for container in containers:
+            name = (container.get("Names") or [""])[0].lstrip("/")
+            run_id = container["Labels"].get(LABEL_RUN) or name.removeprefix(RUN_NAME_PREFIX)
+            if run_id and name.startswith(RUN_NAME_PREFIX):
+                found[run_id] = container["Id"]
+        return found
 
     def remove(self, handle: str) -> None:
         try:
@@ -344,11 +377,12 @@ class ContainerFollower:
         self.lock = threading.Lock()
         self.last_state_check = 0.0
 
-    def follow(self) -> Outcome:
+    def follow(self, started_at: datetime | None = None) -> Outcome:
+        """`started_at`: when a pooled container was handed the run (it started earlier)."""
         state = self._inspect()
         if state is None:
             raise ExecutorError("lost", "Its container vanished.")
-        self.outcome.started_at = docker_timestamp(state["StartedAt"])[1]
+        self.outcome.started_at = started_at or docker_timestamp(state["StartedAt"])[1]
         if self.seen:
             self._recover_markers()
         threads = [
@@ -677,6 +711,45 @@ def _shutdown(response: requests.Response) -> None:
 
 # --- what a run container is given ---------------------------------------------------------
 
+
+@dataclass
+class Layout:
+    mounts: list[Mount]
+    tmpfs: dict[str, str]
+    env: dict[str, str]
+
+
+def slot_dir(token: str) -> Path:
+    """A pooled container's own host folder: the code it is handed (`code`, mounted at
+    /pipeline) and the hand-over pipe (`control/job`)."""
+    return Path(settings.DATA_DIR) / "pool" / token
+
+
+def waits_for_hand_over(attrs: dict) -> bool:
+    """A pooled container whose hand-over pipe is still there has not been given its run
+    (the worker removes the pipe as it hands the run over)."""
+    token = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_SLOT)
+    return bool(token) and (slot_dir(token) / "control" / "job").exists()
+
+
+def run_container_name(run_id: str) -> str:
+    return f"{RUN_NAME_PREFIX}{run_id}"
+
+
+def run_command(spec: RunSpec) -> list[str]:
+    return ["sh", f"{TOOLS_DIR}/prepare.sh", spec.entry_point]
+
+
+def run_environment(spec: RunSpec, layout: Layout) -> dict[str, str]:
+    """The run's variables: its own (secrets too), under what Fast-Flow sets (a pipeline
+    cannot move HOME or the cache), and what prepare.sh reads."""
+    return {
+        **spec.env,
+        **layout.env,
+        **prepare_environment(spec, f"{WORK_DIR}/env", f"{TOOLS_DIR}/launcher.py"),
+    }
+
+
 _network_ready: set[str] = set()
 
 
@@ -738,7 +811,7 @@ def shared_tools() -> Path:
     host (same path), while its own code is not."""
     target = Path(settings.DATA_DIR) / "launcher"
     target.mkdir(parents=True, exist_ok=True)
-    for source in (LAUNCHER, PREPARE):
+    for source in (LAUNCHER, PREPARE, RECEIVE):
         destination = target / source.name
         content = source.read_bytes()
         if not destination.exists() or destination.read_bytes() != content:

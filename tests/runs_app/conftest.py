@@ -87,11 +87,13 @@ def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, executor):
     import docker
     from docker.errors import APIError
 
-    # Only this test's: tests may run in parallel, and each has its own pipelines folder.
+    # Only this test's: tests may run in parallel, and each has its own pipelines folder
+    # (and DATA_DIR, where pooled containers get their code).
     client = docker.from_env()
+    own = (str(pipelines_dir), str(tmp_path))
     for summary in client.api.containers(all=True, filters={"label": "fastflow.run_id"}):
         sources = [m.get("Source", "") for m in summary.get("Mounts", [])]
-        if any(source.startswith(str(pipelines_dir)) for source in sources):
+        if any(source.startswith(own) for source in sources):
             with contextlib.suppress(APIError):  # already being removed by the executor
                 client.api.remove_container(summary["Id"], force=True)
 

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 from django_q.cluster import Cluster
@@ -34,6 +35,7 @@ from runs_app.daemons import supervise_daemons
 from runs_app.execution import dead_local_workers, reconcile, worker_id
 from runs_app.executors import EngineUnavailable, get_executor
 from runs_app.executors.local import process_alive
+from runs_app.executors.pool import PoolKeeper
 from runs_app.models import PipelineRun, WorkerProcess, dispatch
 from runs_app.scheduler import fire_due, seconds_until_next_due
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
@@ -73,11 +75,17 @@ class Command(BaseCommand):
         self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
         sender = threading.Thread(target=self.deliver_notifications, name="notifications")
         sender.start()
+        keeper = None
+        if settings.FASTFLOW_EXECUTOR != "local" and settings.RUN_POOL_SIZE:
+            keeper = PoolKeeper(worker_id())
+            keeper.start()  # after the fork above: the cluster's processes do not inherit it
         try:
             self.run_ticker(tick, reconcile_every)
         finally:
             self.stopping.set()
             sender.join(timeout=10)
+            if keeper is not None:
+                keeper.stop()
             end_processes(_descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
                 # Its runs wait for the next follower at once (their containers go on),
