@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 RUN_LABEL = "fastflow.run_id"
+POOL_LABEL = "fastflow.pool"
 VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
 CONTAINER = r"/containers/(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})"
 # (method, path) a run needs; `container` ones are about one existing container.
@@ -28,9 +29,11 @@ ALLOWED = [
     ("GET", r"/containers/json", None),
     ("POST", r"/containers/create", None),
     ("GET", CONTAINER + r"/json", "container"),
-    ("POST", CONTAINER + r"/(start|stop|kill|wait)", "container"),
+    # rename and update: a pooled container becomes its run's (runs_app/executors/pool.py).
+    ("POST", CONTAINER + r"/(start|stop|kill|wait|rename|update)", "container"),
     ("GET", CONTAINER + r"/(logs|stats)", "container"),
     ("DELETE", CONTAINER, "container"),
+    ("GET", r"/events", None),
     ("GET", r"/networks", None),
     ("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", None),
     ("POST", r"/networks/create", None),
@@ -86,14 +89,24 @@ def match(method: str, path: str) -> tuple[re.Match, str | None] | None:
 
 def lists_runs_only(query: dict[str, list[str]]) -> bool:
     """A container list filtered by Fast-Flow's run label (`label` filter), nothing wider."""
+    return RUN_LABEL in filtered_labels(query)
+
+
+def watches_pool_only(query: dict[str, list[str]]) -> bool:
+    """An event stream filtered by the pool's label: what happens to pooled containers."""
+    return POOL_LABEL in filtered_labels(query)
+
+
+def filtered_labels(query: dict[str, list[str]]) -> set[str]:
+    """The label names a list or event query is filtered by."""
     try:
         filters = json.loads(query.get("filters", ["{}"])[0])
     except ValueError:
-        return False
+        return set()
     labels = filters.get("label", []) if isinstance(filters, dict) else []
     if isinstance(labels, dict):  # {"label": {"fastflow.run_id=x": true}} (older clients)
         labels = list(labels)
-    return any(isinstance(label, str) and label.split("=", 1)[0] == RUN_LABEL for label in labels)
+    return {label.split("=", 1)[0] for label in labels if isinstance(label, str)}
 
 
 def check_create(body: bytes, allowances: list[Allowance], resolve=os.path.realpath) -> str:

@@ -71,6 +71,8 @@ class Guard:
             return policy.check_create(body, self.allowances)
         if path == "/containers/json" and not policy.lists_runs_only(query):
             return f"list containers with a {policy.RUN_LABEL} label filter"
+        if path == "/events" and not policy.watches_pool_only(query):
+            return f"watch events with a {policy.POOL_LABEL} label filter"
         if path == "/networks/create":
             return policy.check_network_create(body)
         if kind == "container":

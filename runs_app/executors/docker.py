@@ -751,6 +751,7 @@ def run_environment(spec: RunSpec, layout: Layout) -> dict[str, str]:
 
 
 _network_ready: set[str] = set()
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 
 def ensure_run_network(api: docker.APIClient) -> None:
@@ -759,19 +760,42 @@ def ensure_run_network(api: docker.APIClient) -> None:
     name = settings.RUN_NETWORK
     if name in _network_ready:
         return
-    if not api.networks(names=[name]):
+    found = [n for n in api.networks(names=[name]) if n.get("Name") == name]
+    if found and (found[0].get("Options") or {}).get(ICC_OPTION) != "false":
+        # Made by someone else, without Fast-Flow's one rule: runs would reach each other.
+        raise ExecutorError(
+            "internal_error",
+            f"The Docker network {name} lets its containers reach each other; remove it "
+            f"(`docker network rm {name}`) and Fast-Flow makes it again with that switched off",
+        )
+    if not found:
         try:
             api.create_network(
                 name,
                 driver="bridge",
-                options={"com.docker.network.bridge.enable_icc": "false"},
+                options={ICC_OPTION: "false"},
                 labels={"fastflow.network": "runs"},
                 check_duplicate=True,
             )
         except APIError as exc:
             if exc.status_code != 409:  # another worker made it meanwhile
                 raise
+        keep_one_run_network(api, name)
     _network_ready.add(name)
+
+
+def keep_one_run_network(api: docker.APIClient, name: str) -> None:
+    """Engines no longer refuse a second network of the same name: workers that made it at
+    the same moment agree to keep the oldest (then the lowest id) and remove the others,
+    or a container naming the network would be refused as ambiguous."""
+    made = [
+        n
+        for n in api.networks(names=[name])
+        if n.get("Name") == name and (n.get("Labels") or {}).get("fastflow.network") == "runs"
+    ]
+    for extra in sorted(made, key=lambda n: (n.get("Created", ""), n["Id"]))[1:]:
+        with contextlib.suppress(NotFound, APIError):  # gone already, or one joined it
+            api.remove_network(extra["Id"])
 
 
 def shared_buckets(cache: Path) -> list[Path]:

@@ -306,6 +306,7 @@ class PoolKeeper:
         self.events = None
         self.last_sweep = 0.0
         self.problem = ""
+        self.made: set[str] = set()  # every container it made (what tests check against)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="container-pool", daemon=True)
@@ -387,7 +388,9 @@ class PoolKeeper:
         ]
         try:
             created = api.create_container(
-                profile.image_id,
+                # By name, as the engine guard allows; a container of another image than the
+                # profile's (retagged meanwhile) is never handed out, and soon replaced.
+                settings.WORKER_IMAGE,
                 command=["python3", "-I", "-S", f"{TOOLS_DIR}/receive.py"],
                 name=f"{POOL_NAME_PREFIX}{token}",
                 labels={
@@ -404,6 +407,7 @@ class PoolKeeper:
                     mounts, profile.layout.tmpfs, profile.memory, profile.cpu
                 ),
             )
+            self.made.add(created["Id"])
             api.start(created["Id"])
         except Exception:
             shutil.rmtree(slot, ignore_errors=True)

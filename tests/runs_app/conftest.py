@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from functools import partial
 
 import pytest
 from django.conf import settings as django_settings
@@ -12,6 +13,9 @@ from django.conf import settings as django_settings
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.execution import execute_run
+from runs_app.executors import ExecutorError
+from runs_app.executors.pool import PoolKeeper, current_profile, ready_containers
+from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 
 
@@ -110,13 +114,40 @@ def run_now(
     return execute(run)
 
 
+# The pools of tests running on pooled containers (the `pooled` fixture).
+ACTIVE_POOLS: list[PoolKeeper] = []
+
+
 def execute(run: PipelineRun) -> PipelineRun:
-    """Claim (unless enqueue's dispatch already did) and follow the run in this thread."""
+    """Claim (unless enqueue's dispatch already did) and follow the run in this thread; with
+    a pool, once a container of the current settings is ready for it."""
+    for keeper in ACTIVE_POOLS:
+        try:
+            profile = current_profile(keeper.executor)
+        except ExecutorError:
+            break  # no container can be made now: the run says why
+        assert wait_for(partial(ready_containers, keeper.executor.api, profile), timeout=60)
     PipelineRun.claim_runs()
     assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.CLAIMED
     execute_run(run.pk)
     run.refresh_from_db()
     return run
+
+
+@pytest.fixture
+def pooled(settings, runs_setup):
+    """Runs of this test start in pooled containers (and the test fails if one did not)."""
+    from runs_app.execution import worker_id
+
+    settings.RUN_POOL_SIZE = 2
+    keeper = PoolKeeper(worker_id(), size=2)
+    keeper.start()
+    ACTIVE_POOLS.append(keeper)
+    yield keeper
+    ACTIVE_POOLS.remove(keeper)
+    keeper.stop()
+    started = PipelineRun.objects.exclude(container_id="").values_list("container_id", flat=True)
+    assert set(started) <= keeper.made, "a run of this test did not start in a pooled container"
 
 
 def free_port() -> int:

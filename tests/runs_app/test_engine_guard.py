@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import docker
@@ -18,6 +19,8 @@ from docker.errors import APIError
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.engine_guard.policy import Allowance, check_create
+from runs_app.execution import worker_id
+from runs_app.executors.pool import PoolKeeper
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import execute, free_port, log_text
@@ -123,6 +126,9 @@ def test_calls_runs_do_not_need_are_refused(guard, docker_engine):
             all=True, filters={"name": "fastflow.run_id"}
         ),
         "swarm": lambda: guard.inspect_swarm(),
+        "every event": lambda: guard._raise_for_status(
+            guard._get(guard._url("/events"), params={"until": int(time.time()) + 1})
+        ),
         "another image": lambda: guard.create_container("debian:bookworm", command=["true"]),
     }
     for name, call in refused.items():
@@ -157,6 +163,35 @@ def test_a_whole_run_passes_through_the_guard(guard, make_pipeline, monkeypatch,
                  "DELETE /containers/"):  # fmt: skip
         assert call in calls, calls
     assert "refused" not in calls
+
+
+def test_a_run_in_a_pooled_container_passes_through_the_guard(
+    guard, make_pipeline, monkeypatch, settings, tmp_path
+):
+    make_pipeline("pooled", main="print('pooled, through the guard')\n")
+    discover()
+    run = PipelineRun.enqueue(Pipeline.objects.get(name="pooled"), trigger="manual")
+    settings.RUN_POOL_SIZE = 1
+    with monkeypatch.context() as patch:
+        patch.setenv("DOCKER_HOST", guard.base_url.replace("http://", "tcp://"))
+        keeper = PoolKeeper(worker_id(), size=1)
+        keeper.start()
+        try:
+            ready = set()
+            assert wait_for(lambda: ready.update(running(keeper)) or ready, timeout=60)
+            run = execute(run)
+        finally:
+            keeper.stop()
+    assert run.status == PipelineRun.Status.SUCCEEDED, log_text(run)
+    assert run.container_id in ready
+    calls = (tmp_path / "guard.log").read_text()
+    for call in ("GET /events", "/rename", "POST /containers/create", "DELETE /containers/"):
+        assert call in calls, calls
+    assert "refused" not in calls
+
+
+def running(keeper: PoolKeeper) -> set[str]:
+    return {c["Id"] for c in keeper.idle(mine=True) if c["State"] == "running"}
 
 
 def test_the_policy_reads_both_ways_of_binding(tmp_path):

@@ -25,6 +25,14 @@ pytestmark = [
 Status, Reason = PipelineRun.Status, PipelineRun.FailureReason
 
 
+@pytest.fixture(autouse=True, params=["fresh", "pooled"])
+def container(request):
+    """Every hostile pipeline meets a container made for its run and a pooled one."""
+    if request.param == "pooled":
+        request.getfixturevalue("pooled")
+    return request.param
+
+
 ROUTE_TRICKS = {
     # The worker never opens the file: the launcher reads it inside the run, without
     # following links, a regular file of at most 256 bytes only.
@@ -180,6 +188,19 @@ def test_runs_cannot_reach_each_other(make_pipeline, docker_engine):
     assert output_lines(caller)[0].startswith("refused")
     server.request_cancel()
     follower.join(timeout=60)
+
+
+def test_a_run_network_that_lets_containers_meet_is_refused(make_pipeline, docker_engine, settings):
+    name = f"fastflow-test-open-{os.getpid()}"
+    docker_engine.api.create_network(name, driver="bridge")  # ICC on: made by someone else
+    try:
+        settings.RUN_NETWORK = name
+        run = run_now(make_pipeline, "open", "print('should not run')\n")
+    finally:
+        docker_engine.api.remove_network(name)
+    assert run.status == Status.FAILED
+    assert "lets its containers reach each other" in run.error_message
+    assert "should not run" not in log_text(run)
 
 
 def test_the_shared_cache_is_read_only_and_the_next_run_is_unaffected(make_pipeline, settings):
