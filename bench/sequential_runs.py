@@ -5,7 +5,10 @@ executor — the total, and where each run's time goes:
     queued → claimed → container started → first line → program ended → final
 
     uv run python bench/sequential_runs.py                    # docker and local
-    uv run python bench/sequential_runs.py --executors docker --runs 40
+    uv run python bench/sequential_runs.py --executors docker --runs 40 --pool 0 2 8
+
+Docker is measured once per `--pool` size (RUN_POOL_SIZE; 0: every run waits for its
+container to be made), each time from a full pool (an instance that was idle).
 
 "Final" is when this process saw the row final (it polls every 5 ms); the other moments are
 the run's own record (claimed_at, started_at, its first log line's timestamp, finished_at:
@@ -73,11 +76,22 @@ def first_line_at(run: PipelineRun) -> float:
     raise SystemExit(f"run {run.public_id} printed nothing")
 
 
-def measure(executor: str, count: int) -> None:
+def pool_ready() -> int:
+    """Pooled containers of this instance that are running (their slots are in DATA_DIR)."""
+    import docker
+
+    slots = {path.name for path in (WORK / "data" / "pool").glob("*")}
+    found = docker.from_env().api.containers(
+        filters={"label": "fastflow.pool", "name": "^/fastflow-pool-", "status": "running"}
+    )
+    return sum(c["Labels"].get("fastflow.pool.slot") in slots for c in found)
+
+
+def measure(executor: str, count: int, pool: int) -> None:
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "worker"],
         cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": executor},
+        env={**os.environ, "FASTFLOW_EXECUTOR": executor, "RUN_POOL_SIZE": str(pool)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -86,6 +100,9 @@ def measure(executor: str, count: int) -> None:
         pipeline = Pipeline.objects.get(name="fib")
         first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
         wait_final(first.pk, time.time() + 120)
+        deadline = time.time() + 120
+        while executor == "docker" and pool_ready() < pool and time.time() < deadline:
+            time.sleep(0.1)
         phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
         began = time.time()
         for _ in range(count):
@@ -100,12 +117,11 @@ def measure(executor: str, count: int) -> None:
             for phase, start, end in zip(PHASES, moments, moments[1:], strict=False):
                 phases[phase].append(end - start)
         total = time.time() - began
-        print(
-            f"  {executor:<6} {count} sequential runs: {total:5.1f} s ({count / total:.1f} runs/s)"
-        )
+        label = f"{executor}, pool {pool}" if executor == "docker" else executor
+        print(f"  {label:<15} {count} sequential runs: {total:5.1f} s ({count / total:.1f} runs/s)")
         for phase, samples in phases.items():
             p50, p95, _ = percentiles(samples)
-            print(f"         {phase:<22} p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+            print(f"      {phase:<22} p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
@@ -115,10 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--executors", nargs="+", default=["docker", "local"])
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--pool", type=int, nargs="+", default=[0, 2], help="RUN_POOL_SIZE")
     args = parser.parse_args()
     print(f"instance in {WORK} (SQLite, ORM broker)")
     for executor in args.executors:
-        measure(executor, args.runs)
+        for pool in args.pool if executor == "docker" else [0]:
+            measure(executor, args.runs, pool)
 
 
 if __name__ == "__main__":

@@ -380,7 +380,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 200,
     "catch_up": False,
-    "poll": 0.1,
+    # How often the ORM broker looks for new tasks (Redis hands them over at once): a run
+    # queued through the database waits half of this for its worker, on average.
+    "poll": env.float("WORKER_POLL_SECONDS", default=0.1),
     "label": "Worker tasks",
 }
 if REDIS_URL:

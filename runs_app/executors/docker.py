@@ -87,6 +87,7 @@ RUN_CACHE_TMPFS_MB = 256
 ENGINE_RETRY_SECONDS = 10.0
 # The engine says the container ended but the log stream has not: it is closed after this.
 STREAM_END_GRACE_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 1.0
 BUILD_HINT = (
     "build it with `bash runs_app/worker_image/build-offline.sh` (no registry needed) "
     "or `docker build -t {image} runs_app/worker_image`"
@@ -553,6 +554,8 @@ class ContainerFollower:
                 clean_end = False  # whether the engine is there, the state below tells
             if self.stopping.is_set():
                 return
+            if clean_end:
+                self._await_exit()
             state = self._inspect_quietly()
             if state == "gone":
                 self.vanished = True
@@ -567,7 +570,16 @@ class ContainerFollower:
                 self._flush_pending()
                 self.logs_done.set()
                 return
-            self.stopping.wait(0.05)  # a stream that ended early is opened again
+            if not clean_end:
+                self.stopping.wait(0.05)  # a stream that ended early is opened again
+
+    def _await_exit(self) -> None:
+        """Docker ends a log stream a few tens of milliseconds before its state says the
+        container ended: wait for that moment (the engine's wait call returns at once with
+        it) rather than polling. A container that still runs after EXIT_WAIT_SECONDS (a
+        stream that ended for another reason) has its log opened again."""
+        with contextlib.suppress(NotFound, APIError, *STREAM_ERRORS):
+            self.api.wait(self.container_id, timeout=EXIT_WAIT_SECONDS)
 
     def _inspect_quietly(self) -> dict | str | None:
         try:
