@@ -361,19 +361,21 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# django-q2 carries run work to the worker processes (docs/execution.md explains the choices).
-# - timeout None: a run enforces its own pipeline timeout (0 = none, for daemons); a q2
-#   timeout would kill the worker mid-run and orphan its container.
-# - retry: an unacknowledged task is delivered again after this long; execute_run is
-#   idempotent (it only takes a run whose worker stopped heartbeating), so a redelivery of a
-#   long run is a no-op, and a task lost with a dead worker is picked up again.
-# - max_attempts 1: failures are handled by our own retries (new run rows), never by q2.
+# django-q2 carries the worker's other tasks — syncs, warm-ups, retention, the audit — to its
+# cluster processes (runs are followed by the worker's own threads: runs_app.supervisor).
+# - timeout None: a warm-up or sync enforces its own limits; a q2 timeout would kill the
+#   process mid-task.
+# - retry: an unacknowledged task is delivered again after this long (the tasks are
+#   idempotent), so a task lost with a dead worker is picked up again.
+# - max_attempts 1: failures are handled by our own retries, never by q2.
 warnings.filterwarnings(  # about timeout None, which is deliberate (see above)
     "ignore", message="Retry and timeout are misconfigured", category=UserWarning
 )
 Q_CLUSTER = {
     "name": "fastflow",
-    "workers": _int("WORKER_PROCESSES", MAX_CONCURRENT_RUNS + MAX_DAEMON_RUNS + 2, minimum=2),
+    # Runs are followed by threads of the worker process (runs_app.supervisor); these
+    # processes do the other tasks: syncs, warm-ups, retention, the dependency audit.
+    "workers": _int("WORKER_PROCESSES", 2, minimum=1),
     "timeout": None,
     "retry": 300,
     "max_attempts": 1,

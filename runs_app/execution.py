@@ -1,9 +1,10 @@
 """A run's life in the worker: take it, follow it, record the truth, hand it on.
 
-`execute_run` is the django-q2 task. It may be delivered twice (a broker redelivery, a
-reconcile); `PipelineRun.take` makes exactly one process the run's follower. A follower
-finds the run's container when there is one (a predecessor died, or the engine went away)
-and re-attaches to it instead of starting another.
+A worker's supervisor (runs_app.supervisor) takes claimed runs and follows each with
+`follow_run` in a thread of its own; `execute_run` does both in the caller's thread (tests,
+and a task an older version queued). `PipelineRun.take` makes exactly one follower of a
+run, whoever asks. A follower finds the run's container when there is one (a predecessor
+died, or the engine went away) and re-attaches to it instead of starting another.
 
 The follower holds the run's lease (PipelineRun.worker_id) and renews it every few
 seconds. When the database cannot be reached it keeps following for half of
@@ -73,12 +74,18 @@ def worker_id() -> str:
 
 
 def execute_run(run_id: int) -> None:
-    """The task: follow one run to its end (or do nothing if another process has it)."""
+    """Take one run and follow it to its end (or do nothing if another follower has it)."""
     run = PipelineRun.take(run_id, worker_id())
-    if run is None:
-        return
+    if run is not None:
+        follow_run(run)
+
+
+def follow_run(run: PipelineRun, lets_go: Callable[[], bool] = lambda: False) -> None:
+    """Follow a run this process took to its end — or until `lets_go()` says to stop
+    following (the worker stops): then it writes nothing more, and the run waits for the
+    next follower."""
     try:
-        RunFollower(run).follow()
+        RunFollower(run, lets_go).follow()
     finally:
         try:
             dispatch()  # a slot is free (or the run could not start): start the next
@@ -139,8 +146,9 @@ def with_database(action: Callable[[], T], lease: Lease) -> T:
 class RunFollower:
     """Everything one worker process does for one run it holds."""
 
-    def __init__(self, run: PipelineRun) -> None:
+    def __init__(self, run: PipelineRun, lets_go: Callable[[], bool] = lambda: False) -> None:
         self.run = run
+        self.lets_go = lets_go
         self.lease = Lease(run)
         self.executor: Executor = get_executor()
         self.log: LogWriter | None = None
@@ -181,6 +189,7 @@ class RunFollower:
         watch = Watch(
             should_cancel=self._cancel_requested,
             heartbeat=self.lease.renew,
+            should_let_go=self.lets_go,
             on_started=lambda handle: with_database(lambda: run.mark_started(handle), self.lease),
             on_sample=self.metrics.sample,
         )

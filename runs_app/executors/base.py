@@ -107,6 +107,8 @@ class Watch:
     heartbeat: Callable[[], bool] = lambda: True
     on_started: Callable[[str], None] = lambda handle: None  # container id / pid, once known
     on_sample: Callable[[float | None, int | None], None] = lambda cpu, memory: None
+    # True: stop following now, writing nothing more (the worker stops; LeaseLost).
+    should_let_go: Callable[[], bool] = lambda: False
 
 
 class Executor(Protocol):
@@ -301,6 +303,8 @@ def supervise(
     deadline = started + timedelta(seconds=spec.timeout_seconds) if spec.timeout_seconds else None
     last_beat = last_cancel_check = time.monotonic()
     while still_running(0.2):
+        if watch.should_let_go():
+            raise LeaseLost
         now = time.monotonic()
         if now - last_beat >= heartbeat_every():
             if not watch.heartbeat():

@@ -29,6 +29,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -851,7 +852,8 @@ def shared_tools() -> Path:
         destination = target / source.name
         content = source.read_bytes()
         if not destination.exists() or destination.read_bytes() != content:
-            temporary = destination.with_suffix(".tmp")
+            # A name of its own: followers in other threads and processes may write at once.
+            temporary = destination.with_name(f".{source.name}.{uuid.uuid4().hex}")
             shutil.copyfile(source, temporary)
             temporary.chmod(0o644)
             temporary.replace(destination)  # atomic: a starting run never sees half a file

@@ -40,11 +40,10 @@ from django.db import connection, models, transaction
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
-from runs_app import live
+from runs_app import live, wakeup
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
 from runs_app.models.tally import RunTally
@@ -54,7 +53,6 @@ from runs_app.signals import run_ended
 DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
 CANDIDATE_WINDOW = 500
 DEFAULT_RETRY_STRATEGY = RetryStrategy("exponential_backoff")
-EXECUTE_TASK = "runs_app.execution.execute_run"
 
 
 def with_last_run(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipeline]:
@@ -346,12 +344,15 @@ class PipelineRun(models.Model):
 
     @classmethod
     def hand_to_workers(cls, run_ids: Iterable[int]) -> None:
-        """One worker task per claimed run (a duplicate delivery is harmless: see take())."""
-        for run_id in run_ids:
-            cls.objects.filter(pk=run_id, status=cls.Status.CLAIMED).update(
-                dispatched_at=timezone.now()
-            )
-            async_task(EXECUTE_TASK, run_id, task_name=f"run-{run_id}")
+        """Wake the workers for these claimed runs (whichever takes one first follows it:
+        see take())."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return
+        cls.objects.filter(pk__in=run_ids, status=cls.Status.CLAIMED).update(
+            dispatched_at=timezone.now()
+        )
+        wakeup.announce()
 
     @classmethod
     def take(cls, pk: int, worker_id: str) -> PipelineRun | None:

@@ -199,38 +199,47 @@ def test_runpipeline_follow_streams_the_log_and_exits_with_the_run(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("runs_setup")
-def test_runs_travel_through_redis_when_redis_url_is_set(make_pipeline, settings, tmp_path):
+def test_with_redis_tasks_travel_through_it_and_runs_wake_the_worker(
+    make_pipeline, settings, tmp_path
+):
     import redis
+    from django.db import connection as database
     from django_q.models import OrmQ
 
     from runs_app.follow import wait_for
+    from runs_app.wakeup import CHANNEL
     from tests.runs_app.conftest import redis_database
 
     url = redis_database(7)
     queue_key = "django_q:fastflow:q"  # django-q2's list for the cluster "fastflow"
     connection = redis.Redis.from_url(url)
     connection.delete(queue_key)
-    make_pipeline("via_redis", main="print('delivered by redis')\n")
+    make_pipeline("via_redis", main="print('woken by redis')\n")
     discover()
     worker = Worker(settings, tmp_path)
     env = {**worker.environment(), "REDIS_URL": url}
     worker.environment = lambda: env
-    manage = [sys.executable, "manage.py", "runpipeline", "via_redis"]
-    subprocess.run(manage, cwd=django_settings.BASE_DIR, env=env, check=True, capture_output=True)
-    # The task waits in Redis (the database queue stays empty) until a worker takes it.
+    queue_task = "from django_q.tasks import async_task; async_task('math.floor', 1.5)"
+    shell = [sys.executable, "manage.py", "shell", "-c", queue_task]
+    subprocess.run(shell, cwd=django_settings.BASE_DIR, env=env, check=True, capture_output=True)
+    # A task waits in Redis (the database queue stays empty) until a worker takes it.
     assert connection.llen(queue_key) == 1
     assert not OrmQ.objects.exists()
-    run = PipelineRun.objects.get()
     worker.start()
     try:
+        assert wait_for(lambda: connection.llen(queue_key) == 0, timeout=60)
+        if database.vendor != "postgresql":  # (PostgreSQL's own NOTIFY wakes it there)
+            assert wait_for(lambda: connection.pubsub_numsub(CHANNEL)[0][1] >= 1, timeout=30)
+        manage = [sys.executable, "manage.py", "runpipeline", "via_redis"]
+        subprocess.run(manage, cwd=django_settings.BASE_DIR, env=env, check=True)
+        run = PipelineRun.objects.get()
         assert wait_for(lambda: PipelineRun.objects.get(pk=run.pk).is_finished, timeout=90)
     finally:
         worker.kill()
     run.refresh_from_db()
     assert run.status == Status.SUCCEEDED
-    assert connection.llen(queue_key) == 0
     with open(run.log_path) as log:
-        assert "delivered by redis" in log.read()
+        assert "woken by redis" in log.read()
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""The worker process for real: django-q2 cluster + ticker, limits, and surviving a SIGKILL."""
+"""The worker process for real: run supervisor, django-q2 cluster and ticker, limits, and
+surviving a SIGKILL."""
 
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ class Worker:
             "PIPELINES_DIR": str(settings.PIPELINES_DIR),
             "UV_CACHE_DIR": str(settings.UV_CACHE_DIR),
             "MAX_CONCURRENT_RUNS": str(settings.MAX_CONCURRENT_RUNS),
-            "WORKER_PROCESSES": str(settings.MAX_CONCURRENT_RUNS + 1),
             "RUN_STOP_GRACE_SECONDS": "2",
         }
 
@@ -137,6 +137,23 @@ def test_at_most_the_limit_runs_at_once_and_all_finish_in_order(
     assert {r.status for r in finished} == {Status.SUCCEEDED}
     by_start = [r.pk for r in finished.order_by("claimed_at", "id")]
     assert by_start == [r.pk for r in runs]  # FIFO
+
+
+def test_one_worker_process_follows_its_runs_in_threads(make_pipeline, worker, settings):
+    settings.MAX_CONCURRENT_RUNS = 3
+    make_pipeline("naps", main="import time\nprint('napping', flush=True)\ntime.sleep(30)\n")
+    discover()
+    worker.start()
+    runs = queue_runs("naps", 3)
+    assert wait_for(lambda: all("O napping\n" in read_log(r.log_path) for r in runs), timeout=90), (
+        worker.log.read_text()[-3000:]
+    )
+    followers = {PipelineRun.objects.get(pk=r.pk).worker_id for r in runs}
+    (follower,) = followers  # one process follows all three, no process per run
+    assert follower.split(":")[1] == str(worker.process.pid)
+    for run in runs:
+        run.request_cancel()
+    assert wait_for(lambda: all_final(runs), timeout=60)
 
 
 def test_max_instances_with_the_real_worker(make_pipeline, worker, settings, docker_engine):

@@ -1,15 +1,19 @@
-"""manage.py worker: the worker process — django-q2's cluster plus Fast-Flow's ticker.
+"""manage.py worker: the worker process — Fast-Flow's run supervisor and ticker, and
+django-q2's cluster.
 
-The cluster's processes execute tasks (one run each). The ticker, in this process, fires
+The supervisor follows runs, each in a thread of this process (runs_app.supervisor); the
+container pool's keeper refills pooled containers (runs_app.executors.pool); the cluster's
+processes execute the other tasks (syncs, warm-ups, retention, the dependency audit). The
+ticker, in this process, fires
 due schedules (waking at the next due time, at most `--tick` apart), starts runs that
 became due (retries) and reconciles: at start-up at once (runs of a worker that died are
 re-attached), then periodically. Several workers may tick at once: a due time still fires
 exactly once (runs_app.scheduler). Every few seconds it reports this worker
 alive (WorkerProcess), with whether it reaches the Docker engine.
 
-Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: the cluster's
-processes are ended at once, their runs are released (the containers go on), and the next
-worker re-attaches to them with their logs continuing where they stopped.
+Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: their followers
+let go at once, the runs are released (the containers go on), and the next worker
+re-attaches to them with their logs continuing where they stopped.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from runs_app.executors.local import process_alive
 from runs_app.executors.pool import PoolKeeper
 from runs_app.models import PipelineRun, WorkerProcess, dispatch
 from runs_app.scheduler import fire_due, seconds_until_next_due
+from runs_app.supervisor import RunSupervisor
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 
 logger = logging.getLogger(__name__)
@@ -75,21 +80,25 @@ class Command(BaseCommand):
         self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
         sender = threading.Thread(target=self.deliver_notifications, name="notifications")
         sender.start()
+        # Threads after the fork above: the cluster's processes inherit none of them.
         keeper = None
         if settings.FASTFLOW_EXECUTOR != "local" and settings.RUN_POOL_SIZE:
             keeper = PoolKeeper(worker_id())
-            keeper.start()  # after the fork above: the cluster's processes do not inherit it
+            keeper.start()
+        supervisor = RunSupervisor()
+        supervisor.start()
         try:
             self.run_ticker(tick, reconcile_every)
         finally:
             self.stopping.set()
+            supervisor.stop()  # its runs wait for the next worker at once
             sender.join(timeout=10)
             if keeper is not None:
                 keeper.stop()
             end_processes(_descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
-                # Its runs wait for the next follower at once (their containers go on),
-                # not until their leases lapse.
+                # Runs a cluster process followed (a task an older version queued) wait for
+                # the next follower at once too, not until their leases lapse.
                 PipelineRun.release_stale(dead_local_workers())
                 WorkerProcess.objects.filter(name=worker_id()).delete()
 

@@ -1,0 +1,105 @@
+"""The runs a worker follows, each in a thread of `manage.py worker`.
+
+A run's follower mostly waits — on the engine's log stream, on its lease — so a thread is
+enough, and one process can follow many runs for a few MB each (a process per run cost
+~60 MB). The supervisor takes claimed runs oldest first (`PipelineRun.take`: exactly one
+worker wins each, across processes and machines) as soon as it is woken (runs_app.wakeup),
+up to what this worker may follow at once; the instance's limits were applied when the
+runs were claimed.
+
+Stopping the worker does not wait for runs: `stop()` makes every follower let go of its run
+at once (LeaseLost: nothing more is written), and the runs wait for the next follower —
+their containers go on, and it re-attaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from runs_app import wakeup
+from runs_app.execution import follow_run, worker_id
+from runs_app.models import PipelineRun
+
+logger = logging.getLogger(__name__)
+
+# How long stop() waits for followers to let go (each needs well under a second).
+STOP_WAIT_SECONDS = 10.0
+
+
+class RunSupervisor:
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity or settings.MAX_CONCURRENT_RUNS + settings.MAX_DAEMON_RUNS
+        self.followers: dict[int, threading.Thread] = {}
+        self.stopping = threading.Event()
+        self.listener: wakeup.Listener | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.listener = wakeup.Listener()
+        self.thread = threading.Thread(target=self.run, name="run-supervisor", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.take_claimed()
+            except DatabaseError:
+                logger.warning("could not look for runs: the database is unavailable")
+                close_old_connections()
+            except Exception:
+                logger.exception("looking for runs failed")
+            self.listener.wait()
+
+    def take_claimed(self) -> None:
+        """Follow as many waiting runs as this worker has room for, oldest claim first."""
+        self.followers = {pk: t for pk, t in self.followers.items() if t.is_alive()}
+        room = self.capacity - len(self.followers)
+        if room <= 0:
+            return
+        waiting = PipelineRun.objects.filter(status=PipelineRun.Status.CLAIMED).order_by(
+            "claimed_at", "pk"
+        )
+        for pk in waiting.values_list("pk", flat=True)[:room]:
+            if self.stopping.is_set():
+                return
+            run = PipelineRun.take(pk, worker_id())
+            if run is None:
+                continue  # another worker took it first
+            follower = threading.Thread(
+                target=self.follow, args=(run,), name=f"run-{run.public_id}", daemon=True
+            )
+            self.followers[pk] = follower
+            follower.start()
+
+    def follow(self, run: PipelineRun) -> None:
+        try:
+            follow_run(run, lets_go=self.stopping.is_set)
+        except Exception:
+            logger.exception("following run %s failed", run.public_id)
+        finally:
+            connection.close()  # this thread's own connection
+            self.listener.wake()  # a follower is free: look again at once
+
+    def stop(self) -> None:
+        """Followers let go of their runs, which then wait for the next worker at once."""
+        self.stopping.set()
+        if self.listener is not None:
+            self.listener.close()
+        if self.thread is not None:
+            self.thread.join(timeout=STOP_WAIT_SECONDS)
+        for follower in list(self.followers.values()):
+            follower.join(timeout=STOP_WAIT_SECONDS)
+        try:
+            PipelineRun.release_stale([worker_id()])
+        except DatabaseError:
+            logger.warning("could not hand this worker's runs over: their leases will lapse")
+        finally:
+            connection.close()
+
+    @property
+    def following(self) -> int:
+        return sum(thread.is_alive() for thread in self.followers.values())
