@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import statistics
 import time
+from pathlib import Path
 
 # Debian's Chromium, headless, without its background traffic (ENVIRONMENT.md).
 CHROMIUM_ARGS = [
@@ -40,3 +41,23 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
     return statistics.median(ordered), p95, ordered[-1]
+
+
+def pool_ready(data_dir: Path) -> int:
+    """Running pooled containers of the instance whose DATA_DIR this is (their slots)."""
+    import docker
+
+    slots = {path.name for path in (data_dir / "pool").glob("*")}
+    found = docker.from_env().api.containers(
+        filters={"label": "fastflow.pool", "name": "^/fastflow-pool-", "status": "running"}
+    )
+    return sum(c["Labels"].get("fastflow.pool.slot") in slots for c in found)
+
+
+def wait_for_pool(data_dir: Path, size: int, timeout: float = 120) -> None:
+    """Until the instance's pool is full (measurements start from an idle instance)."""
+    deadline = time.monotonic() + timeout
+    while pool_ready(data_dir) < size:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the pool did not fill to {size} in {timeout:.0f} s")
+        time.sleep(0.1)

@@ -48,7 +48,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import percentiles
+from bench.common import percentiles, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.logs import read_lines
@@ -76,17 +76,6 @@ def first_line_at(run: PipelineRun) -> float:
     raise SystemExit(f"run {run.public_id} printed nothing")
 
 
-def pool_ready() -> int:
-    """Pooled containers of this instance that are running (their slots are in DATA_DIR)."""
-    import docker
-
-    slots = {path.name for path in (WORK / "data" / "pool").glob("*")}
-    found = docker.from_env().api.containers(
-        filters={"label": "fastflow.pool", "name": "^/fastflow-pool-", "status": "running"}
-    )
-    return sum(c["Labels"].get("fastflow.pool.slot") in slots for c in found)
-
-
 def measure(executor: str, count: int, pool: int) -> None:
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "worker"],
@@ -100,9 +89,8 @@ def measure(executor: str, count: int, pool: int) -> None:
         pipeline = Pipeline.objects.get(name="fib")
         first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
         wait_final(first.pk, time.time() + 120)
-        deadline = time.time() + 120
-        while executor == "docker" and pool_ready() < pool and time.time() < deadline:
-            time.sleep(0.1)
+        if executor == "docker":
+            wait_for_pool(WORK / "data", pool)
         phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
         began = time.time()
         for _ in range(count):

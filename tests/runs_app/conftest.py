@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from functools import partial
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
@@ -129,8 +131,12 @@ def execute(run: PipelineRun) -> PipelineRun:
         assert wait_for(partial(ready_containers, keeper.executor.api, profile), timeout=60)
     PipelineRun.claim_runs()
     assert PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.CLAIMED
-    execute_run(run.pk)
-    run.refresh_from_db()
+    try:
+        execute_run(run.pk)
+        run.refresh_from_db()
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()  # a test's follower thread: its own connection goes with it
     return run
 
 

@@ -1,0 +1,124 @@
+"""Issue 15's burst: 200 tiny runs queued at once with MAX_CONCURRENT_RUNS=10, through a
+real `manage.py worker` — runs per second from the first queued to the last final, whether
+they were started in the order they were queued (FIFO), and where a run's time goes.
+
+    uv run python bench/burst.py                                  # docker, pool 0 and 10
+    uv run python bench/burst.py --executor local --runs 200
+    uv run python bench/burst.py --database-url postgres://postgres@127.0.0.1:5432/ffburst \\
+        --redis-url redis://127.0.0.1:6379/9
+
+The database named by --database-url is emptied first (it is the bench's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-burst-"))
+parser = argparse.ArgumentParser()
+parser.add_argument("--executor", default="docker", choices=["docker", "local"])
+parser.add_argument("--runs", type=int, default=200)
+parser.add_argument("--pool", type=int, nargs="+", default=[0, 10], help="RUN_POOL_SIZE")
+parser.add_argument("--database-url", default=f"sqlite:///{WORK / 'db.sqlite3'}")
+parser.add_argument("--redis-url", default="")
+args = parser.parse_args()
+os.environ.update(
+    DATA_DIR=str(WORK / "data"),
+    LOGS_DIR=str(WORK / "logs"),
+    PIPELINES_DIR=str(WORK / "pipelines"),
+    DATABASE_URL=args.database_url,
+    REDIS_URL=args.redis_url,
+    MAX_CONCURRENT_RUNS="10",
+    LOG_LEVEL="WARNING",
+)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+(WORK / "pipelines" / "fib").mkdir(parents=True)
+(WORK / "pipelines" / "fib" / "main.py").write_text(
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nprint(fib(10))\n"
+)
+
+import django
+
+django.setup()
+
+from django.core.management import call_command
+
+from bench.common import percentiles, wait_for_pool
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.models import PipelineRun
+
+call_command("migrate", verbosity=0)
+if "postgres" in args.database_url:
+    call_command("flush", interactive=False, verbosity=0)
+discover()
+
+
+def wait_all_final(ids: list[int], timeout: float) -> None:
+    deadline = time.time() + timeout
+    active = PipelineRun.objects.filter(pk__in=ids, status__in=PipelineRun.ACTIVE_STATUSES)
+    while active.exists():
+        if time.time() > deadline:
+            raise SystemExit(f"{active.count()} runs did not end in {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def measure(pool: int) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "worker"],
+        cwd=ROOT,
+        env={**os.environ, "FASTFLOW_EXECUTOR": args.executor, "RUN_POOL_SIZE": str(pool)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        pipeline = Pipeline.objects.get(name="fib")
+        first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
+        wait_all_final([first.pk], 120)
+        if args.executor == "docker":
+            wait_for_pool(WORK / "data", pool)
+        began = time.time()
+        runs = [PipelineRun.enqueue(pipeline, trigger="webhook") for _ in range(args.runs)]
+        wait_all_final([r.pk for r in runs], 60 + args.runs * 2)
+        done = PipelineRun.objects.filter(pk__in=[r.pk for r in runs])
+        last = max(r.finished_at.timestamp() for r in done)
+        total = last - began
+        failed = done.exclude(status=PipelineRun.Status.SUCCEEDED).count()
+        by_claim = list(done.order_by("claimed_at", "pk").values_list("pk", flat=True))
+        fifo = by_claim == [r.pk for r in runs]
+        label = f"{args.executor}, pool {pool}" if args.executor == "docker" else args.executor
+        print(
+            f"  {label:<15} {args.runs} runs queued at once: {total:5.1f} s "
+            f"({args.runs / total:.1f} runs/s), FIFO {'yes' if fifo else 'NO'}, "
+            f"{failed} not succeeded"
+        )
+        waits = [(r.claimed_at - r.queued_at).total_seconds() for r in done]
+        starts = [(r.started_at - r.claimed_at).total_seconds() for r in done]
+        for name, samples in (("queued → claimed", waits), ("claimed → started", starts)):
+            p50, p95, _ = percentiles(samples)
+            print(f"      {name:<18} p50 {p50 * 1000:7.0f} ms   p95 {p95 * 1000:7.0f} ms")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def main() -> None:
+    database = "PostgreSQL" if "postgres" in args.database_url else "SQLite"
+    broker = "Redis" if args.redis_url else "ORM broker"
+    print(f"instance in {WORK} ({database}, {broker}, MAX_CONCURRENT_RUNS=10)")
+    for pool in args.pool if args.executor == "docker" else [0]:
+        measure(pool)
+
+
+if __name__ == "__main__":
+    main()
