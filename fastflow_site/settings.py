@@ -382,8 +382,8 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 200,
     "catch_up": False,
-    # How often the ORM broker looks for new tasks, and workers for runs without a channel to
-    # wake them (SQLite, no Redis: runs_app.wakeup). Redis and PostgreSQL wake them at once.
+    # How often the ORM broker looks for new tasks (Redis hands them over at once). Runs do
+    # not wait for it: their workers are woken (runs_app.wakeup).
     "poll": env.float("WORKER_POLL_SECONDS", default=0.1),
     "label": "Worker tasks",
 }

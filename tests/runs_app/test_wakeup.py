@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -37,7 +38,8 @@ def announce_elsewhere(**env: str) -> None:
 
 
 @pytest.fixture
-def listener():
+def listener(settings, tmp_path):
+    settings.DATA_DIR = tmp_path / "data"
     found = wakeup.Listener()
     yield found
     found.close()
@@ -87,10 +89,34 @@ def test_redis_wakes_a_worker_of_another_process(settings):
         listener.close()
 
 
-def test_without_a_channel_workers_look_every_poll_interval(settings):
+def test_on_one_machine_a_socket_wakes_a_worker_of_another_process(settings, tmp_path):
+    if connection.vendor == "postgresql":
+        pytest.skip("with PostgreSQL, its NOTIFY is the channel (tested above)")
+    settings.REDIS_URL = ""
+    settings.DATA_DIR = tmp_path / "data"
+    listener = wakeup.Listener()
+    try:
+        assert listener.kind == "socket"
+        listener.event.clear()
+        announce_elsewhere(DATA_DIR=str(settings.DATA_DIR), REDIS_URL="")
+        assert wait_for(listener.event.is_set, timeout=10)
+    finally:
+        listener.close()
+    # A worker gone: its socket goes with it, and a knock on a dead one removes it.
+    assert list(wakeup.socket_dir().glob("*.sock")) == []
+    dead = wakeup.Listener()
+    path = Path(dead.socket.getsockname())
+    dead.socket.close()  # as a killed worker leaves it
+    wakeup.announce()
+    assert not path.exists()
+    dead.close()
+
+
+def test_where_no_socket_fits_workers_look_every_poll_interval(settings, tmp_path):
     if connection.vendor == "postgresql":
         pytest.skip("PostgreSQL always has its channel")
     settings.REDIS_URL = ""
+    settings.DATA_DIR = tmp_path / ("deep" * 30)
     listener = wakeup.Listener()
     try:
         assert listener.kind == ""
