@@ -118,6 +118,11 @@ def main() -> None:
         assert wait_for(lambda: WorkerProcess.objects.exists(), timeout=60), "no worker"
         count, rss, pss = settled(up.pid)
         print(f"instance in {WORK} (SQLite, {args.executor})")
+        for pid in sorted(tree(up.pid)):
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                command = cmdline.read().replace("\0", " ")[:60]
+            one_rss, one_pss = memory([pid])
+            print(f"    {pid:>7} RSS {mb(one_rss)} PSS {mb(one_pss)}  {command}")
         print(f"  idle `up`: {count} processes, RSS {mb(rss)}, PSS {mb(pss)}")
         pipeline = Pipeline.objects.get(name="nap")
         runs = [PipelineRun.enqueue(pipeline, trigger="api") for _ in range(args.runs)]

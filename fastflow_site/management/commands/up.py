@@ -1,16 +1,16 @@
 """manage.py up: the one-command start of a Fast-Flow instance on one machine.
 
 It prepares the instance (database, static files, first admin, pipelines, the executor) and
-then runs the web server (daphne) and the worker as child processes until it is stopped
-(Ctrl-C or SIGTERM, passed on to both).
+then becomes the parent of the web server (daphne) and the worker (fastflow_site/serve.py)
+until it is stopped (Ctrl-C or SIGTERM, passed on to both).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -189,34 +189,10 @@ class Command(BaseCommand):
         )
 
     def serve(self, commands: list[list[str]]) -> None:
-        """Run the children until one ends or we are told to stop; then stop them all."""
-        children = [
-            subprocess.Popen(command, cwd=settings.BASE_DIR)  # noqa: S603
-            for command in commands
-        ]
-
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)
-        exit_code = 0
-        try:
-            while all(child.poll() is None for child in children):
-                try:
-                    children[0].wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    continue
-            exit_code = next(c.returncode for c in children if c.returncode is not None)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-        if exit_code:
-            raise CommandError(f"a Fast-Flow process ended with exit code {exit_code}")
+        """Become the children's parent (fastflow_site/serve.py): nothing of Django stays
+        loaded in the process that only waits for them."""
+        self.stdout.flush()
+        folder = str(settings.BASE_DIR)
+        server = [sys.executable, "-m", "fastflow_site.serve", folder, json.dumps(commands)]
+        os.chdir(folder)
+        os.execv(sys.executable, server)  # noqa: S606 (replacing this process is the point)

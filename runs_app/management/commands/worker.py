@@ -1,15 +1,14 @@
-"""manage.py worker: the worker process — Fast-Flow's run supervisor and ticker, and
-django-q2's cluster.
+"""manage.py worker: the worker process — one process, its work in threads.
 
-The supervisor follows runs, each in a thread of this process (runs_app.supervisor); the
-container pool's keeper refills pooled containers (runs_app.executors.pool); the cluster's
-processes execute the other tasks (syncs, warm-ups, retention, the dependency audit). The
-ticker, in this process, fires
-due schedules (waking at the next due time, at most `--tick` apart), starts runs that
-became due (retries) and reconciles: at start-up at once (runs of a worker that died are
-re-attached), then periodically. Several workers may tick at once: a due time still fires
-exactly once (runs_app.scheduler). Every few seconds it reports this worker
-alive (WorkerProcess), with whether it reaches the Docker engine.
+The supervisor follows runs, each in a thread (runs_app.supervisor); the container pool's
+keeper refills pooled containers (runs_app.executors.pool); django-q2's pusher, workers and
+monitor execute the other tasks — syncs, warm-ups, retention, the dependency audit — as
+threads too (runs_app.task_threads). The ticker, in the main thread, fires due schedules
+(waking at the next due time, at most `--tick` apart), starts runs that became due
+(retries) and reconciles: at start-up at once (runs of a worker that died are re-attached),
+then periodically. Several workers may tick at once: a due time still fires exactly once
+(runs_app.scheduler). Every few seconds it reports this worker alive (WorkerProcess), with
+whether it reaches the Docker engine.
 
 Stopping (SIGTERM, Ctrl-C) does not wait for runs, which may take hours: their followers
 let go at once, the runs are released (the containers go on), and the next worker
@@ -27,8 +26,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections, connections
-from django_q.cluster import Cluster
+from django.db import close_old_connections
 from django_q.tasks import async_task
 
 from fastflow_site.models import AuditEntry
@@ -43,6 +41,7 @@ from runs_app.executors.pool import PoolKeeper
 from runs_app.models import PipelineRun, WorkerProcess, dispatch
 from runs_app.scheduler import fire_due, seconds_until_next_due
 from runs_app.supervisor import RunSupervisor
+from runs_app.task_threads import TaskThreads
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 
 logger = logging.getLogger(__name__)
@@ -69,18 +68,14 @@ class Command(BaseCommand):
         except NewerDatabase as problem:
             raise CommandError(str(problem)) from None
         self.stopping = threading.Event()
-        cluster = Cluster()
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         notify.sync_settings_channels()
-        # The cluster forks its processes next: none may inherit this process's connection
-        # (a child closing the shared socket would cut it for everyone).
-        connections.close_all()
-        cluster.start()
-        self.stdout.write(f"worker up: cluster {cluster.name}, tick {tick} s")
+        tasks = TaskThreads()
+        tasks.start()
+        self.stdout.write(f"worker up: {tasks.workers} task threads, tick {tick} s")
         sender = threading.Thread(target=self.deliver_notifications, name="notifications")
         sender.start()
-        # Threads after the fork above: the cluster's processes inherit none of them.
         keeper = None
         if settings.FASTFLOW_EXECUTOR != "local" and settings.RUN_POOL_SIZE:
             keeper = PoolKeeper(worker_id())
@@ -95,10 +90,11 @@ class Command(BaseCommand):
             sender.join(timeout=10)
             if keeper is not None:
                 keeper.stop()
+            tasks.stop()
+            # What runs and tasks started below this process (local runs: they cannot be
+            # re-attached; a warm-up's uv) ends with it.
             end_processes(_descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
-                # Runs a cluster process followed (a task an older version queued) wait for
-                # the next follower at once too, not until their leases lapse.
                 PipelineRun.release_stale(dead_local_workers())
                 WorkerProcess.objects.filter(name=worker_id()).delete()
 
@@ -148,8 +144,8 @@ class Command(BaseCommand):
         """Daily (and at start), each once across all workers: retention of logs and runs,
         the dependency audit; audit-log entries older than AUDIT_RETENTION_DAYS go."""
         try:
-            # Long work (archiving many logs, asking OSV about every pipeline): tasks of the
-            # cluster, never the ticker's time (schedules would fire late).
+            # Long work (archiving many logs, asking OSV about every pipeline): tasks for the
+            # task threads, never the ticker's time (schedules would fire late).
             async_task("runs_app.retention.run_daily", group="retention")
             async_task("runs_app.vulnerabilities.check_all_daily", group="audit")
             if removed := AuditEntry.prune():
