@@ -373,9 +373,9 @@ warnings.filterwarnings(  # about timeout None, which is deliberate (see above)
 )
 Q_CLUSTER = {
     "name": "fastflow",
-    # Runs are followed by threads of the worker process (runs_app.supervisor); these
-    # processes do the other tasks: syncs, warm-ups, retention, the dependency audit.
-    "workers": _int("WORKER_PROCESSES", 2, minimum=1),
+    # Threads of the worker process for the tasks: syncs, warm-ups, retention, the audit
+    # (runs_app.task_threads; runs are followed by threads of their own: runs_app.supervisor).
+    "workers": _int("WORKER_TASK_THREADS", 2, minimum=1),
     "timeout": None,
     "retry": 300,
     "max_attempts": 1,
