@@ -99,7 +99,3 @@ class RunSupervisor:
             logger.warning("could not hand this worker's runs over: their leases will lapse")
         finally:
             connection.close()
-
-    @property
-    def following(self) -> int:
-        return sum(thread.is_alive() for thread in self.followers.values())
