@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import percentiles, wait_for_pool
+from bench.common import print_percentiles, start_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
@@ -73,14 +72,7 @@ def wait_all_final(ids: list[int], timeout: float) -> None:
 
 
 def measure(pool: int) -> None:
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "worker"],
-        cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": args.executor, "RUN_POOL_SIZE": str(pool)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker(args.executor, pool)
     try:
         pipeline = Pipeline.objects.get(name="fib")
         first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
@@ -104,9 +96,8 @@ def measure(pool: int) -> None:
         )
         waits = [(r.claimed_at - r.queued_at).total_seconds() for r in done]
         starts = [(r.started_at - r.claimed_at).total_seconds() for r in done]
-        for name, samples in (("queued → claimed", waits), ("claimed → started", starts)):
-            p50, p95, _ = percentiles(samples)
-            print(f"      {name:<18} p50 {p50 * 1000:7.0f} ms   p95 {p95 * 1000:7.0f} ms")
+        print_percentiles("queued → claimed", waits, 18)
+        print_percentiles("claimed → started", starts, 18)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)

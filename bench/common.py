@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Debian's Chromium, headless, without its background traffic (ENVIRONMENT.md).
 CHROMIUM_ARGS = [
@@ -43,6 +48,12 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered), p95, ordered[-1]
 
 
+def print_percentiles(name: str, samples: list[float], width: int = 22) -> None:
+    """One line: the name, then p50 and p95 in milliseconds."""
+    p50, p95, _ = percentiles(samples)
+    print(f"      {name:<{width}} p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+
+
 def pool_ready(data_dir: Path) -> int:
     """Running pooled containers of the instance whose DATA_DIR this is (their slots)."""
     import docker
@@ -61,3 +72,16 @@ def wait_for_pool(data_dir: Path, size: int, timeout: float = 120) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the pool did not fill to {size} in {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def start_worker(executor: str, pool: int) -> subprocess.Popen:
+    """`manage.py worker` of the bench's instance (its settings are in os.environ), in a
+    process group of its own: stop it with os.killpg(worker.pid, SIGTERM)."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "worker"],
+        cwd=ROOT,
+        env={**os.environ, "FASTFLOW_EXECUTOR": executor, "RUN_POOL_SIZE": str(pool)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

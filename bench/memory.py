@@ -49,25 +49,8 @@ django.setup()
 from bench.common import free_port, wait_until_answering
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
+from runs_app.management.commands.worker import descendants
 from runs_app.models import PipelineRun, WorkerProcess
-
-
-def tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, todo = [root], [root]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 def memory(pids: list[int]) -> tuple[int, int]:
@@ -91,7 +74,7 @@ def settled(root: int) -> tuple[int, int, int]:
     """Processes and memory once nothing has started or ended for a second."""
     previous, steady_since = None, time.monotonic()
     while time.monotonic() - steady_since < 1.0:
-        current = sorted(tree(root))
+        current = sorted([root, *descendants(root)])
         if current != previous:
             previous, steady_since = current, time.monotonic()
         time.sleep(0.1)
@@ -118,7 +101,7 @@ def main() -> None:
         assert wait_for(lambda: WorkerProcess.objects.exists(), timeout=60), "no worker"
         count, rss, pss = settled(up.pid)
         print(f"instance in {WORK} (SQLite, {args.executor})")
-        for pid in sorted(tree(up.pid)):
+        for pid in sorted([up.pid, *descendants(up.pid)]):
             with open(f"/proc/{pid}/cmdline") as cmdline:
                 command = cmdline.read().replace("\0", " ")[:60]
             one_rss, one_pss = memory([pid])

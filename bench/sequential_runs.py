@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import percentiles, wait_for_pool
+from bench.common import print_percentiles, start_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.logs import read_lines
@@ -78,14 +77,7 @@ def first_line_at(run: PipelineRun) -> float:
 
 
 def measure(executor: str, count: int, pool: int) -> None:
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "worker"],
-        cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": executor, "RUN_POOL_SIZE": str(pool)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker(executor, pool)
     try:
         pipeline = Pipeline.objects.get(name="fib")
         first = PipelineRun.enqueue(pipeline, trigger="api")  # the worker is up and warm
@@ -110,8 +102,7 @@ def measure(executor: str, count: int, pool: int) -> None:
         label = f"{executor}, pool {pool}" if executor == "docker" else executor
         print(f"  {label:<15} {count} sequential runs: {total:5.1f} s ({count / total:.1f} runs/s)")
         for phase, samples in phases.items():
-            p50, p95, _ = percentiles(samples)
-            print(f"      {phase:<22} p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+            print_percentiles(phase, samples)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)

@@ -93,7 +93,7 @@ class Command(BaseCommand):
             tasks.stop()
             # What runs and tasks started below this process (local runs: they cannot be
             # re-attached; a warm-up's uv) ends with it.
-            end_processes(_descendants(os.getpid()))
+            end_processes(descendants(os.getpid()))
             with contextlib.suppress(Exception):  # the database may be gone too
                 PipelineRun.release_stale(dead_local_workers())
                 WorkerProcess.objects.filter(name=worker_id()).delete()
@@ -171,7 +171,7 @@ class Command(BaseCommand):
             logger.exception("worker tick failed")
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below `pid` (Linux /proc), children before grandchildren."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
