@@ -111,11 +111,15 @@ class LocalExecutor:
         sampler.start()
 
         def still_running(wait_seconds: float) -> bool:
-            try:
-                process.wait(timeout=wait_seconds)
-            except subprocess.TimeoutExpired:
-                return True
-            return False
+            # A program that ends closes its pipes: that wakes the follower at once, where
+            # waiting on the process alone is a poll (Popen.wait sleeps up to 50 ms).
+            if _all_ended(readers, wait_seconds):
+                try:
+                    process.wait(timeout=wait_seconds)
+                except subprocess.TimeoutExpired:
+                    return True  # its pipes closed early: it goes on
+                return False
+            return process.poll() is None  # ended, with its pipes held by what it started
 
         supervise(
             spec,
@@ -160,6 +164,14 @@ class LocalExecutor:
 
     def remove(self, handle: str) -> None:
         """Nothing to remove: a finished process leaves nothing behind."""
+
+
+def _all_ended(threads: list[threading.Thread], timeout: float) -> bool:
+    """Wait up to `timeout` in all for the threads to end; whether they all did."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+    return not any(thread.is_alive() for thread in threads)
 
 
 def _pump(pipe, stream: str, reader: MarkerReader) -> None:
