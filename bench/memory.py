@@ -83,7 +83,7 @@ def settled(root: int) -> tuple[int, int, int]:
 
 
 def mb(value: float) -> str:
-    return f"{value / 1024**2:6.0f} MB"
+    return f"{value / 1024**2:6.1f} MB"
 
 
 def main() -> None:

@@ -88,6 +88,9 @@ LISTEN_WAIT_SECONDS = 2.0
 REFILL_THREADS = 2
 # The keeper looks again at least this often, events or not.
 IDLE_WAKE_SECONDS = 5.0
+# While runs keep taking containers, a refill waits this long for a quiet moment, or this
+# long at most.
+QUIET_SECONDS, DEFER_SECONDS = 0.5, 3.0
 SWEEP_EVERY_SECONDS = 30.0
 # A slot folder without a container is left alone this long (its container may be on its way).
 ORPHAN_SLOT_SECONDS = 60.0
@@ -307,6 +310,7 @@ class PoolKeeper:
         self.last_sweep = 0.0
         self.problem = ""
         self.made: set[str] = set()  # every container it made (what tests check against)
+        self.ready = 0
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="container-pool", daemon=True)
@@ -355,6 +359,7 @@ class PoolKeeper:
                 ready += 1
             else:
                 self.discard(container)  # died, or made for an older image or layout
+        self.ready = ready
         missing = max(self.size - ready, 0)
         if missing and not self.stopping.is_set():
             with ThreadPoolExecutor(min(missing, REFILL_THREADS)) as makers:
@@ -453,12 +458,25 @@ class PoolKeeper:
 
     def wait_for_change(self) -> None:
         """Until a pooled container is taken, dies or is removed (the engine's events), or
-        IDLE_WAKE_SECONDS pass."""
+        IDLE_WAKE_SECONDS pass. While runs keep taking containers and half the pool is
+        still ready, the refill waits for a quiet moment (QUIET_SECONDS without a take, at
+        most DEFER_SECONDS): making a container costs the engine the same CPU the runs
+        starting and ending now need."""
+        if not self.next_event(IDLE_WAKE_SECONDS):
+            return
+        left, deferred_until = self.ready - 1, time.monotonic() + DEFER_SECONDS
+        while left >= max(self.size // 2, 1) and time.monotonic() < deferred_until:
+            if not self.next_event(QUIET_SECONDS):
+                return
+            left -= 1
+
+    def next_event(self, seconds: float) -> bool:
+        """Whether a pool event came within `seconds`."""
         since = time.time()
         try:
             self.events = self.executor.api.events(
                 since=since,
-                until=since + IDLE_WAKE_SECONDS,
+                until=since + seconds,
                 filters={
                     "type": "container",
                     "label": [LABEL_POOL],
@@ -467,12 +485,13 @@ class PoolKeeper:
                 decode=True,
             )
             for _event in self.events:
-                break
+                return True
         except (*ENGINE_ERRORS, DockerException, AttributeError, ValueError, OSError):
             self.stopping.wait(1.0)  # the engine went away, or stop() closed the stream
         finally:
             with contextlib.suppress(Exception):
                 self.events.close()
+        return False
 
 
 def make_slot(slot: Path) -> None:

@@ -19,6 +19,7 @@ from runs_app.executors import ExecutorError
 from runs_app.executors.pool import PoolKeeper, current_profile, ready_containers
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from runs_app.warmup import needs_warming, warm
 
 
 def require(available: bool, what: str) -> None:
@@ -122,8 +123,11 @@ ACTIVE_POOLS: list[PoolKeeper] = []
 
 def execute(run: PipelineRun) -> PipelineRun:
     """Claim (unless enqueue's dispatch already did) and follow the run in this thread; with
-    a pool, once a container of the current settings is ready for it."""
+    a pool, once its requirements are warmed and a container of the current settings is
+    ready for it."""
     for keeper in ACTIVE_POOLS:
+        if needs_warming(run.pipeline):
+            warm(run.pipeline.pk)  # the cache's folders are part of a pooled container's make
         try:
             profile = current_profile(keeper.executor)
         except ExecutorError:
