@@ -4,9 +4,9 @@ another process through PostgreSQL's NOTIFY or Redis's publish/subscribe."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -104,12 +104,11 @@ def test_on_one_machine_a_socket_wakes_a_worker_of_another_process(settings, tmp
         listener.close()
     # A worker gone: its socket goes with it, and a knock on a dead one removes it.
     assert list(wakeup.socket_dir().glob("*.sock")) == []
-    dead = wakeup.Listener()
-    path = Path(dead.socket.getsockname())
-    dead.socket.close()  # as a killed worker leaves it
+    path = wakeup.socket_dir() / "deadbeef.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(str(path))  # closed without removing its file: as a killed worker leaves it
     wakeup.announce()
     assert not path.exists()
-    dead.close()
 
 
 def test_where_no_socket_fits_workers_look_every_poll_interval(settings, tmp_path):
