@@ -144,7 +144,7 @@ def with_database(action: Callable[[], T], lease: Lease) -> T:
 
 
 class RunFollower:
-    """Everything one worker process does for one run it holds."""
+    """Everything a worker does for one run it holds (in a thread of its own)."""
 
     def __init__(self, run: PipelineRun, lets_go: Callable[[], bool] = lambda: False) -> None:
         self.run = run
