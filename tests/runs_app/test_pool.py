@@ -160,7 +160,9 @@ def test_only_a_container_of_the_current_image_is_handed_out(
     old = ready_ids(keeper)
     tag = f"fastflow-worker-pool-test:{uuid.uuid4().hex[:8]}"
     dockerfile = f"FROM {settings.WORKER_IMAGE}\nLABEL fastflow.test-rebuild={tag}\n"
-    image, _ = docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag)
+    image, _ = docker_engine.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True
+    )
     try:
         settings.WORKER_IMAGE = tag  # as if the image was rebuilt
         run = run_now(make_pipeline, "fib", "print(55)\n")
