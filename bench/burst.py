@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -51,7 +50,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import print_percentiles, start_worker, wait_for_pool
+from bench.common import print_percentiles, start_worker, stop_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
@@ -99,8 +98,7 @@ def measure(pool: int) -> None:
         print_percentiles("queued → claimed", waits, 18)
         print_percentiles("claimed → started", starts, 18)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_worker(worker)
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import percentiles
+from bench.common import percentiles, start_worker, stop_worker
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-chain-"))
 os.environ.update(
@@ -77,14 +75,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     discover()
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "worker"],
-        cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": args.executor},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker(args.executor)
     delays = []
     try:
         extract = Pipeline.objects.get(name="extract")
@@ -104,8 +95,7 @@ def main() -> None:
             while PipelineRun.objects.filter(status__in=PipelineRun.ACTIVE_STATUSES).exists():
                 time.sleep(0.01)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_worker(worker)
     p50, p95, worst = percentiles(delays)
     print(
         f"{args.executor}: {len(delays)} chains, upstream ended → downstream's first log line: "

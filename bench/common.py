@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -74,14 +75,23 @@ def wait_for_pool(data_dir: Path, size: int, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def start_worker(executor: str, pool: int) -> subprocess.Popen:
-    """`manage.py worker` of the bench's instance (its settings are in os.environ), in a
-    process group of its own: stop it with os.killpg(worker.pid, SIGTERM)."""
+def start_worker(executor: str, pool: int | None = None, *options: str) -> subprocess.Popen:
+    """`manage.py worker [options]` of the bench's instance (its settings are in os.environ),
+    in a process group of its own; `pool` sets RUN_POOL_SIZE (None: the instance's)."""
+    env = {**os.environ, "FASTFLOW_EXECUTOR": executor}
+    if pool is not None:
+        env["RUN_POOL_SIZE"] = str(pool)
     return subprocess.Popen(
-        [sys.executable, "manage.py", "worker"],
+        [sys.executable, "manage.py", "worker", *options],
         cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": executor, "RUN_POOL_SIZE": str(pool)},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def stop_worker(worker: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM to the worker's process group, as Ctrl-C would; wait until it is gone."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=timeout)

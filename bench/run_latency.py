@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +47,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import percentiles
+from bench.common import percentiles, start_worker, stop_worker
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
@@ -78,14 +76,7 @@ def wait_final(run_ids: list[int], deadline: float) -> bool:
 
 
 def measure(executor: str, latency_runs: int, batch: int) -> None:
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "worker", "--tick", "0.5"],
-        cwd=ROOT,
-        env={**os.environ, "FASTFLOW_EXECUTOR": executor},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker(executor, None, "--tick", "0.5")
     try:
         for name in PIPELINES:
             pipeline = Pipeline.objects.get(name=name)
@@ -119,8 +110,7 @@ def measure(executor: str, latency_runs: int, batch: int) -> None:
             f"({batch / elapsed:.1f} runs/s, {succeeded}/{batch} succeeded)"
         )
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_worker(worker)
 
 
 def main() -> None:

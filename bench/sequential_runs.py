@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import print_percentiles, start_worker, wait_for_pool
+from bench.common import print_percentiles, start_worker, stop_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.logs import read_lines
@@ -104,8 +103,7 @@ def measure(executor: str, count: int, pool: int) -> None:
         for phase, samples in phases.items():
             print_percentiles(phase, samples)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_worker(worker)
 
 
 def main() -> None:
