@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import FIB_MAIN, print_percentiles, start_worker, stop_worker, wait_for_pool
+
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-burst-"))
 parser = argparse.ArgumentParser()
 parser.add_argument("--executor", default="docker", choices=["docker", "local"])
@@ -40,9 +42,7 @@ os.environ.update(
 )
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
 (WORK / "pipelines" / "fib").mkdir(parents=True)
-(WORK / "pipelines" / "fib" / "main.py").write_text(
-    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nprint(fib(10))\n"
-)
+(WORK / "pipelines" / "fib" / "main.py").write_text(FIB_MAIN)
 
 import django
 
@@ -50,7 +50,6 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import print_percentiles, start_worker, stop_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun

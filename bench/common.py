@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Issue 15's tiny run: computes fib(10) and prints it.
+FIB_MAIN = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nprint(fib(10))\n"
 
 # Debian's Chromium, headless, without its background traffic (ENVIRONMENT.md).
 CHROMIUM_ARGS = [

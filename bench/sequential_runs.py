@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import FIB_MAIN, print_percentiles, start_worker, stop_worker, wait_for_pool
+
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-sequential-"))
 os.environ.update(
     DATA_DIR=str(WORK / "data"),
@@ -36,9 +38,8 @@ os.environ.update(
     LOG_LEVEL="WARNING",
 )
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
-FIB = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nprint(fib(10))\n"
 (WORK / "pipelines" / "fib").mkdir(parents=True)
-(WORK / "pipelines" / "fib" / "main.py").write_text(FIB)
+(WORK / "pipelines" / "fib" / "main.py").write_text(FIB_MAIN)
 
 import django
 
@@ -46,7 +47,6 @@ django.setup()
 
 from django.core.management import call_command
 
-from bench.common import print_percentiles, start_worker, stop_worker, wait_for_pool
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.logs import read_lines
