@@ -13,7 +13,6 @@ The database named by --database-url is emptied first (it is the bench's own).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,7 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import FIB_MAIN, print_percentiles, start_worker, stop_worker, wait_for_pool
+from bench.common import (
+    FIB_MAIN,
+    print_percentiles,
+    start_worker,
+    stop_worker,
+    throwaway_instance,
+    wait_for_pool,
+)
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-burst-"))
 parser = argparse.ArgumentParser()
@@ -31,33 +37,17 @@ parser.add_argument("--pool", type=int, nargs="+", default=[0, 10], help="RUN_PO
 parser.add_argument("--database-url", default=f"sqlite:///{WORK / 'db.sqlite3'}")
 parser.add_argument("--redis-url", default="")
 args = parser.parse_args()
-os.environ.update(
-    DATA_DIR=str(WORK / "data"),
-    LOGS_DIR=str(WORK / "logs"),
-    PIPELINES_DIR=str(WORK / "pipelines"),
+throwaway_instance(
+    WORK,
+    {"fib": FIB_MAIN},
+    flush="postgres" in args.database_url,
     DATABASE_URL=args.database_url,
     REDIS_URL=args.redis_url,
     MAX_CONCURRENT_RUNS="10",
-    LOG_LEVEL="WARNING",
 )
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
-(WORK / "pipelines" / "fib").mkdir(parents=True)
-(WORK / "pipelines" / "fib" / "main.py").write_text(FIB_MAIN)
 
-import django
-
-django.setup()
-
-from django.core.management import call_command
-
-from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
-
-call_command("migrate", verbosity=0)
-if "postgres" in args.database_url:
-    call_command("flush", interactive=False, verbosity=0)
-discover()
 
 
 def wait_all_final(ids: list[int], timeout: float) -> None:

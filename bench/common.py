@@ -97,3 +97,33 @@ def stop_worker(worker: subprocess.Popen, timeout: float = 60) -> None:
     """SIGTERM to the worker's process group, as Ctrl-C would; wait until it is gone."""
     os.killpg(worker.pid, signal.SIGTERM)
     worker.wait(timeout=timeout)
+
+
+def throwaway_instance(
+    work: Path, pipelines: dict[str, str], *, flush: bool = False, **settings: str
+) -> None:
+    """Make `work` an instance (its data, logs and pipelines folders; these pipelines' main.py;
+    `settings` as environment variables), set Django up on it, migrate and discover.
+    `flush`: the database is the bench's own (a PostgreSQL one it names): emptied first."""
+    os.environ.update(
+        DATA_DIR=str(work / "data"),
+        LOGS_DIR=str(work / "logs"),
+        PIPELINES_DIR=str(work / "pipelines"),
+        LOG_LEVEL="WARNING",
+        **settings,
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+    for name, main in pipelines.items():
+        (work / "pipelines" / name).mkdir(parents=True)
+        (work / "pipelines" / name / "main.py").write_text(main)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from pipelines_app.discovery import discover
+
+    call_command("migrate", verbosity=0)
+    if flush:
+        call_command("flush", interactive=False, verbosity=0)
+    discover()

@@ -18,7 +18,6 @@ the engine's end of the program).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -27,33 +26,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import FIB_MAIN, print_percentiles, start_worker, stop_worker, wait_for_pool
+from bench.common import (
+    FIB_MAIN,
+    print_percentiles,
+    start_worker,
+    stop_worker,
+    throwaway_instance,
+    wait_for_pool,
+)
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-sequential-"))
-os.environ.update(
-    DATA_DIR=str(WORK / "data"),
-    LOGS_DIR=str(WORK / "logs"),
-    PIPELINES_DIR=str(WORK / "pipelines"),
-    MAX_CONCURRENT_RUNS="10",
-    LOG_LEVEL="WARNING",
-)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
-(WORK / "pipelines" / "fib").mkdir(parents=True)
-(WORK / "pipelines" / "fib" / "main.py").write_text(FIB_MAIN)
+throwaway_instance(WORK, {"fib": FIB_MAIN}, MAX_CONCURRENT_RUNS="10")
 
-import django
-
-django.setup()
-
-from django.core.management import call_command
-
-from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.logs import read_lines
 from runs_app.models import PipelineRun
 
-call_command("migrate", verbosity=0)
-discover()
 TRIGGER_TO_LINE = "queued → first line"
 PHASES = ["queued → claimed", "claimed → started", "started → first line",
           "first line → ended", "ended → final"]  # fmt: skip
