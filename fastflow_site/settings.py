@@ -133,6 +133,10 @@ ENCRYPTION_KEYS = _encryption_keys(_encryption_key_text)
 # --- The instance (PIPELINE_FORMAT.md, "Settings of the instance") -----------------------
 
 WORKER_IMAGE = env.str("WORKER_IMAGE", default="fastflow-worker:latest")
+# Images for pipelines whose python_version names another minor version than
+# WORKER_IMAGE's: "3.13=fastflow-worker:py3.13" (build it with
+# `SUITE=trixie bash runs_app/worker_image/build-offline.sh fastflow-worker:py3.13`).
+PYTHON_IMAGES = env.dict("PYTHON_IMAGES", default={"3.13": "fastflow-worker:py3.13"})
 FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
 if FASTFLOW_EXECUTOR not in ("docker", "local"):
     raise ImproperlyConfigured(

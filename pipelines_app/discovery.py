@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -23,12 +23,15 @@ from django.utils import timezone
 from pipelines_app.checkouts import current_link, live_pipelines_root
 from pipelines_app.contract import PipelineConfig, Problem, is_pipeline_name, parse_config
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline
+from pipelines_app.projects import detect_engine, project_problems
 from pipelines_app.schedules import sync_file_schedules
 from pipelines_app.signals import catalogue_changed
 
 logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILES = ("requirements.txt.lock", "requirements.txt")  # first found wins
+# The Python a FastFlowTransform pipeline gets unless pipeline.json says python_version.
+FFT_PYTHON = "3.13"
 
 
 @dataclass
@@ -149,13 +152,13 @@ def _inspect_entry(entry: Path, real_root: Path, tz_name: str) -> FolderReport |
         )
     has_script = (entry / "main.py").exists() or (entry / "main.py").is_symlink()
     has_notebook = (entry / "main.ipynb").exists() or (entry / "main.ipynb").is_symlink()
-    if not has_script and not has_notebook:
+    if not has_script and not has_notebook and detect_engine(entry) is None:
         return FolderReport(
             entry.name,
             entry,
             "ignored",
-            reason='has no main.py (nor main.ipynb with "type": "notebook"), '
-            "so it is not a pipeline",
+            reason='has no main.py (nor main.ipynb with "type": "notebook", nor a dbt or '
+            "FastFlowTransform project), so it is not a pipeline",
         )
     return _inspect_pipeline(entry, real_root, tz_name)
 
@@ -174,6 +177,7 @@ def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderRepo
             for key in duplicate_keys:
                 report.warn(config_name, "appears twice; the last one wins", key)
 
+    _resolve_models_project(folder, real_root, report)
     entry_point = report.config.entry_point
     entry = folder / entry_point
     if not (entry.exists() or entry.is_symlink()):
@@ -193,6 +197,45 @@ def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderRepo
     if report.errors:
         report.status = "invalid"
     return report
+
+
+def _resolve_models_project(folder: Path, real_root: Path, report: FolderReport) -> None:
+    """A folder without main.py whose project file says dbt or FFT is a models pipeline
+    (unless pipeline.json names another type); its engine is settled here, once."""
+    config = report.config
+    has_code = any((folder / name).exists() for name in ("main.py", "main.ipynb"))
+    detected = detect_engine(folder)
+    explicit_type = report.config_file and config.type != "script"
+    if config.type != "models" and (explicit_type or has_code or detected is None):
+        return
+    engine = config.models.engine or detected
+    if engine is None:
+        report.error(
+            report.config_file or "",
+            '"type": "models" needs a dbt project (dbt_project.yml) or a FastFlowTransform '
+            "project (project.yml with models/) in the folder, or models.engine",
+            "type",
+        )
+        return
+    models = replace(config.models, engine=engine)
+    python_version = config.python_version
+    if engine == "fft" and not python_version:
+        python_version = FFT_PYTHON  # FastFlowTransform needs Python 3.12 or newer
+    report.config = replace(config, type="models", models=models, python_version=python_version)
+    for file, message in project_problems(folder, engine, lambda p: _read_text(p, real_root)):
+        report.error(file, message)
+    if not report.requirements_file and not any(
+        (folder / name).exists() for name in REQUIREMENTS_FILES
+    ):
+        report.error(
+            "requirements.txt",
+            "is missing: a models run installs its engine from it, e.g. "
+            + (
+                '"dbt-core<1.12" and "dbt-duckdb<1.12"'
+                if engine == "dbt"
+                else '"fastflowtransform"'
+            ),
+        )
 
 
 def _config_file_name(folder: Path, report: FolderReport) -> str:

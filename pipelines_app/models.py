@@ -4,10 +4,12 @@ discovery."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -114,10 +116,27 @@ class Pipeline(models.Model):
         return self.has_requirements or bool(self.spec.python_version)
 
     @property
+    def worker_image(self) -> str:
+        """The image its runs start from: PYTHON_IMAGES' image for the minor version its
+        python_version names ("3.13", "3.13.1", "==3.13.*"), else WORKER_IMAGE."""
+        if self.spec.python_version:
+            minor = re.search(r"\d+\.\d+", self.spec.python_version)
+            if minor and minor.group(0) in settings.PYTHON_IMAGES:
+                return settings.PYTHON_IMAGES[minor.group(0)]
+        return settings.WORKER_IMAGE
+
+    @property
+    def data_folder(self) -> Path | None:
+        """pipeline.json data_folder: DATA_DIR/pipeline-data/<name>, kept between runs."""
+        if not self.spec.data_folder:
+            return None
+        return Path(settings.DATA_DIR) / "pipeline-data" / self.name
+
+    @property
     def environment_key(self) -> str:
         """What a warm-up made ready: the requirements, the Python asked for, the image."""
         material = "\0".join(
-            [self.requirements_hash, self.spec.python_version or "", settings.WORKER_IMAGE]
+            [self.requirements_hash, self.spec.python_version or "", self.worker_image]
         )
         return hashlib.sha256(material.encode()).hexdigest()
 

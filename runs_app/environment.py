@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pipelines_app.contract import RunSettings
+from pipelines_app.contract import RUN_SELECTION_NAMES, RunSettings, run_selection_problem
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 from secrets_app.crypto import decrypt
@@ -38,10 +38,20 @@ def secret_names_of(pipeline: Pipeline) -> set[str]:
 
 def check_parameters(pipeline: Pipeline, values: dict[str, str]) -> list[str]:
     """Why each name given for one run (run form, webhook body, `runpipeline -e`) cannot be
-    one of its environment variables (empty: all fine). Reserved names are refused, and so
-    are the names of the pipeline's secrets: a caller must not swap a secret for its own
-    value (a database password for one that points elsewhere)."""
-    problems = [problem for name in values if (problem := runtime_env_name_problem(name))]
+    one of its environment variables (empty: all fine). Reserved names are refused (but
+    for a models pipeline's FASTFLOW_SELECT, FASTFLOW_EXCLUDE and FASTFLOW_FULL_REFRESH,
+    checked as selections), and so are the names of the pipeline's secrets: a caller must
+    not swap a secret for its own value (a database password for one that points
+    elsewhere)."""
+    problems = []
+    for name, value in values.items():
+        if name in RUN_SELECTION_NAMES:  # which models a models run builds
+            if pipeline.spec.type != "models":
+                problems.append(f"{name} is for models pipelines; {pipeline.name} is not one")
+            elif problem := run_selection_problem(name, str(value)):
+                problems.append(problem)
+        elif problem := runtime_env_name_problem(name):
+            problems.append(problem)
     secrets = secret_names_of(pipeline)
     problems += [
         f"{name} is a secret of {pipeline.name}; a value given for one run cannot replace it"
@@ -118,6 +128,10 @@ def build_environment(run: PipelineRun) -> RunEnvironment:
         "FASTFLOW_ATTEMPT": str(run.attempt),
     }
     spec = run.pipeline.spec
+    if spec.type == "models":
+        # What models_runner.py runs; the run's own FASTFLOW_SELECT... (parameters) win.
+        models = {**spec.models.to_json(), "commands": list(spec.models.effective_commands)}
+        own["FASTFLOW_MODELS"] = json.dumps(models)
     if spec.type == "notebook" and spec.cells:
         # The launcher's per-cell retries and delays (pipeline.json `cells`).
         own["FASTFLOW_CELLS"] = json.dumps(

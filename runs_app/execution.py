@@ -34,6 +34,7 @@ from django.utils import timezone
 from pipelines_app.checkouts import commit_of
 from pipelines_app.sizes import format_size
 from runs_app import live
+from runs_app.artifacts import ArtifactWriter
 from runs_app.environment import build_environment
 from runs_app.executors import (
     EngineUnavailable,
@@ -48,6 +49,7 @@ from runs_app.executors import (
 from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
 from runs_app.models import PipelineRun, dispatch
+from runs_app.steps import StepRecorder, failure_summary
 from runs_app.warmup import ensure_warm
 from secrets_app.crypto import DecryptionError
 from secrets_app.masking import Masker
@@ -154,6 +156,8 @@ class RunFollower:
         self.log: LogWriter | None = None
         self.metrics: MetricsWriter | None = None
         self.spec: RunSpec | None = None
+        self.steps: StepRecorder | None = None  # models runs
+        self.artifacts: ArtifactWriter | None = None
 
     def follow(self) -> None:
         run = self.run
@@ -173,9 +177,14 @@ class RunFollower:
             self._fail_without_log(exc)
             return
         self.spec, notes = run_spec(run, environment.variables)
+        if run.pipeline.spec.type == "models":
+            self.steps = StepRecorder(run, mask)
+            self.artifacts = ArtifactWriter(run.log_path, self.log)
         try:
             self._follow(environment, notes, mask)
         finally:
+            if self.steps is not None:
+                self.steps.close()
             self.log.close()
             self.metrics.close()
             if run.is_finished:
@@ -192,6 +201,8 @@ class RunFollower:
             should_let_go=self.lets_go,
             on_started=lambda handle: with_database(lambda: run.mark_started(handle), self.lease),
             on_sample=self.metrics.sample,
+            on_step=self.steps.report if self.steps else lambda report: None,
+            on_artifact=self.artifacts.write if self.artifacts else lambda piece: None,
         )
         try:
             try:
@@ -288,6 +299,13 @@ class RunFollower:
     def _record(self, outcome: Outcome, mask: Masker) -> None:
         """Turn what the executor saw into the run's final, truthful state."""
         status, reason, message = judge(outcome, self.spec)
+        if self.steps is not None:
+            self.steps.close()  # every reported step stored before the run is judged
+            with_database(self.steps.conclude, self.lease)
+            if reason == FailureReason.EXIT_CODE:
+                failed = with_database(lambda: failure_summary(self.run), self.lease)
+                if failed:
+                    reason, message = FailureReason.STEP_FAILED, f"{message}: {failed}"
         message = mask(message)
         fields = {
             "exit_code": outcome.exit_code,
@@ -444,6 +462,8 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
         entry_point=config.entry_point,
         requirements_file=run.pipeline.requirements_file,
         python_version=config.python_version,
+        image=run.pipeline.worker_image,
+        data_dir=run.pipeline.data_folder,
         env=environment,
         cpu_hard_limit=cpu,
         mem_hard_limit_bytes=memory,

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from runs_app.artifacts import remove_artifacts
 from runs_app.logs import metrics_path
 from runs_app.models import Chore, PipelineRun
 
@@ -94,6 +95,7 @@ def _remove_logs(runs: list[PipelineRun], report: Report, now: datetime) -> None
             report.logs_archived += 1
         for path in files:
             path.unlink(missing_ok=True)
+        remove_artifacts(run.log_path)  # a models run's docs and graph go with its log
         removed.append(run.pk)
     # Only runs still ended are marked (a row is never taken back from a live run).
     report.logs_removed += PipelineRun.objects.filter(

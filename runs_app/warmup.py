@@ -168,6 +168,7 @@ def _install(
         entry_point=pipeline.spec.entry_point,
         requirements_file=pipeline.requirements_file,
         python_version=pipeline.spec.python_version,
+        image=pipeline.worker_image,
         env={},  # no secrets, no parameters: nothing but the install
         timeout_seconds=WARMUP_TIMEOUT_SECONDS,
         mem_hard_limit_bytes=settings.RUN_MEMORY_LIMIT,

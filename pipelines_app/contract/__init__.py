@@ -17,10 +17,22 @@ from pipelines_app.contract.parse import (
     parse_config,
 )
 from pipelines_app.contract.reader import ParseResult, Problem, show
+from pipelines_app.contract.selection import (
+    RUN_SELECTION_NAMES,
+    is_true,
+    run_selection_problem,
+    selection_problem,
+    selection_tokens,
+)
 from pipelines_app.contract.types import (
+    DEFAULT_MODELS_COMMANDS,
+    MODELS_COMMANDS,
+    MODELS_ENGINES,
+    MODELS_PROJECT_FILES,
     NOTIFY_EVENTS,
     CellPolicy,
     DownstreamTrigger,
+    ModelsSpec,
     NotifyPolicy,
     PipelineConfig,
     RetryStrategy,
@@ -29,11 +41,17 @@ from pipelines_app.contract.types import (
 )
 
 __all__ = [
+    "DEFAULT_MODELS_COMMANDS",
     "MIN_MEMORY_LIMIT",
+    "MODELS_COMMANDS",
+    "MODELS_ENGINES",
+    "MODELS_PROJECT_FILES",
     "NOTIFY_EVENTS",
     "PIPELINE_NAME",
+    "RUN_SELECTION_NAMES",
     "CellPolicy",
     "DownstreamTrigger",
+    "ModelsSpec",
     "NotifyPolicy",
     "ParseResult",
     "PipelineConfig",
@@ -42,6 +60,10 @@ __all__ = [
     "RunSettings",
     "ScheduleSpec",
     "is_pipeline_name",
+    "is_true",
     "parse_config",
+    "run_selection_problem",
+    "selection_problem",
+    "selection_tokens",
     "show",
 ]

@@ -9,10 +9,14 @@ import re
 from typing import Any
 
 from pipelines_app.contract.reader import FieldReader, ParseResult, show
+from pipelines_app.contract.selection import selection_problem, selection_tokens
 from pipelines_app.contract.types import (
+    MODELS_COMMANDS,
+    MODELS_ENGINES,
     NOTIFY_EVENTS,
     CellPolicy,
     DownstreamTrigger,
+    ModelsSpec,
     NotifyPolicy,
     PipelineConfig,
     RetryStrategy,
@@ -62,7 +66,21 @@ TOP_LEVEL_KEYS = (
     "restart_interval",
     "cells",
     "notify",
+    "models",
+    "data_folder",
 )
+PIPELINE_TYPES = ("script", "notebook", "models")
+MODELS_KEYS = (
+    "engine",
+    "commands",
+    "select",
+    "exclude",
+    "full_refresh",
+    "target",
+    "docs",
+    "fingerprint_cache",
+)
+TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 SCHEDULE_ENTRY_KEYS = ("id", "enabled", "timezone", *SCHEDULE_KEYS, *RUN_SETTING_KEYS)
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "run_config_id", "on_route")
 
@@ -93,10 +111,10 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
     if "enabled" in data and (flag := reader.boolean(data["enabled"], "enabled")) is not None:
         values["enabled"] = flag
     if "type" in data:
-        if data["type"] in ("script", "notebook"):
+        if data["type"] in PIPELINE_TYPES:
             values["type"] = data["type"]
         else:
-            reader.error("type", f'{show(data["type"])} must be "script" or "notebook"')
+            reader.error("type", f'{show(data["type"])} must be "script", "notebook" or "models"')
     if "python_version" in data:
         values["python_version"] = _python_version(reader, data["python_version"])
     if "timezone" in data:
@@ -125,9 +143,74 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
 
     if "notify" in data:
         values["notify"] = _notify(reader, data["notify"])
+    if "models" in data:
+        values["models"] = _models(reader, data["models"])
+        if values.get("type") not in (None, "models"):
+            reader.warn("models", 'applies to models pipelines only ("type": "models")')
+    if "data_folder" in data:
+        values["data_folder"] = reader.boolean(data["data_folder"], "data_folder")
 
     config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
     return ParseResult(config, reader.errors, reader.warnings)
+
+
+def _models(reader: FieldReader, value: Any) -> ModelsSpec | None:
+    """{"engine": "dbt", "commands": ["build"], "select": "orders+", "full_refresh": false}"""
+    if not isinstance(value, dict):
+        reader.error("models", f'{show(value)} must be an object, e.g. {{"select": "orders+"}}')
+        return None
+    reader.unknown_keys(value, MODELS_KEYS, "models.")
+    values: dict[str, Any] = {}
+    engine = value.get("engine")
+    if engine is not None:
+        if engine in MODELS_ENGINES:
+            values["engine"] = engine
+        else:
+            reader.error(
+                "models.engine", f'{show(engine)} must be "dbt" or "fft" (FastFlowTransform)'
+            )
+    if "commands" in value:
+        commands = _names(reader, value["commands"], "models.commands")
+        allowed = MODELS_COMMANDS.get(values.get("engine", ""), ())
+        known = allowed or sorted({c for each in MODELS_COMMANDS.values() for c in each})
+        for command in commands:
+            if command not in known:
+                reader.error(
+                    "models.commands",
+                    f"{show(command)} is not a command Fast-Flow runs; use " + ", ".join(known),
+                )
+        values["commands"] = tuple(c for c in commands if c in known)
+        if not commands:
+            reader.error("models.commands", 'names no command; e.g. ["build"]')
+    for key in ("select", "exclude"):
+        if key in value:
+            values[key] = _selection(reader, value[key], f"models.{key}")
+    for key in ("full_refresh", "docs", "fingerprint_cache"):
+        if key in value and (flag := reader.boolean(value[key], f"models.{key}")) is not None:
+            values[key] = flag
+    if "target" in value:
+        target = reader.string(value["target"], "models.target", allow_empty=False)
+        if target is not None and not TARGET_NAME.fullmatch(target):
+            reader.error("models.target", f'{show(target)} is not a target name, e.g. "prod"')
+        elif target is not None:
+            values["target"] = target
+    if values.get("fingerprint_cache") and values.get("engine") == "dbt":
+        reader.warn("models.fingerprint_cache", "applies to FastFlowTransform only")
+    return ModelsSpec(**values)
+
+
+def _selection(reader: FieldReader, value: Any, path: str) -> tuple[str, ...]:
+    """ "orders+ tag:nightly" or ["orders+", "tag:nightly"] → the selectors."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = " ".join(value)
+    if not isinstance(value, str):
+        reader.error(path, f'{show(value)} must be a string or a list of strings, e.g. "orders+"')
+        return ()
+    problem = selection_problem(value)
+    if problem:
+        reader.error(path, problem)
+        return ()
+    return selection_tokens(value)
 
 
 def _notify(reader: FieldReader, value: Any) -> NotifyPolicy | None:

@@ -110,12 +110,44 @@ class NotifyPolicy:
     events: tuple[str, ...] = NOTIFY_EVENTS
 
 
+# Models pipelines (pipeline.json "type": "models"): the engines, and what each may run.
+MODELS_ENGINES = ("dbt", "fft")
+MODELS_COMMANDS = {
+    "dbt": ("deps", "seed", "snapshot", "run", "test", "build"),
+    "fft": ("seed", "run", "test"),
+}
+DEFAULT_MODELS_COMMANDS = {"dbt": ("build",), "fft": ("seed", "run", "test")}
+# The file that marks a project of each engine (and that a models run "enters").
+MODELS_PROJECT_FILES = {"dbt": "dbt_project.yml", "fft": "project.yml"}
+
+
+@dataclass(frozen=True)
+class ModelsSpec:
+    """pipeline.json "models": which engine runs the project, what it runs, and how."""
+
+    engine: Literal["dbt", "fft"] | None = None  # None: discovery finds it from the folder
+    commands: tuple[str, ...] = ()  # empty: the engine's DEFAULT_MODELS_COMMANDS
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    full_refresh: bool = False
+    target: str | None = None  # dbt's --target, FFT's --env
+    docs: bool = True  # generate the project's docs after a successful run
+    fingerprint_cache: bool = False  # FFT only: reuse results of unchanged SQL (off: safe)
+
+    @property
+    def effective_commands(self) -> tuple[str, ...]:
+        return self.commands or DEFAULT_MODELS_COMMANDS.get(self.engine or "", ())
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     description: str = ""
     tags: tuple[str, ...] = ()
     enabled: bool = True
-    type: Literal["script", "notebook"] = "script"
+    type: Literal["script", "notebook", "models"] = "script"
     python_version: str | None = None
     run: RunSettings = field(default_factory=RunSettings)
     max_instances: int | None = None
@@ -127,9 +159,16 @@ class PipelineConfig:
     restart_interval: str | None = None
     cells: tuple[CellPolicy, ...] = ()
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
+    models: ModelsSpec = field(default_factory=ModelsSpec)
+    # A folder of its own that persists between runs (DATA_DIR/pipeline-data/<name>),
+    # mounted at /data in its runs only (a DuckDB file, downloads kept for the next run).
+    data_folder: bool = False
 
     @property
     def entry_point(self) -> str:
+        """The file a run starts from: main.py, main.ipynb, or the models project's file."""
+        if self.type == "models":
+            return MODELS_PROJECT_FILES.get(self.models.engine or "", "dbt_project.yml")
         return "main.ipynb" if self.type == "notebook" else "main.py"
 
     def schedule(self, schedule_id: str) -> ScheduleSpec | None:
@@ -154,6 +193,10 @@ class PipelineConfig:
             channels=tuple(notify.get("channels", ())),
             events=tuple(notify.get("events", NOTIFY_EVENTS)),
         )
+        models = dict(data.get("models") or {})
+        for key in ("commands", "select", "exclude"):
+            models[key] = tuple(models.get(key, ()))
+        data["models"] = ModelsSpec(**models)
         return cls(**data)
 
 

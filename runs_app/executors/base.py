@@ -17,6 +17,7 @@ What an executor raises, and what the run then does:
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from runs_app.logs import STDERR, SYSTEM, LogWriter
 
 HERE = Path(__file__).parent
 LAUNCHER = HERE / "launcher.py"
+MODELS_RUNNER = HERE / "models_runner.py"
 PREPARE = HERE / "prepare.sh"
 RECEIVE = HERE / "receive.py"
 MARK = "\x1efastflow:"
@@ -71,6 +73,8 @@ class RunSpec:
     mem_soft_limit_bytes: int | None = None
     timeout_seconds: int | None = None  # None = no limit
     run_dir: Path = Path()  # the local executor's per-run folder
+    image: str = ""  # the worker image (PYTHON_IMAGES by python_version); "" = WORKER_IMAGE
+    data_dir: Path | None = None  # pipeline.json data_folder: its persistent folder
     # "warm": install the requirements into the shared uv cache and stop (no user code).
     purpose: Literal["run", "warm"] = "run"
 
@@ -109,6 +113,10 @@ class Watch:
     on_sample: Callable[[float | None, int | None], None] = lambda cpu, memory: None
     # True: stop following now, writing nothing more (the worker stops; LeaseLost).
     should_let_go: Callable[[], bool] = lambda: False
+    # Models runs: a model's (seed's, test's) progress, and a piece of an artifact
+    # (models_runner.py); both as the run said them, checked by whoever stores them.
+    on_step: Callable[[dict], None] = lambda report: None
+    on_artifact: Callable[[dict], None] = lambda piece: None
 
 
 class Executor(Protocol):
@@ -167,6 +175,23 @@ def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str,
     return variables
 
 
+def ensure_data_folder(path: Path, owner_uid: int | None = None) -> None:
+    """A pipeline's persistent data folder, made on its first run; in a container it is
+    written by the run's user (`owner_uid`), which only a root orchestrator can arrange —
+    otherwise the folder is opened to everyone on the host (it holds only that pipeline's
+    own data, and DATA_DIR itself is not open)."""
+    if path.is_dir():
+        return
+    path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    if owner_uid is None:
+        return
+    try:
+        os.chown(path, owner_uid, owner_uid)
+    except PermissionError:
+        path.chmod(0o777)
+
+
 def soft_limit_warnings(
     spec: RunSpec, peak_cpu_percent: float | None, peak_memory_bytes: int | None
 ) -> list[str]:
@@ -194,9 +219,10 @@ class MarkerReader:
     when its code started), never anything of another run.
     """
 
-    def __init__(self, log: LogWriter, outcome: Outcome) -> None:
+    def __init__(self, log: LogWriter, outcome: Outcome, watch: Watch | None = None) -> None:
         self.log = log
         self.outcome = outcome
+        self.watch = watch or Watch()
         self.lock = threading.Lock()
 
     def line(self, stream: str, text: str, timestamp: str | None, moment: datetime) -> None:
@@ -238,6 +264,14 @@ class MarkerReader:
             self.outcome.resolved = [str(item)[:200] for item in resolved[:2000]]
         elif word == "cell":
             return self.cell(rest)
+        elif word in ("step", "artifact"):
+            try:
+                report = json.loads(rest)
+            except ValueError:
+                return False
+            if not isinstance(report, dict):
+                return False
+            (self.watch.on_step if word == "step" else self.watch.on_artifact)(report)
         else:
             return False
         return True

@@ -44,6 +44,7 @@ from docker.types import LogConfig, Mount
 from runs_app.executors.base import (
     LAUNCHER,
     MARK,
+    MODELS_RUNNER,
     PREPARE,
     RECEIVE,
     EngineUnavailable,
@@ -52,6 +53,7 @@ from runs_app.executors.base import (
     Outcome,
     RunSpec,
     Watch,
+    ensure_data_folder,
     log_verdict,
     prepare_environment,
     record_sample,
@@ -75,6 +77,7 @@ CODE_DIR = "/pipeline"
 CACHE_DIR = "/uv-cache"
 WORK_DIR = "/fastflow"  # tmpfs: the run's environment and FASTFLOW_ROUTE_FILE
 TOOLS_DIR = "/opt/fastflow"
+DATA_MOUNT = "/data"  # pipeline.json data_folder
 CA_PATH = "/etc/ssl/fastflow-ca.pem"
 LABEL_RUN, LABEL_PIPELINE = "fastflow.run_id", "fastflow.pipeline"
 RUN_NAME_PREFIX = "fastflow-run-"
@@ -102,7 +105,8 @@ ENGINE_ERRORS = (
     socket.timeout,
 )
 # Markers that mean the same when read twice (a re-attached follower reads them again).
-REPEATABLE = ("started", "uv", "oom", "route", "handover")
+# Steps are stored by their id, artifact pieces at their offset: the same when read twice.
+REPEATABLE = ("started", "uv", "oom", "route", "handover", "step", "artifact")
 # What a stream that ends early raises (closed, timed out, cut off): read it again.
 STREAM_ERRORS = (*ENGINE_ERRORS, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 
@@ -179,10 +183,10 @@ class DockerExecutor:
     ) -> Outcome:
         return ContainerFollower(self, handle, spec, log, watch, resume_after).follow()
 
-    def check_image(self) -> str:
-        """WORKER_IMAGE's id; ExecutorError (image_missing) unless it is there and of this
-        version."""
-        image = settings.WORKER_IMAGE
+    def check_image(self, image: str = "") -> str:
+        """The id of `image` (WORKER_IMAGE when not given); ExecutorError (image_missing)
+        unless it is there and of this version."""
+        image = image or settings.WORKER_IMAGE
         try:
             found = self.api.inspect_image(image)
             labels = found["Config"].get("Labels") or {}
@@ -203,17 +207,21 @@ class DockerExecutor:
         return found["Id"]
 
     def _create(self, spec: RunSpec) -> str:
-        self.check_image()
+        image = spec.image or settings.WORKER_IMAGE
+        self.check_image(image)
         layout = self.layout(warm=spec.purpose == "warm")
+        mounts = [Mount(CODE_DIR, str(spec.folder), type="bind", read_only=True), *layout.mounts]
+        if spec.data_dir is not None and spec.purpose == "run":
+            # The pipeline's own persistent folder (pipeline.json data_folder), its runs only.
+            ensure_data_folder(spec.data_dir, RUN_UID)
+            mounts.append(Mount(DATA_MOUNT, str(spec.data_dir), type="bind"))
+            layout.env["FASTFLOW_DATA_DIR"] = DATA_MOUNT
         host_config = self.host_config(
-            [Mount(CODE_DIR, str(spec.folder), type="bind", read_only=True), *layout.mounts],
-            layout.tmpfs,
-            spec.mem_hard_limit_bytes,
-            spec.cpu_hard_limit,
+            mounts, layout.tmpfs, spec.mem_hard_limit_bytes, spec.cpu_hard_limit
         )
         try:
             created = self.api.create_container(
-                settings.WORKER_IMAGE,
+                image,
                 command=run_command(spec),
                 name=run_container_name(spec.run_id),
                 labels={LABEL_RUN: spec.run_id, LABEL_PIPELINE: spec.pipeline},
@@ -361,7 +369,7 @@ class ContainerFollower:
         self.log = log
         self.watch = watch
         self.outcome = Outcome()
-        self.reader = MarkerReader(log, self.outcome)
+        self.reader = MarkerReader(log, self.outcome, watch)
         # Per stream, the newest timestamp consumed and how many frames had it. A previous
         # follower's last line is consumed whole (every frame of it: infinity).
         self.seen: dict[str, tuple[str, float]] = {
@@ -848,7 +856,7 @@ def shared_tools() -> Path:
     host (same path), while its own code is not."""
     target = Path(settings.DATA_DIR) / "launcher"
     target.mkdir(parents=True, exist_ok=True)
-    for source in (LAUNCHER, PREPARE, RECEIVE):
+    for source in (LAUNCHER, MODELS_RUNNER, PREPARE, RECEIVE):
         destination = target / source.name
         content = source.read_bytes()
         if not destination.exists() or destination.read_bytes() != content:

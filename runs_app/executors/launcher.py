@@ -6,8 +6,9 @@ follower when the user's code starts (that ends "setup"), and otherwise behaves 
 `python main.py`: same `__main__`, argv, sys.path, exit codes and tracebacks.
 
 Lines on stderr that start with MARK and a known word are messages for Fast-Flow, never
-shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`, and for notebooks
-`cell <JSON>` (a code cell's start, retry, success or failure, with its attempt).
+shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`, for notebooks
+`cell <JSON>` (a code cell's start, retry, success or failure, with its attempt), and for
+models runs (models_runner.py) `step <JSON>` and `artifact <JSON>`.
 
 After the pipeline's code ends (normally or by sys.exit), the launcher reads the file named
 by FASTFLOW_ROUTE_FILE and reports its content as the run's route: inside the run, without
@@ -157,7 +158,11 @@ def main():
     tell("started")
     try:
         try:
-            if entry.endswith(".ipynb"):
+            if os.environ.get("FASTFLOW_MODELS"):
+                import models_runner  # beside this file (the models pipelines' runner)
+
+                models_runner.main()
+            elif entry.endswith(".ipynb"):
                 run_notebook(entry)
             else:
                 run_script(entry)

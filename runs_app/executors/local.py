@@ -33,6 +33,7 @@ from runs_app.executors.base import (
     Outcome,
     RunSpec,
     Watch,
+    ensure_data_folder,
     log_verdict,
     prepare_environment,
     record_sample,
@@ -77,6 +78,9 @@ class LocalExecutor:
             FASTFLOW_ROUTE_FILE=str(spec.run_dir / "route"),
             **prepare_environment(spec, str(spec.run_dir / "env"), str(LAUNCHER)),
         )
+        if spec.data_dir is not None:
+            ensure_data_folder(spec.data_dir)
+            env["FASTFLOW_DATA_DIR"] = str(spec.data_dir)
         if spec.mem_hard_limit_bytes:
             env["FASTFLOW_MEMORY_RLIMIT"] = str(spec.mem_hard_limit_bytes)
         if settings.RUN_CA_BUNDLE and Path(settings.RUN_CA_BUNDLE).is_file():
@@ -100,7 +104,7 @@ class LocalExecutor:
         except OSError as exc:
             raise ExecutorError("internal_error", f"The run could not be started: {exc}") from exc
         watch.on_started(f"{HANDLE_PREFIX}{process.pid}")
-        reader = MarkerReader(log, outcome)
+        reader = MarkerReader(log, outcome, watch)
         readers = [
             threading.Thread(target=_pump, args=(process.stdout, STDOUT, reader), daemon=True),
             threading.Thread(target=_pump, args=(process.stderr, STDERR, reader), daemon=True),

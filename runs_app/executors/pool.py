@@ -192,8 +192,12 @@ class PooledDockerExecutor(DockerExecutor):
 
 def fits(profile: Profile, spec: RunSpec) -> bool:
     """Whether a pooled container can become this run's: its code is on DATA_DIR's file
-    system (hard links), and a limit the run lacks is not one the container has (the
-    engine can change a limit, not take it away)."""
+    system (hard links), it needs no other image and no data folder, and a limit the run
+    lacks is not one the container has (the engine can change a limit, not take it away)."""
+    if spec.image and spec.image != settings.WORKER_IMAGE:
+        return False  # pooled containers are of WORKER_IMAGE (PYTHON_IMAGES pick others)
+    if spec.data_dir is not None:
+        return False  # a mount cannot be added to a started container
     if profile.memory and not spec.mem_hard_limit_bytes:
         return False
     if profile.cpu and not spec.cpu_hard_limit:

@@ -14,6 +14,7 @@ from runs_app.models.notification import (
 )
 from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
+from runs_app.models.step import RunStep
 from runs_app.models.tally import RunTally
 from runs_app.models.vulnerability import DependencyCheck, Vulnerability
 from runs_app.models.worker import WorkerProcess
@@ -30,6 +31,7 @@ __all__ = [
     "PipelineRun",
     "Rule",
     "RunRefused",
+    "RunStep",
     "RunTally",
     "ScheduleSkip",
     "Vulnerability",

@@ -90,6 +90,7 @@ class PipelineRun(models.Model):
 
     class FailureReason(models.TextChoices):
         EXIT_CODE = "exit_code", "non-zero exit code"
+        STEP_FAILED = "step_failed", "a model or data test failed"
         OUT_OF_MEMORY = "out_of_memory", "out of memory"
         DEPENDENCY_INSTALL = "dependency_install", "dependency install failed"
         IMAGE_MISSING = "image_missing", "worker image missing"

@@ -6,8 +6,11 @@
 #
 #   bash runs_app/worker_image/build-offline.sh [IMAGE]     (default: $WORKER_IMAGE or fastflow-worker:latest)
 #   FORCE=1 bash ...                                        (rebuild even if the image is current)
+#   SUITE=trixie bash ... fastflow-worker:py3.13            (the newer-Python image: Debian trixie's
+#                                                            Python 3.13, for PYTHON_IMAGES)
 set -euo pipefail
 
+SUITE="${SUITE:-bookworm}"
 IMAGE="${1:-${WORKER_IMAGE:-fastflow-worker:latest}}"
 # Keep in step with IMAGE_VERSION in runs_app/executors/docker.py and the Dockerfile.
 VERSION=2
@@ -36,9 +39,9 @@ head -c 4 "$UV_BIN" | grep -q ELF || { echo "$UV_BIN is not the uv binary; pip i
 ROOTFS="$(mktemp -d /tmp/fastflow-rootfs.XXXXXX)"
 trap 'rm -rf "$ROOTFS"' EXIT
 
-echo "debootstrap bookworm from $MIRROR into $ROOTFS"
+echo "debootstrap $SUITE from $MIRROR into $ROOTFS"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  bookworm "$ROOTFS" "$MIRROR" >/tmp/fastflow-debootstrap.log 2>&1 \
+  "$SUITE" "$ROOTFS" "$MIRROR" >/tmp/fastflow-debootstrap.log 2>&1 \
   || { tail -n 30 /tmp/fastflow-debootstrap.log; exit 1; }
 
 install -m 0755 "$UV_BIN" "$ROOTFS/usr/local/bin/uv"
@@ -49,11 +52,14 @@ mkdir -p "$ROOTFS/home/fastflow" "$ROOTFS/fastflow" "$ROOTFS/uv-cache" "$ROOTFS/
 chown 10001:10001 "$ROOTFS/home/fastflow"
 # Smaller image: documentation, locales and apt's caches are not needed to run pipelines.
 rm -rf "$ROOTFS"/usr/share/{doc,man,info,locale} "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/lib/apt/lists/*
+# Which Python the image holds ("3.13"): PYTHON_IMAGES maps a pipeline's python_version to it.
+PY_VERSION=$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 tar -C "$ROOTFS" -c . | docker import \
   -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONUNBUFFERED=1' \
   -c 'USER fastflow' \
   -c "LABEL fastflow.worker-image-version=$VERSION" \
+  -c "LABEL fastflow.python-version=$PY_VERSION" \
   -c 'WORKDIR /home/fastflow' \
   - "$IMAGE" >/dev/null
 docker run --rm "$IMAGE" sh -c 'python3 --version && uv --version && id'
