@@ -152,7 +152,12 @@ def _inspect_entry(entry: Path, real_root: Path, tz_name: str) -> FolderReport |
         )
     has_script = (entry / "main.py").exists() or (entry / "main.py").is_symlink()
     has_notebook = (entry / "main.ipynb").exists() or (entry / "main.ipynb").is_symlink()
-    if not has_script and not has_notebook and detect_engine(entry) is None:
+    if (
+        not has_script
+        and not has_notebook
+        and detect_engine(entry) is None
+        and not _says_models(entry, real_root)
+    ):
         return FolderReport(
             entry.name,
             entry,
@@ -197,6 +202,15 @@ def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderRepo
     if report.errors:
         report.status = "invalid"
     return report
+
+
+def _says_models(folder: Path, real_root: Path) -> bool:
+    """Whether pipeline.json asks for a models pipeline (then a missing project is an error
+    shown on the pipeline, not a silently ignored folder)."""
+    if not (folder / "pipeline.json").is_file():
+        return False
+    data, _ = _read_json(folder / "pipeline.json", real_root, FolderReport("", folder, "ok"))
+    return isinstance(data, dict) and data.get("type") == "models"
 
 
 def _resolve_models_project(folder: Path, real_root: Path, report: FolderReport) -> None:

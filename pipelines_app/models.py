@@ -30,6 +30,7 @@ class Pipeline(models.Model):
     class EntryType(models.TextChoices):
         SCRIPT = "script", "script (main.py)"
         NOTEBOOK = "notebook", "notebook (main.ipynb)"
+        MODELS = "models", "models (a dbt or FastFlowTransform project)"
 
     class State(models.TextChoices):
         PRESENT = "present", "present"

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +21,7 @@ from fastflow_site.audit import Action, record
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
+from runs_app.artifacts import artifact_file
 from runs_app.daemons import state_of
 from runs_app.graph import pipelines_graph, render_svg
 from runs_app.models import (
@@ -30,6 +31,7 @@ from runs_app.models import (
     ScheduleSkip,
     with_last_run,
 )
+from runs_app.steps import docs_run, model_graph
 
 RECENT_RUNS = 20
 UPCOMING_FIRE_TIMES = 5
@@ -92,7 +94,42 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         "dependency_check": DependencyCheck.objects.filter(pipeline=pipeline).first(),
         "vulnerabilities": pipeline.vulnerabilities.all(),
     }
+    if pipeline.spec.type == "models":
+        graph = model_graph(pipeline)
+        context["model_graph_svg"] = render_svg(
+            graph, f"the models of {pipeline.name}", "No run has reported its models yet."
+        )
+        context["docs_run"] = docs_run(pipeline)
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+# The docs page is the project's own HTML and JavaScript, made inside a run: it is served
+# sandboxed (an opaque origin: no cookies, no storage, no requests to Fast-Flow) and may load
+# nothing — models_runner.py inlined everything it needs.
+DOCS_POLICY = (
+    "sandbox allow-scripts allow-popups; default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:; font-src data:; connect-src data:"
+)
+
+
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
+def models_docs(request: HttpRequest, name: str) -> HttpResponse:
+    """A models pipeline's generated docs, from its newest succeeded run that made them."""
+    pipeline = get_object_or_404(Pipeline, name=name)
+    run = docs_run(pipeline)
+    path = artifact_file(run.log_path, "docs.html") if run else None
+    if path is None:
+        return HttpResponse(
+            f"{pipeline.name} has no generated docs yet: they come from a succeeded run.\n",
+            status=404,
+            content_type="text/plain; charset=utf-8",
+        )
+    response = FileResponse(path.open("rb"), content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = DOCS_POLICY
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Fastflow-Docs-Run"] = str(run.public_id)
+    return response
 
 
 def _chains_around(pipeline: Pipeline) -> str:

@@ -1,4 +1,5 @@
-"""The chain graph: which pipeline (or run) starts which, drawn as server-side SVG.
+"""The chain graph: which pipeline (or run) starts which, drawn as server-side SVG. A models
+pipeline's model graph (runs_app.steps.model_graph) is drawn the same way.
 
 The layering is networkx's: a layer per generation of the graph (an edge that closes a
 cycle — a chain A → B → A — is drawn back up instead of taking part), and each node placed
@@ -16,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from pipelines_app.models import Pipeline
-from runs_app.models import ChainLink, PipelineRun, with_last_run
+from runs_app.models import ChainLink, PipelineRun, RunStep, with_last_run
 
 NODE_WIDTH, NODE_HEIGHT = 170, 40
 LAYER_GAP, ROW_GAP = 110, 60
@@ -151,10 +152,10 @@ def lay_out(graph: Graph) -> Graph:
     return graph
 
 
-def render_svg(graph: Graph, label: str) -> SafeString:
+def render_svg(graph: Graph, label: str, empty: str = "No chains yet.") -> SafeString:
     """The graph as an inline SVG: links for nodes, labelled arrows for edges."""
     if not graph.nodes:
-        return format_html('<p class="muted empty">{}</p>', "No chains yet.")
+        return format_html('<p class="muted empty">{}</p>', empty)
     edges = format_html_join("", "{}", ((_edge(graph, edge),) for edge in graph.edges))
     nodes = format_html_join("", "{}", ((_node(node),) for node in graph.nodes.values()))
     return format_html(
@@ -232,4 +233,6 @@ def _edge(graph: Graph, edge: Edge) -> SafeString:
 def _status_word(status: str) -> str:
     if status in PipelineRun.Status.values:
         return PipelineRun.Status(status).label
+    if status in RunStep.Status.values:  # a model of a models pipeline
+        return str(RunStep.Status(status).label)
     return {"": "never run", "missing": "no such pipeline", "skipped": "skipped"}.get(status, "")

@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from fastflow_site.audit import Action, record
+from pipelines_app.contract import RUN_SELECTION_NAMES
 from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
 from runs_app.environment import check_parameters, parameters_from_json
@@ -86,9 +87,17 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
         "backup_dir": settings.BACKUP_DIR,
         "notifications": run.notifications.prefetch_related("deliveries"),
     }
+    context["steps"] = list(run.steps.all())
     if request.htmx:
         return render(request, "runs_app/_run_summary.html", context)
     return render(request, "runs_app/run_detail.html", context)
+
+
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
+def run_steps(request: HttpRequest, public_id) -> HttpResponse:
+    """A models run's steps (the run page reloads them while the run goes)."""
+    run = _get_run(public_id)
+    return render(request, "runs_app/_steps.html", {"run": run, "steps": list(run.steps.all())})
 
 
 @permission_required("runs_app.view_pipelinerun", raise_exception=True)
@@ -162,6 +171,7 @@ def start_run(request: HttpRequest, name: str) -> HttpResponse:
         return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
     names, values = request.POST.getlist("param_name"), request.POST.getlist("param_value")
     parameters = {n.strip(): v for n, v in zip(names, values, strict=False) if n.strip()}
+    parameters.update(_models_selection(request))
     problems = check_parameters(pipeline, parameters)
     if problems:
         for problem in problems:
@@ -180,6 +190,19 @@ def start_run(request: HttpRequest, name: str) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = run.get_absolute_url()  # watch it run
     return redirect(next_url)
+
+
+def _models_selection(request: HttpRequest) -> dict[str, str]:
+    """A models pipeline's run form: which models this run builds (FASTFLOW_SELECT, ...),
+    only what was filled in (an empty field keeps pipeline.json's)."""
+    values = {}
+    for name, field in RUN_SELECTION_NAMES.items():
+        value = request.POST.get(f"models_{field}", "").strip()
+        if field == "full_refresh":
+            value = "true" if value else ""
+        if value:
+            values[name] = value
+    return values
 
 
 NOT_FOUND = {"error": "No such pipeline, or the key is wrong."}

@@ -286,7 +286,7 @@ class FastFlowTransform:
     def on_line(self, line):
         print(line)
         text = line.removeprefix("[FFT]").strip()
-        if match := self.SEEDED.match(text):
+        if match := self.SEEDED.search(text):
             relation = match.group(1).replace('"', "")
             name = relation.split(".")[-1]
             report_step(id=f"seed.{name}", name=name, type="seed", status="success",
@@ -330,14 +330,19 @@ class FastFlowTransform:
                     )
         elif command == "test":
             results = read_json(target / "test_results.json") or {}
+            relations = {
+                node.get("relation"): name for name, node in self.manifest.get("nodes", {}).items()
+            }
             for result in results.get("results", []):
                 table = (result.get("table") or "").replace('"', "")
+                relation = (result.get("relation") or table).replace('"', "")
+                tested = relations.get(relation.split(".")[-1])
                 column = result.get("column")
                 kind = result.get("kind", "test")
-                label = f"{kind} {table}" + (f".{column}" if column else "")
+                label = f"{kind} {result.get('param_str') or ''}".strip()
                 ok = result.get("ok")
                 report_step(
-                    id="test." + re.sub(r"[^A-Za-z0-9_.]+", "_", label),
+                    id="test." + re.sub(r"[^A-Za-z0-9_.]+", "_", f"{label}.{relation}.{column}"),
                     name=label,
                     type="test",
                     status="pass"
@@ -345,8 +350,9 @@ class FastFlowTransform:
                     else ("warn" if result.get("severity") == "warn" else "fail"),
                     seconds=(result.get("duration_ms") or 0) / 1000,
                     message=None if ok else result.get("msg"),
-                    model=result.get("relation") or table,
+                    model=relation,
                     column=column,
+                    depends_on=[f"model.{tested}"] if tested else None,
                 )
 
     def graph(self):

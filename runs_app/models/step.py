@@ -59,6 +59,15 @@ class RunStep(models.Model):
         return self.status in self.FAILED
 
     @property
+    def took(self) -> float | None:
+        """Seconds: the engine's own figure, else from its start and end."""
+        if self.seconds is not None:
+            return self.seconds
+        if self.started_at and self.finished_at:
+            return max((self.finished_at - self.started_at).total_seconds(), 0.0)
+        return None
+
+    @property
     def tested(self) -> str:
         """What a test tests: "orders.amount", "orders" or ""."""
         if self.tested_model and self.tested_column:
