@@ -11,19 +11,19 @@ class RunStep(models.Model):
     (runs_app.steps records them; the run page shows them)."""
 
     class Kind(models.TextChoices):
-        MODEL = "model"
-        SEED = "seed"
-        SNAPSHOT = "snapshot"
-        TEST = "test"
+        MODEL = "model", "model"
+        SEED = "seed", "seed"
+        SNAPSHOT = "snapshot", "snapshot"
+        TEST = "test", "test"
 
     class Status(models.TextChoices):
-        RUNNING = "running"
-        SUCCESS = "success"
+        RUNNING = "running", "running"
+        SUCCESS = "success", "success"
         PASS = "pass", "passed"
         WARN = "warn", "warning"
         FAIL = "fail", "failed"
-        ERROR = "error"
-        SKIPPED = "skipped"
+        ERROR = "error", "error"
+        SKIPPED = "skipped", "skipped"
         NOT_RUN = "not_run", "not run"
 
     FAILED = (Status.FAIL, Status.ERROR)

@@ -48,7 +48,7 @@ def test_prepare_installs_the_demo_once_and_creates_one_admin(tmp_path, settings
     password = (tmp_path / "initial-admin-password.txt").read_text().strip()
     assert f"Log in as admin with the password {password}" in out.getvalue()
     assert get_user_model().objects.get(username="admin").check_password(password)
-    assert Pipeline.objects.count() == 7
+    assert Pipeline.objects.count() == 8
     assert oct((tmp_path / "initial-admin-password.txt").stat().st_mode & 0o777) == "0o600"
 
     (settings.PIPELINES_DIR / "hello_world" / "main.py").write_text("print('mine')\n")
@@ -125,6 +125,7 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
             "slow_counter",
             "print_env",
             "memory_hog",
+            "shop_models",
         ):
             assert f'id="pipeline-{name}"' in html
         assert "pipeline.json: mem_hard_limit &#x27;1.5x&#x27; is not a size" in html
@@ -145,6 +146,23 @@ def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
             detail = opener.open(f"{base}/pipelines/hello_world/").read().decode()
             time.sleep(0.3)
         assert "✔ succeeded" in detail
+
+        # The demo models pipeline (dbt on DuckDB): its run builds every model, and the
+        # pipeline page then draws them and links the generated docs.
+        run = urllib.request.Request(
+            f"{base}/runs/start/shop_models/",
+            data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
+            headers={"Referer": base},
+        )
+        opener.open(run).read()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and 'id="models-docs"' not in detail:
+            detail = opener.open(f"{base}/pipelines/shop_models/").read().decode()
+            time.sleep(0.5)
+        assert 'id="models-docs"' in detail, detail
+        assert 'data-node="model.shop.customer_revenue"' in detail
+        docs = opener.open(f"{base}/pipelines/shop_models/docs/")
+        assert "sandbox" in docs.headers["Content-Security-Policy"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
