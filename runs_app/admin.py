@@ -31,6 +31,7 @@ from runs_app.models import (
     PipelineRun,
     Rule,
     RunRefused,
+    RunStep,
     ScheduleSkip,
     Vulnerability,
     WorkerProcess,
@@ -48,6 +49,20 @@ class RecordAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class RunStepInline(admin.TabularInline):
+    """A models run's steps (models, seeds, snapshots, tests), as the engine reported them."""
+
+    model = RunStep
+    fields = ["kind", "name", "status", "tested", "started_at", "seconds", "rows", "message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
 
@@ -82,6 +97,7 @@ class PipelineAdmin(CataloguePipelineAdmin):
 
 @admin.register(PipelineRun)
 class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
+    inlines = [RunStepInline]
     list_display = [
         "short_id",
         "pipeline_link",

@@ -3,7 +3,8 @@ and drawn as the pipeline's model graph with each node's last status.
 
 A run reports its steps through `step` markers (runs_app/executors/models_runner.py). What
 a run says is not trusted: unknown kinds and statuses are ignored, texts are cut to their
-column's size and masked like the log, and a run cannot make more than MAX_STEPS rows.
+column's size and masked like the log, a run cannot make more than MAX_STEPS rows, and
+reports past MAX_REPORTS are ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from runs_app.models import PipelineRun, RunStep
 logger = logging.getLogger(__name__)
 Status = RunStep.Status
 MAX_STEPS = 20_000
+# Step markers are not log lines (LOG_MAX_SIZE_MB does not count them): a run that keeps
+# reporting past this many is not listened to any more.
+MAX_REPORTS = 10 * MAX_STEPS
 BATCH_SIZE = 200
 WRITE_ATTEMPTS = 4
 WRITER_STOP_SECONDS = 30.0
@@ -86,10 +90,14 @@ class StepRecorder:
         self.writer: threading.Thread | None = None
         self.lock = threading.Lock()
         self.stale = False
+        self.reports = 0
 
     def report(self, report: dict) -> None:
         """A step as the run reported it (any thread); written soon after."""
         with self.lock:
+            self.reports += 1
+            if self.reports > MAX_REPORTS:
+                return
             if self.writer is None:
                 self.writer = threading.Thread(
                     target=self._write, name=f"steps-{self.run.pk}", daemon=True

@@ -169,7 +169,9 @@ def _check_mounts(host: dict, allowances: list[Allowance], resolve) -> str:
         # The engine follows links in the source: judge where it really leads (the guard
         # sees the allowed host paths at the same place).
         real = os.path.normpath(resolve(source))
-        allowance = next((a for a in allowances if a.covers(real)), None)
+        # The most specific allowance decides (DATA_DIR read-only, its uv cache writable).
+        covering = [a for a in allowances if a.covers(real)]
+        allowance = max(covering, key=lambda a: len(a.path), default=None)
         if allowance is None:
             return f"the bind mount of {source} is outside the allowed paths"
         if not read_only and not allowance.writable:

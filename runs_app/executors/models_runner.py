@@ -86,6 +86,13 @@ def copy_project(source, work):
 def stream(argv, cwd, on_line):
     """Run one command, each output line through on_line (which prints what is shown)."""
     tell("note " + " ".join(argv))
+    if shutil.which(argv[0]) is None:
+        print(
+            f"{argv[0]} is not installed in the run's environment: name it in requirements.txt "
+            + ("(dbt-core and its adapter)" if argv[0] == "dbt" else "(fastflowtransform)"),
+            file=sys.stderr,
+        )
+        return 127
     process = subprocess.Popen(  # noqa: S603 - the engine's own CLI, arguments validated
         argv,
         cwd=cwd,

@@ -4,6 +4,7 @@ run — create, start, logs, stats, wait, remove — passes through it."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -202,3 +203,20 @@ def test_the_policy_reads_both_ways_of_binding(tmp_path):
     assert "not volumes" in check_create(body, allowances)
     assert check_create(b"not json", allowances) == "the body is not JSON"
     assert Path(tmp_path).is_dir()
+
+
+def test_the_most_specific_allowance_decides(tmp_path):
+    """DATA_DIR read-only, its uv cache and the pipelines' data folders writable: a writable
+    mount of a data folder passes, one of DATA_DIR itself does not."""
+    data = tmp_path / "data"
+    (data / "pipeline-data" / "shop").mkdir(parents=True)
+    allowances = Allowance.parse(f"{data}:ro,{data}/pipeline-data:rw")
+
+    def create(source: Path, read_only: bool) -> bytes:
+        mount = {"Type": "bind", "Source": str(source), "Target": "/data", "ReadOnly": read_only}
+        host = {"CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "Mounts": [mount]}
+        return json.dumps({"User": "10001", "HostConfig": host}).encode()
+
+    assert check_create(create(data / "pipeline-data" / "shop", False), allowances) == ""
+    assert "must be read-only" in check_create(create(data, False), allowances)
+    assert check_create(create(data, True), allowances) == ""
