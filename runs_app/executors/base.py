@@ -127,6 +127,9 @@ class Executor(Protocol):
     def check(self) -> None:
         """Raise EngineUnavailable when runs cannot be started or followed now."""
 
+    def check_image(self, image: str = "") -> str:
+        """The image a run would start from (its id), or ExecutorError (image_missing)."""
+
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         """Start the run (or warm-up) and follow it to its end."""
 

@@ -96,6 +96,11 @@ BUILD_HINT = (
     "build it with `bash runs_app/worker_image/build-offline.sh` (no registry needed) "
     "or `docker build -t {image} runs_app/worker_image`"
 )
+NEWER_PYTHON_HINT = (
+    "it is the image PYTHON_IMAGES names for the pipeline's python_version; build it with "
+    "`SUITE=trixie bash runs_app/worker_image/build-offline.sh {image}` (Python 3.13) or "
+    "`docker build --build-arg PYTHON=3.13 -t {image} runs_app/worker_image`"
+)
 # What an unreachable engine looks like through docker-py.
 ENGINE_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -194,7 +199,9 @@ class DockerExecutor:
             raise ExecutorError(
                 "image_missing",
                 f"The worker image {image} is not on this machine; "
-                + BUILD_HINT.format(image=image),
+                + (BUILD_HINT if image == settings.WORKER_IMAGE else NEWER_PYTHON_HINT).format(
+                    image=image
+                ),
             ) from None
         if labels.get(IMAGE_VERSION_LABEL) != IMAGE_VERSION:
             raise ExecutorError(

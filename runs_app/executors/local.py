@@ -64,6 +64,10 @@ class LocalExecutor:
     def check(self) -> None:
         """Nothing to reach: processes of this machine."""
 
+    def check_image(self, image: str = "") -> str:
+        """No image: runs are processes of this machine's Python."""
+        return ""
+
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         cache = local_uv_cache()

@@ -180,3 +180,13 @@ def test_a_fastflowtransform_postgres_project(pipelines_dir, run_database):
     with run_database.connect() as connection:
         count = connection.execute("select count(*) from fft_shop.customer_revenue").fetchone()
     assert count == (3,)
+
+
+def test_a_python_version_without_its_image_fails_saying_how_to_build_it(make_pipeline, settings):
+    settings.PYTHON_IMAGES = {"3.13": "fastflow-worker:not-built"}
+    make_pipeline("newer", main="print('hi')\n", config={"python_version": "3.13"})
+    run = run_models("newer")
+    assert run.status == Status.FAILED
+    assert run.failure_reason == PipelineRun.FailureReason.IMAGE_MISSING
+    assert "fastflow-worker:not-built is not on this machine" in run.error_message
+    assert "SUITE=trixie bash runs_app/worker_image/build-offline.sh" in run.error_message
