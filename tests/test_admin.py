@@ -265,7 +265,7 @@ def test_rediscover_action(admin_client, catalogue, example_pipelines):
         follow=True,
     )
     assert response.status_code == 200
-    assert "Discovered 8 pipelines (1 new, 1 invalid, 0 now missing)." in response.content.decode()
+    assert "Discovered 9 pipelines (1 new, 1 invalid, 0 now missing)." in response.content.decode()
     assert Pipeline.objects.filter(name="new_one").exists()
 
 

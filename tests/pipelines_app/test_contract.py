@@ -75,7 +75,7 @@ def test_description_and_tags():
             {"enabled": "false"},
             "pipeline.json: enabled 'false' must be true or false (without quotes)",
         ),
-        ({"type": "lab"}, 'pipeline.json: type \'lab\' must be "script" or "notebook"'),
+        ({"type": "lab"}, 'pipeline.json: type \'lab\' must be "script", "notebook" or "models"'),
         (
             {"python_version": 3.1},
             'pipeline.json: python_version 3.1 must be a string such as "3.12"',

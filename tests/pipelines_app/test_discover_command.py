@@ -28,6 +28,7 @@ def test_prints_a_table_with_every_folder(example_pipelines):
     assert rows["with_requirements"] == ["ok", "main.py", "requirements.txt"]
     assert rows["broken_config"][:3] == ["invalid", "main.py", "-"]
     assert rows["docs"] == ["ignored", "-", "-"]
+    assert rows["shop_models"] == ["ok", "dbt_project.yml", "requirements.txt"]
     assert (
         "    ✖ pipeline.json: mem_hard_limit '1.5x' is not a size; use e.g. 512m, 1.5g, 2Gi"
         in lines
@@ -38,9 +39,9 @@ def test_prints_a_table_with_every_folder(example_pipelines):
     )
     assert any(line.startswith("    · docs has no main.py") for line in lines)
     assert (
-        "7 pipeline(s)" in lines[-1] and "6 ok, 1 invalid" in lines[-1] and "1 ignored" in lines[-1]
+        "8 pipeline(s)" in lines[-1] and "7 ok, 1 invalid" in lines[-1] and "1 ignored" in lines[-1]
     )
-    assert Pipeline.objects.count() == 7
+    assert Pipeline.objects.count() == 8
 
 
 def test_strict_fails_on_the_examples_naming_the_broken_pipeline(example_pipelines):
@@ -102,4 +103,4 @@ def test_exit_status_through_manage_py(example_pipelines, tmp_path):
     shutil.rmtree(example_pipelines / "broken_config")
     ok = subprocess.run(command, env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "6 ok, 0 invalid" in ok.stdout
+    assert "7 ok, 0 invalid" in ok.stdout

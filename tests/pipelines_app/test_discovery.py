@@ -128,8 +128,8 @@ def test_folder_without_entry_point_is_listed_as_ignored(make_pipeline, pipeline
         {
             "name": "notes",
             "status": "ignored",
-            "reason": 'has no main.py (nor main.ipynb with "type": "notebook"), '
-            "so it is not a pipeline",
+            "reason": 'has no main.py (nor main.ipynb with "type": "notebook", nor a dbt or '
+            "FastFlowTransform project), so it is not a pipeline",
         }
     ]
     assert list(Pipeline.objects.values_list("name", flat=True)) == ["real"]
@@ -436,6 +436,7 @@ def test_the_examples_are_all_valid_but_the_broken_one(example_pipelines):
         "hello_world": "ok",
         "memory_hog": "ok",
         "print_env": "ok",
+        "shop_models": "ok",
         "slow_counter": "ok",
         "with_requirements": "ok",
     }
