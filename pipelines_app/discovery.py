@@ -21,7 +21,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pipelines_app.checkouts import current_link, live_pipelines_root
-from pipelines_app.contract import PipelineConfig, Problem, is_pipeline_name, parse_config
+from pipelines_app.contract import (
+    MODELS_COMMANDS,
+    PipelineConfig,
+    Problem,
+    is_pipeline_name,
+    parse_config,
+)
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline
 from pipelines_app.projects import detect_engine, project_problems
 from pipelines_app.schedules import sync_file_schedules
@@ -232,6 +238,14 @@ def _resolve_models_project(folder: Path, real_root: Path, report: FolderReport)
         )
         return
     models = replace(config.models, engine=engine)
+    for command in models.commands:
+        if command not in MODELS_COMMANDS[engine]:
+            report.error(
+                report.config_file,
+                f"'{command}' is not a command of {engine}; use "
+                + ", ".join(MODELS_COMMANDS[engine]),
+                "models.commands",
+            )
     python_version = config.python_version
     if engine == "fft" and not python_version:
         python_version = FFT_PYTHON  # FastFlowTransform needs Python 3.12 or newer

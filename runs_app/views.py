@@ -87,9 +87,9 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
         "backup_dir": settings.BACKUP_DIR,
         "notifications": run.notifications.prefetch_related("deliveries"),
     }
-    context["steps"] = list(run.steps.all())
     if request.htmx:
         return render(request, "runs_app/_run_summary.html", context)
+    context["steps"] = list(run.steps.all())
     return render(request, "runs_app/run_detail.html", context)
 
 

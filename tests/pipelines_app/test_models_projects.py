@@ -147,6 +147,17 @@ def test_a_broken_project_is_a_discovery_error_with_its_reason(pipelines_dir, ch
         PipelineRun.enqueue(Pipeline.objects.get(name="shop"), trigger="manual")
 
 
+def test_commands_are_checked_against_the_engine_found_in_the_folder(pipelines_dir):
+    copy_project(
+        pipelines_dir, FFT_SHOP, "fft", {"type": "models", "models": {"commands": ["build"]}}
+    )
+    discover()
+    assert (
+        "pipeline.json: models.commands 'build' is not a command of fft; use seed, run, test"
+        in (errors_of("fft"))
+    )
+
+
 def test_type_models_without_a_project_says_what_is_missing(make_pipeline):
     make_pipeline("empty", main=None, config={"type": "models"})
     discover()
