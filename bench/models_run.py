@@ -3,6 +3,9 @@ project (dbt-duckdb, one seed, 200 SQL models in a tree of refs), in real run co
 
     uv run python bench/models_run.py                 # 3 measured runs after a warm-up run
     uv run python bench/models_run.py --models 200 --runs 3 --docs
+    uv run python bench/models_run.py --database-url postgres://postgres@127.0.0.1:5432/ffmodels
+
+The database named by --database-url is emptied first (it is the bench's own).
 
 For each run, from its own record and log:
 - total: queued → final (what a person waits for);
@@ -66,10 +69,17 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--docs", action="store_true", help="generate the docs in each run")
+    parser.add_argument("--database-url", default=f"sqlite:///{WORK / 'db.sqlite3'}")
     args = parser.parse_args()
     (WORK / "pipelines").mkdir(parents=True)
     generate(WORK / "pipelines" / "generated", args.models, args.docs)
-    throwaway_instance(WORK, {}, RUN_POOL_SIZE="0")
+    throwaway_instance(
+        WORK,
+        {},
+        flush="postgres" in args.database_url,
+        RUN_POOL_SIZE="0",
+        DATABASE_URL=args.database_url,
+    )
 
     from pipelines_app.models import Pipeline
     from runs_app.execution import execute_run
