@@ -281,7 +281,6 @@ class RunFollower:
         )
         for note in notes:
             log.system(note)
-        self.executor.check_image(spec.image)  # before a warm-up that would need it too
         if run.pipeline.needs_environment:
             problem = ensure_warm(run.pipeline, self.executor, log, watch)
             if problem:

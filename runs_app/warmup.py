@@ -107,10 +107,13 @@ def ensure_warm(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: W
     """Before a run: its environment in the shared cache. Returns "" when ready, or the
     reason it cannot be (the warm-up's error). A run never waits for a warm-up handed to
     another process (that one may not even have started): it warms here, and uv keeps two
-    concurrent installs of the same packages apart."""
+    concurrent installs of the same packages apart. Raises ExecutorError (image_missing)
+    when the run's image is not there."""
     pipeline.refresh_from_db()
     if not needs_warming(pipeline):
         return ""
+    # A missing image fails the run as such (ExecutorError), not as a failed install.
+    executor.check_image(pipeline.worker_image)
     log.system("installing its requirements into the shared cache first (warm-up)")
     Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Warm.WARMING)
     _warm_and_record(pipeline, executor, log, watch)
