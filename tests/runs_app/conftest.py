@@ -117,6 +117,20 @@ def run_now(
     return execute(run)
 
 
+def queued(make_pipeline, name: str, main: str, config: dict | None = None) -> PipelineRun:
+    """Write a pipeline, discover it and queue a run of it (not followed yet)."""
+    make_pipeline(name, main=main, config=config)
+    discover()
+    return PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger="manual")
+
+
+def in_thread(run: PipelineRun) -> threading.Thread:
+    """Follow the run in a thread of its own (`execute`), started."""
+    thread = threading.Thread(target=execute, args=(run,), daemon=True)
+    thread.start()
+    return thread
+
+
 # The pools of tests running on pooled containers (the `pooled` fixture).
 ACTIVE_POOLS: list[PoolKeeper] = []
 

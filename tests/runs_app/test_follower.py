@@ -7,17 +7,22 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import threading
 
 import pytest
 
-from pipelines_app.discovery import discover
-from pipelines_app.models import Pipeline
 from runs_app import execution
 from runs_app.executors import docker as docker_executor
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import execute, log_text, output_lines, read_log, require
+from tests.runs_app.conftest import (
+    execute,
+    in_thread,
+    log_text,
+    output_lines,
+    queued,
+    read_log,
+    require,
+)
 from tests.runs_app.engine_proxy import EngineProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -26,18 +31,6 @@ Status, Reason = PipelineRun.Status, PipelineRun.FailureReason
 
 QUIET = "import time\nprint('start', flush=True)\ntime.sleep(4)\nprint('end', flush=True)\n"
 TICKS = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
-
-
-def queued(make_pipeline, name: str, main: str, config: dict | None = None) -> PipelineRun:
-    make_pipeline(name, main=main, config=config)
-    discover()
-    return PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger="manual")
-
-
-def in_thread(run: PipelineRun) -> threading.Thread:
-    thread = threading.Thread(target=execute, args=(run,), daemon=True)
-    thread.start()
-    return thread
 
 
 def test_a_run_quieter_than_the_stream_timeout_is_followed_to_its_end_once(

@@ -12,7 +12,11 @@ from tests.runs_app.models_support import (
     copy_project,
     newer_python_image_fixture,  # noqa: F401 (a fixture)
 )
-from tests.runs_app.test_browser import instance, log_in  # noqa: F401 (instance: a fixture)
+from tests.runs_app.test_browser import (  # noqa: F401 (instance: a fixture)
+    instance,
+    log_in,
+    start_run,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 MINUTE = 60_000
@@ -130,10 +134,7 @@ def test_a_fastflowtransform_run_and_its_docs(models_instance, browser):
     base = models_instance
     page = browser.new_page()
     log_in(page, base)
-    page.goto(f"{base}/pipelines/fft_shop/")
-    assert "Fingerprint cache" in page.inner_text("main")
-    page.click("main form button[type=submit]")
-    page.wait_for_url(f"{base}/runs/**")
+    start_run(page, base, "fft_shop")
     page.wait_for_selector("#run-status :text('succeeded')", timeout=3 * MINUTE)
     page.wait_for_function("!document.querySelector('#steps[hx-get]')", timeout=MINUTE)
     steps = steps_of_page(page)
@@ -142,6 +143,7 @@ def test_a_fastflowtransform_run_and_its_docs(models_instance, browser):
     orphan_test = page.locator('#steps tr[data-node="test.not_null.orders.customer_id"]')
     assert "on orders.customer_id" in orphan_test.inner_text()
     page.goto(f"{base}/pipelines/fft_shop/")
+    assert "Fingerprint cache" in page.inner_text("main")
     assert page.locator('#models [data-node="model.customer_revenue.ff"] rect.run-success').count()
     with page.context.expect_page() as opened:
         page.click("#models-docs")

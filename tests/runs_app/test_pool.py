@@ -5,12 +5,10 @@ out, a pooled container that dies is replaced, and a stopping worker leaves noth
 from __future__ import annotations
 
 import io
-import threading
 import uuid
 
 import pytest
 
-from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.execution import worker_id
 from runs_app.executors import pool as pool_module
@@ -27,7 +25,15 @@ from runs_app.executors.pool import (
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
-from tests.runs_app.conftest import execute, log_text, output_lines, read_log, run_now
+from tests.runs_app.conftest import (
+    execute,
+    in_thread,
+    log_text,
+    output_lines,
+    queued,
+    read_log,
+    run_now,
+)
 from tests.runs_app.test_executors import LOCKDOWN_PROBE
 
 pytestmark = [
@@ -107,14 +113,12 @@ def test_secrets_reach_the_run_but_never_the_containers_configuration(
     secret = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
     secret.set_value("s3cr3t-value")
     secret.save()
-    make_pipeline(
+    run = queued(
+        make_pipeline,
         "secretive",
-        main="import os, time\nprint(len(os.environ['API_TOKEN']), flush=True)\ntime.sleep(30)\n",
+        "import os, time\nprint(len(os.environ['API_TOKEN']), flush=True)\ntime.sleep(30)\n",
     )
-    discover()
-    run = PipelineRun.enqueue(Pipeline.objects.get(name="secretive"), trigger="manual")
-    follower = threading.Thread(target=execute, args=(run,))
-    follower.start()
+    follower = in_thread(run)
     assert wait_for(lambda: "O 12\n" in read_log(run.log_path), timeout=60)
     run.refresh_from_db()
     attrs = docker_engine.api.inspect_container(run.container_id)
@@ -126,15 +130,13 @@ def test_secrets_reach_the_run_but_never_the_containers_configuration(
 
 def test_the_runs_own_limits_are_applied_at_hand_over(make_pipeline, keeper, docker_engine):
     ready = ready_ids(keeper)
-    make_pipeline(
+    run = queued(
+        make_pipeline,
         "limited",
-        main="import time\nprint('up', flush=True)\ntime.sleep(30)\n",
-        config={"cpu_hard_limit": 0.5, "mem_hard_limit": "128m"},
+        "import time\nprint('up', flush=True)\ntime.sleep(30)\n",
+        {"cpu_hard_limit": 0.5, "mem_hard_limit": "128m"},
     )
-    discover()
-    run = PipelineRun.enqueue(Pipeline.objects.get(name="limited"), trigger="manual")
-    follower = threading.Thread(target=execute, args=(run,))
-    follower.start()
+    follower = in_thread(run)
     assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
     run.refresh_from_db()
     assert run.container_id in ready
