@@ -33,9 +33,14 @@ def database() -> Check:
 
 
 def worker() -> Check:
-    alive = WorkerProcess.alive().count()
+    """Fails without a live worker, and while a live worker is degraded (a loop failing, a
+    thread started again: its schedules, runs or tasks may be held up), saying which."""
+    alive = list(WorkerProcess.alive().values_list("name", "degraded"))
+    degraded = [f"{name} is degraded: {why}" for name, why in alive if why]
+    if degraded:
+        return Check("worker", False, "; ".join(degraded))
     if alive:
-        return Check("worker", True, f"{alive} worker(s) reported in the last "
+        return Check("worker", True, f"{len(alive)} worker(s) reported in the last "
                      f"{settings.RUN_HEARTBEAT_TIMEOUT} s")  # fmt: skip
     return Check(
         "worker",

@@ -128,6 +128,10 @@ class FastFlowCollector(Collector):
             "fastflow_workers_alive", "Workers heard from within RUN_HEARTBEAT_TIMEOUT",
             value=WorkerProcess.alive().count(),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "fastflow_workers_degraded", "Live workers whose loops fail or threads restarted",
+            value=WorkerProcess.alive().exclude(degraded="").count(),
+        )  # fmt: skip
 
         yield from self._sync(now)
         failures = CounterMetricFamily(

@@ -195,6 +195,9 @@ RETRY_ON_TIMEOUT = env.bool("RETRY_ON_TIMEOUT", default=False)
 CHAIN_DEPTH_LIMIT = _int("CHAIN_DEPTH_LIMIT", 20, minimum=1)
 # A worker that has not shown a sign of life for this long has lost its runs to another.
 RUN_HEARTBEAT_TIMEOUT = _int("RUN_HEARTBEAT_TIMEOUT", 30, minimum=5)
+# A worker whose loop fails (or is stuck in one turn, or whose thread keeps dying) for this
+# long exits with status 3, for its process manager to start it afresh (0: never).
+WORKER_UNHEALTHY_EXIT_SECONDS = _int("WORKER_UNHEALTHY_EXIT_SECONDS", 300, minimum=0)
 
 # --- People: sign-in, who may come in, audit, API tokens (fastflow_site) -------------------
 

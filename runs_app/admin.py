@@ -245,13 +245,24 @@ class ScheduleSkipAdmin(RecordAdmin):
 
 @admin.register(WorkerProcess)
 class WorkerProcessAdmin(RecordAdmin):
-    """The worker processes that report in, and whether they reach the Docker engine."""
+    """The worker processes that report in: whether they reach the Docker engine, and
+    whether their threads and loops are well (a degraded one says why)."""
 
-    list_display = ["name", "started_at", "seen_at", "alive", "engine_ok", "engine_error"]
+    list_display = ["name", "started_at", "seen_at", "alive", "health", "engine_ok", "engine_error"]
+    readonly_fields = ["threads_display"]
+    exclude = ["threads"]
 
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerProcess) -> bool:
         return obj.is_alive
+
+    @admin.display(description="health")
+    def health(self, obj: WorkerProcess) -> str:
+        return obj.health
+
+    @admin.display(description="threads")
+    def threads_display(self, obj: WorkerProcess) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.threads, indent=2))
 
 
 @admin.register(ChainLink)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from importlib import import_module
 from pathlib import Path
@@ -35,10 +36,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 
 from runs_app import live
 from runs_app.logs import LogTail, metrics_path, read_new_lines
 from runs_app.models import PipelineRun
+
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 STATUS_EVERY_SECONDS = 0.5
@@ -49,6 +53,7 @@ FALLBACK_SECONDS = 2.0
 CATCH_UP_SECONDS = 10
 
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND = 4401, 4403, 4404
+CLOSE_INTERNAL_ERROR = 1011
 # A viewer whose person was deactivated, or whose session ended (signed out, ended by an
 # admin), is cut off within this long.
 ACCESS_CHECK_SECONDS = 1.0
@@ -91,18 +96,27 @@ def _may_read(user) -> bool:
 
 
 @database_sync_to_async
-def _still_allowed(user_pk: int, session_key: str | None) -> bool:
-    """The person is still active, may still read runs, and their session still exists."""
-    user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
-    if user is None or not user.has_perm(READ_RUNS):
-        return False
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    return session_key is None or store().exists(session_key)
+def _still_allowed(user_pk: int, session_key: str | None) -> bool | None:
+    """The person is still active, may still read runs, and their session still exists
+    (None: unknown now — the database is away; asked again a second later)."""
+    try:
+        user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
+        if user is None or not user.has_perm(READ_RUNS):
+            return False
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        return session_key is None or store().exists(session_key)
+    except DatabaseError:
+        return None
 
 
 @database_sync_to_async
-def _status(pk: int) -> str:
-    return PipelineRun.objects.values_list("status", flat=True).get(pk=pk)
+def _status(pk: int) -> str | None:
+    """The run's status (None while the database is away: the viewer keeps reading the
+    log, and asks again; database_sync_to_async gives each call a sound connection)."""
+    try:
+        return PipelineRun.objects.values_list("status", flat=True).get(pk=pk)
+    except DatabaseError:
+        return None
 
 
 class RunLogConsumer(AsyncJsonWebsocketConsumer):
@@ -125,17 +139,18 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.status_hint = False
         self.wake = asyncio.Event()
         self.group = None
+        self.heard_from_group = self.tail_read = False
         if self.channel_layer is not None:
             # Join before reading anything, so nothing written in between is missed.
             self.group = live.group_name(self.run.public_id)
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.join_group()
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             after = max(0, int(query.get("after", ["0"])[0]))
         except ValueError:
             after = 0
-        self.streaming = asyncio.create_task(self.stream(after))
+        self.streaming = asyncio.create_task(self.stream_or_close(after))
 
     async def disconnect(self, code: int) -> None:
         streaming = getattr(self, "streaming", None)
@@ -144,12 +159,20 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError):
                 await streaming
         if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            with contextlib.suppress(Exception):  # Redis away: the membership expires there
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def join_group(self) -> None:
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception as problem:  # Redis away: the file and the row still serve
+            logger.warning("live view of %s: could not join its group: %s", self.group, problem)
 
     # --- events pushed by the worker (runs_app.live) -----------------------------------------
 
     async def run_lines(self, event: dict) -> None:
         self.pushed_lines.extend(event["lines"])
+        self.heard_from_group = True
         self.wake.set()
 
     async def run_metrics(self, event: dict) -> None:
@@ -161,6 +184,17 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.wake.set()
 
     # --- the stream --------------------------------------------------------------------------
+
+    async def stream_or_close(self, after: int) -> None:
+        """Never a silent, dead stream: a failure closes the socket, and the browser
+        connects again after the last line it has."""
+        try:
+            await self.stream(after)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("live view of run %s failed; the viewer reconnects", self.run)
+            await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def stream(self, after: int) -> None:
         self.cursor = after
@@ -188,16 +222,24 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         while True:
             if time.monotonic() - last_access_check >= ACCESS_CHECK_SECONDS:
                 last_access_check = time.monotonic()
-                if not await _still_allowed(self.scope["user"].pk, self.session_key):
+                allowed = await _still_allowed(self.scope["user"].pk, self.session_key)
+                if allowed is False:
                     await self.close(code=CLOSE_UNAUTHENTICATED)
                     return
             finished = status in PipelineRun.FINAL_STATUSES
             read_file = read_file or finished or time.monotonic() - last_file_read >= status_every
             if read_file:
                 last_file_read = time.monotonic()
+            caught_up = self.tail_read  # (the first read is the log so far)
             lines = await self.new_lines(from_file=read_file or not pushed)
+            self.tail_read = True
             if lines:
                 await self.send_lines(lines, limiter)
+            if lines and caught_up and read_file and pushed and not self.heard_from_group:
+                # New lines the group never brought: Redis may have restarted and forgotten
+                # this viewer's membership (groups live in Redis). Joining again is cheap.
+                await self.join_group()
+            self.heard_from_group = False
             samples = await self.new_samples(from_file=read_file or not pushed)
             if samples:
                 await self.send_json({"type": "metrics", "samples": samples})
@@ -208,7 +250,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             if self.status_hint or time.monotonic() - last_status_check >= status_every:
                 self.status_hint = False
                 last_status_check = time.monotonic()
-                new_status = await _status(self.run.pk)
+                new_status = await _status(self.run.pk) or status
                 if new_status != status and new_status not in PipelineRun.FINAL_STATUSES:
                     await self.send_status(new_status)
                 status = new_status

@@ -113,6 +113,9 @@ class Lease:
 
     def renew(self) -> bool:
         try:
+            # The follower's turn: a connection an outage ended is replaced here, before
+            # the beat (runs_app.loops).
+            close_old_connections()
             held = self.run.beat()
         except DatabaseError:
             close_old_connections()

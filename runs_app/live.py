@@ -38,6 +38,7 @@ MAX_LINES_PER_MESSAGE = 500
 MAX_PENDING = 20_000
 # At a process's exit, events already put get this long to be sent.
 EXIT_FLUSH_SECONDS = 2.0
+WARN_EVERY_SECONDS = 60.0
 
 
 def enabled() -> bool:
@@ -80,10 +81,11 @@ class Publisher:
     SIGTERM forever). At exit, events already put get a moment (EXIT_FLUSH_SECONDS) to go.
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, pending: deque | None = None) -> None:
         self.config = config
         self.pid = os.getpid()
-        self.pending: deque[tuple[str, str, object]] = deque()
+        self.pending: deque[tuple[str, str, object]] = pending or deque()
+        self.last_warned = 0.0
         self.condition = threading.Condition()
         self.put_count = self.sent_count = 0
         self.stopping = False
@@ -128,10 +130,13 @@ class Publisher:
         for group, message in coalesce(batch):
             try:
                 await layer.group_send(group, message)
-            except Exception:
+            except Exception as problem:
                 # Viewers fall back to the file (and their own status checks); the run
-                # itself must never suffer for a live view.
-                logger.warning("live event for %s not sent", group, exc_info=True)
+                # itself must never suffer for a live view. Redis away: said once a minute,
+                # and the next send connects again.
+                if time.monotonic() - self.last_warned >= WARN_EVERY_SECONDS:
+                    self.last_warned = time.monotonic()
+                    logger.warning("live events not sent (%s: %s)", type(problem).__name__, problem)
 
     def _next_batch(self) -> list[tuple[str, str, object]] | None:
         with self.condition:
@@ -178,9 +183,15 @@ def _publisher() -> Publisher:
     config = settings.CHANNEL_LAYERS[DEFAULT_CHANNEL_LAYER]
     with _lock:
         current = _current
-        if current is not None and current.pid == os.getpid() and current.config == config:
+        mine = current is not None and current.pid == os.getpid()
+        if mine and current.config == config and current.thread.is_alive():
             return current
-        if current is not None and current.pid == os.getpid():
+        if mine and not current.thread.is_alive():
+            # Never a silent end: said, and a new thread takes over what was waiting.
+            logger.error("the live publisher's thread had ended; started again")
+            _current = Publisher(config, pending=current.pending)
+            return _current
+        if mine:
             current.stop(timeout=1.0)
         _current = Publisher(config)
         return _current

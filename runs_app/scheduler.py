@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from pipelines_app.models import Schedule
@@ -32,10 +32,20 @@ def fire_due(now: datetime | None = None) -> list[PipelineRun]:
     now = now or timezone.now()
     due = Schedule.objects.filter(next_fire_at__lte=now).select_related("pipeline")
     runs = []
+    broken: list[Exception] = []
     for schedule in due:
-        run = _fire(schedule, now)
+        try:
+            run = _fire(schedule, now)
+        except DatabaseError:
+            raise  # the database away: the next turn tries them all again
+        except Exception as problem:  # one schedule's fault never stops the others
+            logger.exception("%s could not fire", schedule)
+            broken.append(problem)
+            continue
         if run is not None:
             runs.append(run)
+    if broken:
+        raise broken[0]  # the schedules loop is failing, and says why
     return runs
 
 
@@ -83,12 +93,8 @@ def _skip(schedule: Schedule, due_at: datetime, reason: str, **fields) -> None:
 
 def seconds_until_next_due(longest: float) -> float:
     """Sleep until the next schedule is due, but never longer than `longest`."""
-    try:
-        next_due = Schedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at")
-        moment = next_due.values_list("next_fire_at", flat=True).first()
-    except Exception:
-        logger.exception("could not read the next due time")
-        return longest
+    next_due = Schedule.objects.filter(next_fire_at__isnull=False).order_by("next_fire_at")
+    moment = next_due.values_list("next_fire_at", flat=True).first()
     if moment is None:
         return longest
     return min(longest, max(0.05, (moment - timezone.now()).total_seconds()))

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import DatabaseError, connection, transaction
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from pipelines_app.models import Pipeline
 from runs_app.artifacts import artifact_file
@@ -31,7 +32,6 @@ MAX_STEPS = 20_000
 # reporting past this many is not listened to any more.
 MAX_REPORTS = 10 * MAX_STEPS
 BATCH_SIZE = 200
-WRITE_ATTEMPTS = 4
 WRITER_STOP_SECONDS = 30.0
 MAX_MESSAGE_CHARS = 4000
 MAX_DEPENDENCIES = 500
@@ -124,13 +124,23 @@ class StepRecorder:
                     except queue.Empty:
                         break
                 done = None in batch
-                self._store([report for report in batch if report is not None])
+                try:
+                    self._store([report for report in batch if report is not None])
+                except Exception:
+                    # Never the writer's end: the next batches are still stored.
+                    logger.exception("run %s: step reports could not be stored", self.run)
+                    self.stale = True
         finally:
             connection.close()
 
     def _store(self, batch: list[dict]) -> None:
-        for attempt in range(WRITE_ATTEMPTS):
+        """One batch in one transaction; while the database is away (a restart, a lock held
+        too long) it is tried again for as long as the run's lease is safe."""
+        give_up_at = time.monotonic() + settings.RUN_HEARTBEAT_TIMEOUT / 2
+        delay = 0.25
+        while True:
             try:
+                close_old_connections()  # a connection the outage ended is replaced
                 if self.stale:  # rows of a rolled back batch keep pks the table lacks
                     self.steps = {step.node_id: step for step in self.run.steps.all()}
                     self.stale = False
@@ -148,11 +158,11 @@ class StepRecorder:
                 return
             except DatabaseError:
                 self.stale = True
-                connection.close()
-                if attempt + 1 == WRITE_ATTEMPTS:
+                if time.monotonic() + delay > give_up_at:
                     logger.warning("run %s: %d step reports not stored", self.run, len(batch))
                     return
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def apply(self, report: dict) -> RunStep | None:
         """The report applied to its step in memory (None: nothing to store)."""

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 
 from runs_app import wakeup
 from runs_app.execution import follow_run, worker_id
+from runs_app.loops import RECENT_RESTART_SECONDS, KeptThread, Loop, Threads
 from runs_app.models import PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -36,26 +38,28 @@ class RunSupervisor:
         self.followers: dict[int, threading.Thread] = {}
         self.stopping = threading.Event()
         self.listener: wakeup.Listener | None = None
-        self.thread: threading.Thread | None = None
+        self.kept: KeptThread | None = None
+        self.looking = Loop("run supervisor")
+        # A follower that ended with an exception (a fault of Fast-Flow's: its run is handed
+        # out again when its lease lapses) shows for a minute, or until one ends well.
+        self.following = Loop("run followers")
 
-    def start(self) -> None:
-        self.listener = wakeup.Listener()
-        self.thread = threading.Thread(target=self.run, name="run-supervisor", daemon=True)
-        self.thread.start()
+    def start(self, threads: Threads | None = None) -> None:
+        threads = threads or Threads(self.stopping)
+        self.listener = wakeup.Listener(threads)
+        self.kept = threads.add("run-supervisor", self.run, [self.looking, self.following])
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            try:
+            with self.looking.turn():
                 self.take_claimed()
-            except DatabaseError:
-                logger.warning("could not look for runs: the database is unavailable")
-                close_old_connections()
-            except Exception:
-                logger.exception("looking for runs failed")
             self.listener.wait()
 
     def take_claimed(self) -> None:
         """Follow as many waiting runs as this worker has room for, oldest claim first."""
+        crashed_at = self.following.failing_since
+        if crashed_at is not None and time.time() - crashed_at >= RECENT_RESTART_SECONDS:
+            self.following.succeeded()
         self.followers = {pk: t for pk, t in self.followers.items() if t.is_alive()}
         room = self.capacity - len(self.followers)
         if room <= 0:
@@ -78,8 +82,11 @@ class RunSupervisor:
     def follow(self, run: PipelineRun) -> None:
         try:
             follow_run(run, lets_go=self.stopping.is_set)
-        except Exception:
+        except Exception as problem:
             logger.exception("following run %s failed", run.public_id)
+            self.following.failed(problem)
+        else:
+            self.following.succeeded()
         finally:
             connection.close()  # this thread's own connection
             self.listener.wake()  # a follower is free: look again at once
@@ -89,8 +96,8 @@ class RunSupervisor:
         self.stopping.set()
         if self.listener is not None:
             self.listener.close()
-        if self.thread is not None:
-            self.thread.join(timeout=STOP_WAIT_SECONDS)
+        if self.kept is not None:
+            self.kept.join(timeout=STOP_WAIT_SECONDS)
         for follower in list(self.followers.values()):
             follower.join(timeout=STOP_WAIT_SECONDS)
         try:

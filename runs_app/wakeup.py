@@ -22,6 +22,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 
+from runs_app.loops import Loop, Threads
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "fastflow_runs"
@@ -94,21 +96,25 @@ def publisher() -> redis.Redis:
 class Listener:
     """What a worker waits on between its looks for claimed runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: Threads | None = None) -> None:
         self.event = threading.Event()
         self.closed = threading.Event()
         self.kind = channel()
+        self.listening = Loop("run wake-ups")
         _listeners.add(self.event)
         self.socket: socket.socket | None = None
-        listen = {
+        self.listen = {
             "postgresql": self._listen_postgresql,
             "redis": self._listen_redis,
             "socket": self._listen_socket,
         }.get(self.kind)
-        if listen is not None:
+        if self.listen is not None:
             if self.kind == "socket":
                 self.socket = self._bind_socket()
-            threading.Thread(target=self._keep(listen), name="run-wakeups", daemon=True).start()
+            if threads is not None:
+                threads.add("run-wakeups", self.keep, [self.listening])
+            else:
+                threading.Thread(target=self.keep, name="run-wakeups", daemon=True).start()
 
     @property
     def fallback_seconds(self) -> float:
@@ -140,16 +146,16 @@ class Listener:
         listening.settimeout(1.0)
         return listening
 
-    def _keep(self, listen):
-        def keep() -> None:
-            while not self.closed.is_set():
-                try:
-                    listen()
-                except (psycopg.Error, redis.RedisError, OSError) as problem:
-                    logger.warning("run wake-ups interrupted (%s); listening again", problem)
-                    self.closed.wait(RECONNECT_SECONDS)
-
-        return keep
+    def keep(self) -> None:
+        """Listen until closed; a connection lost (the database or Redis restarted) is
+        made again a second later. Not in turns: listening is one long wait."""
+        while not self.closed.is_set():
+            try:
+                self.listen()
+            except (psycopg.Error, redis.RedisError, OSError) as problem:
+                self.listening.failed(problem)
+                self.event.set()  # a look now: a notification may have been missed
+                self.closed.wait(RECONNECT_SECONDS)
 
     def _listen_postgresql(self) -> None:
         params = connections["default"].settings_dict
@@ -162,6 +168,7 @@ class Listener:
             autocommit=True,
         ) as listening:
             listening.execute(f"LISTEN {CHANNEL}")
+            self.listening.succeeded()
             while not self.closed.is_set():
                 for _ in listening.notifies(timeout=1.0, stop_after=1):
                     self.event.set()
@@ -182,6 +189,7 @@ class Listener:
         subscriber = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
         with contextlib.closing(subscriber):
             subscriber.subscribe(CHANNEL)
+            self.listening.succeeded()
             while not self.closed.is_set():
                 if subscriber.get_message(timeout=1.0):
                     self.event.set()

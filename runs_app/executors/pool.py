@@ -76,6 +76,7 @@ from runs_app.executors.docker import (
 )
 from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter
+from runs_app.loops import KeptThread, Loop, Threads
 
 logger = logging.getLogger(__name__)
 
@@ -309,16 +310,17 @@ class PoolKeeper:
         self.size = settings.RUN_POOL_SIZE if size is None else size
         self.executor = PooledDockerExecutor()
         self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.kept: KeptThread | None = None
+        self.keeping = Loop("container pool")
         self.events = None
         self.last_sweep = 0.0
         self.problem = ""
         self.made: set[str] = set()  # every container it made (what tests check against)
         self.ready = 0
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="container-pool", daemon=True)
-        self.thread.start()
+    def start(self, threads: Threads | None = None) -> None:
+        threads = threads or Threads(self.stopping)
+        self.kept = threads.add("container-pool", self.run, [self.keeping])
 
     def stop(self) -> None:
         """Stop refilling and remove this worker's waiting containers."""
@@ -326,25 +328,25 @@ class PoolKeeper:
         with contextlib.suppress(Exception):
             if self.events is not None:
                 self.events.close()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
+        if self.kept is not None:
+            self.kept.join(timeout=10)
         with contextlib.suppress(*ENGINE_ERRORS, DockerException):
             for container in self.idle(mine=True):
                 self.discard(container)
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            try:
-                self.refill()
-                self.problem = ""
-            except (*ENGINE_ERRORS, EngineUnavailable, ExecutorError, DockerException) as exc:
-                if str(exc) != self.problem:  # said once, not every few seconds
-                    logger.warning("the container pool cannot be filled now: %s", exc)
-                self.problem = str(exc)
-                self.stopping.wait(IDLE_WAKE_SECONDS)
-                continue
-            except Exception:
-                logger.exception("the container pool failed")
+            with self.keeping.turn() as turn:
+                try:
+                    self.refill()
+                    self.problem = ""
+                except (*ENGINE_ERRORS, EngineUnavailable, ExecutorError, DockerException) as exc:
+                    # The engine away is not this loop's failure (the worker's report says
+                    # whether it reaches the engine): it waits for it.
+                    if str(exc) != self.problem:  # said once, not every few seconds
+                        logger.warning("the container pool cannot be filled now: %s", exc)
+                    self.problem = str(exc)
+            if turn.failed or self.problem:
                 self.stopping.wait(IDLE_WAKE_SECONDS)
                 continue
             self.wait_for_change()

@@ -13,8 +13,9 @@ FORGET_AFTER = timedelta(days=1)
 
 
 class WorkerProcess(models.Model):
-    """A running `manage.py worker`: its ticker reports every few seconds, and says whether
-    it can reach the Docker engine. A clean stop removes the row."""
+    """A running `manage.py worker`: its heartbeat reports every few seconds, and says
+    whether it can reach the Docker engine and how its threads are (runs_app.loops). A
+    clean stop removes the row."""
 
     name = models.CharField(max_length=120, unique=True, help_text="host:pid:token")
     hostname = models.CharField(max_length=100)
@@ -23,6 +24,14 @@ class WorkerProcess(models.Model):
     seen_at = models.DateTimeField(default=timezone.now)
     engine_ok = models.BooleanField(null=True, help_text="Whether it reached the engine.")
     engine_error = models.TextField(blank=True)
+    threads = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Its threads as it last reported them: alive, restarts, each loop's state.",
+    )
+    degraded = models.TextField(
+        blank=True, help_text="Why its loops fail or its threads were restarted (empty: well)."
+    )
 
     class Meta:
         ordering = ["-seen_at"]
@@ -31,27 +40,40 @@ class WorkerProcess(models.Model):
         return self.name
 
     @classmethod
-    def report(cls, name: str, *, engine_ok: bool | None, engine_error: str = "") -> None:
+    def report(
+        cls,
+        name: str,
+        *,
+        engine_ok: bool | None,
+        engine_error: str = "",
+        threads: list[dict] | None = None,
+        degraded: str = "",
+    ) -> None:
         """This worker is alive; workers not heard from for a day are forgotten."""
         cls.objects.filter(seen_at__lt=timezone.now() - FORGET_AFTER).delete()
         hostname, pid, _ = name.split(":", 2)
-        updated = cls.objects.filter(name=name).update(
-            seen_at=timezone.now(), engine_ok=engine_ok, engine_error=engine_error
-        )
+        fields = {
+            "engine_ok": engine_ok,
+            "engine_error": engine_error,
+            "threads": threads or [],
+            "degraded": degraded,
+        }
+        updated = cls.objects.filter(name=name).update(seen_at=timezone.now(), **fields)
         if not updated:
-            cls.objects.create(
-                name=name,
-                hostname=hostname,
-                pid=int(pid),
-                engine_ok=engine_ok,
-                engine_error=engine_error,
-            )
+            cls.objects.create(name=name, hostname=hostname, pid=int(pid), **fields)
 
     @classmethod
     def alive(cls) -> models.QuerySet[WorkerProcess]:
         """Workers heard from within RUN_HEARTBEAT_TIMEOUT."""
         recent = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
         return cls.objects.filter(seen_at__gte=recent)
+
+    @property
+    def health(self) -> str:
+        """ "ok", "degraded: <why>", or "not heard from" — in plain words."""
+        if not self.is_alive:
+            return "not heard from"
+        return f"degraded: {self.degraded}" if self.degraded else "ok"
 
     @property
     def is_alive(self) -> bool:

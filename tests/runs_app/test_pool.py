@@ -216,7 +216,7 @@ def test_a_container_that_does_not_listen_is_not_handed_the_run(settings, monkey
 def test_a_stopping_worker_leaves_no_pooled_container(keeper, docker_engine):
     ready = ready_ids(keeper)
     keeper.stop()
-    assert not keeper.thread.is_alive()
+    assert not keeper.kept.alive
     left = docker_engine.api.containers(all=True, filters={"name": POOL_NAME_PREFIX})
     assert ready.isdisjoint({c["Id"] for c in left})
     assert list(pool_root().iterdir()) == []
