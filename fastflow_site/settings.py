@@ -316,7 +316,8 @@ ASGI_APPLICATION = "fastflow_site.asgi.application"
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer, waiting out a Redis restart instead of ending viewers.
+            "BACKEND": "runs_app.live.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": "fastflow-live:",

@@ -18,6 +18,7 @@ admin.site.site_title = "Fast-Flow"
 admin.site.index_title = "Operator console"
 # One sign-in page for everything (providers, two-factor); the admin has no password form.
 admin.site.login = secure_admin_login(admin.site.login)
+handler500 = operations.server_error
 
 
 def _api_urls():

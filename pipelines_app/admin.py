@@ -17,7 +17,7 @@ from fastflow_site.audit import Action, record
 from pipelines_app import deploy_keys
 from pipelines_app.discovery import discover
 from pipelines_app.forms import GitSourceForm, ScheduleForm
-from pipelines_app.gitsync import request_sync
+from pipelines_app.gitsync import SyncNotRequested, request_sync
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 
 
@@ -257,7 +257,11 @@ class GitSourceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        request_sync(Sync.Trigger.MANUAL, request.user)
+        try:
+            request_sync(Sync.Trigger.MANUAL, request.user)
+        except SyncNotRequested as problem:
+            self.message_user(request, str(problem), messages.ERROR)
+            return
         record(Action.SYNC_REQUESTED, GitSource.load())
         self.message_user(request, "Sync requested: the worker fetches the repository now.")
 

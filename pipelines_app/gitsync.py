@@ -31,8 +31,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.utils import timezone
 from django_q.tasks import async_task
 from git import GitCommandError, Repo
@@ -113,9 +115,21 @@ def run_sync(trigger: str = Sync.Trigger.MANUAL, user_id: int | None = None) -> 
     sync(trigger, user)
 
 
+class SyncNotRequested(Exception):
+    """The worker's task queue (the database, or Redis) could not take the request."""
+
+
 def request_sync(trigger: str, user=None) -> None:
     """Hand a sync to the worker (the web process never runs git)."""
-    async_task("pipelines_app.gitsync.run_sync", trigger, user.pk if user else None, group="sync")
+    try:
+        async_task(
+            "pipelines_app.gitsync.run_sync", trigger, user.pk if user else None, group="sync"
+        )
+    except (redis.RedisError, DatabaseError) as problem:
+        raise SyncNotRequested(
+            f"The sync could not be handed to the worker: its task queue cannot be reached "
+            f"now ({type(problem).__name__}). Try again in a moment."
+        ) from problem
 
 
 _last_interval_request = 0.0

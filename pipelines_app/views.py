@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from fastflow_site.audit import Action, record
 from pipelines_app.forms import ScheduleForm
-from pipelines_app.gitsync import live_commit, request_sync, safe_url
+from pipelines_app.gitsync import SyncNotRequested, live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.artifacts import artifact_file
 from runs_app.daemons import state_of
@@ -247,7 +247,11 @@ def sync_now(request: HttpRequest) -> HttpResponse:
     if not GitSource.load().is_configured:
         messages.error(request, "No repository is configured (GIT_REPO_URL, or the admin).")
     else:
-        request_sync(Sync.Trigger.MANUAL, request.user)
+        try:
+            request_sync(Sync.Trigger.MANUAL, request.user)
+        except SyncNotRequested as problem:
+            messages.error(request, str(problem))
+            return redirect("sync")
         record(Action.SYNC_REQUESTED, GitSource.load())
         messages.success(request, "Sync requested: the worker fetches the repository now.")
     return redirect("sync")
@@ -277,5 +281,8 @@ def git_push(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "The body is not a push event."}, status=400)
     if ref != f"refs/heads/{source.branch}":
         return JsonResponse({"ignored": f"{ref} is not {source.branch}"}, status=202)
-    request_sync(Sync.Trigger.PUSH)
+    try:
+        request_sync(Sync.Trigger.PUSH)
+    except SyncNotRequested as problem:  # GitHub shows it; "Redeliver" sends it again
+        return JsonResponse({"error": str(problem)}, status=503, headers={"Retry-After": "5"})
     return JsonResponse({"sync": "requested", "branch": source.branch}, status=202)

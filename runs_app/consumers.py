@@ -140,6 +140,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.wake = asyncio.Event()
         self.group = None
         self.heard_from_group = self.tail_read = False
+        self.joined = True
         if self.channel_layer is not None:
             # Join before reading anything, so nothing written in between is missed.
             self.group = live.group_name(self.run.public_id)
@@ -165,8 +166,11 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
     async def join_group(self) -> None:
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
+            self.joined = True
         except Exception as problem:  # Redis away: the file and the row still serve
-            logger.warning("live view of %s: could not join its group: %s", self.group, problem)
+            if self.joined:  # said once per outage
+                logger.warning("live view of %s: could not join its group: %s", self.group, problem)
+            self.joined = False
 
     # --- events pushed by the worker (runs_app.live) -----------------------------------------
 
@@ -235,9 +239,15 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             self.tail_read = True
             if lines:
                 await self.send_lines(lines, limiter)
-            if lines and caught_up and read_file and pushed and not self.heard_from_group:
-                # New lines the group never brought: Redis may have restarted and forgotten
-                # this viewer's membership (groups live in Redis). Joining again is cheap.
+            if (
+                pushed
+                and read_file
+                and caught_up
+                and (not self.joined or (lines and not self.heard_from_group))
+            ):
+                # New lines the group never brought (or the last join failed): Redis may
+                # have restarted and forgotten this viewer's membership (groups live in
+                # Redis). Joining again is cheap.
                 await self.join_group()
             self.heard_from_group = False
             samples = await self.new_samples(from_file=read_file or not pushed)

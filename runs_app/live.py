@@ -24,6 +24,8 @@ import threading
 import time
 from collections import deque
 
+import channels_redis.core
+import redis
 from channels import DEFAULT_CHANNEL_LAYER
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -39,6 +41,7 @@ MAX_PENDING = 20_000
 # At a process's exit, events already put get this long to be sent.
 EXIT_FLUSH_SECONDS = 2.0
 WARN_EVERY_SECONDS = 60.0
+RECONNECT_MAX_SECONDS = 2.0
 
 
 def enabled() -> bool:
@@ -148,6 +151,23 @@ class Publisher:
             batch = list(self.pending)
             self.pending.clear()
         return batch
+
+
+class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
+    """channels_redis's layer, whose `receive` waits while Redis restarts instead of
+    raising: a consumer's receive loop (channels' dispatch) would end with the error and
+    close every live view. Its viewers read the file meanwhile, and join their group again
+    once Redis is back (runs_app.consumers)."""
+
+    async def receive(self, channel: str) -> dict:
+        delay = 0.1
+        while True:
+            try:
+                return await super().receive(channel)
+            except (redis.ConnectionError, redis.TimeoutError, ConnectionError) as problem:
+                logger.warning("live events: Redis unreachable (%s); waiting", problem)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
 def coalesce(batch: list[tuple[str, str, object]]) -> list[tuple[str, dict]]:

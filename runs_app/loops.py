@@ -188,7 +188,7 @@ class KeptThread:
     # Since it first died, until it then ran for RECENT_RESTART_SECONDS (wall clock).
     troubled_since: float | None = None
     restart_at: float | None = None  # monotonic
-    backoff: float = FIRST_BACKOFF_SECONDS
+    backoff: float = field(default_factory=lambda: FIRST_BACKOFF_SECONDS)
     error: str = ""
     ended: threading.Event = field(default_factory=threading.Event)
 

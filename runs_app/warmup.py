@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -82,11 +83,14 @@ def dispatch_warmups() -> list[int]:
     warming = Pipeline.objects.filter(warm_status=Warm.WARMING).count()
     pending = Pipeline.objects.filter(warm_status=Warm.PENDING).order_by("pk")
     for pk in pending.values_list("pk", flat=True)[: max(0, WARMUP_CONCURRENCY - warming)]:
-        if Pipeline.objects.filter(pk=pk, warm_status=Warm.PENDING).update(
-            warm_status=Warm.WARMING
-        ):
-            async_task("runs_app.warmup.warm", pk, group="warmup")
-            started.append(pk)
+        # Claimed and queued together: when the queue (Redis, or the database) cannot take
+        # the task, the claim is undone and the next turn hands it out again.
+        with transaction.atomic():
+            if Pipeline.objects.filter(pk=pk, warm_status=Warm.PENDING).update(
+                warm_status=Warm.WARMING
+            ):
+                async_task("runs_app.warmup.warm", pk, group="warmup")
+                started.append(pk)
     return started
 
 

@@ -10,15 +10,19 @@ known one with a wrong key.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline, Schedule, WebhookKey
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,17 @@ def over_rate_limit(pipeline: Pipeline) -> int | None:
         return None
     window = int(time.time() // 60)
     counter = f"webhook-rate:{pipeline.pk}:{window}"
-    cache.add(counter, 0, timeout=120)
     try:
-        calls = cache.incr(counter)
-    except ValueError:  # expired between add and incr
-        cache.set(counter, 1, timeout=120)
-        calls = 1
+        cache.add(counter, 0, timeout=120)
+        try:
+            calls = cache.incr(counter)
+        except ValueError:  # expired between add and incr
+            cache.set(counter, 1, timeout=120)
+            calls = 1
+    except redis.RedisError as problem:
+        # Redis away for a moment: the call is let through (and said) rather than refused.
+        logger.warning("webhook rate limit not checked: the cache is unreachable (%s)", problem)
+        return None
     if calls > limit:
         return 60 - int(time.time() % 60)
     return None

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
@@ -24,6 +25,8 @@ from tests.runs_app.conftest import redis_database
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost:8000")
+# Longer than the consumer's look at the file when nothing is pushed (FALLBACK_SECONDS).
+FALLBACK_WAIT = 3.0
 
 
 @pytest.fixture(params=["files", "redis"])
@@ -217,4 +220,41 @@ async def test_a_worker_that_numbers_on_after_a_reattach(run, client, viewer):
     await database_sync_to_async(write)(run, "after the re-attach")
     messages = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert [(seq, text) for seq, *_, text in lines_in(messages)] == [(2, "after the re-attach")]
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("transport", ["files"], indirect=True)
+async def test_the_live_view_goes_on_while_redis_restarts(
+    run, client, viewer, settings, private_redis
+):
+    """Redis restarted under an open live view: the socket stays open, no line is lost or
+    doubled (the file fills in while Redis is away), and pushed lines come again after
+    (the viewer joined its group again: a restarted Redis forgets groups)."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "runs_app.live.RedisChannelLayer",
+            "CONFIG": {"hosts": [private_redis.url], "prefix": "test-restart:"},
+        }
+    }
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
+    communicator = await connect(run, [ORIGIN, cookie])
+    received = lines_in(await receive_until(communicator, lambda m: m["type"] == "status"))
+
+    def until(seq: int):
+        return lambda m: m["type"] == "lines" and m["lines"][-1][0] >= seq
+
+    await database_sync_to_async(write)(run, *[f"line {i}" for i in range(1, 6)])
+    received += lines_in(await receive_until(communicator, until(5)))
+    await sync_to_async(private_redis.restart)()
+    await database_sync_to_async(write)(run, *[f"line {i}" for i in range(6, 11)])
+    received += lines_in(await receive_until(communicator, until(10)))
+    # Only in the channel layer (not in the file): it can only have come from the group.
+    pushed = [11, "2026-12-06T10:00:00.000000000Z", "O", "pushed after the restart"]
+    deadline = asyncio.get_running_loop().time() + 15
+    while pushed not in received:
+        assert asyncio.get_running_loop().time() < deadline, received[-3:]
+        live.line(run.public_id, *pushed)
+        if not await communicator.receive_nothing(timeout=FALLBACK_WAIT):
+            received += lines_in([await communicator.receive_json_from(timeout=5)])
+    assert [line[0] for line in received] == list(range(1, 12))
     await communicator.disconnect()

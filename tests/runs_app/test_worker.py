@@ -41,6 +41,9 @@ class Worker:
         self.settings = settings
         self.log = tmp_path / "worker.log"
         self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}  # more settings for the process
+        # Python run before the worker's command, in its process (tests inject faults).
+        self.prelude = ""
 
     def environment(self) -> dict[str, str]:
         """Read when the process starts, so a test's settings changes reach the worker."""
@@ -54,11 +57,15 @@ class Worker:
             "UV_CACHE_DIR": str(settings.UV_CACHE_DIR),
             "MAX_CONCURRENT_RUNS": str(settings.MAX_CONCURRENT_RUNS),
             "RUN_STOP_GRACE_SECONDS": "2",
+            **self.env,
         }
 
     def start(self) -> None:
+        command = ["manage.py", "worker", "--tick", "0.2", "--reconcile-every", "2"]
+        if self.prelude:
+            command = ["-c", WITH_PRELUDE.format(prelude=self.prelude), *command]
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "worker", "--tick", "0.2", "--reconcile-every", "2"],
+            [sys.executable, *command],
             cwd=django_settings.BASE_DIR,
             env=self.environment(),
             stdout=open(self.log, "a"),  # noqa: SIM115
@@ -79,6 +86,18 @@ class Worker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+# `python -c` running a test's prelude (after Django is set up), then manage.py's command.
+WITH_PRELUDE = """
+import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
+import django
+django.setup()
+{prelude}
+from django.core.management import execute_from_command_line
+execute_from_command_line(sys.argv[1:])  # argv[0] is "-c"
+"""
 
 
 def kill_group(process: subprocess.Popen) -> None:
