@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from allauth.account.models import EmailAddress
 from asgiref.sync import SyncToAsync
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 from django.test import override_settings
 
 from bench.common import CHROMIUM_ARGS
@@ -177,3 +178,54 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+class PostgresqlOutage:
+    """The test database away from `begin()` to `end()` (or for a `with` block), as while
+    PostgreSQL restarts: every connection to it ended, new ones refused (this test's own
+    included)."""
+
+    def __init__(self) -> None:
+        if connection.vendor != "postgresql":
+            pytest.skip("the PostgreSQL pass runs this")
+        self.database = connection.settings_dict["NAME"]
+        self.admin = psycopg.connect(
+            host=connection.settings_dict["HOST"],
+            port=connection.settings_dict["PORT"] or 5432,
+            user=connection.settings_dict["USER"],
+            password=connection.settings_dict["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+        )
+
+    def begin(self) -> None:
+        self.admin.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false')
+        self.admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [self.database],
+        )
+
+    def end(self) -> None:
+        self.admin.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
+
+    def __enter__(self) -> PostgresqlOutage:
+        self.begin()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end()
+        connection.close()  # this thread's own was ended too
+
+
+@pytest.fixture
+def postgresql_outage() -> Iterator[PostgresqlOutage]:
+    """A PostgresqlOutage for the test (skipped on SQLite); afterwards the database is
+    back and the test's own connection, which the outage ended, is made anew."""
+    outage = PostgresqlOutage()
+    yield outage
+    outage.end()
+    outage.admin.close()
+    connection.close()
+    # And asgiref's thread's, where async tests (and consumers) reach the database.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)

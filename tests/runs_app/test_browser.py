@@ -4,22 +4,18 @@ live views, with REDIS_URL set (Redis broker and channel layer)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-from django.conf import settings as django_settings
 
 from fastflow_site.roles import Role, set_role
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import free_port, redis_database
-from tests.runs_app.test_worker import Worker, kill_group
+from tests.runs_app.conftest import redis_database
+from tests.runs_app.test_worker import Worker, kill_group, start_web_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -57,31 +53,7 @@ def instance(request, settings, tmp_path, make_pipeline, django_user_model, monk
         redis.Redis.from_url(environment["REDIS_URL"]).delete("django_q:fastflow:q")
         worker.environment = lambda: environment
     worker.start()
-    port = free_port()
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "fastflow_site.asgi:application",
-        ],
-        cwd=django_settings.BASE_DIR,
-        env=worker.environment(),
-        stdout=open(tmp_path / "web.log", "w"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    assert wait_for(answers, timeout=30), (tmp_path / "web.log").read_text()
+    web, base = start_web_server(worker.environment(), tmp_path / "web.log")
     yield base
     kill_group(web)
     worker.kill()

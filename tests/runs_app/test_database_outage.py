@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-import psycopg
 import pytest
 from django.db import close_old_connections, connection
 
@@ -16,7 +15,12 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import execute, log_text, output_lines, read_log
+from tests.runs_app.conftest import (
+    execute,
+    log_text,
+    output_lines,
+    read_log,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -75,31 +79,12 @@ def test_sqlite_locked_longer_than_the_busy_timeout(make_pipeline, docker_engine
     check_the_run_ended_whole(run, follower, caplog)
 
 
-def test_postgresql_refusing_connections_for_a_few_seconds(make_pipeline, docker_engine, caplog):
-    if connection.vendor != "postgresql":
-        pytest.skip("the PostgreSQL pass runs this")
-    database = connection.settings_dict["NAME"]
-    admin = psycopg.connect(
-        host=connection.settings_dict["HOST"],
-        port=connection.settings_dict["PORT"] or 5432,
-        user=connection.settings_dict["USER"],
-        password=connection.settings_dict["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
+def test_postgresql_refusing_connections_for_a_few_seconds(
+    postgresql_outage, make_pipeline, docker_engine, caplog
+):
     run, follower = start(make_pipeline)
-    try:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            [database],
-        )
+    with postgresql_outage:
         assert wait_for(lambda: "O tick 14\n" in read_log(run.log_path), timeout=60)
         follower.join(timeout=OUTAGE_SECONDS)
         assert follower.is_alive()  # still trying, not given up
-    finally:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        admin.close()
-    connection.close()  # this test's own connection was ended too
     check_the_run_ended_whole(run, follower, caplog)

@@ -258,3 +258,34 @@ async def test_the_live_view_goes_on_while_redis_restarts(
             received += lines_in([await communicator.receive_json_from(timeout=5)])
     assert [line[0] for line in received] == list(range(1, 12))
     await communicator.disconnect()
+
+
+@pytest.mark.parametrize("transport", ["files"], indirect=True)
+async def test_the_live_view_goes_on_while_the_database_is_away(
+    postgresql_outage, run, client, viewer
+):
+    """The log keeps coming from the file while PostgreSQL restarts; the viewer is neither
+    cut off nor stuck, and sees the final status once the database is back."""
+    cookie = await database_sync_to_async(session_cookie)(client, viewer)
+    outage = postgresql_outage
+    communicator = await connect(run, [ORIGIN, cookie])
+    await database_sync_to_async(write)(run, "one", "two")
+    received = lines_in(await receive_until(communicator, lambda m: m["type"] == "lines"))
+    await sync_to_async(outage.begin)()
+    try:
+        await sync_to_async(write)(run, "three", "four")  # the file needs no database
+        received += lines_in(
+            await receive_until(communicator, lambda m: m["type"] == "lines", timeout=10)
+        )
+        # Its access and status checks failed meanwhile, and said nothing to the viewer.
+        assert await communicator.receive_nothing(timeout=2.5)
+    finally:
+        await sync_to_async(outage.end)()
+    await database_sync_to_async(finish)(run)
+    end = await receive_until(
+        communicator, lambda m: m["type"] == "status" and m["finished"], timeout=10
+    )
+    assert end[-1]["status"] == "succeeded"
+    assert [text for *_, text in received] == ["one", "two", "three", "four"]
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -19,7 +21,7 @@ from runs_app.executors.docker import docker_timestamp
 from runs_app.executors.local import process_alive
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import log_text, output_lines, read_log
+from tests.runs_app.conftest import free_port, log_text, output_lines, read_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -98,6 +100,27 @@ django.setup()
 from django.core.management import execute_from_command_line
 execute_from_command_line(sys.argv[1:])  # argv[0] is "-c"
 """
+
+
+def start_web_server(environment: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """daphne serving the site as a process of its own, answering; and its base URL."""
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "fastflow_site.asgi:application"],
+        cwd=django_settings.BASE_DIR,
+        env=environment,
+        stdout=open(log, "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    assert wait_for(answers, timeout=30), log.read_text()
+    return web, f"http://127.0.0.1:{port}"
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -12,7 +12,6 @@ import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import psycopg
 import pytest
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -24,7 +23,7 @@ from pipelines_app.models import Pipeline, Sync
 from runs_app.follow import wait_for
 from runs_app.models import Channel, Delivery, Notification, PipelineRun, WorkerProcess
 from tests.pipelines_app.test_gitsync import Remote
-from tests.runs_app.conftest import log_text, output_lines
+from tests.runs_app.conftest import log_text, output_lines, read_log
 from tests.runs_app.test_worker import Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -114,9 +113,9 @@ def queued_sync(remote: Remote, due_in: float) -> None:
     OrmQ.objects.update(lock=timezone.now() + timedelta(seconds=due_in))
 
 
-def test_postgresql_ending_every_connection_again_and_again(worker, remote, hooks, settings):
-    if connection.vendor != "postgresql":
-        pytest.skip("the PostgreSQL pass runs this")
+def test_postgresql_ending_every_connection_again_and_again(
+    postgresql_outage, worker, remote, hooks, settings
+):
     worker.env = {"GIT_REPO_URL": settings.GIT_REPO_URL, "GIT_BRANCH": "main"}
     worker.start()
     run = PipelineRun.enqueue(Pipeline.objects.get(name="steady"), trigger="manual")
@@ -125,31 +124,10 @@ def test_postgresql_ending_every_connection_again_and_again(worker, remote, hook
     delivery = pending_notification(hooks, due_in=1.0)
     queued_sync(remote, due_in=1.0)
 
-    database = connection.settings_dict["NAME"]
-    admin = psycopg.connect(
-        host=connection.settings_dict["HOST"],
-        port=connection.settings_dict["PORT"] or 5432,
-        user=connection.settings_dict["USER"],
-        password=connection.settings_dict["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
-    connection.close()
-    try:
-        for _ in range(OUTAGES):
-            # As while PostgreSQL restarts: every connection ended, new ones refused.
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [database],
-            )
+    for _ in range(OUTAGES):
+        with postgresql_outage:
             time.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for an event
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-            time.sleep(1.0)  # back for a moment, then down again
-    finally:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        admin.close()
+        time.sleep(1.0)  # back for a moment, then away again
     back_at = timezone.now()
     assert "works again after" in worker.log.read_text()  # the outages were felt
 
@@ -278,8 +256,6 @@ def test_a_loop_that_cannot_recover_makes_the_worker_exit_for_a_restart(worker):
 
 
 def log_of(run: PipelineRun) -> str:
-    from tests.runs_app.conftest import read_log
-
     return read_log(run.log_path)
 
 
