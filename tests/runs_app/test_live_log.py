@@ -288,4 +288,3 @@ async def test_the_live_view_goes_on_while_the_database_is_away(
     assert end[-1]["status"] == "succeeded"
     assert [text for *_, text in received] == ["one", "two", "three", "four"]
     assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
-
