@@ -8,18 +8,25 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
-from ninja import Field, NinjaAPI, Schema, Status
-from ninja.errors import HttpError
+from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
+from pydantic import WithJsonSchema
 
 from fastflow_site.audit import Action, record
 from fastflow_site.models import ApiToken
 from pipelines_app.models import Pipeline
-from runs_app.environment import parameters_from_json
+from runs_app.environment import (
+    parameters_from_json,
+    parameters_json_schema,
+    refused_parameters,
+)
 from runs_app.logs import LogTail
 from runs_app.models import PipelineRun, RunRefused, with_last_run
 
@@ -58,7 +65,19 @@ def _described_to_callers(view):
     return wrapper
 
 
+class ObjectBodies(Parser):
+    """Every body this API takes is a JSON object: anything else is refused (400), never
+    read as an empty request."""
+
+    def parse_body(self, request: HttpRequest):
+        data = super().parse_body(request)
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
+        return data
+
+
 api = NinjaAPI(
+    parser=ObjectBodies(),
     title="Fast-Flow API",
     version="1",
     description=__doc__,
@@ -125,15 +144,37 @@ class PipelineDetailOut(PipelineOut):
     recent_runs: list[RunOut]
 
 
+Parameters = Annotated[
+    dict[str, str | int | float | bool], WithJsonSchema(parameters_json_schema())
+]
+# A log line: [seq, timestamp, stream, text] (prefixItems: OpenAPI 3.1's JSON Schema).
+# A log line: [seq, timestamp, stream, text]. Described position by position in words:
+# OpenAPI 3.1's own way (prefixItems) is refused by tools still (schemathesis 4.32).
+LogLine = Annotated[
+    list[int | str],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "minItems": 4,
+            "maxItems": 4,
+            "description": "[seq, timestamp, stream, text]: the sequence number (from 1), "
+            "when it was written (RFC 3339, UTC), O (stdout), E (stderr) or S (Fast-Flow's "
+            "own), and the line with secrets masked",
+        }
+    ),
+]
+
+
 class RunIn(Schema):
-    parameters: dict = Field(default_factory=dict, description="Environment values for the run")
+    parameters: Parameters = Field(default_factory=dict)
     confirm_disabled: bool = Field(
         default=False, description="Run a pipeline disabled in its pipeline.json anyway"
     )
 
 
 class LogOut(Schema):
-    lines: list[tuple[int, str, str, str]] = Field(description="[seq, timestamp, stream, text]")
+    lines: list[LogLine]
     next: int = Field(description="Ask again with after=next for what follows")
     finished: bool
     log_removed: bool = Field(description="Retention removed this run's log")
@@ -146,7 +187,26 @@ class CancelOut(Schema):
 
 class ErrorOut(Schema):
     detail: str
-    problems: list[str] = []
+    problems: list[str] = Field(default_factory=list, description="What was wrong, one by one")
+
+
+def answers(ok: int, schema, *errors: int) -> dict:
+    """The responses of an endpoint: its own, and the errors it can give — 401 (no valid
+    token or session), 403 (role or token scope), 503 (the database away), and those named
+    (400 refused, 404 not found, 409 conflict, 422 a malformed request) — as ErrorOut."""
+    return {ok: schema, **dict.fromkeys((401, 403, 503, *errors), ErrorOut)}
+
+
+@api.exception_handler(ValidationError)
+def malformed_request(request: HttpRequest, error: ValidationError):
+    """A request the schema refuses: 422, in the shape of every other error."""
+    problems = []
+    for item in error.errors:
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {item.get('msg', 'invalid')}"[:500])
+    return api.create_response(
+        request, {"detail": "The request was malformed.", "problems": problems}, status=422
+    )
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -167,14 +227,14 @@ def _pipeline_out(pipeline: Pipeline) -> dict:
     }
 
 
-@api.get("/pipelines", response=list[PipelineOut], tags=["pipelines"])
+@api.get("/pipelines", response=answers(200, list[PipelineOut]), tags=["pipelines"])
 def list_pipelines(request: HttpRequest):
     _require(request, "pipelines_app.view_pipeline")
     pipelines = with_last_run(Pipeline.objects.filter(state=Pipeline.State.PRESENT))
     return [_pipeline_out(pipeline) for pipeline in pipelines]
 
 
-@api.get("/pipelines/{name}", response=PipelineDetailOut, tags=["pipelines"])
+@api.get("/pipelines/{name}", response=answers(200, PipelineDetailOut, 404), tags=["pipelines"])
 def pipeline_detail(request: HttpRequest, name: str):
     _require(request, "pipelines_app.view_pipeline")
     pipeline = get_object_or_404(with_last_run(Pipeline.objects.all()), name=name)
@@ -189,9 +249,7 @@ def pipeline_detail(request: HttpRequest, name: str):
 
 
 @api.post(
-    "/pipelines/{name}/runs",
-    response={202: RunOut, 400: ErrorOut, 409: ErrorOut},
-    tags=["runs"],
+    "/pipelines/{name}/runs", response=answers(202, RunOut, 400, 404, 409, 422), tags=["runs"]
 )
 def start_run(request: HttpRequest, name: str, body: RunIn):
     _require(request, "runs_app.add_pipelinerun", ApiToken.Scope.RUN)
@@ -199,9 +257,12 @@ def start_run(request: HttpRequest, name: str, body: RunIn):
     if not pipeline.enabled and not body.confirm_disabled:
         detail = f"{pipeline.name} is disabled in its pipeline.json; send confirm_disabled: true"
         return Status(409, {"detail": detail})
-    parameters, problems = parameters_from_json(pipeline, body.parameters)
-    if problems:
+    if problems := refused_parameters(body.parameters):
         return Status(400, {"detail": "The parameters were refused.", "problems": problems})
+    parameters, problems = parameters_from_json(pipeline, body.parameters)
+    if problems:  # what this pipeline does not take (its secrets, a selection)
+        return Status(409, {"detail": "The parameters conflict with the pipeline.",
+                            "problems": problems})  # fmt: skip
     try:
         run = PipelineRun.enqueue(
             pipeline, trigger=PipelineRun.Trigger.API, user=request.user, parameters=parameters
@@ -216,18 +277,22 @@ def _get_run(public_id: UUID) -> PipelineRun:
     return get_object_or_404(PipelineRun.objects.select_related("pipeline"), public_id=public_id)
 
 
-@api.get("/runs/{run_id}", response=RunOut, tags=["runs"])
+@api.get("/runs/{run_id}", response=answers(200, RunOut, 404, 422), tags=["runs"])
 def run_status(request: HttpRequest, run_id: UUID):
     _require(request, "runs_app.view_pipelinerun")
     return _get_run(run_id)
 
 
-@api.get("/runs/{run_id}/log", response=LogOut, tags=["runs"])
-def run_log(request: HttpRequest, run_id: UUID, after: int = 0, limit: int = 1000):
+@api.get("/runs/{run_id}/log", response=answers(200, LogOut, 404, 422), tags=["runs"])
+def run_log(
+    request: HttpRequest,
+    run_id: UUID,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=LOG_LINES_MAX)] = 1000,
+):
     """Lines after number `after` (0: from the start), at most `limit` of them."""
     _require(request, "runs_app.view_pipelinerun")
     run = _get_run(run_id)
-    limit = max(1, min(limit, LOG_LINES_MAX))
     tail = LogTail(Path(run.log_path))
     tail.seek(max(0, after))
     lines: list[tuple[int, str, str, str]] = []
@@ -244,7 +309,7 @@ def run_log(request: HttpRequest, run_id: UUID, after: int = 0, limit: int = 100
     }
 
 
-@api.post("/runs/{run_id}/cancel", response=CancelOut, tags=["runs"])
+@api.post("/runs/{run_id}/cancel", response=answers(200, CancelOut, 404, 422), tags=["runs"])
 def cancel_run(request: HttpRequest, run_id: UUID):
     _require(request, "runs_app.change_pipelinerun", ApiToken.Scope.RUN)
     run = _get_run(run_id)

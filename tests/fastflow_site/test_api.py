@@ -3,6 +3,7 @@ sessions, roles, starting and cancelling runs, status, the log from a cursor, Op
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,12 +114,28 @@ def test_starting_follows_the_rules_of_the_run_form(catalogue, operator):
     refused = api.post(
         "/api/v1/pipelines/hello/runs", {"parameters": {"API_TOKEN": "mine"}}, "application/json"
     )
-    assert refused.status_code == 400
+    # A secret of this pipeline: a conflict with it (the description cannot know its names).
+    assert refused.status_code == 409
     assert "API_TOKEN is a secret" in refused.json()["problems"][0]
     reserved = api.post(
         "/api/v1/pipelines/hello/runs", {"parameters": {"PATH": "/evil"}}, "application/json"
     )
-    assert reserved.status_code == 400
+    assert reserved.status_code == 400  # refused for every pipeline, as described
+    selection = api.post(
+        "/api/v1/pipelines/hello/runs",
+        {"parameters": {"FASTFLOW_SELECT": "orders"}},
+        "application/json",
+    )
+    assert selection.status_code == 409 and "for models pipelines" in str(selection.json())
+    for malformed in ([1, 2], "text", {"parameters": [1]}, {"parameters": {"A": None}}):
+        answer = api.post("/api/v1/pipelines/hello/runs", malformed, "application/json")
+        assert answer.status_code in (400, 422), malformed
+        assert isinstance(answer.json()["detail"], str)
+    bad_limit = api.get(f"/api/v1/runs/{uuid.uuid4()}/log", {"limit": 0})
+    assert bad_limit.status_code == 422
+    assert bad_limit.json()["problems"] == [
+        "query.limit: Input should be greater than or equal to 1"
+    ]
     disabled = api.post("/api/v1/pipelines/paused/runs", {}, "application/json")
     assert disabled.status_code == 409 and "confirm_disabled" in disabled.json()["detail"]
     confirmed = api.post(
