@@ -99,7 +99,7 @@ def main() -> None:
             )
             page = browser.new_page()
             page.goto(f"{base}/accounts/login/?next=/pipelines/printer/")
-            page.fill("#id_username", "bench")
+            page.fill("#id_login", "bench")
             page.fill("#id_password", "bench-password")
             page.click("button[type=submit]")
             page.wait_for_url(f"{base}/pipelines/printer/")

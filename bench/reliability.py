@@ -17,12 +17,21 @@ R4  a secret printed in 6 forms: in no log file, metrics file, live stream, down
 R5  out of memory, timeout, cancel: the right status and reason; a cancel stays cancelled.
 R6  daphne killed and started again while Chromium watches a run live: the page resumes
     after its last line, no gap, no duplicate.
+R7  PostgreSQL restarted three times in 60 s (`--database` on this machine's PostgreSQL;
+    `--pg-restart` is the command) under a stream of scheduled runs (three pipelines every
+    2 s): due times fired/expected, lost (skipped while the database was up), doubled;
+    every run ended once with its whole log; the worker healthy afterwards, every thread
+    alive; how soon the schedules fired again after each restart.
+R8  Redis restarted under 20 live viewers (Chromium pages) of one run: each page's lines
+    against the log (gaps, duplicates), and how long the pages went without a new line.
+    Runs with a Redis server of its own (on a free port), so REDIS_URL is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import signal
@@ -79,8 +88,13 @@ class Instance:
         }
         if args.database:
             self.env["DATABASE_URL"] = args.database
+        self.redis: subprocess.Popen | None = None
         if args.redis:
             self.env["REDIS_URL"] = args.redis
+        elif "R8" in args.only.upper():
+            self.redis_port = free_port()
+            self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+            self.start_redis()
         os.environ.update(self.env)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
         self.worker: subprocess.Popen | None = None
@@ -92,6 +106,15 @@ class Instance:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "main.py").write_text(main)
         (folder / "pipeline.json").write_text(json.dumps(config or {}))
+
+    def start_redis(self) -> None:
+        """A Redis of this bench's own, keeping nothing (R8 restarts it)."""
+        self.redis = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+             "--save", "", "--appendonly", "no", "--dir", str(WORK)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until_answering(self.redis_port)
 
     def start_worker(self) -> None:
         self.worker = self._spawn([sys.executable, "manage.py", "worker"], "worker.log")
@@ -120,6 +143,9 @@ class Instance:
     def stop(self) -> None:
         self.kill(self.web)
         self.kill(self.worker)
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.terminate()
+            self.redis.wait(timeout=10)
 
 
 def wait(predicate, timeout: float, what: str) -> float:
@@ -434,7 +460,7 @@ def r6_web_restart(instance: Instance, models) -> None:
         )
         page = browser.new_page()
         page.goto(f"{base}/accounts/login/?next=/pipelines/r6/")
-        page.fill("#id_username", "bench")
+        page.fill("#id_login", "bench")
         page.fill("#id_password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/pipelines/r6/")
@@ -457,13 +483,140 @@ def r6_web_restart(instance: Instance, models) -> None:
     )
 
 
+def r7_database_restarts(instance: Instance, models, restart: str) -> None:
+    PipelineRun, _ = models
+    if not instance.env.get("DATABASE_URL", "").startswith("postgres"):
+        print("R7 skipped: it restarts PostgreSQL (--database postgres://... on this machine)")
+        return
+    from django.db import close_old_connections
+
+    from pipelines_app.discovery import discover
+    from runs_app.models import WorkerProcess
+
+    interval, span, restarts = 2, 60.0, 3
+    names = [f"r7_{n}" for n in range(3)]
+    for name in names:
+        instance.pipeline(name, "print('on time')\n", {"schedule_interval_seconds": interval})
+    discover()
+    began = time.monotonic()
+    outages: list[tuple[float, float]] = []  # (down, up), wall clock
+    for k in range(1, restarts + 1):
+        time.sleep(max(0.0, began + k * span / (restarts + 1) - time.monotonic()))  # pacing
+        down = time.time()
+        subprocess.run(restart, shell=True, check=True, capture_output=True)  # noqa: S602
+        outages.append((down, time.time()))
+    time.sleep(max(0.0, began + span - time.monotonic()))
+    close_old_connections()  # the bench's own connection went with the restarts
+    for name in names:  # no more due times: the stream ends here
+        (WORK / "pipelines" / name / "pipeline.json").write_text("{}")
+    discover()
+    runs = PipelineRun.objects.filter(pipeline__name__in=names, trigger="schedule")
+    wait(lambda: not runs.filter(status__in=PipelineRun.ACTIVE_STATUSES).exists(), 180, "R7 runs")
+    fired = expected = lost = doubled = ended_well = 0
+    for name in names:
+        due = sorted(runs.filter(pipeline__name=name).values_list("scheduled_for", flat=True))
+        fired += len(due)
+        doubled += len(due) - len(set(due))
+        unique = sorted(set(due))
+        expected += 1
+        for before, after in itertools.pairwise(unique):
+            missed = round((after - before).total_seconds() / interval) - 1
+            # Due times that fell while the database was away fire once, when it is back.
+            across = any(before.timestamp() <= up and after.timestamp() >= down
+                         for down, up in outages)  # fmt: skip
+            lost += 0 if across else max(missed, 0)
+            expected += 1 if across else missed + 1
+    queued = sorted(r.queued_at.timestamp() for r in runs)
+    refire = [min((t for t in queued if t >= up), default=up) - up for _, up in outages]
+    for run in runs:
+        text = Path(run.log_path).read_text()
+        ended_well += (
+            run.status == "succeeded" and text.count(" S finished: ") == 1 and "on time" in text
+        )
+    worker = WorkerProcess.objects.filter(pid=instance.worker.pid).first()
+    well = worker is not None and not worker.degraded and all(t["alive"] for t in worker.threads)
+    downtime = sum(up - down for down, up in outages)
+    print(
+        f"R7 PostgreSQL restarted {restarts} times in {span:.0f} s ({downtime:.1f} s down in "
+        f"all) under {len(names)} schedules every {interval} s: fired {fired}/{expected} "
+        f"expected, lost {lost}, doubled {doubled}; ended once with their whole log "
+        f"{ended_well}/{runs.count()}; a schedule fired again "
+        f"{', '.join(f'{t:.1f}' for t in refire)} s after each restart; worker healthy "
+        f"afterwards (heartbeat, every thread alive, "
+        f"nothing degraded): {well}"
+    )
+
+
+def r8_redis_restart(instance: Instance, models, viewers: int = 20) -> None:
+    PipelineRun, Pipeline = models
+    if instance.redis is None:
+        print("R8 skipped: it restarts the Redis it starts itself (do not pass --redis)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the ORM beside Playwright's loop
+    lines = 150
+    instance.pipeline("r8", TICKS.format(n=lines, pause=0.1, code=0))
+    from pipelines_app.discovery import discover
+
+    discover()
+    base = f"http://127.0.0.1:{instance.port}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        context = browser.new_context()
+        login = context.new_page()
+        login.goto(f"{base}/accounts/login/?next=/runs/")
+        login.fill("#id_login", "bench")
+        login.fill("#id_password", PASSWORD)
+        login.click("button[type=submit]")
+        login.wait_for_url(f"{base}/runs/")
+        run = PipelineRun.enqueue(Pipeline.objects.get(name="r8"), trigger="api")
+        pages = [context.new_page() for _ in range(viewers)]
+        for page in pages:
+            page.goto(f"{base}/runs/{run.public_id}/")
+        for page in pages:
+            page.wait_for_selector(".log-line:has-text('tick 20')", timeout=120_000)
+        instance.redis.terminate()
+        instance.redis.wait(timeout=10)
+        restarted, restarted_wall = time.monotonic(), time.time()
+        instance.start_redis()
+        for page in pages:
+            page.wait_for_selector(f".log-line:has-text('tick {lines - 1}')", timeout=120_000)
+        caught_up = time.monotonic() - restarted
+        wait(lambda: PipelineRun.objects.get(pk=run.pk).is_finished, 60, "R8 run")
+        ended = PipelineRun.objects.get(pk=run.pk).finished_at.timestamp() - restarted_wall
+        expected = [f"tick {i}" for i in range(lines)]
+        gaps = duplicates = whole = 0
+        for page in pages:
+            texts = page.locator(".log-line.stream-O .log-text").all_inner_texts()
+            gaps += len(set(expected) - set(texts))
+            duplicates += len(texts) - len(set(texts))
+            whole += texts == expected
+        browser.close()
+    logged = ticks_of(PipelineRun.objects.get(pk=run.pk))
+    print(
+        f"R8 Redis restarted under {viewers} live viewers of a run printing 10 lines/s: "
+        f"{whole}/{viewers} pages show every line in order, gaps {gaps}, duplicates "
+        f"{duplicates} (the log has {len(logged)}/{lines}); every page had its last line "
+        f"{caught_up:.1f} s after Redis was started again (the run's own end: "
+        f"{ended:.1f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="R1,R2,R3,R4,R5,R6")
+    parser.add_argument("--only", default="R1,R2,R3,R4,R5,R6,R7,R8")
     parser.add_argument("--outage", type=float, default=60)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--database", default="")
     parser.add_argument("--redis", default="")
+    parser.add_argument(
+        "--pg-restart",
+        default="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n 1) "
+        "main restart -m fast",
+    )
     args = parser.parse_args()
     chosen = set(args.only.upper().split(","))
     instance = Instance(args)
@@ -511,7 +664,7 @@ def main() -> None:
     models = (PipelineRun, Pipeline)
     print(
         f"instance in {WORK} ({'PostgreSQL' if args.database else 'SQLite'}, "
-        f"{'Redis' if args.redis else 'ORM'} broker, Docker executor)"
+        f"{'Redis' if instance.env.get('REDIS_URL') else 'ORM'} broker, Docker executor)"
     )
     instance.start_worker()
     instance.start_web()
@@ -528,6 +681,10 @@ def main() -> None:
             r5_bad_ends(instance, models)
         if "R6" in chosen:
             r6_web_restart(instance, models)
+        if "R7" in chosen:
+            r7_database_restarts(instance, models, args.pg_restart)
+        if "R8" in chosen:
+            r8_redis_restart(instance, models)
     finally:
         instance.stop()
 
