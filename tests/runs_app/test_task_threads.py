@@ -5,6 +5,7 @@ stopping ends every thread."""
 from __future__ import annotations
 
 import pytest
+from django_q.conf import Conf
 from django_q.models import Failure, OrmQ, Success
 from django_q.tasks import async_task
 
@@ -41,3 +42,22 @@ def test_stopping_ends_every_thread():
     assert len(threads.threads) == 5  # pusher, three workers, monitor
     threads.stop()
     assert not any(thread.is_alive() for thread in threads.threads)
+
+
+def test_tasks_go_on_after_redis_restarts(private_redis, monkeypatch):
+    """With the Redis broker: Redis restarted (its queue and every connection gone), the
+    pusher's turn fails, and the next one pulls again — no thread ends, no restart needed."""
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", private_redis.url)
+    threads = TaskThreads(workers=1)
+    threads.start()
+    try:
+        async_task("math.floor", 1.5, task_name="before the restart")
+        assert wait_for(lambda: Success.objects.filter(name="before the restart").exists(), 20)
+        private_redis.restart()
+        async_task("math.floor", 2.5, task_name="after the restart")
+        assert wait_for(lambda: Success.objects.filter(name="after the restart").exists(), 20)
+        assert all(thread.is_alive() for thread in threads.threads)
+        assert threads.pulling.state()["state"] == "ok"
+    finally:
+        threads.stop()
