@@ -9,9 +9,11 @@ import subprocess
 import urllib.parse
 import urllib.request
 from datetime import timedelta
+from html import escape
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -104,6 +106,33 @@ def test_readiness_fails_with_a_reason_operators_see(client, instance, admin_use
     assert checks["engine"] == {"ok": False, "detail": "unknown: no live worker to ask"}
     client.force_login(admin_user)
     assert "detail" in client.get("/health/ready/").json()["checks"]["database"]
+
+
+def test_a_degraded_worker_fails_readiness_and_says_why_in_the_admin(instance, admin_client):
+    """A worker that reports a loop failing (or a thread started again) is degraded: the
+    instance is not ready, and operators see why — on /health/ready/ and in the admin."""
+    why = "schedules fails since 2026-12-06T10:00:00+00:00 (12 turns): OperationalError: gone"
+    WorkerProcess.report(
+        "host:1:abc",
+        engine_ok=True,
+        threads=[{"name": "ticker", "alive": True, "restarts": 0,
+                  "loops": [{"name": "schedules", "state": "failing"}]}],
+        degraded=why,
+    )  # fmt: skip
+    anonymous = Client().get("/health/ready/")
+    assert anonymous.status_code == 503 and anonymous.json()["checks"]["worker"] == {"ok": False}
+    checks = Client(headers={"Authorization": f"Bearer {TOKEN}"}).get("/health/ready/").json()
+    assert checks["checks"]["worker"]["detail"] == f"host:1:abc is degraded: {why}"
+    workers = admin_client.get(reverse("admin:runs_app_workerprocess_changelist"))
+    assert f"degraded: {why}" in workers.content.decode()
+    detail = admin_client.get(
+        reverse("admin:runs_app_workerprocess_change", args=[WorkerProcess.objects.get().pk])
+    )
+    assert escape('"state": "failing"') in detail.content.decode()
+    metrics = Client(headers={"Authorization": f"Bearer {TOKEN}"}).get("/metrics")
+    assert "fastflow_workers_degraded 1.0" in metrics.content.decode()
+    WorkerProcess.report("host:1:abc", engine_ok=True, threads=[], degraded="")  # well again
+    assert Client().get("/health/ready/").status_code == 200
 
 
 def test_readiness_sees_an_unreachable_engine_a_full_disk_and_a_failed_sync(
