@@ -28,6 +28,15 @@ CHROMIUM_ARGS = [
 ]
 
 
+def sign_in(page, base: str, then: str, user: str = "bench", password: str = "") -> None:
+    """Sign `page` in with the password form and land on `then` (a path)."""
+    page.goto(f"{base}/accounts/login/?next={then}")
+    page.fill("#id_login", user)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{then}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

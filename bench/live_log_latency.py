@@ -22,7 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import CHROMIUM_ARGS, free_port, percentiles, wait_until_answering
+from bench.common import CHROMIUM_ARGS, free_port, percentiles, sign_in, wait_until_answering
+
+PASSWORD = "bench-password"  # noqa: S105 - a throw-away instance
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-live-"))
 PIPELINE = (
@@ -66,7 +68,7 @@ def main() -> None:
     subprocess.run([*manage, "discover"], cwd=ROOT, env=env, check=True, capture_output=True)
     create_user = (
         "from django.contrib.auth import get_user_model; "
-        "get_user_model().objects.create_superuser('bench', 'b@example.com', 'bench-password')"
+        f"get_user_model().objects.create_superuser('bench', 'b@example.com', '{PASSWORD}')"
     )
     subprocess.run([*manage, "shell", "-c", create_user], cwd=ROOT, env=env, check=True)
     port = free_port()
@@ -98,11 +100,7 @@ def main() -> None:
                 executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
             )
             page = browser.new_page()
-            page.goto(f"{base}/accounts/login/?next=/pipelines/printer/")
-            page.fill("#id_login", "bench")
-            page.fill("#id_password", "bench-password")
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/pipelines/printer/")
+            sign_in(page, base, "/pipelines/printer/", password=PASSWORD)
             page.click("main form button[type=submit]")
             page.wait_for_url(f"{base}/runs/**")
             page.evaluate(OBSERVER)

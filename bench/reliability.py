@@ -48,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import CHROMIUM_ARGS, free_port, wait_until_answering
+from bench.common import CHROMIUM_ARGS, free_port, sign_in, wait_until_answering
 
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-reliability-"))
 WEBHOOK_KEY = "bench-reliability-key-0123456789"
@@ -459,11 +459,7 @@ def r6_web_restart(instance: Instance, models) -> None:
             executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
         )
         page = browser.new_page()
-        page.goto(f"{base}/accounts/login/?next=/pipelines/r6/")
-        page.fill("#id_login", "bench")
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/pipelines/r6/")
+        sign_in(page, base, "/pipelines/r6/", password=PASSWORD)
         page.click("main form button[type=submit]")
         page.wait_for_url(f"{base}/runs/**")
         page.wait_for_selector(".log-line:has-text('tick 5')", timeout=60_000)
@@ -566,12 +562,7 @@ def r8_redis_restart(instance: Instance, models, viewers: int = 20) -> None:
             executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
         )
         context = browser.new_context()
-        login = context.new_page()
-        login.goto(f"{base}/accounts/login/?next=/runs/")
-        login.fill("#id_login", "bench")
-        login.fill("#id_password", PASSWORD)
-        login.click("button[type=submit]")
-        login.wait_for_url(f"{base}/runs/")
+        sign_in(context.new_page(), base, "/runs/", password=PASSWORD)
         run = PipelineRun.enqueue(Pipeline.objects.get(name="r8"), trigger="api")
         pages = [context.new_page() for _ in range(viewers)]
         for page in pages:

@@ -301,6 +301,12 @@ class RunFollower:
 
     def _record(self, outcome: Outcome, mask: Masker) -> None:
         """Turn what the executor saw into the run's final, truthful state."""
+        # A run that ends before the follower's next look at its log still went past the
+        # log's limits: they decide its end (seen under load: 4 MiB printed at once).
+        if self.log.overflowed:
+            outcome.log_overflow = True
+        if self.log.failure is not None and not outcome.log_failure:
+            outcome.log_failure = f"{self.log.failure.strerror or self.log.failure}"
         status, reason, message = judge(outcome, self.spec)
         if self.steps is not None:
             self.steps.close()  # every reported step stored before the run is judged

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import threading
 from functools import partial
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,30 @@ def redis_database(number: int) -> str:
     except redis.RedisError:
         require(False, "a Redis server on 127.0.0.1:6379")
     return url
+
+
+class Hooks(BaseHTTPRequestHandler):
+    """A local HTTP server's handler that keeps what was posted to it: (path, JSON body)."""
+
+    received: list[tuple[str, dict]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Hooks.received.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def hooks():
+    Hooks.received = []
+    server = HTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port
+    server.shutdown()
 
 
 class PrivateRedis:

@@ -4,11 +4,8 @@ flood of failures and retries with backoff against a controllable clock."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -20,6 +17,7 @@ from pipelines_app.models import Pipeline, Sync
 from pipelines_app.signals import sync_finished
 from runs_app import daemons, delivery, notify
 from runs_app.models import Channel, Delivery, Incident, Notification, PipelineRun, Rule
+from tests.runs_app.conftest import Hooks
 from tests.runs_app.test_daemons import T0, end
 
 pytestmark = pytest.mark.django_db
@@ -41,34 +39,12 @@ class Inbox:
         return "250 OK"
 
 
-class Hooks(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict]] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        Hooks.received.append((self.path, json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def inbox():
     box = Inbox()
     box.controller.start()
     yield box
     box.controller.stop()
-
-
-@pytest.fixture
-def hooks():
-    Hooks.received = []
-    server = HTTPServer(("127.0.0.1", 0), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port
-    server.shutdown()
 
 
 @pytest.fixture

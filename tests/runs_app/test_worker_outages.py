@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.db import close_old_connections, connection
@@ -23,7 +21,7 @@ from pipelines_app.models import Pipeline, Sync
 from runs_app.follow import wait_for
 from runs_app.models import Channel, Delivery, Notification, PipelineRun, WorkerProcess
 from tests.pipelines_app.test_gitsync import Remote
-from tests.runs_app.conftest import log_text, output_lines, read_log
+from tests.runs_app.conftest import Hooks, log_text, output_lines, read_log
 from tests.runs_app.test_worker import Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -32,27 +30,6 @@ Status = PipelineRun.Status
 STEADY = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(0.3)\n"
 OUTAGES = 3
 OUTAGE_SECONDS = 2.0
-
-
-class Hooks(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):
-        Hooks.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def hooks():
-    Hooks.received = []
-    server = HTTPServer(("127.0.0.1", 0), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port
-    server.shutdown()
 
 
 @pytest.fixture
