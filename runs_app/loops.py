@@ -7,15 +7,17 @@ failed over, ended it) is closed and the next query opens a new one, and a turn'
 exception ends the turn, never the thread. The worker keeps its connections open between
 turns with health checks (`keep_connections_open`): the first query of a turn finds a
 connection that died meanwhile and replaces it, without the turn failing at all. A loop
-that fails is *failing* until a turn succeeds again: the first failure is logged with its
-traceback, then a reminder every LOG_AGAIN_SECONDS, and the recovery once.
+that fails is *failing* until a turn succeeds again: the first failure is logged (in one
+line when the database or Redis is away, with its traceback when it is a fault of ours),
+then a reminder every LOG_AGAIN_SECONDS, and the recovery once.
 
 `Threads` starts the worker's threads and watches them (`watch()`, from the main thread):
 one whose function raises or returns while the worker is not stopping is logged and
 started again after a backoff (1 s, doubling up to a minute; back to 1 s once it ran
-for HEALTHY_RUN_SECONDS). `report()` is what the worker tells the instance
-(WorkerProcess.loops, shown in the admin and by /health/ready/): each thread, whether it
-runs, its restarts, and each of its loops' state. A loop failing, or stuck in one turn,
+for HEALTHY_RUN_SECONDS). `report()` and `degraded()` are what the worker tells the
+instance (WorkerProcess.threads and .degraded, shown in the admin and by /health/ready/):
+each thread, whether it runs, its restarts, each of its loops' state, and why it is not
+well. A loop failing, or stuck in one turn,
 or a thread dead, for WORKER_UNHEALTHY_EXIT_SECONDS is something a restart of the process
 may cure: `give_up_reason()` says so, and the worker exits non-zero for its process
 manager (compose's `restart: unless-stopped`, `up`'s parent) to start it afresh.
@@ -190,7 +192,6 @@ class KeptThread:
     restart_at: float | None = None  # monotonic
     backoff: float = field(default_factory=lambda: FIRST_BACKOFF_SECONDS)
     error: str = ""
-    ended: threading.Event = field(default_factory=threading.Event)
 
     @property
     def alive(self) -> bool:
@@ -219,7 +220,6 @@ class Threads:
         return kept
 
     def _start(self, kept: KeptThread) -> None:
-        kept.ended.clear()
         kept.started_at = time.monotonic()
         kept.thread = threading.Thread(target=self._run, args=(kept,), name=kept.name, daemon=True)
         kept.thread.start()
@@ -234,7 +234,6 @@ class Threads:
             kept.error = describe(problem)
             logger.exception("thread %s died; it is started again", kept.name)
         finally:
-            kept.ended.set()
             with contextlib.suppress(Exception):
                 connection.close()  # this thread's own
 
