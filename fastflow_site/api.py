@@ -98,6 +98,11 @@ def _require(request: HttpRequest, permission: str, scope: str = ApiToken.Scope.
 # --- schemas --------------------------------------------------------------------------------
 
 
+class EnvironmentOut(Schema):
+    lock: str = Field(alias="sha256", description="sha256 of the lock")
+    packages: list[str] = Field(description='"name==version", sorted')
+
+
 class RunOut(Schema):
     id: UUID = Field(alias="public_id")
     pipeline: str = Field(alias="pipeline.name")
@@ -111,6 +116,9 @@ class RunOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     git_commit: str
+    environment: EnvironmentOut | None = Field(
+        alias="environment_lock", description="The packages it ran with (its warm-up's lock)"
+    )
     url: str = Field(alias="get_absolute_url")
 
 
@@ -244,7 +252,7 @@ def pipeline_detail(request: HttpRequest, name: str):
         "warning_messages": pipeline.warning_messages,
         "has_requirements": pipeline.has_requirements,
         "schedules": list(pipeline.schedules.all()),
-        "recent_runs": list(pipeline.runs.select_related("pipeline")[:20]),
+        "recent_runs": list(pipeline.runs.select_related("pipeline", "environment_lock")[:20]),
     }
 
 
@@ -274,7 +282,9 @@ def start_run(request: HttpRequest, name: str, body: RunIn):
 
 
 def _get_run(public_id: UUID) -> PipelineRun:
-    return get_object_or_404(PipelineRun.objects.select_related("pipeline"), public_id=public_id)
+    return get_object_or_404(
+        PipelineRun.objects.select_related("pipeline", "environment_lock"), public_id=public_id
+    )
 
 
 @api.get("/runs/{run_id}", response=answers(200, RunOut, 404, 422), tags=["runs"])

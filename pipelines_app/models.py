@@ -22,6 +22,9 @@ from pipelines_app.cron import next_fire_times
 from secrets_app.crypto import decrypt, encrypt
 from secrets_app.fields import EncryptedTextField
 
+# Environments are made from a lock since this format (runs_app/executors/prepare.sh).
+ENVIRONMENT_FORMAT = "lock-v1"
+
 
 class Pipeline(models.Model):
     """A pipeline folder as last discovered. Rows are never deleted by discovery:
@@ -135,9 +138,15 @@ class Pipeline(models.Model):
 
     @property
     def environment_key(self) -> str:
-        """What a warm-up made ready: the requirements, the Python asked for, the image."""
+        """What a warm-up made ready: the requirements, the Python asked for, the image (and
+        how environments are made: a new ENVIRONMENT_FORMAT warms every pipeline again)."""
         material = "\0".join(
-            [self.requirements_hash, self.spec.python_version or "", self.worker_image]
+            [
+                ENVIRONMENT_FORMAT,
+                self.requirements_hash,
+                self.spec.python_version or "",
+                self.worker_image,
+            ]
         )
         return hashlib.sha256(material.encode()).hexdigest()
 

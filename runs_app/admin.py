@@ -26,6 +26,7 @@ from runs_app.models import (
     Daemon,
     Delivery,
     DependencyCheck,
+    EnvironmentLock,
     Incident,
     Notification,
     PipelineRun,
@@ -153,6 +154,7 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
                 "fields": [
                     "git_commit",
                     "uv_version",
+                    "environment_lock",
                     "container_id",
                     "log_path",
                     "environment_display",
@@ -241,6 +243,25 @@ class ScheduleSkipAdmin(RecordAdmin):
     list_select_related = ["schedule__pipeline", "waiting_run__pipeline"]
     raw_id_fields = ["schedule", "waiting_run"]
     search_fields = ["schedule__pipeline__name", "schedule__config_id"]
+
+
+@admin.register(EnvironmentLock)
+class EnvironmentLockAdmin(RecordAdmin):
+    """What warm-ups installed, per pipeline and environment: the locks runs install."""
+
+    list_display = ["pipeline", "short_hash", "package_count", "created_at"]
+    list_select_related = ["pipeline"]
+    search_fields = ["pipeline__name", "sha256"]
+    readonly_fields = ["pipeline", "environment_key", "sha256", "packages_display", "created_at"]
+    exclude = ["packages"]
+
+    @admin.display(description="packages")
+    def package_count(self, obj: EnvironmentLock) -> int:
+        return len(obj.packages)
+
+    @admin.display(description="packages")
+    def packages_display(self, obj: EnvironmentLock) -> str:
+        return format_html("<pre>{}</pre>", obj.text)
 
 
 @admin.register(WorkerProcess)

@@ -48,7 +48,7 @@ from runs_app.executors import (
 )
 from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
-from runs_app.models import PipelineRun, dispatch
+from runs_app.models import EnvironmentLock, PipelineRun, dispatch
 from runs_app.steps import StepRecorder, failure_summary
 from runs_app.warmup import ensure_warm
 from secrets_app.crypto import DecryptionError
@@ -290,6 +290,12 @@ class RunFollower:
                 message = f"its requirements could not be installed:\n{problem}"
                 self._conclude(Status.FAILED, FailureReason.DEPENDENCY_INSTALL, message)
                 return None
+            # Exactly what its warm-up installed, never resolved again; recorded on the run.
+            lock = EnvironmentLock.current(run.pipeline)
+            if lock is not None:
+                spec.lock = lock.text
+                with_database(lambda: run.record(environment_lock=lock), self.lease)
+                log.system(f"environment: {len(lock.packages)} package(s), lock {lock.short_hash}")
         return self.executor.start(spec, log, watch)
 
     def _cancel_requested(self) -> bool:

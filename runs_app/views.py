@@ -62,7 +62,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 def _get_run(public_id) -> PipelineRun:
     return get_object_or_404(
-        PipelineRun.objects.select_related("pipeline", "triggered_by", "retry_of"),
+        PipelineRun.objects.select_related(
+            "pipeline", "triggered_by", "retry_of", "environment_lock"
+        ),
         public_id=public_id,
     )
 

@@ -43,6 +43,7 @@ from runs_app.executors import (
     get_executor,
 )
 from runs_app.logs import LogWriter
+from runs_app.models import EnvironmentLock
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ Warm = Pipeline.WarmStatus
 
 
 def needs_warming(pipeline: Pipeline) -> bool:
-    return pipeline.needs_environment and pipeline.warmed_hash != pipeline.environment_key
+    return pipeline.needs_environment and (
+        pipeline.warmed_hash != pipeline.environment_key
+        or not EnvironmentLock.objects.filter(
+            pipeline=pipeline, environment_key=pipeline.environment_key
+        ).exists()
+    )
 
 
 def request_warmups(names: list[str] | None = None, *, force: bool = False) -> int:
@@ -152,6 +158,8 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
     else:
         fields.update(warm_status=Warm.FAILED, warm_error=detail)
     rows = Pipeline.objects.filter(pk=pipeline.pk)
+    if ok:
+        EnvironmentLock.record(pipeline, key, resolved)
     if not rows.filter(requirements_hash=pipeline.requirements_hash).update(**fields):
         # The requirements changed meanwhile: the new ones are warmed next.
         rows.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)

@@ -23,6 +23,7 @@ from runs_app.models import (
     Daemon,
     Delivery,
     DependencyCheck,
+    EnvironmentLock,
     Incident,
     Notification,
     PipelineRun,
@@ -132,6 +133,8 @@ def test_every_admin_page_answers(admin_client, admin_user, catalogue):
         waiting_run=PipelineRun.objects.first(),
     )
     WorkerProcess.report("host:1:abc", engine_ok=False, engine_error="no engine")
+    lock = EnvironmentLock.record(catalogue, catalogue.environment_key, ["iniconfig==2.0.0"])
+    PipelineRun.objects.filter(pk=PipelineRun.objects.first().pk).update(environment_lock=lock)
     Daemon.objects.create(pipeline=catalogue, last_exit="failed (exit code 1)")
     ChainLink.objects.create(
         upstream=PipelineRun.objects.first(),

@@ -34,6 +34,7 @@ HERE = Path(__file__).parent
 LAUNCHER = HERE / "launcher.py"
 MODELS_RUNNER = HERE / "models_runner.py"
 PREPARE = HERE / "prepare.sh"
+ENVIRONMENT_LOCK = HERE / "environment_lock.py"
 RECEIVE = HERE / "receive.py"
 MARK = "\x1efastflow:"
 ROUTE_MAX_BYTES = 256
@@ -77,6 +78,8 @@ class RunSpec:
     data_dir: Path | None = None  # pipeline.json data_folder: its persistent folder
     # "warm": install the requirements into the shared uv cache and stop (no user code).
     purpose: Literal["run", "warm"] = "run"
+    # A run: the lock its warm-up made ("name==version" lines), installed exactly.
+    lock: str = ""
 
 
 @dataclass
@@ -175,6 +178,8 @@ def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str,
     }
     if spec.purpose == "warm":
         variables["FASTFLOW_WARM_ONLY"] = "1"
+    elif spec.lock:
+        variables["FASTFLOW_LOCK"] = spec.lock
     return variables
 
 

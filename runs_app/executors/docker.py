@@ -42,6 +42,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount
 
 from runs_app.executors.base import (
+    ENVIRONMENT_LOCK,
     LAUNCHER,
     MARK,
     MODELS_RUNNER,
@@ -85,6 +86,8 @@ RUN_NAME_PREFIX = "fastflow-run-"
 LABEL_POOL, LABEL_SLOT = "fastflow.pool", "fastflow.pool.slot"
 # uv writes these buckets of its cache during an install; a run gets its own, empty ones.
 PER_RUN_CACHE_BUCKETS = ("builds-", "environments-", "interpreter-")
+# Wheels a warm-up built from source, for runs (prepare.sh, environment_lock.py).
+WHEELHOUSE_BUCKET = "fastflow-wheels-v1"
 WORK_TMPFS_MB = 256
 RUN_CACHE_TMPFS_MB = 256
 # An engine that does not answer for this long: the follower releases the run.
@@ -849,6 +852,14 @@ def prepare_shared_cache(cache: Path) -> None:
     already belong to the run user: docs/execution.md says how.
     """
     cache.mkdir(parents=True, exist_ok=True)
+    # Made before any run, so that every run (and the pool's profile) mounts it from the start.
+    # (An orchestrator that may not write there leaves it to the first warm-up.)
+    wheelhouse = cache / WHEELHOUSE_BUCKET
+    if not wheelhouse.is_dir():
+        with contextlib.suppress(OSError):
+            wheelhouse.mkdir()
+            if os.geteuid() == 0:
+                os.chown(wheelhouse, RUN_UID, RUN_UID)
     if os.geteuid() != 0 or cache.stat().st_uid == RUN_UID:
         return
     for root, dirs, files in os.walk(cache):
@@ -863,7 +874,7 @@ def shared_tools() -> Path:
     host (same path), while its own code is not."""
     target = Path(settings.DATA_DIR) / "launcher"
     target.mkdir(parents=True, exist_ok=True)
-    for source in (LAUNCHER, MODELS_RUNNER, PREPARE, RECEIVE):
+    for source in (LAUNCHER, MODELS_RUNNER, PREPARE, RECEIVE, ENVIRONMENT_LOCK):
         destination = target / source.name
         content = source.read_bytes()
         if not destination.exists() or destination.read_bytes() != content:

@@ -6,36 +6,51 @@
 # FASTFLOW_ENV_DIR       where the run's own environment is made (writable, the run's)
 # FASTFLOW_REQUIREMENTS  requirements file to install, or empty
 # FASTFLOW_PYTHON        Python version to use, or empty (the image's python3)
-# FASTFLOW_LAUNCHER      the launcher (runs_app/executors/launcher.py)
+# FASTFLOW_LAUNCHER      the launcher (runs_app/executors/launcher.py), beside the other tools
 # FASTFLOW_WARM_ONLY     1: only install (the warm-up fills the shared uv cache), no code
+# FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines)
 #
-# In a run container the shared uv cache is read-only and UV_OFFLINE is set: the packages
-# are linked from the cache (UV_LINK_MODE=symlink) into the run's own environment, and
-# nothing is downloaded or changed in the cache. Only a warm-up may write to the cache.
+# A warm-up resolves the requirements (online, writing the shared cache), writes the lock
+# (environment_lock.py: what got installed, and the wheels uv built from source kept in the
+# cache's wheelhouse), and then installs that lock once exactly as a run will: offline.
+#
+# A run installs exactly its lock, never resolving again: each pinned distribution linked
+# from the shared cache, which is read-only (UV_LINK_MODE=symlink, UV_OFFLINE), wheels built
+# from source found in the wheelhouse. Nothing is downloaded or changed in the cache.
 set -e
 printf '\036fastflow:uv %s\n' "$(uv --version)" >&2
 python=python3
+tools="$(dirname "$FASTFLOW_LAUNCHER")"
+wheelhouse="$UV_CACHE_DIR/fastflow-wheels-v1"
 if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
     uv venv --quiet --no-project --python "${FASTFLOW_PYTHON:-python3}" "$FASTFLOW_ENV_DIR"
-    if [ -n "$FASTFLOW_REQUIREMENTS" ]; then
-        uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$FASTFLOW_REQUIREMENTS"
+    lock="$FASTFLOW_ENV_DIR/fastflow.lock"
+    if [ "$FASTFLOW_WARM_ONLY" = 1 ]; then
+        if [ -n "$FASTFLOW_REQUIREMENTS" ]; then
+            uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$FASTFLOW_REQUIREMENTS"
+        fi
+        mkdir -p "$wheelhouse"
+        "$FASTFLOW_ENV_DIR/bin/python" -I "$tools/environment_lock.py" \
+            "$UV_CACHE_DIR" "$wheelhouse" "$lock"
+        check="$FASTFLOW_ENV_DIR.check"
+        uv venv --quiet --no-project --python "${FASTFLOW_PYTHON:-python3}" "$check"
+        if [ -s "$lock" ]; then
+            UV_OFFLINE=1 uv pip install --quiet --python "$check" --no-deps \
+                --find-links "$wheelhouse" --requirements "$lock"
+        fi
+        exit 0
+    fi
+    if [ -n "$FASTFLOW_LOCK" ]; then
+        printf '%s\n' "$FASTFLOW_LOCK" >"$lock"
+        uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
+            --find-links "$wheelhouse" --requirements "$lock"
     fi
     VIRTUAL_ENV="$FASTFLOW_ENV_DIR"
     PATH="$FASTFLOW_ENV_DIR/bin:$PATH"
     export VIRTUAL_ENV PATH
     python="$FASTFLOW_ENV_DIR/bin/python"
 fi
-if [ "$FASTFLOW_WARM_ONLY" = 1 ]; then
-    # What the environment holds (names and versions), for the dependency audit.
-    "$python" - >&2 <<'PY'
-import importlib.metadata as metadata
-import json
-
-found = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()})
-print("\036fastflow:resolved " + json.dumps(found))
-PY
-    exit 0
-fi
 launcher="$FASTFLOW_LAUNCHER"
-unset FASTFLOW_ENV_DIR FASTFLOW_REQUIREMENTS FASTFLOW_PYTHON FASTFLOW_LAUNCHER FASTFLOW_WARM_ONLY
+unset FASTFLOW_ENV_DIR FASTFLOW_REQUIREMENTS FASTFLOW_PYTHON FASTFLOW_LAUNCHER
+unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK
 exec "$python" -u "$launcher" "$@"

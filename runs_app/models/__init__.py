@@ -5,6 +5,7 @@ from __future__ import annotations
 from runs_app.models.chain import ChainLink
 from runs_app.models.chore import Chore
 from runs_app.models.daemon import Daemon
+from runs_app.models.environment import EnvironmentLock
 from runs_app.models.notification import (
     Channel,
     Delivery,
@@ -26,6 +27,7 @@ __all__ = [
     "Daemon",
     "Delivery",
     "DependencyCheck",
+    "EnvironmentLock",
     "Incident",
     "Notification",
     "PipelineRun",

@@ -162,6 +162,14 @@ class PipelineRun(models.Model):
 
     uv_version = models.CharField(max_length=40, blank=True)
     git_commit = models.CharField(max_length=40, blank=True)
+    environment_lock = models.ForeignKey(
+        "runs_app.EnvironmentLock",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The packages it ran with (its warm-up's lock).",
+    )
     container_id = models.CharField(max_length=64, blank=True)
     # Never secret values: the environment without secrets, and only the names of secrets.
     environment = models.JSONField(default=dict, blank=True)

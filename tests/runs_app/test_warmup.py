@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.models import PipelineRun
+from runs_app.models import EnvironmentLock, PipelineRun
 from runs_app.warmup import dispatch_warmups, request_warmups, warm
 from tests.runs_app.conftest import execute, log_text
 
@@ -76,11 +76,12 @@ def test_only_changed_requirements_are_warmed_a_few_at_a_time(make_pipeline, set
         warm_status=Pipeline.WarmStatus.READY, warmed_hash="x"
     )
     assert len(dispatch_warmups()) == 2
-    # Ready with the current requirements: nothing to do.
+    # Ready with the current requirements (and their lock): nothing to do.
     for pipeline in Pipeline.objects.all():
         pipeline.warm_status = Pipeline.WarmStatus.READY
         pipeline.warmed_hash = pipeline.environment_key
         pipeline.save()
+        EnvironmentLock.record(pipeline, pipeline.environment_key, [])
     assert request_warmups() == 0
 
 

@@ -1,0 +1,71 @@
+"""The environments warm-ups make: for one pipeline, environment and Python, the lock its
+runs install exactly — and which one each run got."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import models
+from django.utils import timezone
+
+from pipelines_app.models import Pipeline
+
+
+class EnvironmentLock(models.Model):
+    """What a warm-up installed ("name==version", sorted): the lock every run of that
+    environment installs, offline, never resolving again. Rows are never changed: a new
+    warm-up that resolves differently (unpinned requirements, a forced warm-up) adds one,
+    so a run's record keeps what it really ran with."""
+
+    pipeline = models.ForeignKey(
+        Pipeline, on_delete=models.CASCADE, related_name="environment_locks"
+    )
+    environment_key = models.CharField(
+        max_length=64, help_text="Pipeline.environment_key: requirements, Python and image."
+    )
+    sha256 = models.CharField(max_length=64, help_text="Of the lock's text.")
+    packages = models.JSONField(default=list, help_text='"name==version", sorted.')
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline", "environment_key", "sha256"], name="one_lock_per_content"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} {self.short_hash} ({len(self.packages)} packages)"
+
+    @property
+    def text(self) -> str:
+        return "".join(f"{package}\n" for package in self.packages)
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+    @classmethod
+    def record(
+        cls, pipeline: Pipeline, environment_key: str, packages: list[str]
+    ) -> EnvironmentLock:
+        """The lock of what a warm-up just installed (the existing row when it is the same)."""
+        packages = sorted(packages, key=str.lower)
+        digest = hashlib.sha256("".join(f"{p}\n" for p in packages).encode()).hexdigest()
+        lock, created = cls.objects.get_or_create(
+            pipeline=pipeline,
+            environment_key=environment_key,
+            sha256=digest,
+            defaults={"packages": packages},
+        )
+        if not created:  # the newest again: runs from now on take it
+            cls.objects.filter(pk=lock.pk).update(created_at=timezone.now())
+        return lock
+
+    @classmethod
+    def current(cls, pipeline: Pipeline) -> EnvironmentLock | None:
+        """The lock a run of `pipeline` installs now (None: not warmed for this environment)."""
+        return cls.objects.filter(
+            pipeline=pipeline, environment_key=pipeline.environment_key
+        ).first()
