@@ -137,6 +137,9 @@ WORKER_IMAGE = env.str("WORKER_IMAGE", default="fastflow-worker:latest")
 # WORKER_IMAGE's: "3.13=fastflow-worker:py3.13" (build it with
 # `SUITE=trixie bash runs_app/worker_image/build-offline.sh fastflow-worker:py3.13`).
 PYTHON_IMAGES = env.dict("PYTHON_IMAGES", default={"3.13": "fastflow-worker:py3.13"})
+# The minor version of WORKER_IMAGE's Python (the Dockerfile and build-offline.sh: Debian
+# bookworm's 3.11): a pipeline's requires-python picks it when it fits, else PYTHON_IMAGES.
+WORKER_IMAGE_PYTHON = env.str("WORKER_IMAGE_PYTHON", default="3.11")
 FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
 if FASTFLOW_EXECUTOR not in ("docker", "local"):
     raise ImproperlyConfigured(

@@ -7,7 +7,6 @@ broken folder becomes a report with its reason, so one bad folder never hides th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from pipelines_app.contract import (
     is_pipeline_name,
     parse_config,
 )
+from pipelines_app.environments import Unreadable, read_environment
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline
 from pipelines_app.projects import detect_engine, project_problems
 from pipelines_app.schedules import sync_file_schedules
@@ -35,7 +35,6 @@ from pipelines_app.signals import catalogue_changed
 
 logger = logging.getLogger(__name__)
 
-REQUIREMENTS_FILES = ("requirements.txt.lock", "requirements.txt")  # first found wins
 # The Python a FastFlowTransform pipeline gets unless pipeline.json says python_version.
 FFT_PYTHON = "3.13"
 
@@ -204,7 +203,7 @@ def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderRepo
     elif not entry.is_file():
         report.error(entry_point, "is not a regular file")
 
-    _read_requirements(folder, real_root, report)
+    _read_environment(folder, real_root, report)
     if report.errors:
         report.status = "invalid"
     return report
@@ -252,18 +251,6 @@ def _resolve_models_project(folder: Path, real_root: Path, report: FolderReport)
     report.config = replace(config, type="models", models=models, python_version=python_version)
     for file, message in project_problems(folder, engine, lambda p: _read_text(p, real_root)):
         report.error(file, message)
-    if not report.requirements_file and not any(
-        (folder / name).exists() for name in REQUIREMENTS_FILES
-    ):
-        report.error(
-            "requirements.txt",
-            "is missing: a models run installs its engine from it, e.g. "
-            + (
-                '"dbt-core<1.12" and "dbt-duckdb<1.12"'
-                if engine == "dbt"
-                else '"fastflowtransform"'
-            ),
-        )
 
 
 def _config_file_name(folder: Path, report: FolderReport) -> str:
@@ -310,20 +297,45 @@ def _read_json(path: Path, real_root: Path, report: FolderReport) -> tuple[Any, 
     return data, duplicate_keys
 
 
-def _read_requirements(folder: Path, real_root: Path, report: FolderReport) -> None:
-    for name in REQUIREMENTS_FILES:
-        path = folder / name
-        if not (path.exists() or path.is_symlink()):
-            continue
+def _read_environment(folder: Path, real_root: Path, report: FolderReport) -> None:
+    """Where its environment comes from (pipelines_app.environments), and its Python."""
+    config = report.config
+
+    def read(path: Path) -> str:
         try:
-            text = _read_text(path, real_root)
-        except _Unreadable as exc:
-            report.error(name, str(exc))
-            return
-        report.requirements_file = name
-        report.requirements_text = text
-        report.requirements_hash = hashlib.sha256(text.encode()).hexdigest()
-        return
+            return _read_text(path, real_root)
+        except _Unreadable as problem:
+            raise Unreadable(str(problem)) from None
+
+    found = read_environment(
+        folder,
+        read,
+        entry_point=config.entry_point,
+        python_version=config.python_version,
+        extras=config.environment.extras,
+        groups=config.environment.groups,
+    )
+    for file, message in found.errors:
+        report.error(file, message)
+    for file, message in found.warnings:
+        report.warn(file, message)
+    report.requirements_file = found.source
+    report.requirements_text = found.text
+    report.requirements_hash = found.digest
+    if found.python_version != config.python_version:
+        report.config = replace(config, python_version=found.python_version)
+    if config.type == "models" and not found.source:
+        engine = config.models.engine
+        report.error(
+            "requirements.txt",
+            "is missing: a models run installs its engine from it (or from pyproject.toml), "
+            "e.g. "
+            + (
+                '"dbt-core<1.12" and "dbt-duckdb<1.12"'
+                if engine == "dbt"
+                else '"fastflowtransform"'
+            ),
+        )
 
 
 def _read_text(path: Path, real_root: Path) -> str:

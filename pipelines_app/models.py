@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from pipelines_app.contract import PipelineConfig, RunSettings, ScheduleSpec
 from pipelines_app.cron import next_fire_times
+from pipelines_app.environments import SOURCE_LABELS
 from secrets_app.crypto import decrypt, encrypt
 from secrets_app.fields import EncryptedTextField
 
@@ -128,6 +129,11 @@ class Pipeline(models.Model):
             if minor and minor.group(0) in settings.PYTHON_IMAGES:
                 return settings.PYTHON_IMAGES[minor.group(0)]
         return settings.WORKER_IMAGE
+
+    @property
+    def environment_source(self) -> str:
+        """Where its environment comes from, in words (pipelines_app.environments)."""
+        return SOURCE_LABELS.get(self.requirements_file, self.requirements_file)
 
     @property
     def data_folder(self) -> Path | None:

@@ -209,7 +209,10 @@ def build_environment(run: PipelineRun) -> RunEnvironment:
         _decrypted(schedule_settings.encrypted_env, f"{schedule_origin} encrypted_env"),
         secret=True,
     )
+    index_secrets = index_secret_names(run.pipeline)
     for variable in Variable.for_pipeline(run.pipeline):
+        if variable.is_secret and variable.name in index_secrets:
+            continue  # a package index's password: for warm-ups only, never a run's
         environment.put({variable.name: variable.plain_value()}, secret=variable.is_secret)
     environment.put({str(k): str(v) for k, v in run.parameters.items()}, secret=False)
     own = {
@@ -229,3 +232,45 @@ def build_environment(run: PipelineRun) -> RunEnvironment:
         )
     environment.put(own, secret=False)
     return environment
+
+
+# --- warm-ups: private package indexes ------------------------------------------------------
+
+
+class IndexCredentialsError(Exception):
+    """A private index's credentials cannot be had (a missing or undecryptable secret)."""
+
+
+def index_secret_names(pipeline: Pipeline) -> set[str]:
+    return {index.password_secret for index in pipeline.spec.environment.indexes} - {""}
+
+
+def index_credentials(pipeline: Pipeline) -> tuple[str, list[str]]:
+    """The netrc a warm-up signs in to the pipeline's private package indexes with, and the
+    secret values in it (masked wherever the warm-up's output goes). Runs never get it."""
+    secrets = {
+        variable.name: variable
+        for variable in Variable.for_pipeline(pipeline)
+        if variable.is_secret
+    }
+    lines, values = [], []
+    for number, index in enumerate(pipeline.spec.environment.indexes):
+        if not index.password_secret:
+            continue
+        variable = secrets.get(index.password_secret)
+        where = f"environment.indexes[{number}].password_secret"
+        if variable is None:
+            raise IndexCredentialsError(
+                f"{where} names {index.password_secret}, which is no secret of {pipeline.name} "
+                "nor a global one: add it on the Secrets page"
+            )
+        password = variable.plain_value()
+        if any(character.isspace() or character == '"' for character in password + index.username):
+            raise IndexCredentialsError(
+                f"{where}: the username or password of {index.host} holds a space or a "
+                "quote, which a netrc file cannot carry"
+            )
+        login = index.username or "__token__"
+        lines.append(f"machine {index.host} login {login} password {password}")
+        values.append(password)
+    return "\n".join(lines), values

@@ -179,6 +179,19 @@ class LogWriter:
         if self.publish_as:
             live.line(self.publish_as, self.seq, *parse_line(record))
 
+    def tail(self, max_bytes: int = 64 * 1024) -> list[str]:
+        """The texts of its last lines (at most `max_bytes` of the file), as written."""
+        with self.lock:
+            try:
+                self.file.flush()
+                with open(self.path, "rb") as log:
+                    log.seek(max(0, self.size - max_bytes))
+                    chunk = log.read(max_bytes)
+            except OSError:
+                return []
+        lines = chunk.decode("utf-8", errors="replace").split("\n")[1:-1]
+        return [parse_line(line)[2] for line in lines]
+
     def close(self) -> None:
         with self.lock:
             if self.dropped_lines and self.overflowed:

@@ -33,6 +33,7 @@ from django_q.tasks import async_task
 
 from pipelines_app.models import Pipeline
 from runs_app import notify
+from runs_app.environment import IndexCredentialsError, index_credentials
 from runs_app.executors import (
     EngineUnavailable,
     Executor,
@@ -42,8 +43,11 @@ from runs_app.executors import (
     Watch,
     get_executor,
 )
+from runs_app.install_failures import explain_install_failure
 from runs_app.logs import LogWriter
 from runs_app.models import EnvironmentLock
+from secrets_app.crypto import DecryptionError
+from secrets_app.masking import Masker
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +179,10 @@ def _install(
     pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch
 ) -> tuple[bool, str, list[str]]:
     """Whether it worked, why not, and what got installed ("name==version")."""
+    try:
+        netrc, secret_values = index_credentials(pipeline)
+    except (IndexCredentialsError, DecryptionError) as problem:
+        return False, str(problem), []
     warm_id = str(uuid.uuid4())
     spec = RunSpec(
         run_id=warm_id,
@@ -190,6 +198,9 @@ def _install(
         cpu_hard_limit=settings.RUN_CPU_LIMIT,
         run_dir=Path(settings.DATA_DIR) / "warmups" / warm_id,
         purpose="warm",
+        extras=pipeline.spec.environment.extras,
+        groups=pipeline.spec.environment.groups,
+        netrc=netrc,
     )
     handles: list[str] = []
     install_watch = Watch(
@@ -197,6 +208,9 @@ def _install(
         heartbeat=watch.heartbeat,
         on_started=handles.append,
     )
+    # The index passwords are masked wherever the warm-up's output goes (its log, a run's).
+    unmasked, index_mask = log.mask, Masker(secret_values)
+    log.mask = lambda text: index_mask(unmasked(text))
     try:
         outcome = executor.start(spec, log, install_watch)
     except EngineUnavailable:
@@ -204,6 +218,7 @@ def _install(
     except ExecutorError as problem:
         return False, str(problem), []
     finally:
+        log.mask = unmasked
         _remove_all(executor, handles)
         shutil.rmtree(spec.run_dir, ignore_errors=True)
     if outcome.exit_code == 0 and not outcome.cancelled:
@@ -211,7 +226,13 @@ def _install(
     if outcome.cancelled:
         return False, "the warm-up was stopped", []
     detail = "\n".join(outcome.last_stderr[-12:]).strip()
-    return False, detail or f"exit code {outcome.exit_code}", []
+    explained = explain_install_failure(log.tail(), pipeline)
+    return (
+        False,
+        "\n".join(part for part in (explained, detail) if part)
+        or (f"exit code {outcome.exit_code}"),
+        [],
+    )
 
 
 def _remove_all(executor: Executor, handles: list[str]) -> None:

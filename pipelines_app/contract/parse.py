@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipelines_app.contract.environment import parse_environment
 from pipelines_app.contract.reader import FieldReader, ParseResult, show
 from pipelines_app.contract.selection import selection_problem, selection_tokens
 from pipelines_app.contract.types import (
@@ -68,6 +69,7 @@ TOP_LEVEL_KEYS = (
     "notify",
     "models",
     "data_folder",
+    "environment",
 )
 PIPELINE_TYPES = ("script", "notebook", "models")
 MODELS_KEYS = (
@@ -117,6 +119,8 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
             reader.error("type", f'{show(data["type"])} must be "script", "notebook" or "models"')
     if "python_version" in data:
         values["python_version"] = _python_version(reader, data["python_version"])
+    if "environment" in data and (environment := parse_environment(reader, data["environment"])):
+        values["environment"] = environment
     if "timezone" in data:
         values["timezone"] = reader.timezone(data["timezone"], "timezone")
     tz_name = values.get("timezone") or tz_name

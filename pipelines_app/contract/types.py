@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,32 @@ class ModelsSpec:
 
 
 @dataclass(frozen=True)
+class PackageIndex:
+    """A private package index a warm-up signs in to: its password is a Fast-Flow secret."""
+
+    url: str
+    username: str = ""
+    password_secret: str = ""  # the name of the secret holding the password or token
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """pipeline.json `environment`: what of a uv project to install, and the credentials of
+    private package indexes (used by warm-ups only)."""
+
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    indexes: tuple[PackageIndex, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     description: str = ""
     tags: tuple[str, ...] = ()
@@ -163,6 +190,7 @@ class PipelineConfig:
     # A folder of its own that persists between runs (DATA_DIR/pipeline-data/<name>),
     # mounted at /data in its runs only (a DuckDB file, downloads kept for the next run).
     data_folder: bool = False
+    environment: EnvironmentSpec = field(default_factory=EnvironmentSpec)
 
     @property
     def entry_point(self) -> str:
@@ -197,6 +225,12 @@ class PipelineConfig:
         for key in ("commands", "select", "exclude"):
             models[key] = tuple(models.get(key, ()))
         data["models"] = ModelsSpec(**models)
+        environment = dict(data.get("environment") or {})
+        data["environment"] = EnvironmentSpec(
+            extras=tuple(environment.get("extras", ())),
+            groups=tuple(environment.get("groups", ())),
+            indexes=tuple(PackageIndex(**index) for index in environment.get("indexes", ())),
+        )
         return cls(**data)
 
 

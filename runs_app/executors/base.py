@@ -80,6 +80,11 @@ class RunSpec:
     purpose: Literal["run", "warm"] = "run"
     # A run: the lock its warm-up made ("name==version" lines), installed exactly.
     lock: str = ""
+    # A warm-up of a uv project: the extras and dependency groups it installs.
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    # A warm-up: credentials of private package indexes, as a netrc file (never for a run).
+    netrc: str = ""
 
 
 @dataclass
@@ -178,6 +183,10 @@ def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str,
     }
     if spec.purpose == "warm":
         variables["FASTFLOW_WARM_ONLY"] = "1"
+        variables["FASTFLOW_EXTRAS"] = " ".join(spec.extras)
+        variables["FASTFLOW_GROUPS"] = " ".join(spec.groups)
+        if spec.netrc:
+            variables["FASTFLOW_NETRC"] = spec.netrc
     elif spec.lock:
         variables["FASTFLOW_LOCK"] = spec.lock
     return variables

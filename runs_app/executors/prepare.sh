@@ -8,7 +8,14 @@
 # FASTFLOW_PYTHON        Python version to use, or empty (the image's python3)
 # FASTFLOW_LAUNCHER      the launcher (runs_app/executors/launcher.py), beside the other tools
 # FASTFLOW_WARM_ONLY     1: only install (the warm-up fills the shared uv cache), no code
+# FASTFLOW_EXTRAS, FASTFLOW_GROUPS   a warm-up of a uv project: its extras and groups
+# FASTFLOW_NETRC         a warm-up: credentials of private package indexes (a netrc file)
 # FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines)
+#
+# FASTFLOW_REQUIREMENTS names where the environment comes from (pipelines_app/
+# environments.py): uv.lock (installed as locked: exported, development groups left out),
+# pyproject.toml (its dependencies, resolved), main.py (its inline script metadata) or a
+# requirements file.
 #
 # A warm-up resolves the requirements (online, writing the shared cache), writes the lock
 # (environment_lock.py: what got installed, and the wheels uv built from source kept in the
@@ -26,9 +33,35 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
     uv venv --quiet --no-project --python "${FASTFLOW_PYTHON:-python3}" "$FASTFLOW_ENV_DIR"
     lock="$FASTFLOW_ENV_DIR/fastflow.lock"
     if [ "$FASTFLOW_WARM_ONLY" = 1 ]; then
-        if [ -n "$FASTFLOW_REQUIREMENTS" ]; then
-            uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$FASTFLOW_REQUIREMENTS"
+        if [ -n "$FASTFLOW_NETRC" ]; then
+            # Beside the environment (the warm-up's own folder), never in a HOME.
+            umask 077
+            printf '%s\n' "$FASTFLOW_NETRC" >"$FASTFLOW_ENV_DIR.netrc"
+            umask 022
+            NETRC="$FASTFLOW_ENV_DIR.netrc"
+            export NETRC
         fi
+        unset FASTFLOW_NETRC
+        selection=""
+        for extra in $FASTFLOW_EXTRAS; do selection="$selection --extra $extra"; done
+        for group in $FASTFLOW_GROUPS; do selection="$selection --group $group"; done
+        case "$FASTFLOW_REQUIREMENTS" in
+        uv.lock)
+            uv lock --check
+            exported="$FASTFLOW_ENV_DIR.requirements.txt"
+            # shellcheck disable=SC2086 (the words of $selection are options)
+            uv export --quiet --frozen --no-dev --no-emit-project $selection \
+                --output-file "$exported"
+            uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$exported"
+            ;;
+        pyproject.toml)
+            # shellcheck disable=SC2086
+            uv pip install --python "$FASTFLOW_ENV_DIR" --requirements pyproject.toml $selection
+            ;;
+        ?*)
+            uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$FASTFLOW_REQUIREMENTS"
+            ;;
+        esac
         mkdir -p "$wheelhouse"
         "$FASTFLOW_ENV_DIR/bin/python" -I "$tools/environment_lock.py" \
             "$UV_CACHE_DIR" "$wheelhouse" "$lock"
@@ -52,5 +85,5 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
 fi
 launcher="$FASTFLOW_LAUNCHER"
 unset FASTFLOW_ENV_DIR FASTFLOW_REQUIREMENTS FASTFLOW_PYTHON FASTFLOW_LAUNCHER
-unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK
+unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK FASTFLOW_EXTRAS FASTFLOW_GROUPS
 exec "$python" -u "$launcher" "$@"
