@@ -54,6 +54,7 @@ class FolderReport:
     requirements_file: str = ""
     requirements_hash: str = ""
     requirements_text: str = ""
+    index_options: list[str] = field(default_factory=list)
 
     @property
     def is_pipeline(self) -> bool:
@@ -322,6 +323,7 @@ def _read_environment(folder: Path, real_root: Path, report: FolderReport) -> No
     report.requirements_file = found.source
     report.requirements_text = found.text
     report.requirements_hash = found.digest
+    report.index_options = found.index_options
     if found.python_version != config.python_version:
         report.config = replace(config, python_version=found.python_version)
     if config.type == "models" and not found.source:
@@ -486,6 +488,7 @@ def _row_values(folder: FolderReport) -> dict[str, Any]:
         "requirements_file": folder.requirements_file,
         "requirements_hash": folder.requirements_hash,
         "requirements_text": folder.requirements_text,
+        "index_options": folder.index_options,
         "state": Pipeline.State.PRESENT,
         "missing_since": None,
     }

@@ -43,6 +43,13 @@ SCRIPT_BLOCK = re.compile(
     r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
 )
 INCLUDE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)(\s*=\s*|\s+|(?=\S))(?P<file>\S+)")
+# Where packages come from: a run's offline install names the same indexes as its warm-up
+# (uv finds their cached pages by address), so these lines go into the lock too.
+INDEX_OPTION = re.compile(
+    r"^\s*(?P<option>-i|--index-url|--extra-index-url|-f|--find-links|--no-index)"
+    r"(?:(?:\s*=\s*|\s+)(?P<value>\S+))?\s*(?:#.*)?$"
+)
+OPTION_NAMES = {"-i": "--index-url", "-f": "--find-links"}
 MAX_INCLUDES = 50
 LOCK_MAX_BYTES = 16 * 1024 * 1024
 
@@ -61,6 +68,8 @@ class Environment:
     text: str = ""  # what the pipeline page shows
     digest: str = ""  # sha256 of everything that makes the environment
     python_version: str | None = None  # the interpreter it asks for, when it asks
+    # "--extra-index-url URL" lines: the package indexes it names besides PyPI.
+    index_options: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
     warnings: list[tuple[str, str]] = field(default_factory=list)
 
@@ -112,8 +121,15 @@ def read_environment(
             found.errors.append((requirements, str(problem)))
         else:
             hasher.update(found.text.encode())
+            texts = [found.text]
             for name, content in _includes(folder, requirements, found.text, read, found):
                 hasher.update(f"\0{name}\0{content}".encode())
+                texts.append(content)
+            found.index_options = _requirements_indexes(texts)
+    if found.source in ("uv.lock", "pyproject.toml"):
+        found.index_options = _uv_indexes((project or {}).get("tool", {}).get("uv", {}))
+    elif found.source == "main.py":
+        found.index_options = _uv_indexes((script or {}).get("tool", {}).get("uv", {}))
     _ignored(found, folder, requirements, project, script)
 
     if found.source in ("uv.lock", "pyproject.toml"):
@@ -214,6 +230,38 @@ def _includes(
                 continue
             pending.append((relative, seen[relative]))
     return sorted(seen.items())
+
+
+def _requirements_indexes(texts: list[str]) -> list[str]:
+    options: list[str] = []
+    for text in texts:
+        for line in text.splitlines():
+            if match := INDEX_OPTION.match(line):
+                option = OPTION_NAMES.get(match.group("option"), match.group("option"))
+                entry = f"{option} {match.group('value')}" if match.group("value") else option
+                if entry not in options:
+                    options.append(entry)
+    return options
+
+
+def _uv_indexes(settings_of_uv: dict) -> list[str]:
+    """uv's own index settings ([tool.uv] of pyproject.toml or of a script's metadata)."""
+    options: list[str] = []
+    if not isinstance(settings_of_uv, dict):
+        return options
+    for entry in settings_of_uv.get("index", []) or []:
+        if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+            kind = "--index-url" if entry.get("default") else "--extra-index-url"
+            options.append(f"{kind} {entry['url']}")
+    if isinstance(settings_of_uv.get("index-url"), str):
+        options.append(f"--index-url {settings_of_uv['index-url']}")
+    for url in settings_of_uv.get("extra-index-url", []) or []:
+        if isinstance(url, str):
+            options.append(f"--extra-index-url {url}")
+    for url in settings_of_uv.get("find-links", []) or []:
+        if isinstance(url, str):
+            options.append(f"--find-links {url}")
+    return options
 
 
 def _ignored(found: Environment, folder: Path, requirements: str, project, script) -> None:

@@ -67,6 +67,8 @@ class Pipeline(models.Model):
     )
     requirements_hash = models.CharField(max_length=64, blank=True, help_text="sha256")
     requirements_text = models.TextField(blank=True)
+    # "--extra-index-url URL" lines its requirements name (runs install from the same).
+    index_options = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PRESENT)
     # Dependency warm-up (runs_app.warmup): the requirements installed once into the shared
     # uv cache, which runs read but never write. warmed_hash is the environment_key warmed.

@@ -293,7 +293,7 @@ class RunFollower:
             # Exactly what its warm-up installed, never resolved again; recorded on the run.
             lock = EnvironmentLock.current(run.pipeline)
             if lock is not None:
-                spec.lock = lock.text
+                spec.lock = lock.text if lock.packages else ""
                 with_database(lambda: run.record(environment_lock=lock), self.lease)
                 log.system(f"environment: {len(lock.packages)} package(s), lock {lock.short_hash}")
         return self.executor.start(spec, log, watch)

@@ -16,19 +16,21 @@ from django.conf import settings
 from pipelines_app.models import Pipeline
 
 FAILED_BUILD = re.compile(r"Failed to (?:build|download and build) `(?P<what>[^`]+)`")
-NEEDS_COMPILER = (
-    "command 'gcc' failed",
-    "command 'cc' failed",
-    "gcc: not found",
-    "cc: not found",
-    "unable to execute 'gcc'",
-    "No such file or directory: 'gcc'",
-    "No such file or directory: 'cc'",
-    "error: linker `cc` not found",
-    "Python.h: No such file or directory",
-    "could not find a C compiler",
-    "pg_config executable not found",
-    "Unknown compiler(s)",
+COMPILERS = r"[\w.-]*(?:gcc|cc|clang|g\+\+|c\+\+|gfortran)"
+NEEDS_COMPILER = re.compile(
+    "|".join(
+        [
+            rf"command '{COMPILERS}' failed",
+            rf"No such file or directory: '{COMPILERS}'",
+            rf"unable to execute '{COMPILERS}'",
+            rf"\b{COMPILERS}: not found",
+            r"linker `cc` not found",
+            r"Python\.h: No such file or directory",
+            r"could not find a C compiler",
+            r"pg_config executable not found",
+            r"Unknown compiler\(s\)",
+        ]
+    )
 )
 UNREACHABLE = (
     "dns error",
@@ -52,7 +54,7 @@ def explain_install_failure(lines: list[str], pipeline: Pipeline) -> str:
             "uv.lock does not match pyproject.toml (its dependencies changed since it was "
             "locked): run `uv lock` and commit uv.lock."
         )
-    if any(needle in text for needle in NEEDS_COMPILER):
+    if NEEDS_COMPILER.search(text):
         python = pipeline.spec.python_version or settings.WORKER_IMAGE_PYTHON
         what = f"{package} is" if package else "A package is"
         return (

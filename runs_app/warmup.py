@@ -201,6 +201,7 @@ def _install(
         extras=pipeline.spec.environment.extras,
         groups=pipeline.spec.environment.groups,
         netrc=netrc,
+        index_options=tuple(pipeline.index_options),
     )
     handles: list[str] = []
     install_watch = Watch(

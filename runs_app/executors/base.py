@@ -85,6 +85,8 @@ class RunSpec:
     groups: tuple[str, ...] = ()
     # A warm-up: credentials of private package indexes, as a netrc file (never for a run).
     netrc: str = ""
+    # A warm-up: the indexes its requirements name ("--extra-index-url URL"), for its lock.
+    index_options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -187,6 +189,7 @@ def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str,
         variables["FASTFLOW_GROUPS"] = " ".join(spec.groups)
         if spec.netrc:
             variables["FASTFLOW_NETRC"] = spec.netrc
+        variables["FASTFLOW_INDEX_OPTIONS"] = "\n".join(spec.index_options)
     elif spec.lock:
         variables["FASTFLOW_LOCK"] = spec.lock
     return variables

@@ -10,6 +10,7 @@
 # FASTFLOW_WARM_ONLY     1: only install (the warm-up fills the shared uv cache), no code
 # FASTFLOW_EXTRAS, FASTFLOW_GROUPS   a warm-up of a uv project: its extras and groups
 # FASTFLOW_NETRC         a warm-up: credentials of private package indexes (a netrc file)
+# FASTFLOW_INDEX_OPTIONS a warm-up: the index lines of its requirements, kept in its lock
 # FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines)
 #
 # FASTFLOW_REQUIREMENTS names where the environment comes from (pipelines_app/
@@ -63,11 +64,18 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
             ;;
         esac
         mkdir -p "$wheelhouse"
+        pins="$FASTFLOW_ENV_DIR.pins"
         "$FASTFLOW_ENV_DIR/bin/python" -I "$tools/environment_lock.py" \
-            "$UV_CACHE_DIR" "$wheelhouse" "$lock"
+            "$UV_CACHE_DIR" "$wheelhouse" "$pins"
+        # The lock a run installs: the indexes the requirements name (uv finds their cached
+        # pages by address, offline), then the pins.
+        if [ -n "$FASTFLOW_INDEX_OPTIONS" ]; then
+            printf '%s\n' "$FASTFLOW_INDEX_OPTIONS" >"$lock"
+        fi
+        cat "$pins" >>"$lock"
         check="$FASTFLOW_ENV_DIR.check"
         uv venv --quiet --no-project --python "${FASTFLOW_PYTHON:-python3}" "$check"
-        if [ -s "$lock" ]; then
+        if [ -s "$pins" ]; then
             UV_OFFLINE=1 uv pip install --quiet --python "$check" --no-deps \
                 --find-links "$wheelhouse" --requirements "$lock"
         fi
@@ -85,5 +93,5 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
 fi
 launcher="$FASTFLOW_LAUNCHER"
 unset FASTFLOW_ENV_DIR FASTFLOW_REQUIREMENTS FASTFLOW_PYTHON FASTFLOW_LAUNCHER
-unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK FASTFLOW_EXTRAS FASTFLOW_GROUPS
+unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK FASTFLOW_EXTRAS FASTFLOW_GROUPS FASTFLOW_INDEX_OPTIONS
 exec "$python" -u "$launcher" "$@"

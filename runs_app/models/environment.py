@@ -25,6 +25,9 @@ class EnvironmentLock(models.Model):
     )
     sha256 = models.CharField(max_length=64, help_text="Of the lock's text.")
     packages = models.JSONField(default=list, help_text='"name==version", sorted.')
+    index_options = models.JSONField(
+        default=list, blank=True, help_text="The indexes it names (runs read their cached pages)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -40,7 +43,7 @@ class EnvironmentLock(models.Model):
 
     @property
     def text(self) -> str:
-        return "".join(f"{package}\n" for package in self.packages)
+        return lock_text(self.index_options, self.packages)
 
     @property
     def short_hash(self) -> str:
@@ -52,12 +55,13 @@ class EnvironmentLock(models.Model):
     ) -> EnvironmentLock:
         """The lock of what a warm-up just installed (the existing row when it is the same)."""
         packages = sorted(packages, key=str.lower)
-        digest = hashlib.sha256("".join(f"{p}\n" for p in packages).encode()).hexdigest()
+        options = list(pipeline.index_options)
+        digest = hashlib.sha256(lock_text(options, packages).encode()).hexdigest()
         lock, created = cls.objects.get_or_create(
             pipeline=pipeline,
             environment_key=environment_key,
             sha256=digest,
-            defaults={"packages": packages},
+            defaults={"packages": packages, "index_options": options},
         )
         if not created:  # the newest again: runs from now on take it
             cls.objects.filter(pk=lock.pk).update(created_at=timezone.now())
@@ -69,3 +73,8 @@ class EnvironmentLock(models.Model):
         return cls.objects.filter(
             pipeline=pipeline, environment_key=pipeline.environment_key
         ).first()
+
+
+def lock_text(index_options: list[str], packages: list[str]) -> str:
+    """The lock as pip's requirements format: its indexes, then one pin per line."""
+    return "".join(f"{line}\n" for line in [*index_options, *packages])
