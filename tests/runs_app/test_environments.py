@@ -287,3 +287,15 @@ def test_a_source_package_that_needs_a_compiler_fails_its_warm_up_saying_so(
     assert pipeline.warm_error.startswith(
         "needs-compiler==1.0 is built from source here and needs a compiler"
     ), pipeline.warm_error
+
+
+def test_a_git_requirement_out_of_reach_is_told_before_any_run(make_pipeline):
+    make_pipeline("gitdep", requirements="demo @ git+https://127.0.0.1:9/nothing.git\n")
+    discover()
+    pipeline = Pipeline.objects.get(name="gitdep")
+    warm(pipeline.pk)
+    pipeline.refresh_from_db()
+    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
+    assert pipeline.warm_error.startswith("A git requirement could not be fetched"), (
+        pipeline.warm_error
+    )

@@ -1,0 +1,3 @@
+import idna
+
+print("corpus ok", idna.encode("fast-flow.example").decode())

@@ -1,0 +1,3 @@
+import six
+
+print("corpus ok", six.__version__)

@@ -1,0 +1,3 @@
+import requests
+
+print("corpus ok", requests.__version__)

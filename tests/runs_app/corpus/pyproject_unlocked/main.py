@@ -1,0 +1,3 @@
+from tabulate import tabulate
+
+print("corpus ok", tabulate([["no", "lock"]]))

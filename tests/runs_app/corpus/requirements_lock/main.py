@@ -1,0 +1,3 @@
+import importlib.metadata
+
+print("corpus ok", importlib.metadata.version("iniconfig"))

@@ -1,0 +1,3 @@
+import snowplow_tracker
+
+print("corpus ok", snowplow_tracker.__name__)
