@@ -36,6 +36,15 @@ def warmed(name: str) -> Pipeline:
     return pipeline
 
 
+def failed_warm_up(name: str) -> str:
+    """Warm the pipeline, which must fail; its error."""
+    pipeline = Pipeline.objects.get(name=name)
+    warm(pipeline.pk)
+    pipeline.refresh_from_db()
+    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
+    return pipeline.warm_error
+
+
 @pytest.fixture(params=["fresh", "pooled"])
 def containers(request):
     if request.param == "pooled":
@@ -133,13 +142,8 @@ def test_a_stale_uv_lock_fails_its_warm_up_in_plain_words(make_pipeline):
         '[project]\nname = "stale"\nversion = "0.1.0"\ndependencies = ["iniconfig", "six"]\n'
     )
     discover()
-    pipeline = Pipeline.objects.get(name="stale")
-    warm(pipeline.pk)
-    pipeline.refresh_from_db()
-    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
-    assert pipeline.warm_error.startswith("uv.lock does not match pyproject.toml"), (
-        pipeline.warm_error
-    )
+    error = failed_warm_up("stale")
+    assert error.startswith("uv.lock does not match pyproject.toml"), error
 
 
 def test_a_script_with_inline_metadata_runs_as_uv_run_would(make_pipeline, containers):
@@ -265,37 +269,28 @@ def test_a_private_index_signs_in_with_a_secret_that_no_one_sees(
 
 
 def test_a_wrong_password_is_told_in_plain_words(make_pipeline, private_index):
-    pipeline = indexed(make_pipeline, "refused", private_index, "fastflow-private-demo==1.0")
+    indexed(make_pipeline, "refused", private_index, "fastflow-private-demo==1.0")
     Variable.objects.filter(name="PRIVATE_INDEX_PASSWORD").delete()
     wrong = Variable(name="PRIVATE_INDEX_PASSWORD", kind=Variable.Kind.SECRET)
     wrong.set_value("not-the-password")
     wrong.save()
-    warm(pipeline.pk)
-    pipeline.refresh_from_db()
-    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
-    assert "refused the warm-up" in pipeline.warm_error, pipeline.warm_error
+    error = failed_warm_up("refused")
+    assert "refused the warm-up" in error, error
     assert private_index.refused
 
 
 def test_a_source_package_that_needs_a_compiler_fails_its_warm_up_saying_so(
     make_pipeline, private_index
 ):
-    pipeline = indexed(make_pipeline, "compiled", private_index, "needs-compiler==1.0")
-    warm(pipeline.pk)
-    pipeline.refresh_from_db()
-    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
-    assert pipeline.warm_error.startswith(
-        "needs-compiler==1.0 is built from source here and needs a compiler"
-    ), pipeline.warm_error
+    indexed(make_pipeline, "compiled", private_index, "needs-compiler==1.0")
+    error = failed_warm_up("compiled")
+    assert error.startswith("needs-compiler==1.0 is built from source here and needs a compiler"), (
+        error
+    )
 
 
 def test_a_git_requirement_out_of_reach_is_told_before_any_run(make_pipeline):
     make_pipeline("gitdep", requirements="demo @ git+https://127.0.0.1:9/nothing.git\n")
     discover()
-    pipeline = Pipeline.objects.get(name="gitdep")
-    warm(pipeline.pk)
-    pipeline.refresh_from_db()
-    assert pipeline.warm_status == Pipeline.WarmStatus.FAILED
-    assert pipeline.warm_error.startswith("A git requirement could not be fetched"), (
-        pipeline.warm_error
-    )
+    error = failed_warm_up("gitdep")
+    assert error.startswith("A git requirement could not be fetched"), error
