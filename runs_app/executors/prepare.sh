@@ -26,6 +26,17 @@
 # from the shared cache, which is read-only (UV_LINK_MODE=symlink, UV_OFFLINE), wheels built
 # from source found in the wheelhouse. Nothing is downloaded or changed in the cache.
 set -e
+# A lock's relative --find-links name folders of the pipeline (the working directory); the
+# lock file itself is written elsewhere, so they are made absolute where it is used.
+resolve_links() {
+    while IFS= read -r line; do
+        case "$line" in
+        "--find-links "/* | "--find-links "*://*) printf '%s\n' "$line" ;;
+        "--find-links "*) printf '%s %s/%s\n' "--find-links" "$PWD" "${line#--find-links }" ;;
+        *) printf '%s\n' "$line" ;;
+        esac
+    done
+}
 printf '\036fastflow:uv %s\n' "$(uv --version)" >&2
 python=python3
 tools="$(dirname "$FASTFLOW_LAUNCHER")"
@@ -70,7 +81,7 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
         # The lock a run installs: the indexes the requirements name (uv finds their cached
         # pages by address, offline), then the pins.
         if [ -n "$FASTFLOW_INDEX_OPTIONS" ]; then
-            printf '%s\n' "$FASTFLOW_INDEX_OPTIONS" >"$lock"
+            printf '%s\n' "$FASTFLOW_INDEX_OPTIONS" | resolve_links >"$lock"
         fi
         cat "$pins" >>"$lock"
         check="$FASTFLOW_ENV_DIR.check"
@@ -82,7 +93,7 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
         exit 0
     fi
     if [ -n "$FASTFLOW_LOCK" ]; then
-        printf '%s\n' "$FASTFLOW_LOCK" >"$lock"
+        printf '%s\n' "$FASTFLOW_LOCK" | resolve_links >"$lock"
         uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
             --find-links "$wheelhouse" --requirements "$lock"
     fi

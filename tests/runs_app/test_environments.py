@@ -17,7 +17,7 @@ from runs_app.models import EnvironmentLock, PipelineRun
 from runs_app.warmup import warm
 from secrets_app.models import Variable
 from tests.runs_app.conftest import execute, log_text, output_lines, require
-from tests.runs_app.package_index import PrivateIndex
+from tests.runs_app.package_index import PRIVATE_WHEEL, PrivateIndex, wheel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 Status = PipelineRun.Status
@@ -159,7 +159,9 @@ def test_a_script_with_inline_metadata_runs_as_uv_run_would(make_pipeline, conta
     assert printed(run)["iniconfig"] == "2.0.0"
 
 
-def test_requirements_with_an_include_a_constraint_markers_and_hashes(make_pipeline, tmp_path):
+def test_requirements_with_an_include_a_constraint_markers_and_hashes(
+    make_pipeline, tmp_path, containers
+):
     hashed = uv(
         "pip", "compile", "--quiet", "--no-header", "--generate-hashes", "-",
         "--python-version", "3.11", cwd=tmp_path, input_text="iniconfig==2.0.0\nsix==1.16.0\n",
@@ -241,7 +243,7 @@ def indexed(make_pipeline, name: str, index: PrivateIndex, requirement: str, mai
 
 
 def test_a_private_index_signs_in_with_a_secret_that_no_one_sees(
-    make_pipeline, private_index, settings, viewer_client
+    make_pipeline, private_index, settings, viewer_client, containers
 ):
     uses = "import fastflow_private_demo, os\nprint(fastflow_private_demo.VALUE)\n"
     uses += "print('password given to the run:', 'PRIVATE_INDEX_PASSWORD' in os.environ)\n"
@@ -294,3 +296,18 @@ def test_a_git_requirement_out_of_reach_is_told_before_any_run(make_pipeline):
     discover()
     error = failed_warm_up("gitdep")
     assert error.startswith("A git requirement could not be fetched"), error
+
+
+def test_find_links_to_a_folder_of_the_pipeline(make_pipeline, containers):
+    folder = make_pipeline(
+        "wheels",
+        main="import fastflow_private_demo\nprint(fastflow_private_demo.VALUE)\n",
+        requirements="--find-links ./wheels\nfastflow-private-demo==1.0\n",
+    )
+    (folder / "wheels").mkdir()
+    (folder / "wheels" / PRIVATE_WHEEL).write_bytes(wheel())
+    discover()
+    warmed("wheels")
+    run = run_of("wheels")
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert "from the private index" in log_text(run)
