@@ -22,13 +22,13 @@ from pydantic import WithJsonSchema
 from fastflow_site.audit import Action, record
 from fastflow_site.models import ApiToken
 from pipelines_app.models import Pipeline
-from runs_app.environment import (
+from runs_app.logs import LogTail
+from runs_app.models import PipelineRun, RunRefused, with_last_run
+from runs_app.run_values import (
     parameters_from_json,
     parameters_json_schema,
     refused_parameters,
 )
-from runs_app.logs import LogTail
-from runs_app.models import PipelineRun, RunRefused, with_last_run
 
 LOG_LINES_MAX = 5000
 

@@ -21,11 +21,11 @@ from fastflow_site.audit import Action, record
 from pipelines_app.contract import RUN_SELECTION_NAMES
 from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
-from runs_app.environment import check_parameters, parameters_from_json
 from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM, LogTail
 from runs_app.models import Daemon, PipelineRun, RunRefused
+from runs_app.run_values import check_parameters, parameters_from_json
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
 
 RUNS_PER_PAGE = 50

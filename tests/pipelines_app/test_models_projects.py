@@ -14,8 +14,9 @@ from django.conf import settings
 from pipelines_app.contract import parse_config, selection_problem
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.environment import build_environment, check_parameters
+from runs_app.environment import build_environment
 from runs_app.models import PipelineRun
+from runs_app.run_values import check_parameters
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from fastflow_site.audit import Action, record
 from fastflow_site.commands import actor_for, add_actor_argument
 from pipelines_app.models import Pipeline
-from runs_app.environment import check_parameters
 from runs_app.follow import NoWorkerNotice, exit_status, follow_log
 from runs_app.models import PipelineRun, RunRefused
+from runs_app.run_values import check_parameters
 
 ENV_ASSIGNMENT = re.compile(r"^([^=]+)=(.*)$", re.DOTALL)
 
