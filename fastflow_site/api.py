@@ -19,16 +19,11 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import WithJsonSchema
 
-from fastflow_site.audit import Action, record
 from fastflow_site.models import ApiToken
 from pipelines_app.models import Pipeline
 from runs_app.logs import LogTail
 from runs_app.models import PipelineRun, RunRefused, with_last_run
-from runs_app.run_values import (
-    parameters_from_json,
-    parameters_json_schema,
-    refused_parameters,
-)
+from runs_app.run_values import parameters_json_schema, values_from_json
 
 LOG_LINES_MAX = 5000
 
@@ -262,23 +257,40 @@ def pipeline_detail(request: HttpRequest, name: str):
 def start_run(request: HttpRequest, name: str, body: RunIn):
     _require(request, "runs_app.add_pipelinerun", ApiToken.Scope.RUN)
     pipeline = get_object_or_404(Pipeline, name=name)
-    if not pipeline.enabled and not body.confirm_disabled:
-        detail = f"{pipeline.name} is disabled in its pipeline.json; send confirm_disabled: true"
-        return Status(409, {"detail": detail})
-    if problems := refused_parameters(body.parameters):
+    values, problems = values_from_json(body.parameters)
+    if problems:
         return Status(400, {"detail": "The parameters were refused.", "problems": problems})
-    parameters, problems = parameters_from_json(pipeline, body.parameters)
-    if problems:  # what this pipeline does not take (its secrets, a selection)
-        return Status(409, {"detail": "The parameters conflict with the pipeline.",
-                            "problems": problems})  # fmt: skip
     try:
-        run = PipelineRun.enqueue(
-            pipeline, trigger=PipelineRun.Trigger.API, user=request.user, parameters=parameters
+        run = PipelineRun.start(
+            pipeline,
+            by=request.user,
+            via="api",
+            trigger=PipelineRun.Trigger.API,
+            parameters=values,
+            confirm_disabled=body.confirm_disabled,
         )
     except RunRefused as refused:
-        return Status(409, {"detail": str(refused)})
-    record(Action.RUN_STARTED, run, via="api", parameters=sorted(parameters) or None)
+        return Status(REFUSAL_STATUS.get(refused.kind, 409), refusal_body(refused, pipeline))
     return Status(202, run)
+
+
+# A refused start, by its kind (runs_app.models.entry): the description's 400 is what no
+# pipeline takes; what this pipeline does not take, or not now, is a conflict.
+REFUSAL_STATUS = {"refused": 400}
+
+
+def refusal_body(refused: RunRefused, pipeline: Pipeline) -> dict:
+    if refused.kind == "disabled":
+        detail = f"{pipeline.name} is disabled in its pipeline.json; send confirm_disabled: true"
+        return {"detail": detail}
+    if refused.kind == "refused":
+        return {"detail": "The parameters were refused.", "problems": refused.problems}
+    if refused.kind == "conflict":
+        return {
+            "detail": "The parameters conflict with the pipeline.",
+            "problems": refused.problems,
+        }
+    return {"detail": str(refused)}
 
 
 def _get_run(public_id: UUID) -> PipelineRun:
@@ -323,7 +335,5 @@ def run_log(
 def cancel_run(request: HttpRequest, run_id: UUID):
     _require(request, "runs_app.change_pipelinerun", ApiToken.Scope.RUN)
     run = _get_run(run_id)
-    outcome = run.request_cancel()
-    if outcome != "finished":
-        record(Action.RUN_CANCELLED, run, via="api", outcome=outcome)
+    outcome = run.cancel(by=request.user, via="api")
     return {"outcome": outcome, "run": run}

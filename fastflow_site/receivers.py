@@ -11,6 +11,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 
 from fastflow_site.audit import Action, is_acting, record
 from pipelines_app.models import GitSource, Schedule, WebhookKey
+from runs_app.signals import run_cancelled, run_started
 from secrets_app.models import Variable
 
 
@@ -25,10 +26,24 @@ def connect() -> None:
 
         mfa_signals.authenticator_added.connect(_mfa_enabled, dispatch_uid="audit_mfa_on")
         mfa_signals.authenticator_removed.connect(_mfa_disabled, dispatch_uid="audit_mfa_off")
+    run_started.connect(_run_started, dispatch_uid="audit_run_started")
+    run_cancelled.connect(_run_cancelled, dispatch_uid="audit_run_cancelled")
     for model, name in AUDITED_MODELS.items():
         pre_save.connect(_remember_before, sender=model, dispatch_uid=f"audit_pre_{name}")
         post_save.connect(_saved, sender=model, dispatch_uid=f"audit_save_{name}")
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"audit_delete_{name}")
+
+
+def _run_started(sender, run, by, via, parameters, rerun_of, **kwargs) -> None:
+    """Every start from a person or a caller (PipelineRun.start): exactly one entry."""
+    if rerun_of is not None:
+        record(Action.RUN_RERUN, run, actor=by, via=via, of=str(rerun_of.public_id))
+    else:
+        record(Action.RUN_STARTED, run, actor=by, via=via, parameters=parameters or None)
+
+
+def _run_cancelled(sender, run, by, via, outcome, **kwargs) -> None:
+    record(Action.RUN_CANCELLED, run, actor=by, via=via, outcome=outcome)
 
 
 def _signed_in(sender, request, user, **kwargs) -> None:

@@ -14,7 +14,6 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from fastflow_site.audit import Action, record
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
@@ -77,13 +76,15 @@ class PipelineAdmin(CataloguePipelineAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet[Pipeline]) -> None:
         for pipeline in queryset:
             try:
-                run = PipelineRun.enqueue(
-                    pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user
-                )
+                run = PipelineRun.start(pipeline, by=request.user)
             except RunRefused as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+                hint = (
+                    ": start it from its page, which asks to confirm"
+                    if exc.kind == "disabled"
+                    else ""
+                )
+                self.message_user(request, exc.describe() + hint, messages.ERROR)
                 continue
-            record(Action.RUN_STARTED, run)
             self.message_user(request, f"Run {run.short_id} of {pipeline.name} queued.")
 
     def has_run_permission(self, request: HttpRequest) -> bool:
@@ -173,10 +174,7 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         outcomes = {"cancelled": 0, "stopping": 0, "finished": 0}
         for run in queryset:
-            outcome = run.request_cancel()
-            outcomes[outcome] += 1
-            if outcome != "finished":
-                record(Action.RUN_CANCELLED, run, outcome=outcome)
+            outcomes[run.cancel(by=request.user)] += 1
         self.message_user(
             request,
             f"{outcomes['cancelled']} queued run(s) cancelled, {outcomes['stopping']} running "
@@ -187,11 +185,10 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
     def rerun(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         for run in queryset.select_related("pipeline"):
             try:
-                new = run.rerun(request.user)
+                new = run.rerun(by=request.user)
             except RunRefused as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+                self.message_user(request, exc.describe(), messages.ERROR)
                 continue
-            record(Action.RUN_RERUN, new, of=str(run.public_id))
             self.message_user(request, f"Run {new.short_id} of {run.pipeline} queued.")
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:

@@ -53,18 +53,26 @@ def refused_parameters(values: dict[str, str]) -> list[str]:
     problems = []
     for name, value in values.items():
         if name in RUN_SELECTION_NAMES:  # which models a models run builds
-            if RUN_SELECTION_NAMES[name] == "full_refresh" and not isinstance(value, str):
-                if value not in (0, 1):  # (True and False are 1 and 0)
-                    problems.append(f"{name} must be true or false, not {value!r}")
-            elif not isinstance(value, str):
-                problems.append(f"{name} must be a string of selectors, not {value!r}")
-            elif problem := run_selection_problem(name, value):
+            if problem := run_selection_problem(name, str(value)):
                 problems.append(problem)
         elif problem := runtime_env_name_problem(name):
             problems.append(problem)
         if "\x00" in str(value):
             problems.append(f"{name}: a value cannot hold a NUL character")
     return problems
+
+
+def _json_type_problem(name: str, value: object) -> str | None:
+    """A JSON value (webhook body, API) that is not text for the run: a selection must be a
+    string (FASTFLOW_FULL_REFRESH: true/false, 1/0 too); anything else a scalar."""
+    if name in RUN_SELECTION_NAMES and not isinstance(value, str):
+        if RUN_SELECTION_NAMES[name] != "full_refresh":
+            return f"{name} must be a string of selectors, not {value!r}"
+        if value not in (0, 1):  # (True and False are 1 and 0)
+            return f"{name} must be true or false, not {value!r}"
+    if not isinstance(value, str | int | float | bool):
+        return f"{name}: the value must be a string, number or boolean"
+    return None
 
 
 def conflicting_parameters(pipeline: Pipeline, values: dict[str, str]) -> list[str]:
@@ -140,17 +148,15 @@ def _any_case(text: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in text)
 
 
-def parameters_from_json(pipeline: Pipeline, body: object) -> tuple[dict[str, str], list[str]]:
+def values_from_json(body: object) -> tuple[dict[str, str], list[str]]:
     """Values for one run from a decoded JSON object (webhook body, API): strings, numbers
-    and booleans become strings; the names pass `check_parameters`."""
+    and booleans become strings; anything else is a problem. Names are judged by
+    `PipelineRun.start`."""
     if not isinstance(body, dict):
         return {}, ['the body must be a JSON object of names to values, e.g. {"DAY": "monday"}']
     problems = [
-        f"{name}: the value must be a string, number or boolean"
-        for name, value in body.items()
-        if not isinstance(value, str | int | float | bool)
+        problem for name, value in body.items() if (problem := _json_type_problem(name, value))
     ]
-    problems += check_parameters(pipeline, body)
     return {name: _as_text(name, value) for name, value in body.items()}, problems
 
 

@@ -3,6 +3,9 @@
 
 - `run_ended`: a run reached its final outcome — the last attempt, after any retry — in the
   transaction that ended it (`run`). Notifications listen.
+- `run_started`: a person or a caller started a run (`run`, `by`, `via`, `parameters`: the
+  names given, `rerun_of`); `run_cancelled`: one cancelled a run (`run`, `by`, `via`,
+  `outcome`). The audit log listens (fastflow_site.receivers).
 """
 
 from __future__ import annotations
@@ -10,3 +13,5 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 run_ended = Signal()
+run_started = Signal()
+run_cancelled = Signal()

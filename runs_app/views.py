@@ -25,7 +25,7 @@ from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM, LogTail
 from runs_app.models import Daemon, PipelineRun, RunRefused
-from runs_app.run_values import check_parameters, parameters_from_json
+from runs_app.run_values import values_from_json
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
 
 RUNS_PER_PAGE = 50
@@ -132,9 +132,7 @@ def run_log(request: HttpRequest, public_id) -> HttpResponse | StreamingHttpResp
 @permission_required("runs_app.change_pipelinerun", raise_exception=True)
 def run_cancel(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
-    outcome = run.request_cancel()
-    if outcome != "finished":
-        record(Action.RUN_CANCELLED, run, outcome=outcome)
+    outcome = run.cancel(by=request.user)
     text = {
         "cancelled": "Cancelled: the run had not started yet.",
         "stopping": "Stopping the run…",
@@ -151,11 +149,10 @@ def run_cancel(request: HttpRequest, public_id) -> HttpResponse:
 def run_rerun(request: HttpRequest, public_id) -> HttpResponse:
     run = _get_run(public_id)
     try:
-        new = run.rerun(request.user)
+        new = run.rerun(by=request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, exc.describe())
         return redirect("runs_app:detail", public_id=run.public_id)
-    record(Action.RUN_RERUN, new, of=str(run.public_id))
     messages.success(request, f"Run {new.short_id} queued with the same parameters.")
     return redirect("runs_app:detail", public_id=new.public_id)
 
@@ -165,28 +162,27 @@ def run_rerun(request: HttpRequest, public_id) -> HttpResponse:
 def start_run(request: HttpRequest, name: str) -> HttpResponse:
     """Start a run by hand; a disabled pipeline needs the person to confirm."""
     pipeline = get_object_or_404(Pipeline, name=name)
-    if not pipeline.enabled and request.POST.get("confirm_disabled") != "yes":
-        messages.warning(
-            request,
-            f"{pipeline.name} is disabled in its pipeline.json; confirm below to run it anyway.",
-        )
-        return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
     names, values = request.POST.getlist("param_name"), request.POST.getlist("param_value")
     parameters = {n.strip(): v for n, v in zip(names, values, strict=False) if n.strip()}
     parameters.update(_models_selection(request))
-    problems = check_parameters(pipeline, parameters)
-    if problems:
-        for problem in problems:
+    try:
+        run = PipelineRun.start(
+            pipeline,
+            by=request.user,
+            parameters=parameters,
+            confirm_disabled=request.POST.get("confirm_disabled") == "yes",
+        )
+    except RunRefused as refused:
+        if refused.kind == "disabled":
+            messages.warning(
+                request,
+                f"{pipeline.name} is disabled in its pipeline.json; confirm below to run it "
+                "anyway.",
+            )
+            return redirect(f"{pipeline.get_absolute_url()}?confirm=run")
+        for problem in refused.problems or [str(refused)]:
             messages.error(request, problem)
         return redirect(pipeline)
-    try:
-        run = PipelineRun.enqueue(
-            pipeline, trigger=PipelineRun.Trigger.MANUAL, user=request.user, parameters=parameters
-        )
-    except RunRefused as exc:
-        messages.error(request, str(exc))
-        return redirect(pipeline)
-    record(Action.RUN_STARTED, run, parameters=sorted(parameters) or None)
     messages.success(request, f"Run {run.short_id} of {pipeline.name} queued.")
     next_url = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
@@ -219,10 +215,10 @@ def webhook(request: HttpRequest, name: str) -> JsonResponse:
     match = authenticate(pipeline, key_of(request))
     if match is None:
         return JsonResponse(NOT_FOUND, status=404)
-    if not pipeline.enabled or not pipeline.is_runnable:
+    if not pipeline.enabled or not pipeline.is_runnable:  # (before the rate limit counts it)
         why = "it is disabled" if pipeline.is_runnable else pipeline.status
         return JsonResponse({"error": f"{pipeline.name} does not start: {why}."}, status=409)
-    parameters, problems = _webhook_values(request, pipeline)
+    parameters, problems = _webhook_values(request)
     if problems:
         return JsonResponse({"error": "The body was refused.", "problems": problems}, status=400)
     if wait := over_rate_limit(pipeline):
@@ -232,13 +228,18 @@ def webhook(request: HttpRequest, name: str) -> JsonResponse:
         response["Retry-After"] = str(wait)
         return response
     try:
-        run = PipelineRun.enqueue(
+        run = PipelineRun.start(
             pipeline,
+            via="webhook",
             trigger=PipelineRun.Trigger.WEBHOOK,
             parameters=parameters,
             schedule=match.schedule,
         )
     except RunRefused as refused:
+        if refused.problems:
+            return JsonResponse(
+                {"error": "The body was refused.", "problems": refused.problems}, status=400
+            )
         return JsonResponse({"error": str(refused)}, status=409)
     return JsonResponse(
         {
@@ -252,7 +253,7 @@ def webhook(request: HttpRequest, name: str) -> JsonResponse:
     )
 
 
-def _webhook_values(request: HttpRequest, pipeline: Pipeline) -> tuple[dict[str, str], list[str]]:
+def _webhook_values(request: HttpRequest) -> tuple[dict[str, str], list[str]]:
     """Environment values for the run from an optional JSON object body."""
     if not request.body.strip():
         return {}, []
@@ -262,7 +263,7 @@ def _webhook_values(request: HttpRequest, pipeline: Pipeline) -> tuple[dict[str,
         return {}, ["the body is not JSON"]
     except RecursionError:
         return {}, ["the body is nested too deeply"]
-    return parameters_from_json(pipeline, body)
+    return values_from_json(body)
 
 
 @require_POST

@@ -5,6 +5,7 @@ from __future__ import annotations
 from runs_app.models.chain import ChainLink
 from runs_app.models.chore import Chore
 from runs_app.models.daemon import Daemon
+from runs_app.models.entry import RunRefused
 from runs_app.models.environment import EnvironmentLock
 from runs_app.models.notification import (
     Channel,
@@ -13,7 +14,7 @@ from runs_app.models.notification import (
     Notification,
     Rule,
 )
-from runs_app.models.run import PipelineRun, RunRefused, dispatch, with_last_run
+from runs_app.models.run import PipelineRun, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.step import RunStep
 from runs_app.models.tally import RunTally

@@ -46,6 +46,7 @@ from pipelines_app.models import Pipeline
 from runs_app import live, wakeup
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
+from runs_app.models.entry import EntryPoints, RunRefused
 from runs_app.models.tally import RunTally
 from runs_app.signals import run_ended
 
@@ -67,11 +68,7 @@ def with_last_run(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipel
     )
 
 
-class RunRefused(Exception):
-    """A run cannot be started; the message says why, for people."""
-
-
-class PipelineRun(models.Model):
+class PipelineRun(EntryPoints, models.Model):
     """One attempt. A retry is a new row pointing at the run it retries."""
 
     class Status(models.TextChoices):
@@ -266,16 +263,6 @@ class PipelineRun(models.Model):
         run.save()
         transaction.on_commit(dispatch)
         return run
-
-    def rerun(self, user=None) -> PipelineRun:
-        """A new manual run of the same pipeline with the same parameters."""
-        return PipelineRun.enqueue(
-            self.pipeline,
-            trigger=self.Trigger.MANUAL,
-            user=user,
-            parameters=self.parameters,
-            schedule=self.schedule,
-        )
 
     def request_cancel(self) -> str:
         """Cancel: a run without a container at once, a running one through its follower.

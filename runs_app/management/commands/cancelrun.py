@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from fastflow_site.audit import Action, record
 from fastflow_site.commands import actor_for, add_actor_argument
 from runs_app.models import PipelineRun
 
@@ -28,9 +27,7 @@ class Command(BaseCommand):
                 f"no run {run_id!r}" if not matches else f"{run_id!r} matches several runs"
             )
         run = matches[0]
-        result = run.request_cancel()
-        if result != "finished":
-            record(Action.RUN_CANCELLED, run, actor=person, via="command", outcome=result)
+        result = run.cancel(by=person, via="command")
         message = {
             "cancelled": f"run {run.public_id} cancelled (it was queued)",
             "stopping": f"run {run.public_id} is being stopped",

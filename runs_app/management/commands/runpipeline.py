@@ -7,12 +7,10 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from fastflow_site.audit import Action, record
 from fastflow_site.commands import actor_for, add_actor_argument
 from pipelines_app.models import Pipeline
 from runs_app.follow import NoWorkerNotice, exit_status, follow_log
 from runs_app.models import PipelineRun, RunRefused
-from runs_app.run_values import check_parameters
 
 ENV_ASSIGNMENT = re.compile(r"^([^=]+)=(.*)$", re.DOTALL)
 
@@ -33,9 +31,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--follow", action="store_true", help="print the log live and exit with the run"
         )
+        parser.add_argument(
+            "--confirm-disabled",
+            action="store_true",
+            help="run it although its pipeline.json disables it",
+        )
         add_actor_argument(parser)
 
-    def handle(self, *args, name: str, env: list[str], follow: bool, actor: str, **options):
+    def handle(
+        self,
+        *args,
+        name: str,
+        env: list[str],
+        follow: bool,
+        confirm_disabled: bool,
+        actor: str,
+        **options,
+    ):
         person = actor_for(actor, "runs_app.add_pipelinerun")
         try:
             pipeline = Pipeline.objects.get(name=name)
@@ -49,16 +61,18 @@ class Command(BaseCommand):
             if not match:
                 raise CommandError(f"-e {assignment!r} is not KEY=VALUE")
             parameters[match[1]] = match[2]
-        problems = check_parameters(pipeline, parameters)
-        if problems:
-            raise CommandError("; ".join(problems))
         try:
-            run = PipelineRun.enqueue(
-                pipeline, trigger=PipelineRun.Trigger.CLI, user=person, parameters=parameters
+            run = PipelineRun.start(
+                pipeline,
+                by=person,
+                via="command",
+                trigger=PipelineRun.Trigger.CLI,
+                parameters=parameters,
+                confirm_disabled=confirm_disabled,
             )
         except RunRefused as exc:
-            raise CommandError(str(exc)) from None
-        record(Action.RUN_STARTED, run, actor=person, via="command")
+            hint = " (--confirm-disabled)" if exc.kind == "disabled" else ""
+            raise CommandError(exc.describe() + hint) from None
         self.stdout.write(f"queued run {run.public_id} of {pipeline.name}")
         if not follow:
             return
