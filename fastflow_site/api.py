@@ -21,6 +21,7 @@ from pydantic import WithJsonSchema
 
 from fastflow_site.models import ApiToken
 from pipelines_app.models import Pipeline
+from runs_app.limits import effective_limits
 from runs_app.logs import LogTail
 from runs_app.models import PipelineRun, RunRefused, with_last_run
 from runs_app.run_values import parameters_json_schema, values_from_json
@@ -93,6 +94,15 @@ def _require(request: HttpRequest, permission: str, scope: str = ApiToken.Scope.
 # --- schemas --------------------------------------------------------------------------------
 
 
+class LimitsOut(Schema):
+    cpu_hard: float | None = Field(description="cores; null: no limit")
+    mem_hard_bytes: int | None
+    cpu_soft: float | None = Field(description="watched only: a warning above it")
+    mem_soft_bytes: int | None
+    timeout_seconds: int | None = Field(description="null: no limit")
+    notes: list[str] = Field(description="limits asked for above the instance's")
+
+
 class EnvironmentOut(Schema):
     lock: str = Field(alias="sha256", description="sha256 of the lock")
     packages: list[str] = Field(description='"name==version", sorted')
@@ -113,6 +123,9 @@ class RunOut(Schema):
     git_commit: str
     environment: EnvironmentOut | None = Field(
         alias="environment_lock", description="The packages it ran with (its warm-up's lock)"
+    )
+    limits: LimitsOut = Field(
+        alias="effective_limits", description="Its effective limits, as its container got them"
     )
     url: str = Field(alias="get_absolute_url")
 
@@ -140,6 +153,7 @@ class ScheduleOut(Schema):
 
 
 class PipelineDetailOut(PipelineOut):
+    limits: LimitsOut = Field(description="The effective limits its next run gets")
     errors: list[str] = Field(alias="error_messages")
     warnings: list[str] = Field(alias="warning_messages")
     has_requirements: bool
@@ -246,6 +260,7 @@ def pipeline_detail(request: HttpRequest, name: str):
         "error_messages": pipeline.error_messages,
         "warning_messages": pipeline.warning_messages,
         "has_requirements": pipeline.has_requirements,
+        "limits": effective_limits(pipeline.spec.run),
         "schedules": list(pipeline.schedules.all()),
         "recent_runs": list(pipeline.runs.select_related("pipeline", "environment_lock")[:20]),
     }

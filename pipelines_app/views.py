@@ -24,6 +24,7 @@ from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, S
 from runs_app.artifacts import artifact_file
 from runs_app.daemons import state_of
 from runs_app.graph import pipelines_graph, render_svg
+from runs_app.limits import effective_limits
 from runs_app.models import (
     Daemon,
     DependencyCheck,
@@ -73,7 +74,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
     context = {
         "pipeline": pipeline,
         "spec": pipeline.spec,
-        "instance_timeout": settings.CONTAINER_TIMEOUT,
+        "limits": effective_limits(pipeline.spec.run),  # what its next run gets
         "instance_retries": settings.RETRY_ATTEMPTS,
         "runs": pipeline.runs.select_related("triggered_by")[:RECENT_RUNS],
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),

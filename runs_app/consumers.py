@@ -205,14 +205,14 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.tail = LogTail(Path(self.run.log_path))
         self.samples_offset = 0
         self.last_sample = ""
-        limits = self.run.run_settings
+        limits = self.run.effective_limits  # as its container got them
         await self.send_json(
             {
                 "type": "limits",
-                "cpu_soft": limits.cpu_soft_limit,
-                "cpu_hard": limits.cpu_hard_limit,
-                "mem_soft": limits.mem_soft_limit_bytes,
-                "mem_hard": limits.mem_hard_limit_bytes,
+                "cpu_soft": limits.cpu_soft,
+                "cpu_hard": limits.cpu_hard,
+                "mem_soft": limits.mem_soft_bytes,
+                "mem_hard": limits.mem_hard_bytes,
             }
         )
         rate = settings.LOG_STREAM_RATE_LIMIT

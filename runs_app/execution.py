@@ -454,20 +454,11 @@ def format_delay(delay: timedelta) -> str:
 
 
 def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, list[str]]:
-    """What the executor needs, with the instance's limits applied; and notes for the log
-    about limits pipeline.json asked for above the instance's."""
+    """What the executor needs, with the run's effective limits (runs_app.limits: stored on
+    it when it was made); and notes for the log about limits pipeline.json asked for above
+    the instance's."""
     config = run.pipeline.spec
-    limits = run.run_settings
-    notes: list[str] = []
-    memory = _within_instance(
-        "mem_hard_limit", limits.mem_hard_limit_bytes, "RUN_MEMORY_LIMIT", format_size, notes
-    )
-    cpu = _within_instance(
-        "cpu_hard_limit", limits.cpu_hard_limit, "RUN_CPU_LIMIT", lambda n: f"{n:g} cores", notes
-    )
-    timeout = limits.timeout_seconds
-    if timeout is None:
-        timeout = settings.CONTAINER_TIMEOUT
+    limits = run.effective_limits
     spec = RunSpec(
         run_id=str(run.public_id),
         pipeline=run.pipeline.name,
@@ -480,27 +471,14 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
         image=run.pipeline.worker_image,
         data_dir=run.pipeline.data_folder,
         env=environment,
-        cpu_hard_limit=cpu,
-        mem_hard_limit_bytes=memory,
-        cpu_soft_limit=limits.cpu_soft_limit,
-        mem_soft_limit_bytes=limits.mem_soft_limit_bytes,
-        timeout_seconds=timeout or None,
+        cpu_hard_limit=limits.cpu_hard,
+        mem_hard_limit_bytes=limits.mem_hard_bytes,
+        cpu_soft_limit=limits.cpu_soft,
+        mem_soft_limit_bytes=limits.mem_soft_bytes,
+        timeout_seconds=limits.timeout_seconds,
         run_dir=Path(settings.DATA_DIR) / "runs" / str(run.public_id),
     )
-    return spec, notes
-
-
-def _within_instance(field, asked, setting: str, show, notes: list[str]):
-    """The instance's limit when pipeline.json asks for none or for more (then a note)."""
-    limit = getattr(settings, setting)
-    if asked is None:
-        return limit
-    if asked > limit:
-        notes.append(
-            f"{field} {show(asked)} is above this instance's {setting}: the run gets {show(limit)}"
-        )
-        return limit
-    return asked
+    return spec, list(limits.notes)
 
 
 # --- the worker's housekeeping -------------------------------------------------------------

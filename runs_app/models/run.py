@@ -44,6 +44,7 @@ from django.utils import timezone
 from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
 from runs_app import live, wakeup
+from runs_app.limits import Limits, effective_limits
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
 from runs_app.models.entry import EntryPoints, RunRefused
@@ -157,6 +158,9 @@ class PipelineRun(EntryPoints, models.Model):
         null=True, blank=True, help_text="Container start until the pipeline's code starts."
     )
 
+    limits = models.JSONField(
+        default=dict, blank=True, help_text="Its effective limits (runs_app.limits), as made."
+    )
     uv_version = models.CharField(max_length=40, blank=True)
     git_commit = models.CharField(max_length=40, blank=True)
     environment_lock = models.ForeignKey(
@@ -260,6 +264,7 @@ class PipelineRun(EntryPoints, models.Model):
             chain_depth=chain_depth if retry_of is None else retry_of.chain_depth,
         )
         run.log_path = str(log_path_for(run.public_id))
+        run.limits = effective_limits(run.run_settings).to_json()
         run.save()
         transaction.on_commit(dispatch)
         return run
@@ -550,6 +555,14 @@ class PipelineRun(EntryPoints, models.Model):
         """The pipeline's settings with its schedule's overrides on top."""
         base = self.pipeline.spec.run
         return base.overridden_by(self.schedule.settings) if self.schedule_id else base
+
+    @property
+    def effective_limits(self) -> Limits:
+        """Its limits as stored when it was made (a run made by an older version: worked
+        out from its settings now)."""
+        if self.limits:
+            return Limits.from_json(self.limits)
+        return effective_limits(self.run_settings)
 
     @property
     def lateness(self) -> timedelta | None:

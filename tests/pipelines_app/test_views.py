@@ -87,12 +87,16 @@ def test_pipeline_detail_shows_instance_defaults_where_the_pipeline_sets_none(
 ):
     settings.CONTAINER_TIMEOUT = 3600
     settings.RETRY_ATTEMPTS = 1
+    settings.RUN_CPU_LIMIT, settings.RUN_MEMORY_LIMIT = 2.0, 4 * 1024**3
     make_pipeline("plain")
     discover()
     html = viewer_client.get(reverse("pipelines_app:detail", args=["plain"])).content.decode()
-    assert "<dt>Timeout</dt><dd>1 h (instance default)</dd>" in html
+    default = '<span class="muted small">(instance default, {})</span>'
+    assert f'<dd class="limit-timeout">1 h {default.format("CONTAINER_TIMEOUT")}</dd>' in html
     assert "<dt>Retries</dt><dd>1 (instance default)</dd>" in html
-    assert "<dt>CPU limit</dt><dd>no limit</dd>" in html
+    # What every run gets when pipeline.json sets no limit: the instance's, never "no limit".
+    assert f'<dd class="limit-cpu">2 cores {default.format("RUN_CPU_LIMIT")}</dd>' in html
+    assert f'<dd class="limit-memory">4 GiB {default.format("RUN_MEMORY_LIMIT")}</dd>' in html
 
 
 def test_pipeline_detail_of_a_broken_pipeline_lists_its_errors(viewer_client, make_pipeline):
