@@ -24,6 +24,26 @@ from tests.runs_app.conftest import require
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Each test is marked by the real parts it needs, from the fixtures it uses, so tiers
+    can be chosen (README: the quick tier leaves out docker, browser, compose and slow)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        executor = params.get("executor", "docker")
+        in_containers = "runs_setup" in names and executor == "docker"
+        if in_containers or names & {"docker_engine", "pooled", "private_index"}:
+            item.add_marker("docker")
+        if "runs_setup" in names and executor == "local":
+            item.add_marker("slow")  # real runs, as processes of this machine
+        if "browser" in names:
+            item.add_marker("browser")
+        if "postgresql_outage" in names:
+            item.add_marker("postgres")
+        if item.path.name == "test_compose.py":
+            item.add_marker("compose")
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
     """SQLite tests use a file, not memory, so a worker process can share the test database."""

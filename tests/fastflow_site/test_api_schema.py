@@ -14,7 +14,7 @@ from fastflow_site.models import ApiToken
 from pipelines_app.discovery import discover
 from tests.runs_app.test_worker import Worker, kill_group, start_web_server
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 SEED = "20261206"
 EXAMPLES_PER_OPERATION = "30"

@@ -133,6 +133,7 @@ def populated(tmp_path, database_url) -> dict[str, str]:
     return source
 
 
+@pytest.mark.slow
 def test_a_populated_instance_round_trips(tmp_path, databases):
     source = populated(tmp_path, databases[0])
     before = facts(source)
@@ -159,6 +160,7 @@ def test_a_populated_instance_round_trips(tmp_path, databases):
     assert again.returncode != 0 and "this instance is not empty" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_restore_with_another_key_says_secrets_will_not_decrypt(tmp_path, databases):
     source = populated(tmp_path, databases[0])
     archive = tmp_path / "backup.tar.gz"

@@ -196,6 +196,7 @@ def test_metrics_hold_the_instance_figures(client, instance, settings):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_endpoint(instance, live_server, tmp_path):
     binary = shutil.which("prometheus")
     require(binary is not None, "Debian's Prometheus (apt-get install prometheus)")

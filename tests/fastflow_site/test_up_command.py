@@ -76,6 +76,7 @@ def test_with_a_repository_up_deploys_it_instead_of_the_demo(tmp_path, settings)
     assert not settings.PIPELINES_DIR.exists()  # the demo was not copied anywhere
 
 
+@pytest.mark.slow
 def test_a_newcomer_logs_in_sees_the_demo_pipelines_and_runs_one(tmp_path):
     port = free_port()
     env = {
