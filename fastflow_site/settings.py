@@ -130,7 +130,7 @@ if not SECRET_KEY or not _encryption_key_text:
         )
 ENCRYPTION_KEYS = _encryption_keys(_encryption_key_text)
 
-# --- The instance (PIPELINE_FORMAT.md, "Settings of the instance") -----------------------
+# --- The instance (docs/configuration.md; the contract's "Settings of the instance") -------
 
 WORKER_IMAGE = env.str("WORKER_IMAGE", default="fastflow-worker:latest")
 # Images for pipelines whose python_version names another minor version than
@@ -372,10 +372,10 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# django-q2 carries the worker's other tasks — syncs, warm-ups, retention, the audit — to its
-# cluster processes (runs are followed by the worker's own threads: runs_app.supervisor).
-# - timeout None: a warm-up or sync enforces its own limits; a q2 timeout would kill the
-#   process mid-task.
+# django-q2 carries the worker's other tasks — syncs, warm-ups, retention, the audit — to the
+# worker's task threads (runs_app.task_threads; runs are followed by threads of their own:
+# runs_app.supervisor).
+# - timeout None: a warm-up or sync enforces its own limits (q2's timeout would kill it).
 # - retry: an unacknowledged task is delivered again after this long (the tasks are
 #   idempotent), so a task lost with a dead worker is picked up again.
 # - max_attempts 1: failures are handled by our own retries, never by q2.

@@ -221,6 +221,17 @@ def test_env_example_lists_every_variable_the_settings_read():
     assert read - env_example_names() == set()
 
 
+def test_env_example_as_it_is_starts_a_local_instance_without_https(tmp_path):
+    """Copied to .env for a local start, it must not send http://localhost to https."""
+    result = start(
+        tmp_path,
+        "print(settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS, settings.DEBUG)",
+        FASTFLOW_ENV_FILE=str(BASE_DIR / ".env.example"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "0", "False"]
+
+
 def test_every_instance_setting_of_the_pipeline_contract_exists():
     contract = [
         "DATABASE_URL",
