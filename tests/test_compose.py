@@ -1,4 +1,4 @@
-"""The compose stack for real: the README's deployment commands, run as written (with the
+"""The compose stack for real: the documented deployment commands (docs/operating.md), run as written (with the
 images CI builds without a registry), bring up web, worker, PostgreSQL and the engine
 guard; a person signs in and runs hello_world, which the worker starts through the guard;
 then the stack goes down."""
@@ -28,8 +28,8 @@ IMAGES = ("fastflow-app:offline", "fastflow-postgres:offline", settings.WORKER_I
 
 
 def deployment_commands() -> str:
-    """The bash block of the README's "Deploying with Docker Compose"."""
-    readme = (BASE_DIR / "README.md").read_text()
+    """The bash block of "Deploying with Docker Compose" (docs/operating.md)."""
+    readme = (BASE_DIR / "docs" / "operating.md").read_text()
     section = readme.split("## Deploying with Docker Compose", 1)[1]
     return section.split("```bash\n", 1)[1].split("```", 1)[0]
 

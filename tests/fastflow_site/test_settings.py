@@ -221,6 +221,13 @@ def test_env_example_lists_every_variable_the_settings_read():
     assert read - env_example_names() == set()
 
 
+def test_the_configuration_reference_describes_every_variable():
+    source = (BASE_DIR / "fastflow_site" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env(?:\.\w+)?|_path|_int)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    reference = (BASE_DIR / "docs" / "configuration.md").read_text()
+    assert {name for name in read if f"`{name}" not in reference} == set()
+
+
 def test_env_example_as_it_is_starts_a_local_instance_without_https(tmp_path):
     """Copied to .env for a local start, it must not send http://localhost to https."""
     result = start(
