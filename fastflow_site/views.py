@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_not_required, permission_required
-from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
@@ -29,6 +28,7 @@ from fastflow_site.forms import (
     TokenForm,
 )
 from fastflow_site.models import ApiToken, AuditEntry, Invitation, JoinRequest
+from fastflow_site.paging import page_of
 from fastflow_site.roles import Role, role_of, set_role
 
 MANAGE_PEOPLE = "auth.change_user"
@@ -229,13 +229,11 @@ def join_request(request: HttpRequest) -> HttpResponse:
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     entries = form.filter(AuditEntry.objects.all())
-    page = Paginator(entries, AUDIT_ENTRIES_PER_PAGE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
+    page, query = page_of(request, entries, AUDIT_ENTRIES_PER_PAGE)
     context = {
         "form": form,
         "page": page,
-        "query": query.urlencode(),
+        "query": query,
         "retention_days": settings.AUDIT_RETENTION_DAYS,
     }
     return render(request, "fastflow_site/audit_log.html", context)

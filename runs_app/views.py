@@ -10,7 +10,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -18,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from fastflow_site.audit import Action, record
+from fastflow_site.paging import page_of
 from pipelines_app.contract import RUN_SELECTION_NAMES
 from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
@@ -46,13 +46,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def run_list(request: HttpRequest) -> HttpResponse:
     form = RunFilterForm(request.GET or None)
     runs = form.filter(PipelineRun.objects.select_related("pipeline", "triggered_by"))
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
+    page, query = page_of(request, runs, RUNS_PER_PAGE)
     context = {
         "form": form,
         "page": page,
-        "query": query.urlencode(),
+        "query": query,
         "pipeline_names": Pipeline.objects.values_list("name", flat=True),
     }
     if request.htmx:

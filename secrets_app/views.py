@@ -32,6 +32,17 @@ def _variable_form(request: HttpRequest, instance: Variable | None = None) -> Va
     return form
 
 
+def _save(request: HttpRequest, form: VariableForm, *, refused: str) -> HttpResponse:
+    """A valid form's variable stored, unless it would be a secret this person may not touch."""
+    variable = form.save(commit=False)
+    if not _may_touch(request, variable):
+        return HttpResponse(refused, status=403)
+    variable.updated_by = request.user
+    variable.save()
+    messages.success(request, f"Saved {variable}.")
+    return redirect("secrets_app:list")
+
+
 def _get_variable(name: str, pipeline: str | None) -> Variable:
     if pipeline is None:
         return get_object_or_404(Variable, name=name, pipeline__isnull=True)
@@ -46,13 +57,7 @@ def variable_list(request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("secrets_app.add_variable"):
             return HttpResponse("You may not add secrets or parameters.", status=403)
         if form.is_valid():
-            variable = form.save(commit=False)
-            if not _may_touch(request, variable):
-                return HttpResponse("Only admins may add secrets.", status=403)
-            variable.updated_by = request.user
-            variable.save()
-            messages.success(request, f"Saved {variable}.")
-            return redirect("secrets_app:list")
+            return _save(request, form, refused="Only admins may add secrets.")
     variables = Variable.objects.select_related("pipeline", "updated_by")
     return render(
         request,
@@ -69,13 +74,7 @@ def variable_edit(request: HttpRequest, name: str, pipeline: str | None = None) 
         return HttpResponse("Only admins may replace secrets.", status=403)
     form = _variable_form(request, variable)
     if request.method == "POST" and form.is_valid():
-        variable = form.save(commit=False)
-        if not _may_touch(request, variable):
-            return HttpResponse("Only admins may make a parameter a secret.", status=403)
-        variable.updated_by = request.user
-        variable.save()
-        messages.success(request, f"Saved {variable}.")
-        return redirect("secrets_app:list")
+        return _save(request, form, refused="Only admins may make a parameter a secret.")
     return render(request, "secrets_app/variable_edit.html", {"variable": variable, "form": form})
 
 

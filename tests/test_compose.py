@@ -1,7 +1,7 @@
-"""The compose stack for real: the documented deployment commands (docs/operating.md), run as written (with the
-images CI builds without a registry), bring up web, worker, PostgreSQL and the engine
-guard; a person signs in and runs hello_world, which the worker starts through the guard;
-then the stack goes down."""
+"""The compose stack for real: the documented deployment commands (docs/operating.md), run
+as written (with the images CI builds without a registry), bring up web, worker, PostgreSQL
+and the engine guard; a person signs in and runs hello_world, which the worker starts
+through the guard; then the stack goes down."""
 
 from __future__ import annotations
 
