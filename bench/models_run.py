@@ -82,8 +82,8 @@ def main() -> None:
     )
 
     from pipelines_app.models import Pipeline
-    from runs_app.execution import execute_run
     from runs_app.models import PipelineRun
+    from runs_app.worker.execution import execute_run
 
     pipeline = Pipeline.objects.get(name="generated")
     assert pipeline.status == "ok", pipeline.error_messages

@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fastflow_site import health
 from fastflow_site.metrics import registry
-from runs_app.loops import SERVICE_AWAY
+from runs_app.outages import SERVICE_AWAY
 
 SERVICE_AWAY_TEXT = (
     "Fast-Flow cannot reach its database (or Redis) at the moment. Runs, schedules and logs "

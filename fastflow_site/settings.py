@@ -156,7 +156,7 @@ GIT_BRANCH = env.str("GIT_BRANCH", default="main")
 AUTO_SYNC_INTERVAL = _int("AUTO_SYNC_INTERVAL", None, minimum=10)  # seconds; None = off
 # Verifies GitHub's push webhook (X-Hub-Signature-256); the admin can set it too.
 GIT_WEBHOOK_SECRET = env.str("GIT_WEBHOOK_SECRET", default="")
-# Retention, daily in the worker (runs_app.retention): logs and samples of ended runs older
+# Retention, daily in the worker (runs_app.worker.retention): logs and samples of ended runs older
 # than LOG_RETENTION_DAYS or beyond the newest LOG_RETENTION_RUNS per pipeline are removed
 # (archived first to BACKUP_DIR when set); run rows go after RUN_RETENTION_DAYS. None = keep.
 LOG_RETENTION_RUNS = _int("LOG_RETENTION_RUNS", None, minimum=1)
@@ -373,8 +373,8 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-q2 carries the worker's other tasks — syncs, warm-ups, retention, the audit — to the
-# worker's task threads (runs_app.task_threads; runs are followed by threads of their own:
-# runs_app.supervisor).
+# worker's task threads (runs_app.worker.task_threads; runs are followed by threads of their own:
+# runs_app.worker.supervisor).
 # - timeout None: a warm-up or sync enforces its own limits (q2's timeout would kill it).
 # - retry: an unacknowledged task is delivered again after this long (the tasks are
 #   idempotent), so a task lost with a dead worker is picked up again.
@@ -385,7 +385,8 @@ warnings.filterwarnings(  # about timeout None, which is deliberate (see above)
 Q_CLUSTER = {
     "name": "fastflow",
     # Threads of the worker process for the tasks: syncs, warm-ups, retention, the audit
-    # (runs_app.task_threads; runs are followed by threads of their own: runs_app.supervisor).
+    # (runs_app.worker.task_threads; runs are followed by threads of their own:
+    # runs_app.worker.supervisor).
     "workers": _int("WORKER_TASK_THREADS", 2, minimum=1),
     "timeout": None,
     "retry": 300,

@@ -1,7 +1,7 @@
 """Schedules from pipeline.json kept in step with the file by every discovery.
 
 Rows of origin "file" are rewritten only when a value changed, so their due times survive
-restarts; firing them is the run side's job (runs_app.scheduler).
+restarts; firing them is the run side's job (runs_app.worker.scheduler).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import SyncNotRequested, live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.artifacts import artifact_file
-from runs_app.daemons import state_of
 from runs_app.graph import pipelines_graph, render_svg
 from runs_app.limits import effective_limits
 from runs_app.models import (
@@ -150,7 +149,7 @@ def _daemon_of(pipeline: Pipeline) -> dict | None:
     return {
         "row": daemon,
         "run": active,
-        "state": state_of(daemon, active) if daemon else "not started yet",
+        "state": daemon.state_in_words(active) if daemon else "not started yet",
     }
 
 

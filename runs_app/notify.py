@@ -6,7 +6,7 @@ it), a daemon's crash loop, a failed warm-up or sync. A thing that keeps failing
 each time (NOTIFY_REPEAT_MINUTES, up to NOTIFY_REPEAT_MAX_MINUTES), saying how many failures
 there were meanwhile; its recovery is told once. A cancelled run tells nobody.
 
-Messages are rows with one delivery per channel; the worker sends them (runs_app.delivery),
+Messages are rows with one delivery per channel; the worker sends them (runs_app.worker.delivery),
 never a request. A message names the pipeline, the outcome and why, the duration and the
 link to the run (BASE_URL); it is built from the run's record, whose texts are already
 masked, and never holds a secret.

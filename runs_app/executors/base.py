@@ -2,7 +2,7 @@
 
 An executor starts a run from a `RunSpec` (plain data, no ORM), follows it until it ends —
 writing every line to the run's log, checking for cancel and timeout, renewing the run's
-lease and reporting resource peaks — and returns an `Outcome`. `runs_app.execution` turns
+lease and reporting resource peaks — and returns an `Outcome`. `runs_app.worker.execution` turns
 the outcome into the run's final state. Executors never touch the database.
 
 What an executor raises, and what the run then does:
@@ -28,15 +28,9 @@ from typing import Literal, Protocol
 
 from django.conf import settings
 
+from runs_app.in_run import fastflow_markers
 from runs_app.logs import STDERR, SYSTEM, LogWriter
 
-HERE = Path(__file__).parent
-LAUNCHER = HERE / "launcher.py"
-MODELS_RUNNER = HERE / "models_runner.py"
-PREPARE = HERE / "prepare.sh"
-ENVIRONMENT_LOCK = HERE / "environment_lock.py"
-RECEIVE = HERE / "receive.py"
-MARK = "\x1efastflow:"
 ROUTE_MAX_BYTES = 256
 
 
@@ -130,7 +124,7 @@ class Watch:
 
 
 class Executor(Protocol):
-    """What `runs_app.execution` needs from an executor (Docker, local)."""
+    """What `runs_app.worker.execution` needs from an executor (Docker, local)."""
 
     name: str
 
@@ -233,10 +227,10 @@ def soft_limit_warnings(
 class MarkerReader:
     """Splits a stream of output lines into log lines and Fast-Flow's own markers.
 
-    The launcher speaks to the follower through stderr lines starting with MARK. Only the
-    known words below are markers; anything else that looks like one is ordinary output.
-    A pipeline could print a marker itself: that only changes its own record (its route,
-    when its code started), never anything of another run.
+    The code inside the run speaks to the follower in markers on stderr (the protocol:
+    runs_app/in_run/fastflow_markers.py). A marker whose text does not make sense is
+    ordinary output. A pipeline could print a marker itself: that only changes its own
+    record (its route, when its code started), never anything of another run.
     """
 
     def __init__(self, log: LogWriter, outcome: Outcome, watch: Watch | None = None) -> None:
@@ -246,16 +240,16 @@ class MarkerReader:
         self.lock = threading.Lock()
 
     def line(self, stream: str, text: str, timestamp: str | None, moment: datetime) -> None:
-        if stream == STDERR and text.startswith(MARK) and self.marker(text[len(MARK) :], moment):
+        marker = fastflow_markers.parse(text) if stream == STDERR else None
+        if marker and self.marker(*marker, moment):
             return
         if stream == STDERR:
             with self.lock:  # kept for the error message: masked like the log
                 self.outcome.last_stderr = [*self.outcome.last_stderr[-19:], self.log.mask(text)]
         self.log.write(stream, text, timestamp)
 
-    def marker(self, message: str, moment: datetime) -> bool:
-        """Act on a marker; False when it is not one."""
-        word, _, rest = message.partition(" ")
+    def marker(self, word: str, rest: str, moment: datetime) -> bool:
+        """Act on a marker; False when its text does not make sense (then it is output)."""
         if word == "started":
             self.outcome.user_code_started_at = moment
         elif word == "handover":  # a pooled container got its run: the run starts now

@@ -26,8 +26,6 @@ from django.conf import settings
 from uv import find_uv_bin
 
 from runs_app.executors.base import (
-    LAUNCHER,
-    PREPARE,
     ExecutorError,
     MarkerReader,
     Outcome,
@@ -40,6 +38,7 @@ from runs_app.executors.base import (
     soft_limit_warnings,
     supervise,
 )
+from runs_app.in_run import LAUNCHER, PREPARE
 from runs_app.logs import MAX_LINE_CHARS, STDERR, STDOUT, LogWriter, utc_timestamp
 
 HANDLE_PREFIX = "local:"

@@ -2,7 +2,7 @@
 
 Creating and starting a locked-down container costs the engine ~0.25 s on a small machine;
 a run should not wait for it. So each worker keeps RUN_POOL_SIZE containers ready — made
-from the same layout as any run container (DockerExecutor.layout/host_config: same image,
+from the same layout as any run container (runs_app.executors.layout: same image,
 lock-down, tmpfs, cache mounts, network, the instance's limits), holding no secrets and no
 code, their only process `receive.py` waiting on a hand-over pipe. A run takes one:
 
@@ -48,6 +48,7 @@ from django.conf import settings
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 
+from runs_app.executors import engine
 from runs_app.executors.base import (
     EngineUnavailable,
     ExecutorError,
@@ -55,9 +56,11 @@ from runs_app.executors.base import (
     RunSpec,
     Watch,
 )
-from runs_app.executors.docker import (
+from runs_app.executors.docker import DockerExecutor
+from runs_app.executors.engine import ENGINE_ERRORS
+from runs_app.executors.follower import ContainerFollower
+from runs_app.executors.layout import (
     CODE_DIR,
-    ENGINE_ERRORS,
     IMAGE_VERSION,
     LABEL_PIPELINE,
     LABEL_POOL,
@@ -66,9 +69,9 @@ from runs_app.executors.docker import (
     RUN_UID,
     RUN_USER,
     TOOLS_DIR,
-    ContainerFollower,
-    DockerExecutor,
     Layout,
+    container_layout,
+    host_config,
     run_command,
     run_container_name,
     run_environment,
@@ -76,7 +79,7 @@ from runs_app.executors.docker import (
 )
 from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter
-from runs_app.loops import KeptThread, Loop, Threads
+from runs_app.worker.loops import KeptThread, Loop, Threads
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class Profile:
 
 def current_profile(executor: DockerExecutor) -> Profile:
     image_id = executor.check_image()
-    layout = executor.layout(warm=False)
+    layout = container_layout(executor.api, warm=False)
     memory, cpu = settings.RUN_MEMORY_LIMIT or None, settings.RUN_CPU_LIMIT or None
     described = {
         "image": image_id,
@@ -152,12 +155,10 @@ class PooledDockerExecutor(DockerExecutor):
 
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         if spec.purpose == "run":
-            try:
+            with engine.reachable("stopped answering"):
                 handed = self.take(spec, watch)
-            except ENGINE_ERRORS as exc:
-                raise EngineUnavailable(f"The Docker engine stopped answering ({exc})") from exc
             if handed is not None:
-                follower = ContainerFollower(self, handed.container_id, spec, log, watch, {})
+                follower = ContainerFollower(self.api, handed.container_id, spec, log, watch, {})
                 return follower.follow(started_at=handed.at)
         return super().start(spec, log, watch)
 
@@ -262,8 +263,7 @@ def apply_limits(api, container_id: str, profile: Profile, spec: RunSpec) -> Non
         update["NanoCpus"] = int(spec.cpu_hard_limit * 1e9)
     if not update:
         return
-    response = api._post_json(api._url("/containers/{0}/update", container_id), data=update)
-    api._raise_for_status(response)
+    engine.update_container(api, container_id, update)
 
 
 def hand_over(token: str, spec: RunSpec, layout: Layout) -> datetime:
@@ -414,8 +414,8 @@ class PoolKeeper:
                 environment=profile.layout.env,
                 working_dir=CODE_DIR,
                 user=RUN_USER,
-                host_config=self.executor.host_config(
-                    mounts, profile.layout.tmpfs, profile.memory, profile.cpu
+                host_config=host_config(
+                    api, mounts, profile.layout.tmpfs, profile.memory, profile.cpu
                 ),
             )
             self.made.add(created["Id"])

@@ -1,9 +1,18 @@
-"""A daemon pipeline's supervision state (runs_app.daemons keeps it running)."""
+"""A daemon pipeline's supervision state (runs_app.worker.daemons keeps it running)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from runs_app.models.run import PipelineRun
+
+# This many crashes within the crash window is a crash loop: restarts back off.
+CRASH_LOOP = 5
 
 
 class Daemon(models.Model):
@@ -42,3 +51,15 @@ class Daemon(models.Model):
 
     def __str__(self) -> str:
         return f"daemon {self.pipeline.name}"
+
+    def state_in_words(self, active: PipelineRun | None, now: datetime | None = None) -> str:
+        """The daemon's state for the pipeline page; `active`: its run, if one is on."""
+        now = now or timezone.now()
+        if self.paused:
+            return "paused"
+        if active is not None:
+            return "running" if active.status == active.Status.RUNNING else "starting"
+        if self.start_not_before and self.start_not_before > now:
+            loop = len(self.crash_times) >= CRASH_LOOP
+            return "crash loop: backing off" if loop else "waiting to restart"
+        return "stopped"

@@ -43,11 +43,12 @@ from django.utils import timezone
 
 from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
-from runs_app import live, wakeup
+from runs_app import chaining, live, wakeup
 from runs_app.limits import Limits, effective_limits
 from runs_app.logs import log_path_for
 from runs_app.models.chain import ChainLink
 from runs_app.models.entry import EntryPoints, RunRefused
+from runs_app.models.status import RunStatus
 from runs_app.models.tally import RunTally
 from runs_app.signals import run_ended
 
@@ -72,14 +73,7 @@ def with_last_run(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipel
 class PipelineRun(EntryPoints, models.Model):
     """One attempt. A retry is a new row pointing at the run it retries."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        CLAIMED = "claimed", "waiting for a worker"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
-        CANCELLED = "cancelled", "cancelled"
-        TIMED_OUT = "timed_out", "timed out"
+    Status = RunStatus
 
     # In flight: holding one of the MAX_CONCURRENT_RUNS slots.
     IN_FLIGHT_STATUSES = (Status.CLAIMED, Status.RUNNING)
@@ -435,7 +429,7 @@ class PipelineRun(EntryPoints, models.Model):
                 self.refresh_from_db()
                 self._count_outcome()
                 if self._enqueue_retry() is None:
-                    self._fire_downstream_triggers()  # its final outcome: no retry follows
+                    chaining.fire_downstream_triggers(self)  # its final outcome: no retry follows
                     run_ended.send(sender=PipelineRun, run=self)
         if not changed:
             self.refresh_from_db()
@@ -469,7 +463,7 @@ class PipelineRun(EntryPoints, models.Model):
         if not retryable or failure_reason == self.FailureReason.SECRET:
             return None
         if self.trigger == self.Trigger.DAEMON:
-            return None  # a daemon is restarted by its supervisor (runs_app.daemons)
+            return None  # a daemon is restarted by its supervisor (runs_app.worker.daemons)
         if self.attempt > self.attempts_allowed:
             return None
         strategy = self.run_settings.retry_strategy or DEFAULT_RETRY_STRATEGY
@@ -492,55 +486,7 @@ class PipelineRun(EntryPoints, models.Model):
         except RunRefused:
             return None  # the pipeline became invalid or vanished meanwhile
 
-    # --- chaining ----------------------------------------------------------------------------
-
-    def _fire_downstream_triggers(self) -> None:
-        """Each downstream trigger whose condition holds starts one run of its pipeline, or
-        is recorded as skipped with the reason. Called inside finish()'s transaction."""
-        for index, trigger in enumerate(self.pipeline.spec.downstream_triggers):
-            condition = chain_condition(trigger, self.status, self.route)
-            if condition is None:
-                continue
-            link = ChainLink(
-                upstream=self,
-                trigger_index=index,
-                target_name=trigger.pipeline,
-                condition=condition,
-                run_config_id=trigger.run_config_id or "",
-            )
-            target = Pipeline.objects.filter(name=trigger.pipeline).first()
-            link.skipped_reason = self._chain_refusal(target)
-            if not link.skipped_reason:
-                schedule = (
-                    target.schedules.filter(config_id=trigger.run_config_id).first()
-                    if trigger.run_config_id
-                    else None
-                )
-                try:
-                    link.downstream = PipelineRun.enqueue(
-                        target,
-                        trigger=self.Trigger.CHAIN,
-                        schedule=schedule,
-                        chain_depth=self.chain_depth + 1,
-                    )
-                except RunRefused as refused:
-                    link.skipped_reason = str(refused)[:300]
-            link.save()
-
-    def _chain_refusal(self, target: Pipeline | None) -> str:
-        """Why a trigger may not start `target` ("" when it may)."""
-        if target is None or target.state == Pipeline.State.MISSING:
-            return "no such pipeline (its folder is gone, or was never there)"
-        if not target.is_valid:
-            return "its pipeline.json has errors"
-        if not target.enabled:
-            return "it is disabled"
-        if self.chain_depth + 1 > settings.CHAIN_DEPTH_LIMIT:
-            return (
-                f"the chain is {self.chain_depth + 1} runs long, past CHAIN_DEPTH_LIMIT "
-                f"({settings.CHAIN_DEPTH_LIMIT}): a loop?"
-            )
-        return ""
+    # --- chaining (runs_app.chaining) -------------------------------------------------------
 
     @property
     def started_by(self) -> PipelineRun | None:
@@ -591,20 +537,6 @@ class PipelineRun(EntryPoints, models.Model):
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
-
-
-def chain_condition(trigger, status: str, route: str) -> str | None:
-    """The condition under which `trigger` fires after a run ended with `status` (and
-    `route`), in words; None when it does not fire. A timeout counts as a failure; a cancel
-    never fires anything; `on_route` needs a success that wrote exactly that value."""
-    Status = PipelineRun.Status
-    if status == Status.SUCCEEDED and trigger.on_success:
-        if trigger.on_route is None:
-            return "success"
-        return f"route '{trigger.on_route}'" if route == trigger.on_route else None
-    if status in (Status.FAILED, Status.TIMED_OUT) and trigger.on_failure:
-        return "failure" if status == Status.FAILED else "failure (timed out)"
-    return None
 
 
 def dispatch() -> list[int]:

@@ -14,7 +14,7 @@ FORGET_AFTER = timedelta(days=1)
 
 class WorkerProcess(models.Model):
     """A running `manage.py worker`: its heartbeat reports every few seconds, and says
-    whether it can reach the Docker engine and how its threads are (runs_app.loops). A
+    whether it can reach the Docker engine and how its threads are (runs_app.worker.loops). A
     clean stop removes the row."""
 
     name = models.CharField(max_length=120, unique=True, help_text="host:pid:token")

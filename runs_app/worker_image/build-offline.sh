@@ -12,7 +12,7 @@ set -euo pipefail
 
 SUITE="${SUITE:-bookworm}"
 IMAGE="${1:-${WORKER_IMAGE:-fastflow-worker:latest}}"
-# Keep in step with IMAGE_VERSION in runs_app/executors/docker.py and the Dockerfile.
+# Keep in step with IMAGE_VERSION in runs_app/executors/layout.py and the Dockerfile.
 VERSION=2
 have=$(docker image inspect --format '{{ index .Config.Labels "fastflow.worker-image-version" }}' "$IMAGE" 2>/dev/null || true)
 if [ "${FORCE:-0}" != 1 ] && [ "$have" = "$VERSION" ]; then

@@ -12,7 +12,7 @@ from django.db import connection
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, Schedule
 from runs_app.models import PipelineRun, ScheduleSkip
-from runs_app.scheduler import fire_due
+from runs_app.worker.scheduler import fire_due
 
 pytestmark = pytest.mark.django_db
 

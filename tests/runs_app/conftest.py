@@ -19,12 +19,13 @@ from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.execution import execute_run
 from runs_app.executors import ExecutorError
 from runs_app.executors.pool import PoolKeeper, current_profile, ready_containers
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from runs_app.warmup import needs_warming, warm
+from runs_app.warmup import needs_warming
+from runs_app.worker.execution import execute_run
+from runs_app.worker.warming import warm
 
 
 def require(available: bool, what: str) -> None:
@@ -238,7 +239,7 @@ def execute(run: PipelineRun) -> PipelineRun:
 @pytest.fixture
 def pooled(settings, runs_setup):
     """Runs of this test start in pooled containers (and the test fails if one did not)."""
-    from runs_app.execution import worker_id
+    from runs_app.worker.execution import worker_id
 
     settings.RUN_POOL_SIZE = 2
     keeper = PoolKeeper(worker_id(), size=2)

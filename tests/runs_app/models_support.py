@@ -111,7 +111,7 @@ def run_database_fixture(docker_engine) -> Iterator[RunDatabase]:
     """A fresh PostgreSQL database, reachable from run containers through a relay."""
     import psycopg
 
-    from runs_app.executors.docker import ensure_run_network
+    from runs_app.executors.layout import ensure_run_network
 
     try:
         admin = psycopg.connect(

@@ -15,7 +15,7 @@ from django.conf import settings
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun, RunStep
-from runs_app.warmup import warm
+from runs_app.worker.warming import warm
 from tests.runs_app.conftest import execute, log_text, output_lines, require
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.daemons import CRASH_LOOP, state_of, supervise_daemons
 from runs_app.follow import wait_for
 from runs_app.models import Daemon, PipelineRun
+from runs_app.worker.daemons import CRASH_LOOP, supervise_daemons
 from tests.runs_app.conftest import execute, log_text, output_lines, read_log
 from tests.runs_app.test_worker import Worker
 
@@ -49,7 +49,10 @@ def test_a_daemon_is_started_once_and_restarted_after_its_cooldown(keeper):
     assert supervise_daemons(T0 + timedelta(seconds=1)) == []  # one copy, however often asked
     end(first, Status.FAILED, T0 + timedelta(seconds=5))
     assert supervise_daemons(T0 + timedelta(seconds=20)) == []  # cooling down
-    assert state_of(Daemon.objects.get(), None, T0 + timedelta(seconds=20)) == "waiting to restart"
+    assert (
+        Daemon.objects.get().state_in_words(None, T0 + timedelta(seconds=20))
+        == "waiting to restart"
+    )
     (second,) = supervise_daemons(T0 + timedelta(seconds=36))
     daemon = Daemon.objects.get()
     assert daemon.restarts == 1 and daemon.last_exit == "failed (exit code 1)"
@@ -66,7 +69,7 @@ def test_a_crash_loop_backs_off(keeper):
     # The fifth crash in ten minutes: the next start waits twice the cooldown.
     assert supervise_daemons(now) == []
     assert len(Daemon.objects.get().crash_times) == CRASH_LOOP
-    assert state_of(Daemon.objects.get(), None, now) == "crash loop: backing off"
+    assert Daemon.objects.get().state_in_words(None, now) == "crash loop: backing off"
     assert Daemon.objects.get().start_not_before == T0 + timedelta(seconds=161 + 60)
 
 
@@ -75,7 +78,7 @@ def test_a_clean_exit_stays_stopped(keeper):
     (run,) = supervise_daemons(T0)
     end(run, Status.SUCCEEDED, T0 + timedelta(seconds=1), code=0)
     assert supervise_daemons(T0 + timedelta(hours=1)) == []
-    assert state_of(Daemon.objects.get(), None) == "stopped"
+    assert Daemon.objects.get().state_in_words(None) == "stopped"
 
 
 @pytest.mark.django_db

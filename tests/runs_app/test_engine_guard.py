@@ -17,13 +17,13 @@ import pytest
 from django.conf import settings as django_settings
 from docker.errors import APIError
 
+from engine_guard.policy import Allowance, check_create
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.engine_guard.policy import Allowance, check_create
-from runs_app.execution import worker_id
 from runs_app.executors.pool import PoolKeeper
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from runs_app.worker.execution import worker_id
 from tests.runs_app.conftest import execute, free_port, log_text
 from tests.runs_app.test_worker import kill_group
 
@@ -44,7 +44,7 @@ def guard(settings, tmp_path, docker_engine):
     if settings.RUN_CA_BUNDLE:
         allowed.append(f"{os.path.realpath(settings.RUN_CA_BUNDLE)}:ro")
     process = subprocess.Popen(
-        [sys.executable, "-m", "runs_app.engine_guard"],
+        [sys.executable, "-m", "engine_guard"],
         cwd=django_settings.BASE_DIR,
         env={**os.environ, "GUARD_LISTEN": f"127.0.0.1:{port}",
              "GUARD_ALLOWED_MOUNTS": ",".join(allowed),

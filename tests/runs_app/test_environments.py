@@ -14,7 +14,7 @@ from uv import find_uv_bin
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import EnvironmentLock, PipelineRun
-from runs_app.warmup import warm
+from runs_app.worker.warming import warm
 from secrets_app.models import Variable
 from tests.runs_app.conftest import execute, log_text, output_lines, require
 from tests.runs_app.package_index import PRIVATE_WHEEL, PrivateIndex, wheel
@@ -208,7 +208,7 @@ INDEX_PASSWORD = "s3cr3t-index-pass"
 @pytest.fixture
 def private_index(docker_engine, settings):
     """Served on the run network's gateway: the address of this host that containers reach."""
-    from runs_app.executors.docker import ensure_run_network
+    from runs_app.executors.layout import ensure_run_network
 
     ensure_run_network(docker_engine.api)
     network = docker_engine.api.inspect_network(settings.RUN_NETWORK)

@@ -446,8 +446,8 @@ def test_timeout_zero_means_no_limit_even_with_an_instance_timeout(make_pipeline
 def test_a_container_created_but_never_started_is_replaced(make_pipeline, docker_engine):
     from pipelines_app.discovery import discover
     from pipelines_app.models import Pipeline
-    from runs_app.execution import execute_run, run_spec
     from runs_app.executors.docker import DockerExecutor
+    from runs_app.worker.execution import execute_run, run_spec
 
     make_pipeline("fresh", main="print('started properly')\n")
     discover()

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from runs_app import execution
-from runs_app.executors import docker as docker_executor
+from runs_app.executors import follower as container_follower
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from runs_app.worker import execution
 from tests.runs_app.conftest import (
     execute,
     in_thread,
@@ -81,7 +81,7 @@ def test_a_quiet_run_keeps_its_one_worker_process(make_pipeline, settings, tmp_p
 def test_an_engine_that_goes_away_releases_the_run_and_it_is_followed_again(
     make_pipeline, settings, docker_engine, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(docker_executor, "ENGINE_RETRY_SECONDS", 2.0)
+    monkeypatch.setattr(container_follower, "ENGINE_RETRY_SECONDS", 2.0)
     with EngineProxy(tmp_path / "engine.sock") as proxy, monkeypatch.context() as patch:
         patch.setenv("DOCKER_HOST", proxy.url)
         run = queued(make_pipeline, "ticking", TICKS)

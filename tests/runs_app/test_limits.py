@@ -13,9 +13,9 @@ from fastflow_site.models import ApiToken
 from pipelines_app.contract import RunSettings
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.execution import run_spec
 from runs_app.limits import effective_limits
 from runs_app.models import PipelineRun
+from runs_app.worker.execution import run_spec
 
 pytestmark = pytest.mark.django_db
 GIB = 1024**3

@@ -1,4 +1,4 @@
-"""The worker's loops and threads (runs_app.loops): a turn's failure is told and counted,
+"""The worker's loops and threads (runs_app.worker.loops): a turn's failure is told and counted,
 never the loop's end; a connection an outage broke is replaced at the next turn; a thread
 that dies is started again with a backoff and reported; a loop that cannot recover makes
 the worker give up."""
@@ -13,9 +13,12 @@ import time
 import pytest
 from django.db import OperationalError, connection
 
-from runs_app import loops
 from runs_app.follow import wait_for
-from runs_app.loops import Loop, Threads
+from runs_app.worker import loops
+from runs_app.worker.loops import Loop, Threads
+
+# A turn begins with close_old_connections(), which asks the connection how it is.
+pytestmark = pytest.mark.django_db
 
 
 def test_a_failing_turn_is_counted_and_the_loop_recovers(caplog):
@@ -29,7 +32,7 @@ def test_a_failing_turn_is_counted_and_the_loop_recovers(caplog):
     assert state["failures"] == 3
     assert state["error"] == "OperationalError: connection refused"
     # The service away is told once, in one line, not at every turn.
-    told = [r for r in caplog.records if r.name == "runs_app.loops"]
+    told = [r for r in caplog.records if r.name == "runs_app.worker.loops"]
     assert len(told) == 1 and told[0].exc_info is None
     with loop.turn() as turn:
         pass
@@ -42,7 +45,7 @@ def test_a_fault_of_ours_is_told_with_its_traceback(caplog):
     loop = Loop("daemons")
     with loop.turn():
         raise KeyError("no such daemon")
-    (told,) = [r for r in caplog.records if r.name == "runs_app.loops"]
+    (told,) = [r for r in caplog.records if r.name == "runs_app.worker.loops"]
     assert told.exc_info is not None
     assert "KeyError" in loop.error
 

@@ -15,8 +15,9 @@ from django.utils import timezone
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline, Sync
 from pipelines_app.signals import sync_finished
-from runs_app import daemons, delivery, notify
+from runs_app import notify
 from runs_app.models import Channel, Delivery, Incident, Notification, PipelineRun, Rule
+from runs_app.worker import daemons, delivery
 from tests.runs_app.conftest import Hooks
 from tests.runs_app.test_daemons import T0, end
 

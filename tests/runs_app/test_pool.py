@@ -10,9 +10,8 @@ import uuid
 import pytest
 
 from pipelines_app.models import Pipeline
-from runs_app.execution import worker_id
 from runs_app.executors import pool as pool_module
-from runs_app.executors.docker import RUN_NAME_PREFIX, slot_dir
+from runs_app.executors.layout import RUN_NAME_PREFIX, container_layout, slot_dir
 from runs_app.executors.pool import (
     POOL_NAME_PREFIX,
     HandOverFailed,
@@ -24,6 +23,7 @@ from runs_app.executors.pool import (
 )
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from runs_app.worker.execution import worker_id
 from secrets_app.models import Variable
 from tests.runs_app.conftest import (
     execute,
@@ -210,7 +210,7 @@ def test_a_container_that_does_not_listen_is_not_handed_the_run(settings, monkey
         requirements_file="", python_version=None, env={"SECRET": "x"},
     )  # fmt: skip
     with pytest.raises(HandOverFailed, match="does not listen"):
-        hand_over(token, spec, executor.layout(warm=False))
+        hand_over(token, spec, container_layout(executor.api, warm=False))
 
 
 def test_a_stopping_worker_leaves_no_pooled_container(keeper, docker_engine):

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app import retention
 from runs_app.logs import LogWriter, MetricsWriter, metrics_path
 from runs_app.models import PipelineRun, RunTally
+from runs_app.worker import retention
 
 pytestmark = pytest.mark.django_db
 Status = PipelineRun.Status

@@ -10,7 +10,7 @@ from django_q.models import Failure, OrmQ, Success
 from django_q.tasks import async_task
 
 from runs_app.follow import wait_for
-from runs_app.task_threads import TaskThreads
+from runs_app.worker.task_threads import TaskThreads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,11 +17,11 @@ from django.urls import reverse
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app import vulnerabilities
 from runs_app.executors.base import MarkerReader, Outcome
 from runs_app.logs import LogWriter
 from runs_app.models import Channel as NotifyChannel
 from runs_app.models import DependencyCheck, Notification, Rule, Vulnerability
+from runs_app.worker import vulnerabilities
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +81,7 @@ def pinned(make_pipeline):
     make_pipeline("old_requests", requirements="requests==2.19.1\n")
     discover()
     pipeline = Pipeline.objects.get(name="old_requests")
-    # what its warm-up installed (runs_app.warmup records it from the environment)
+    # what its warm-up installed (runs_app.worker.warming records it from the environment)
     pipeline.resolved_requirements = ["certifi==2024.2.2", "idna==2.7", "requests==2.19.1"]
     pipeline.save()
     return pipeline

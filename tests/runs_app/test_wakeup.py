@@ -14,6 +14,7 @@ from django.db import connection
 
 from runs_app import wakeup
 from runs_app.follow import wait_for
+from runs_app.worker.listener import Listener
 from tests.runs_app.conftest import redis_database
 from tests.runs_app.test_worker import database_url
 
@@ -40,7 +41,7 @@ def announce_elsewhere(**env: str) -> None:
 @pytest.fixture
 def listener(settings, tmp_path):
     settings.DATA_DIR = tmp_path / "data"
-    found = wakeup.Listener()
+    found = Listener()
     yield found
     found.close()
 
@@ -75,7 +76,7 @@ def test_redis_wakes_a_worker_of_another_process(settings):
     if connection.vendor == "postgresql":
         pytest.skip("with PostgreSQL, its NOTIFY is the channel (tested above)")
     settings.REDIS_URL = redis_database(8)
-    listener = wakeup.Listener()
+    listener = Listener()
     try:
         assert listener.kind == "redis"
         import redis
@@ -94,7 +95,7 @@ def test_on_one_machine_a_socket_wakes_a_worker_of_another_process(settings, tmp
         pytest.skip("with PostgreSQL, its NOTIFY is the channel (tested above)")
     settings.REDIS_URL = ""
     settings.DATA_DIR = tmp_path / "data"
-    listener = wakeup.Listener()
+    listener = Listener()
     try:
         assert listener.kind == "socket"
         listener.event.clear()
@@ -116,7 +117,7 @@ def test_where_no_socket_fits_workers_look_every_poll_interval(settings, tmp_pat
         pytest.skip("PostgreSQL always has its channel")
     settings.REDIS_URL = ""
     settings.DATA_DIR = tmp_path / ("deep" * 30)
-    listener = wakeup.Listener()
+    listener = Listener()
     try:
         assert listener.kind == ""
         assert listener.fallback_seconds == settings.Q_CLUSTER["poll"]

@@ -12,7 +12,8 @@ from django.core.management import CommandError, call_command
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import EnvironmentLock, PipelineRun
-from runs_app.warmup import dispatch_warmups, request_warmups, warm
+from runs_app.warmup import dispatch_warmups, request_warmups
+from runs_app.worker.warming import warm
 from tests.runs_app.conftest import execute, log_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]

@@ -17,7 +17,7 @@ from django.db import connection
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.executors.docker import docker_timestamp
+from runs_app.executors.engine import docker_timestamp
 from runs_app.executors.local import process_alive
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun

@@ -162,7 +162,7 @@ def test_sqlite_locked_past_the_busy_timeout_while_the_worker_runs(worker, hooks
 
 
 INJECTED = """
-from runs_app import delivery, task_threads
+from runs_app.worker import delivery, task_threads
 calls = {"deliver": 0, "push": 0}
 real_deliver, real_push = delivery.deliver_due, task_threads.TaskThreads.push
 
@@ -219,7 +219,7 @@ def test_a_fault_injected_into_a_loop_and_a_thread_is_survived_and_reported(
 
 def test_a_loop_that_cannot_recover_makes_the_worker_exit_for_a_restart(worker):
     worker.prelude = (
-        "from runs_app import delivery\n"
+        "from runs_app.worker import delivery\n"
         "def broken(*a, **k):\n    raise RuntimeError('this loop never recovers')\n"
         "delivery.deliver_due = broken\n"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipelines_app.models import Pipeline
-from runs_app.warmup import warm_all_now
+from runs_app.worker.warming import warm_all_now
 
 
 class Command(BaseCommand):

@@ -1,18 +1,18 @@
 """manage.py worker: the worker process — one process, its work in threads.
 
-The supervisor follows runs, each in a thread (runs_app.supervisor); the container pool's
+The supervisor follows runs, each in a thread (runs_app.worker.supervisor); the container pool's
 keeper refills pooled containers (runs_app.executors.pool); django-q2's workers, with our
 pusher and monitor, execute the other tasks — syncs, warm-ups, retention, the dependency
-audit — as threads too (runs_app.task_threads). The ticker fires due schedules (waking at
+audit — as threads too (runs_app.worker.task_threads). The ticker fires due schedules (waking at
 the next due time, at most `--tick` apart), supervises daemons, starts runs that may start
 and reconciles: at start-up at once (runs of a worker that died are re-attached), then
 periodically. Several workers may tick at once: a due time still fires exactly once
-(runs_app.scheduler). The heartbeat reports this worker alive every few seconds
+(runs_app.worker.scheduler). The heartbeat reports this worker alive every few seconds
 (WorkerProcess), with whether it reaches the Docker engine and how its threads are; the
 chores start the daily housekeeping; the notifications thread sends what is due.
 
 Every thread's loops work in turns on a sound database connection, and the main thread
-starts a dead thread again (runs_app.loops). A loop that cannot recover for
+starts a dead thread again (runs_app.worker.loops). A loop that cannot recover for
 WORKER_UNHEALTHY_EXIT_SECONDS makes the worker exit with status 3, for its process
 manager to start it afresh.
 
@@ -38,18 +38,19 @@ from django_q.tasks import async_task
 from fastflow_site.models import AuditEntry
 from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.gitsync import request_sync_when_due
-from runs_app import delivery, notify
-from runs_app.daemons import supervise_daemons
-from runs_app.execution import dead_local_workers, reconcile, worker_id
+from runs_app import notify
 from runs_app.executors import EngineUnavailable, get_executor
 from runs_app.executors.local import process_alive
 from runs_app.executors.pool import PoolKeeper
-from runs_app.loops import Loop, Threads, keep_connections_open
 from runs_app.models import PipelineRun, WorkerProcess, dispatch
-from runs_app.scheduler import fire_due, seconds_until_next_due
-from runs_app.supervisor import RunSupervisor
-from runs_app.task_threads import TaskThreads
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
+from runs_app.worker import delivery
+from runs_app.worker.daemons import supervise_daemons
+from runs_app.worker.execution import dead_local_workers, reconcile, worker_id
+from runs_app.worker.loops import Loop, Threads, keep_connections_open
+from runs_app.worker.scheduler import fire_due, seconds_until_next_due
+from runs_app.worker.supervisor import RunSupervisor
+from runs_app.worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ CHORES_RETRY_SECONDS = 60
 NOTIFY_POLL_SECONDS = 1.0
 # How often the main thread looks at the others (a dead one is started again).
 WATCH_SECONDS = 0.5
-# The exit status of a worker that gave up (runs_app.loops): its process manager restarts it.
+# The exit status of a worker that gave up (runs_app.worker.loops): its process manager restarts it.
 EXIT_UNHEALTHY = 3
 
 
@@ -139,7 +140,7 @@ class Command(BaseCommand):
 
     def report_alive(self) -> None:
         """Every few seconds: this worker is alive, whether it reaches the engine, and how
-        its threads and loops are (runs_app.loops)."""
+        its threads and loops are (runs_app.worker.loops)."""
         while not self.stopping.is_set():
             with self.heartbeat.turn():
                 try:
@@ -174,8 +175,8 @@ class Command(BaseCommand):
             with self.chores.turn() as turn:
                 # Long work (archiving many logs, asking OSV about every pipeline): tasks
                 # for the task threads, never the ticker's time (schedules would fire late).
-                async_task("runs_app.retention.run_daily", group="retention")
-                async_task("runs_app.vulnerabilities.check_all_daily", group="audit")
+                async_task("runs_app.worker.retention.run_daily", group="retention")
+                async_task("runs_app.worker.vulnerabilities.check_all_daily", group="audit")
                 if removed := AuditEntry.prune():
                     logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
             self.stopping.wait(CHORES_RETRY_SECONDS if turn.failed else CHORES_EVERY_SECONDS)

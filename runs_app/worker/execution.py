@@ -1,6 +1,6 @@
 """A run's life in the worker: take it, follow it, record the truth, hand it on.
 
-A worker's supervisor (runs_app.supervisor) takes claimed runs and follows each with
+A worker's supervisor (runs_app.worker.supervisor) takes claimed runs and follows each with
 `follow_run` in a thread of its own; `execute_run` does both in the caller's thread (tests,
 and a task an older version queued). `PipelineRun.take` makes exactly one follower of a
 run, whoever asks. A follower finds the run's container when there is one (a predecessor
@@ -50,7 +50,7 @@ from runs_app.executors.local import process_alive
 from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
 from runs_app.models import EnvironmentLock, PipelineRun, dispatch
 from runs_app.steps import StepRecorder, failure_summary
-from runs_app.warmup import ensure_warm
+from runs_app.worker.warming import ensure_warm
 from secrets_app.crypto import DecryptionError
 from secrets_app.masking import Masker
 
@@ -114,7 +114,7 @@ class Lease:
     def renew(self) -> bool:
         try:
             # The follower's turn: a connection an outage ended is replaced here, before
-            # the beat (runs_app.loops).
+            # the beat (runs_app.worker.loops).
             close_old_connections()
             held = self.run.beat()
         except DatabaseError:

@@ -5,10 +5,9 @@ Python of the run's uv environment, and uses the standard library only. It tells
 follower when the user's code starts (that ends "setup"), and otherwise behaves like
 `python main.py`: same `__main__`, argv, sys.path, exit codes and tracebacks.
 
-Lines on stderr that start with MARK and a known word are messages for Fast-Flow, never
-shown as output: `started`, `oom`, `route <JSON string>`, `note <text>`, for notebooks
-`cell <JSON>` (a code cell's start, retry, success or failure, with its attempt), and for
-models runs (models_runner.py) `step <JSON>` and `artifact <JSON>`.
+It speaks to the worker in markers (fastflow_markers.py, beside it): `started`, `oom`,
+`route`, `note`, and for notebooks `cell` (a code cell's start, retry, success or failure,
+with its attempt); the models runner adds `step` and `artifact`.
 
 After the pipeline's code ends (normally or by sys.exit), the launcher reads the file named
 by FASTFLOW_ROUTE_FILE and reports its content as the run's route: inside the run, without
@@ -18,7 +17,6 @@ note saying why). The worker itself never opens a file the run could have plante
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -28,17 +26,9 @@ import sys
 import time
 import traceback
 
-MARK = "\x1efastflow:"
+from fastflow_markers import tell  # beside this file, in every run
+
 ROUTE_MAX_BYTES = 256
-
-
-def tell(message):
-    """A marker line on the real stderr (fd 2), whatever the code did to sys.stderr."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a stream the pipeline closed or replaced
-            stream.flush()
-    with contextlib.suppress(OSError):
-        os.write(2, (MARK + message + "\n").encode("utf-8", errors="replace"))
 
 
 def read_route(path):
@@ -74,9 +64,9 @@ def report_route():
         return
     value, problem = read_route(path)
     if problem:
-        tell(f"note FASTFLOW_ROUTE_FILE ignored: {problem}")
+        tell("note", f"FASTFLOW_ROUTE_FILE ignored: {problem}")
     elif value is not None:
-        tell("route " + json.dumps(value))
+        tell("route", json.dumps(value))
 
 
 def print_user_traceback(exc, filename):
@@ -115,7 +105,7 @@ def run_notebook(entry):
         lines = []
         for line in source.splitlines():
             if line.lstrip().startswith(("%", "!")):
-                tell(f"note skip cell {index + 1}: {line.strip()} (IPython syntax is not run)")
+                tell("note", f"skip cell {index + 1}: {line.strip()} (IPython syntax is not run)")
                 lines.append("")
             else:
                 lines.append(line)
@@ -125,7 +115,7 @@ def run_notebook(entry):
         delay = float(policy.get("delay_seconds", 0))
         for attempt in range(1, attempts + 1):
             report = {"cell": index + 1, "of": len(cells), "attempt": attempt, "attempts": attempts}
-            tell("cell " + json.dumps({**report, "event": "start"}))
+            tell("cell", json.dumps({**report, "event": "start"}))
             began = time.monotonic()
             try:
                 exec(code, namespace)  # noqa: S102 - running the user's notebook is the job
@@ -136,15 +126,14 @@ def run_notebook(entry):
                 event = "failed" if attempt == attempts else "retry"
                 took = round(time.monotonic() - began, 3)
                 tell(
-                    "cell "
-                    + json.dumps({**report, "event": event, "seconds": took, "delay": delay})
+                    "cell", json.dumps({**report, "event": event, "seconds": took, "delay": delay})
                 )
                 if attempt == attempts:
                     sys.exit(1)
                 time.sleep(delay)
                 continue
             took = round(time.monotonic() - began, 3)
-            tell("cell " + json.dumps({**report, "event": "ok", "seconds": took}))
+            tell("cell", json.dumps({**report, "event": "ok", "seconds": took}))
             break
 
 

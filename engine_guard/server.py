@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from runs_app.engine_guard import policy
+from engine_guard import policy
 
 logger = logging.getLogger("engine_guard")
 MAX_HEAD = 64 * 1024

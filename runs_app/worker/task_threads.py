@@ -8,13 +8,13 @@ django-q2's own `worker` function runs the tasks; the pusher (pull tasks from th
 ORM or Redis) and the monitor (store each result, then acknowledge it) are loops of ours
 around django-q2's broker and result functions, because django-q2's own end at the first
 broker error and leave it to its sentinel process to start them again. Ours treat a broker
-error as a failed turn (runs_app.loops): the database or Redis back, they go on within a
+error as a failed turn (runs_app.worker.loops): the database or Redis back, they go on within a
 second. A result that cannot be stored or acknowledged is tried again until it is; a task
 pulled but never acknowledged (the worker stopped) is delivered again by the broker after
 Q_CLUSTER["retry"].
 
 What the process cluster adds and this does not: django-q2's own schedules (Fast-Flow
-schedules runs itself: runs_app.scheduler), and killing a task after Q_CLUSTER["timeout"]
+schedules runs itself: runs_app.worker.scheduler), and killing a task after Q_CLUSTER["timeout"]
 (None here: the tasks keep their own limits). A task's exception is caught and stored by
 django-q2's `worker` as in a process.
 """
@@ -34,7 +34,7 @@ from django_q.signals import post_execute
 from django_q.signing import BadSignature, SignedPackage
 from django_q.worker import worker
 
-from runs_app.loops import KeptThread, Loop, Threads
+from runs_app.worker.loops import KeptThread, Loop, Threads
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""python -m runs_app.engine_guard — settings from the environment:
+"""python -m engine_guard — settings from the environment:
 
 GUARD_LISTEN          host:port to listen on (0.0.0.0:2375)
 GUARD_UPSTREAM        the engine's socket (/var/run/docker.sock)
@@ -13,8 +13,8 @@ import logging
 import os
 import sys
 
-from runs_app.engine_guard.policy import Allowance
-from runs_app.engine_guard.server import Guard, serve
+from engine_guard.policy import Allowance
+from engine_guard.server import Guard, serve
 
 
 def main() -> None:

@@ -33,21 +33,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-MARK = "\x1efastflow:"
+from fastflow_markers import tell  # beside this file, in every run
+
 ARTIFACT_PIECE = 8192  # bytes per marker: well below the engine's 16 KiB log line split
 NODE_TYPES = ("model", "seed", "snapshot", "test")
 GRAPH_TYPES = ("model", "seed", "snapshot")
 SKIP_COPY = ("target", "logs", ".fastflowtransform", "__pycache__", ".git")
 
 
-def tell(message):
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os.write(2, (MARK + message + "\n").encode("utf-8", errors="replace"))
-
-
 def report_step(**fields):
-    tell("step " + json.dumps({k: v for k, v in fields.items() if v is not None}))
+    tell("step", json.dumps({k: v for k, v in fields.items() if v is not None}))
 
 
 def send_artifact(name, data):
@@ -55,7 +50,7 @@ def send_artifact(name, data):
     total = len(data)
     for offset in range(0, max(total, 1), ARTIFACT_PIECE):
         piece = base64.b64encode(data[offset : offset + ARTIFACT_PIECE]).decode("ascii")
-        tell("artifact " + json.dumps({"name": name, "size": total, "at": offset, "data": piece}))
+        tell("artifact", json.dumps({"name": name, "size": total, "at": offset, "data": piece}))
 
 
 def settings():
@@ -85,7 +80,7 @@ def copy_project(source, work):
 
 def stream(argv, cwd, on_line):
     """Run one command, each output line through on_line (which prints what is shown)."""
-    tell("note " + " ".join(argv))
+    tell("note", " ".join(argv))
     if shutil.which(argv[0]) is None:
         print(
             f"{argv[0]} is not installed in the run's environment: name it in requirements.txt "
@@ -391,14 +386,14 @@ def prepare_cache(config, project):
         return
     data = os.environ.get("FASTFLOW_DATA_DIR")
     if not data:
-        tell("note fingerprint_cache is on but the pipeline has no data_folder: the cache "
+        tell("note", "fingerprint_cache is on but the pipeline has no data_folder: the cache "
              "starts empty in every run")  # fmt: skip
         return
     cache = Path(data) / ".fastflowtransform-cache"
     cache.mkdir(exist_ok=True)
     (project / ".fastflowtransform").mkdir(exist_ok=True)
     (project / ".fastflowtransform" / "cache").symlink_to(cache)
-    tell("note fingerprint_cache is on: models whose SQL did not change may be skipped")
+    tell("note", "fingerprint_cache is on: models whose SQL did not change may be skipped")
 
 
 def main():
@@ -420,6 +415,6 @@ def main():
         if page is not None:
             send_artifact("docs.html", page)
         else:
-            tell("note the project's docs could not be generated (see above)")
+            tell("note", "the project's docs could not be generated (see above)")
     sys.stdout.flush()
     sys.exit(code)

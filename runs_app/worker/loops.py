@@ -33,27 +33,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import psycopg
-import redis
 from django.conf import settings
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    connections,
-)
+from django.db import close_old_connections, connection, connections
+
+from runs_app.outages import SERVICE_AWAY
 
 logger = logging.getLogger(__name__)
 
-# A service away (the database, Redis restarting): said in one line, not with a traceback.
-SERVICE_AWAY = (
-    OperationalError,
-    InterfaceError,
-    psycopg.OperationalError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
 
 LOG_AGAIN_SECONDS = 60.0
 FIRST_BACKOFF_SECONDS = 1.0

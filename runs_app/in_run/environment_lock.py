@@ -22,7 +22,9 @@ import sys
 import uuid
 from pathlib import Path
 
-MARK = "\x1efastflow:"
+# `-I` leaves this folder out of sys.path; the marker protocol lives beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fastflow_markers import tell
 
 
 def canonical(name: str) -> str:
@@ -66,8 +68,8 @@ def main(cache: str, wheelhouse: str, lock_file: str) -> None:
     built = keep_built_wheels(Path(cache), Path(wheelhouse), set(found))
     if built:
         note = "built from source once, kept for its runs: " + ", ".join(built)
-        sys.stderr.write(f"{MARK}note {note}\n")
-    sys.stderr.write(f"{MARK}resolved {json.dumps(pins)}\n")
+        tell("note", note)
+    tell("resolved", json.dumps(pins))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # FASTFLOW_ENV_DIR       where the run's own environment is made (writable, the run's)
 # FASTFLOW_REQUIREMENTS  requirements file to install, or empty
 # FASTFLOW_PYTHON        Python version to use, or empty (the image's python3)
-# FASTFLOW_LAUNCHER      the launcher (runs_app/executors/launcher.py), beside the other tools
+# FASTFLOW_LAUNCHER      the launcher (runs_app/in_run/launcher.py), beside the other tools
 # FASTFLOW_WARM_ONLY     1: only install (the warm-up fills the shared uv cache), no code
 # FASTFLOW_EXTRAS, FASTFLOW_GROUPS   a warm-up of a uv project: its extras and groups
 # FASTFLOW_NETRC         a warm-up: credentials of private package indexes (a netrc file)
@@ -37,6 +37,7 @@ resolve_links() {
         esac
     done
 }
+# The uv marker (fastflow_markers.py), spelled here: this is sh.
 printf '\036fastflow:uv %s\n' "$(uv --version)" >&2
 python=python3
 tools="$(dirname "$FASTFLOW_LAUNCHER")"

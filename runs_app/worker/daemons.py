@@ -32,10 +32,10 @@ from pipelines_app.cron import next_fire_times
 from pipelines_app.models import Pipeline
 from runs_app import notify
 from runs_app.models import Daemon, PipelineRun, RunRefused
+from runs_app.models.daemon import CRASH_LOOP
 
 Status = PipelineRun.Status
 CRASH_WINDOW = timedelta(minutes=10)
-CRASH_LOOP = 5
 MAX_BACKOFF = timedelta(hours=1)
 STOPPED_BY_SUPERVISOR = {"restart_interval", "not wanted"}
 
@@ -170,19 +170,6 @@ def _backoff(cooldown: timedelta, crashes: int) -> timedelta:
         return cooldown
     base = max(cooldown, timedelta(seconds=1))
     return min(base * 2 ** (crashes - CRASH_LOOP + 1), MAX_BACKOFF)
-
-
-def state_of(daemon: Daemon, active: PipelineRun | None, now: datetime | None = None) -> str:
-    """The daemon's state in words, for the pipeline page."""
-    now = now or timezone.now()
-    if daemon.paused:
-        return "paused"
-    if active is not None:
-        return "running" if active.status == Status.RUNNING else "starting"
-    if daemon.start_not_before and daemon.start_not_before > now:
-        loop = len(daemon.crash_times) >= CRASH_LOOP
-        return "crash loop: backing off" if loop else "waiting to restart"
-    return "stopped"
 
 
 def _tz(pipeline: Pipeline) -> ZoneInfo:

@@ -21,10 +21,10 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from runs_app import wakeup
-from runs_app.execution import follow_run, worker_id
-from runs_app.loops import RECENT_RESTART_SECONDS, KeptThread, Loop, Threads
 from runs_app.models import PipelineRun
+from runs_app.worker.execution import follow_run, worker_id
+from runs_app.worker.listener import Listener
+from runs_app.worker.loops import RECENT_RESTART_SECONDS, KeptThread, Loop, Threads
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class RunSupervisor:
         self.capacity = capacity or settings.MAX_CONCURRENT_RUNS + settings.MAX_DAEMON_RUNS
         self.followers: dict[int, threading.Thread] = {}
         self.stopping = threading.Event()
-        self.listener: wakeup.Listener | None = None
+        self.listener: Listener | None = None
         self.kept: KeptThread | None = None
         self.looking = Loop("run supervisor")
         # A follower that ended with an exception (a fault of Fast-Flow's: its run is handed
@@ -46,7 +46,7 @@ class RunSupervisor:
 
     def start(self, threads: Threads | None = None) -> None:
         threads = threads or Threads(self.stopping)
-        self.listener = wakeup.Listener(threads)
+        self.listener = Listener(threads)
         self.kept = threads.add("run-supervisor", self.run, [self.looking, self.following])
 
     def run(self) -> None:
