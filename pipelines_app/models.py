@@ -23,7 +23,7 @@ from pipelines_app.environments import SOURCE_LABELS
 from secrets_app.crypto import decrypt, encrypt
 from secrets_app.fields import EncryptedTextField
 
-# Environments are made from a lock since this format (runs_app/executors/prepare.sh).
+# Environments are made from a lock since this format (runs_app/in_run/prepare.sh).
 ENVIRONMENT_FORMAT = "lock-v1"
 
 

@@ -1,6 +1,6 @@
 """Files a models run hands to Fast-Flow: its project's generated docs (one self-contained
 HTML page) and its model graph. They arrive as `artifact` markers in pieces
-(runs_app/executors/models_runner.py) and are kept next to the run's log, in
+(runs_app/in_run/models_runner.py) and are kept next to the run's log, in
 `<LOGS_DIR>/<run id>.artifacts/`, until retention removes the log.
 
 Everything about a piece is checked here: only the known names, at most

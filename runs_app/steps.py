@@ -1,7 +1,7 @@
 """The steps of models runs: stored as the run reports them, told in a failed run's reason,
 and drawn as the pipeline's model graph with each node's last status.
 
-A run reports its steps through `step` markers (runs_app/executors/models_runner.py). What
+A run reports its steps through `step` markers (runs_app/in_run/models_runner.py). What
 a run says is not trusted: unknown kinds and statuses are ignored, texts are cut to their
 column's size and masked like the log, a run cannot make more than MAX_STEPS rows, and
 reports past MAX_REPORTS are ignored.

@@ -406,7 +406,7 @@ def judge(outcome: Outcome, spec: RunSpec) -> tuple[str, str, str]:
         )
     if outcome.timed_out:
         return Status.TIMED_OUT, "", f"killed after its timeout of {spec.timeout_seconds} s"
-    if outcome.oom_killed:
+    if killed_for_memory(outcome, spec):
         limit = spec.mem_hard_limit_bytes
         message = "out of memory: killed for using more than its memory limit" + (
             f" ({format_size(limit)})" if limit else ""
@@ -419,6 +419,18 @@ def judge(outcome: Outcome, spec: RunSpec) -> tuple[str, str, str]:
         message = "uv could not prepare the run's environment" + (f":\n{detail}" if detail else "")
         return Status.FAILED, FailureReason.DEPENDENCY_INSTALL, message
     return Status.FAILED, FailureReason.EXIT_CODE, exit_message(outcome)
+
+
+def killed_for_memory(outcome: Outcome, spec: RunSpec) -> bool:
+    """The engine says so; or, as its OOM flag can lose the race with the exit (Docker on
+    cgroup v2, under load), a SIGKILL that Fast-Flow did not send (cancel and timeout are
+    judged before) to a run with a memory limit, not last seen far below that limit."""
+    if outcome.oom_killed:
+        return True
+    limit = spec.mem_hard_limit_bytes
+    if outcome.exit_code != 128 + 9 or not limit:
+        return False
+    return outcome.peak_memory_bytes is None or outcome.peak_memory_bytes >= limit // 2
 
 
 # What a pipeline's last words on stderr say about the limit it ran into.

@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
+from pipelines_app.contract.types import DownstreamTrigger
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app.chaining import chain_condition, chain_refusal
 from runs_app.models import ChainLink, PipelineRun
 from tests.runs_app.conftest import execute, log_text, output_lines
 
@@ -256,3 +258,54 @@ def test_on_the_engine_a_failure_chains_after_its_last_retry_and_a_cancel_never(
     cancelled.request_cancel()
     cancelled.refresh_from_db()
     assert cancelled.status == Status.CANCELLED and not cancelled.chain_links.exists()
+
+
+# --- the rules, without a database ------------------------------------------------------------
+
+ON_SUCCESS = DownstreamTrigger("next")
+ON_FAILURE = DownstreamTrigger("next", on_success=False, on_failure=True)
+ON_BOTH = DownstreamTrigger("next", on_failure=True)
+ON_ROUTE = DownstreamTrigger("next", on_route="big")
+
+
+@pytest.mark.parametrize(
+    ("trigger", "status", "route", "condition"),
+    [
+        (ON_SUCCESS, Status.SUCCEEDED, "", "success"),
+        (ON_SUCCESS, Status.FAILED, "", None),
+        (ON_FAILURE, Status.SUCCEEDED, "", None),
+        (ON_FAILURE, Status.FAILED, "", "failure"),
+        (ON_FAILURE, Status.TIMED_OUT, "", "failure (timed out)"),
+        (ON_BOTH, Status.FAILED, "", "failure"),
+        (ON_BOTH, Status.CANCELLED, "", None),  # a cancel fires nothing
+        (ON_FAILURE, Status.CANCELLED, "", None),
+        (ON_ROUTE, Status.SUCCEEDED, "big", "route 'big'"),
+        (ON_ROUTE, Status.SUCCEEDED, "small", None),
+        (ON_ROUTE, Status.SUCCEEDED, "", None),
+        (ON_ROUTE, Status.FAILED, "big", None),  # a route is a success's
+    ],
+)
+def test_when_a_trigger_fires(trigger, status, route, condition):
+    assert chain_condition(trigger, status, route) == condition
+
+
+def target(**fields) -> Pipeline:
+    return Pipeline(name="next", **{"state": Pipeline.State.PRESENT, "enabled": True, **fields})
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "depth", "refusal"),
+    [
+        (target(), 1, ""),
+        (None, 1, "no such pipeline (its folder is gone, or was never there)"),
+        (target(state=Pipeline.State.MISSING), 1, "no such pipeline"),
+        (target(config_errors=["bad"]), 1, "its pipeline.json has errors"),
+        (target(enabled=False), 1, "it is disabled"),
+        (target(), 4, ""),
+        (target(), 5, "the chain is 5 runs long, past CHAIN_DEPTH_LIMIT (4): a loop?"),
+    ],
+)
+def test_what_a_trigger_may_not_start(settings, pipeline, depth, refusal):
+    settings.CHAIN_DEPTH_LIMIT = 4
+    found = chain_refusal(pipeline, depth)
+    assert found.startswith(refusal) and bool(found) == bool(refusal)
