@@ -51,6 +51,7 @@ from runs_app.models.entry import EntryPoints, RunRefused
 from runs_app.models.status import RunStatus
 from runs_app.models.tally import RunTally
 from runs_app.signals import run_ended
+from runs_app.slots import Slots
 
 # PostgreSQL advisory lock that serialises claiming across every web and worker process.
 DISPATCH_LOCK = zlib.crc32(b"fastflow.dispatch")
@@ -301,15 +302,15 @@ class PipelineRun(EntryPoints, models.Model):
             # they happen.
             now = timezone.now()
             flying = cls.objects.filter(status__in=cls.IN_FLIGHT_STATUSES)
-            in_flight = dict(flying.values_list("pipeline_id").annotate(n=Count("id")).order_by())
-            # Daemons have slots of their own (MAX_DAEMON_RUNS): they never take the
-            # MAX_CONCURRENT_RUNS slots ordinary runs need.
-            daemons = flying.filter(trigger=cls.Trigger.DAEMON).count()
-            free = {
-                False: settings.MAX_CONCURRENT_RUNS - (sum(in_flight.values()) - daemons),
-                True: settings.MAX_DAEMON_RUNS - daemons,
-            }
-            if free[False] <= 0 and free[True] <= 0:
+            slots = Slots.free(
+                in_flight=dict(
+                    flying.values_list("pipeline_id").annotate(n=Count("id")).order_by()
+                ),
+                daemons_in_flight=flying.filter(trigger=cls.Trigger.DAEMON).count(),
+                max_runs=settings.MAX_CONCURRENT_RUNS,
+                max_daemons=settings.MAX_DAEMON_RUNS,
+            )
+            if slots.full:
                 return []
             candidates = (
                 cls.objects.filter(status=cls.Status.QUEUED)
@@ -320,10 +321,7 @@ class PipelineRun(EntryPoints, models.Model):
             claimed: list[int] = []
             for run in candidates:
                 is_daemon = run.trigger == cls.Trigger.DAEMON
-                if free[is_daemon] <= 0:
-                    continue
-                limit = run.pipeline.spec.max_instances
-                if limit is not None and in_flight.get(run.pipeline_id, 0) >= limit:
+                if not slots.admits(run.pipeline_id, is_daemon, run.pipeline.spec.max_instances):
                     continue
                 took = cls.objects.filter(pk=run.pk, status=cls.Status.QUEUED).update(
                     status=cls.Status.CLAIMED, claimed_at=now
@@ -331,9 +329,8 @@ class PipelineRun(EntryPoints, models.Model):
                 if took:
                     transaction.on_commit(lambda run=run: live.status_changed(run.public_id))
                     claimed.append(run.pk)
-                    in_flight[run.pipeline_id] = in_flight.get(run.pipeline_id, 0) + 1
-                    free[is_daemon] -= 1
-                    if free[False] <= 0 and free[True] <= 0:
+                    slots.take(run.pipeline_id, is_daemon)
+                    if slots.full:
                         break
         return claimed
 
