@@ -24,7 +24,7 @@ from runs_app.executors.pool import PoolKeeper, current_profile, ready_container
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from runs_app.warmup import needs_warming
-from runs_app.worker.execution import execute_run
+from runs_app.worker.execution import execute_run, worker_id
 from runs_app.worker.warming import warm
 
 
@@ -160,12 +160,22 @@ both_executors = pytest.mark.parametrize("executor", ["docker", "local"], indire
 
 
 @pytest.fixture
-def runs_setup(settings, tmp_path, pipelines_dir, shared_uv_cache, executor):
+def runs_setup(request, settings, tmp_path, pipelines_dir, shared_uv_cache, executor):
+    """Runs of this test start as in production: in pooled containers (a pool of this test's
+    own, made when its first run is followed here), or — a test marked `fresh`, or a run no
+    pooled container fits — in fresh ones."""
     settings.LOGS_DIR = tmp_path / "logs"
     settings.DATA_DIR = tmp_path / "data"
     settings.UV_CACHE_DIR = shared_uv_cache
     settings.RUN_STOP_GRACE_SECONDS = 2
+    fresh = executor != "docker" or request.node.get_closest_marker("fresh") is not None
+    settings.RUN_POOL_SIZE = 0 if fresh else DEFAULT_POOL_SIZE
     yield
+    with POOLS_LOCK:
+        while DEFAULT_POOLS:
+            keeper = DEFAULT_POOLS.pop()
+            ACTIVE_POOLS.remove(keeper)
+            keeper.stop()
     if executor != "docker":
         return
     # No container outlives its test.
@@ -209,14 +219,32 @@ def in_thread(run: PipelineRun) -> threading.Thread:
     return thread
 
 
-# The pools of tests running on pooled containers (the `pooled` fixture).
+# The pools of tests running on pooled containers: the default pool of a test's runs
+# (made by its first `execute`), and the `pooled` fixture's.
+DEFAULT_POOL_SIZE = 2
 ACTIVE_POOLS: list[PoolKeeper] = []
+DEFAULT_POOLS: list[PoolKeeper] = []
+POOLS_LOCK = threading.Lock()
+
+
+def default_pool() -> None:
+    """The test's pool, as a worker keeps one, when its runs take pooled containers."""
+    with POOLS_LOCK:
+        if ACTIVE_POOLS or not django_settings.RUN_POOL_SIZE:
+            return
+        if django_settings.FASTFLOW_EXECUTOR != "docker":
+            return
+        keeper = PoolKeeper(worker_id(), size=django_settings.RUN_POOL_SIZE)
+        keeper.start()
+        ACTIVE_POOLS.append(keeper)
+        DEFAULT_POOLS.append(keeper)
 
 
 def execute(run: PipelineRun) -> PipelineRun:
     """Claim (unless enqueue's dispatch already did) and follow the run in this thread; with
     a pool, once its requirements are warmed and a container of the current settings is
     ready for it."""
+    default_pool()
     for keeper in ACTIVE_POOLS:
         if needs_warming(run.pipeline):
             warm(run.pipeline.pk)  # the cache's folders are part of a pooled container's make
@@ -239,14 +267,14 @@ def execute(run: PipelineRun) -> PipelineRun:
 @pytest.fixture
 def pooled(settings, runs_setup):
     """Runs of this test start in pooled containers (and the test fails if one did not)."""
-    from runs_app.worker.execution import worker_id
-
     settings.RUN_POOL_SIZE = 2
     keeper = PoolKeeper(worker_id(), size=2)
     keeper.start()
-    ACTIVE_POOLS.append(keeper)
+    with POOLS_LOCK:
+        ACTIVE_POOLS.append(keeper)
     yield keeper
-    ACTIVE_POOLS.remove(keeper)
+    with POOLS_LOCK:
+        ACTIVE_POOLS.remove(keeper)
     keeper.stop()
     started = PipelineRun.objects.exclude(container_id="").values_list("container_id", flat=True)
     assert set(started) <= keeper.made, "a run of this test did not start in a pooled container"

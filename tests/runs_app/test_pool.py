@@ -26,6 +26,8 @@ from runs_app.models import PipelineRun
 from runs_app.worker.execution import worker_id
 from secrets_app.models import Variable
 from tests.runs_app.conftest import (
+    ACTIVE_POOLS,
+    POOLS_LOCK,
     execute,
     in_thread,
     log_text,
@@ -60,7 +62,11 @@ def keeper(settings):
     keeper = PoolKeeper(worker_id(), size=2)
     keeper.start()
     assert wait_for(lambda: len(ready_ids(keeper)) == 2, timeout=60), keeper.problem
+    with POOLS_LOCK:
+        ACTIVE_POOLS.append(keeper)  # the test's pool: `execute` makes no other
     yield keeper
+    with POOLS_LOCK:
+        ACTIVE_POOLS.remove(keeper)
     keeper.stop()
 
 
