@@ -43,9 +43,10 @@ from django.utils import timezone
 
 from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
-from runs_app import chaining, live, wakeup
+from runs_app import live, wakeup
 from runs_app.limits import Limits, effective_limits
 from runs_app.logs import log_path_for
+from runs_app.models import chaining
 from runs_app.models.chain import ChainLink
 from runs_app.models.entry import EntryPoints, RunRefused
 from runs_app.models.status import RunStatus
@@ -483,7 +484,7 @@ class PipelineRun(EntryPoints, models.Model):
         except RunRefused:
             return None  # the pipeline became invalid or vanished meanwhile
 
-    # --- chaining (runs_app.chaining) -------------------------------------------------------
+    # --- chaining (models/chaining.py) -------------------------------------------------------
 
     @property
     def started_by(self) -> PipelineRun | None:

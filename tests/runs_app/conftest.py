@@ -20,11 +20,12 @@ from django.db import connection
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.executors import ExecutorError
-from runs_app.executors.pool import PoolKeeper, current_profile, ready_containers
+from runs_app.executors.pool import current_profile, ready_containers
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from runs_app.warmup import needs_warming
 from runs_app.worker.execution import execute_run, worker_id
+from runs_app.worker.pool_keeper import PoolKeeper
 from runs_app.worker.warming import warm
 
 

@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 from pipelines_app.contract.types import DownstreamTrigger
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.chaining import chain_condition, chain_refusal
 from runs_app.models import ChainLink, PipelineRun
+from runs_app.models.chaining import chain_condition, chain_refusal
 from tests.runs_app.conftest import execute, log_text, output_lines
 
 Status = PipelineRun.Status

@@ -20,10 +20,10 @@ from docker.errors import APIError
 from engine_guard.policy import Allowance, check_create
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.executors.pool import PoolKeeper
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from runs_app.worker.execution import worker_id
+from runs_app.worker.pool_keeper import PoolKeeper
 from tests.runs_app.conftest import execute, free_port, log_text
 from tests.runs_app.test_worker import kill_group
 

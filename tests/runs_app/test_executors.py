@@ -196,6 +196,7 @@ def test_containers_are_locked_down(make_pipeline):
     assert "pid1 /sbin/docker-init" in lines  # an init process reaps what the run forks
 
 
+@pytest.mark.fresh  # what a fresh container is made with (test_pool: limits at hand-over)
 def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, settings):
     from pipelines_app.discovery import discover
     from pipelines_app.models import Pipeline
@@ -234,6 +235,7 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
 
 
 @both_executors
+@pytest.mark.fresh  # a cold run warms itself (a pool is made after a warm-up)
 def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline):
     main = "import six\nprint('six', six.__version__)\n"
     first = run_now(make_pipeline, "deps", main, requirements="six==1.16.0\n")

@@ -16,14 +16,13 @@ from runs_app.executors.pool import (
     POOL_NAME_PREFIX,
     HandOverFailed,
     PooledDockerExecutor,
-    PoolKeeper,
     hand_over,
-    make_slot,
     pool_root,
 )
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from runs_app.worker.execution import worker_id
+from runs_app.worker.pool_keeper import PoolKeeper, make_slot
 from secrets_app.models import Variable
 from tests.runs_app.conftest import (
     ACTIVE_POOLS,

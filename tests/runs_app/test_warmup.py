@@ -24,6 +24,7 @@ COLD_REQUIREMENT = "iniconfig==1.1.1\n"
 USES_IT = "import iniconfig\nprint('iniconfig', iniconfig.__name__)\n"
 
 
+@pytest.mark.fresh  # a cold run warms itself (a pool is made after a warm-up)
 def test_a_warmed_pipelines_first_run_installs_nothing_new(make_pipeline):
     make_pipeline("warmed", main=USES_IT, requirements=REQUIREMENT)
     make_pipeline("cold", main=USES_IT, requirements=COLD_REQUIREMENT)

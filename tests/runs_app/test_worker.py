@@ -58,6 +58,8 @@ class Worker:
             "PIPELINES_DIR": str(settings.PIPELINES_DIR),
             "UV_CACHE_DIR": str(settings.UV_CACHE_DIR),
             "MAX_CONCURRENT_RUNS": str(settings.MAX_CONCURRENT_RUNS),
+            # Pooled containers, as in production (runs_setup; 0 for a `fresh` test).
+            "RUN_POOL_SIZE": str(settings.RUN_POOL_SIZE),
             "RUN_STOP_GRACE_SECONDS": "2",
             **self.env,
         }

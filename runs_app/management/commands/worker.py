@@ -1,7 +1,7 @@
 """manage.py worker: the worker process — one process, its work in threads.
 
 The supervisor follows runs, each in a thread (runs_app.worker.supervisor); the container pool's
-keeper refills pooled containers (runs_app.executors.pool); django-q2's workers, with our
+keeper refills pooled containers (runs_app.worker.pool_keeper); django-q2's workers, with our
 pusher and monitor, execute the other tasks — syncs, warm-ups, retention, the dependency
 audit — as threads too (runs_app.worker.task_threads). The ticker fires due schedules (waking at
 the next due time, at most `--tick` apart), supervises daemons, starts runs that may start
@@ -41,13 +41,13 @@ from pipelines_app.gitsync import request_sync_when_due
 from runs_app import notify
 from runs_app.executors import EngineUnavailable, get_executor
 from runs_app.executors.local import process_alive
-from runs_app.executors.pool import PoolKeeper
 from runs_app.models import PipelineRun, WorkerProcess, dispatch
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 from runs_app.worker import delivery
 from runs_app.worker.daemons import supervise_daemons
 from runs_app.worker.execution import dead_local_workers, reconcile, worker_id
 from runs_app.worker.loops import Loop, Threads, keep_connections_open
+from runs_app.worker.pool_keeper import PoolKeeper
 from runs_app.worker.scheduler import fire_due, seconds_until_next_due
 from runs_app.worker.supervisor import RunSupervisor
 from runs_app.worker.task_threads import TaskThreads
