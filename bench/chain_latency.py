@@ -42,11 +42,10 @@ def write_pipeline(name: str, main: str, config: dict) -> None:
     (folder / "pipeline.json").write_text(json.dumps(config))
 
 
-def first_output_time(log_path: str) -> datetime | None:
-    try:
-        lines = Path(log_path).read_text().split("\n")[:-1]
-    except FileNotFoundError:
-        return None
+def first_output_time(run_id: int) -> datetime | None:
+    from runs_app.stored_logs import log_text
+
+    lines = log_text(run_id).split("\n")[:-1]
     for line in lines:
         stamp, stream, _ = line.split(" ", 2)
         if stream == "O":
@@ -85,7 +84,7 @@ def main() -> None:
             while True:
                 upstream.refresh_from_db()
                 link = upstream.chain_links.select_related("downstream").first()
-                shown = first_output_time(link.downstream.log_path) if link else None
+                shown = first_output_time(link.downstream.pk) if link else None
                 if shown is not None and upstream.finished_at:
                     delays.append((shown - upstream.finished_at).total_seconds())
                     break

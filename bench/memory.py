@@ -53,6 +53,13 @@ from runs_app.management.commands.worker import descendants
 from runs_app.models import PipelineRun, WorkerProcess
 
 
+def log_text(run_id: int) -> str:
+    """A run's stored log (runs_app.stored_logs; imported once Django is set up)."""
+    from runs_app.stored_logs import log_text as stored
+
+    return stored(run_id)
+
+
 def memory(pids: list[int]) -> tuple[int, int]:
     """(RSS, PSS) in bytes, summed."""
     rss = pss = 0
@@ -109,9 +116,8 @@ def main() -> None:
         print(f"  idle `up`: {count} processes, RSS {mb(rss)}, PSS {mb(pss)}")
         pipeline = Pipeline.objects.get(name="nap")
         runs = [PipelineRun.enqueue(pipeline, trigger="api") for _ in range(args.runs)]
-        logs = [Path(run.log_path) for run in runs]
         assert wait_for(
-            lambda: all(log.exists() and "napping" in log.read_text() for log in logs),
+            lambda: all("napping" in log_text(run.pk) for run in runs),
             timeout=180,
         ), "the runs did not all start"
         count_busy, rss_busy, pss_busy = settled(up.pid)

@@ -38,6 +38,13 @@ from bench.common import percentiles, throwaway_instance
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-models-"))
 
 
+def log_text(run_id: int) -> str:
+    """A run's stored log (runs_app.stored_logs; imported once Django is set up)."""
+    from runs_app.stored_logs import log_text as stored
+
+    return stored(run_id)
+
+
 def generate(folder: Path, models: int, docs: bool) -> None:
     """dbt-duckdb: seed `numbers`, model_0 reads it, model_i refs model_((i-1)//2)."""
     (folder / "models").mkdir(parents=True)
@@ -96,7 +103,7 @@ def main() -> None:
         final_seen = datetime.now().astimezone()
         run.refresh_from_db()
         if run.status != PipelineRun.Status.SUCCEEDED:
-            raise SystemExit(f"run failed: {run.error_message}\n{Path(run.log_path).read_text()}")
+            raise SystemExit(f"run failed: {run.error_message}\n{log_text(run.pk)}")
         if attempt == 0:
             print("  (warm-up run: fills the uv cache)")
             continue
@@ -111,9 +118,9 @@ def main() -> None:
 
 
 def measure(run, final_seen: datetime) -> dict[str, float]:
-    from runs_app.logs import read_lines
+    from runs_app.stored_logs import all_lines
 
-    lines = list(read_lines(Path(run.log_path)))
+    lines = [line[1:] for line in all_lines(run.pk)]
     command_at = next(t for t, s, text in lines if s == "S" and text.startswith("dbt build"))
     engine_lines = [t for t, s, _ in lines if s == "O" and t > command_at]
     engine_start, engine_end = parse(command_at), parse(engine_lines[-1])

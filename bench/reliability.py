@@ -13,7 +13,7 @@ R2  `--calls` webhook calls within 10 s, MAX_CONCURRENT_RUNS=10: one run per acc
 R3  dockerd stopped for `--outage` seconds while 3 runs go on (needs root and dockerd's
     live-restore, which keeps containers running without it), then started again: the runs
     finish with their right statuses and full logs; none is failed for the outage.
-R4  a secret printed in 6 forms: in no log file, metrics file, live stream, download or row.
+R4  a secret printed in 6 forms: in no stored log, samples, spool, live stream, download or row.
 R5  out of memory, timeout, cancel: the right status and reason; a cancel stays cancelled.
 R6  daphne killed and started again while Chromium watches a run live: the page resumes
     after its last line, no gap, no duplicate.
@@ -148,6 +148,19 @@ class Instance:
             self.redis.wait(timeout=10)
 
 
+def log_text(run_id: int) -> str:
+    """A run's stored log (runs_app.stored_logs; imported once Django is set up)."""
+    from runs_app.stored_logs import log_text as stored
+
+    return stored(run_id)
+
+
+def stored_samples(run_id: int) -> list[dict]:
+    from runs_app.stored_logs import samples_after
+
+    return samples_after(run_id, 0)[0]
+
+
 def wait(predicate, timeout: float, what: str) -> float:
     """Seconds until `predicate()` holds; SystemExit naming `what` past the timeout."""
     began = time.monotonic()
@@ -159,7 +172,7 @@ def wait(predicate, timeout: float, what: str) -> float:
 
 
 def ticks_of(run) -> list[str]:
-    lines = Path(run.log_path).read_text().split("\n")[:-1]
+    lines = log_text(run.pk).split("\n")[:-1]
     return [line.split(" ", 2)[2] for line in lines if line.split(" ", 2)[1] == "O"]
 
 
@@ -175,11 +188,7 @@ def r1_worker_killed(instance: Instance, models) -> None:
     ]
     wait(
         lambda: (
-            all(
-                "tick 3" in Path(r.log_path).read_text(errors="ignore")
-                for r in runs
-                if Path(r.log_path).exists()
-            )
+            all("tick 3" in log_text(r.pk) for r in runs)
             and PipelineRun.objects.filter(pk__in=[r.pk for r in runs], status="running").count()
             == len(runs)
         ),
@@ -191,8 +200,7 @@ def r1_worker_killed(instance: Instance, models) -> None:
     instance.start_worker()
     reattached = wait(
         lambda: all(
-            "re-attached" in Path(r.log_path).read_text()
-            or PipelineRun.objects.get(pk=r.pk).is_finished
+            "re-attached" in log_text(r.pk) or PipelineRun.objects.get(pk=r.pk).is_finished
             for r in runs
         ),
         120,
@@ -298,9 +306,7 @@ def r3_engine_outage(instance: Instance, models, outage: float, docker_client) -
         for n in range(len(codes))
     ]
     wait(
-        lambda: all(
-            Path(r.log_path).exists() and "tick 2" in Path(r.log_path).read_text() for r in runs
-        ),
+        lambda: all("tick 2" in log_text(r.pk) for r in runs),
         120,
         "3 runs printing",
     )
@@ -346,6 +352,7 @@ def r3_engine_outage(instance: Instance, models, outage: float, docker_client) -
 def r4_secret_forms(instance: Instance, models) -> None:
     from asgiref.sync import async_to_sync
     from channels.testing import WebsocketCommunicator
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.test import Client
 
@@ -389,10 +396,9 @@ def r4_secret_forms(instance: Instance, models) -> None:
         {field.name: str(getattr(run, field.name)) for field in PipelineRun._meta.fields}
     )
     places = {
-        "log file": Path(run.log_path).read_text(),
-        "metrics file": Path(run.log_path).with_suffix(".metrics").read_text()
-        if Path(run.log_path).with_suffix(".metrics").exists()
-        else "",
+        "stored log": log_text(run.pk),
+        "stored samples": json.dumps(stored_samples(run.pk)),
+        "spools": "".join(p.read_text() for p in Path(settings.LOGS_DIR).glob("*.log")),
         "live stream": async_to_sync(streamed)(),
         "download": download,
         "run page": page,
@@ -420,10 +426,7 @@ def r5_bad_ends(instance: Instance, models) -> None:
         for name in ("oom", "timeout", "cancel")
     }
     wait(
-        lambda: (
-            Path(runs["cancel"].log_path).exists()
-            and "O started" in Path(runs["cancel"].log_path).read_text()
-        ),
+        lambda: "O started" in log_text(runs["cancel"].pk),
         120,
         "the run to cancel to start",
     )
@@ -525,7 +528,7 @@ def r7_database_restarts(instance: Instance, models, restart: str) -> None:
     queued = sorted(r.queued_at.timestamp() for r in runs)
     refire = [min((t for t in queued if t >= up), default=up) - up for _, up in outages]
     for run in runs:
-        text = Path(run.log_path).read_text()
+        text = log_text(run.pk)
         ended_well += (
             run.status == "succeeded" and text.count(" S finished: ") == 1 and "on time" in text
         )

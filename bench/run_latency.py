@@ -56,10 +56,16 @@ call_command("migrate", verbosity=0)
 discover()
 
 
+def log_text(run_id: int) -> str:
+    """A run's stored log (runs_app.stored_logs; imported once Django is set up)."""
+    from runs_app.stored_logs import log_text as stored
+
+    return stored(run_id)
+
+
 def first_output_line(run: PipelineRun, deadline: float) -> float | None:
-    path = Path(run.log_path)
     while time.monotonic() < deadline:
-        if path.exists() and " O first line" in path.read_text():
+        if " O first line" in log_text(run.pk):
             return time.monotonic()
         time.sleep(0.002)
     return None

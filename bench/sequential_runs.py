@@ -39,8 +39,8 @@ WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-sequential-"))
 throwaway_instance(WORK, {"fib": FIB_MAIN}, MAX_CONCURRENT_RUNS="10")
 
 from pipelines_app.models import Pipeline
-from runs_app.logs import read_lines
 from runs_app.models import PipelineRun
+from runs_app.stored_logs import all_lines
 
 TRIGGER_TO_LINE = "queued → first line"
 PHASES = ["queued → claimed", "claimed → started", "started → first line",
@@ -56,7 +56,7 @@ def wait_final(pk: int, deadline: float) -> float:
 
 
 def first_line_at(run: PipelineRun) -> float:
-    for timestamp, stream, _ in read_lines(Path(run.log_path)):
+    for _, timestamp, stream, _ in all_lines(run.pk):
         if stream == "O":
             moment = datetime.strptime(timestamp[:26], "%Y-%m-%dT%H:%M:%S.%f")
             return moment.replace(tzinfo=UTC).timestamp()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
@@ -22,9 +21,9 @@ from pydantic import WithJsonSchema
 from fastflow_site.models import ApiToken
 from pipelines_app.models import Pipeline
 from runs_app.limits import effective_limits
-from runs_app.logs import LogTail
 from runs_app.models import PipelineRun, RunRefused, with_last_run
 from runs_app.run_values import parameters_json_schema, values_from_json
+from runs_app.stored_logs import LogTail
 
 LOG_LINES_MAX = 5000
 
@@ -330,7 +329,7 @@ def run_log(
     """Lines after number `after` (0: from the start), at most `limit` of them."""
     _require(request, "runs_app.view_pipelinerun")
     run = _get_run(run_id)
-    tail = LogTail(Path(run.log_path))
+    tail = LogTail(run.pk)
     tail.seek(max(0, after))
     lines: list[tuple[int, str, str, str]] = []
     finished = run.status in PipelineRun.FINAL_STATUSES  # read before the file: no line lost

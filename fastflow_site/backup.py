@@ -1,12 +1,15 @@
-"""One archive holds an instance: its database (SQLite's online backup, or `pg_dump`), its
-run logs and samples, and a summary of its settings without any key. Encrypted values stay
-as they are in the database: they open only with the same ENCRYPTION_KEY, whose fingerprint
-the summary records so a restore can say when the key differs.
+"""One archive holds an instance: its database (SQLite's online backup, or `pg_dump`) —
+run logs, samples and artifacts included, since they live there — and a summary of its
+settings without any key. Encrypted values stay as they are in the database: they open only
+with the same ENCRYPTION_KEY, whose fingerprint the summary records so a restore can say
+when the key differs.
 
     backup-YYYYmmdd-HHMMSS.tar.gz
     ├── manifest.json          format, when, the database vendor, counts, settings summary
-    ├── database.sqlite3       (SQLite)  or  database.pgdump (PostgreSQL, custom format)
-    └── logs/…                 LOGS_DIR as it was
+    └── database.sqlite3       (SQLite)  or  database.pgdump (PostgreSQL, custom format)
+
+Archives of releases that kept logs in files also hold `logs/…`: a restore puts them back in
+LOGS_DIR, and the migration that moved logs into the database stores them there.
 """
 
 from __future__ import annotations
@@ -124,11 +127,6 @@ def backup(target: Path) -> dict:
             info.size, info.mtime = len(data), int(timezone.now().timestamp())
             archive.addfile(info, fileobj=io.BytesIO(data))
             archive.add(database, database.name)
-            logs = Path(settings.LOGS_DIR)
-            if logs.is_dir():
-                for path in sorted(logs.iterdir()):
-                    if path.is_file() and not path.is_symlink():
-                        archive.add(path, f"logs/{path.name}")
         partial.replace(target)  # never a half-written archive under the real name
     target.chmod(0o600)  # it holds every encrypted value and the audit log
     return summary
@@ -177,7 +175,7 @@ def restore(archive_path: Path) -> tuple[dict, list[str]]:
     with tempfile.TemporaryDirectory() as scratch, tarfile.open(archive_path, "r:gz") as archive:
         archive.extractall(scratch, filter="data")  # no links out, no absolute paths
         _restore_database(Path(scratch))
-        restored_logs = Path(scratch) / "logs"
+        restored_logs = Path(scratch) / "logs"  # (an archive of an older release)
         if restored_logs.is_dir():
             for path in restored_logs.iterdir():
                 target = logs / path.name

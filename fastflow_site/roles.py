@@ -24,6 +24,7 @@ OPERATOR_EXTRA = {
     "runs_app.add_pipelinerun",  # run, re-run
     "runs_app.change_pipelinerun",  # cancel
     "runs_app.change_daemon",  # pause / resume
+    "runs_app.change_workernode",  # drain / resume
     "pipelines_app.add_schedule",
     "pipelines_app.change_schedule",
     "pipelines_app.delete_schedule",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from fastflow_site import instance_keys, oidc
+from pipelines_app.contract.parse import LABEL
 from pipelines_app.sizes import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -25,6 +27,20 @@ env = environ.Env()
 _env_file = Path(env.str("FASTFLOW_ENV_FILE", default=str(BASE_DIR / ".env")))
 if _env_file.is_file():
     environ.Env.read_env(_env_file)
+
+
+def _labels(name: str) -> dict[str, str]:
+    """`gpu=yes,zone=a` → {"gpu": "yes", "zone": "a"}."""
+    labels = {}
+    for item in filter(None, (part.strip() for part in env.str(name, default="").split(","))):
+        key, _, value = item.partition("=")
+        if not (LABEL.fullmatch(key.strip()) and LABEL.fullmatch(value.strip())):
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not a label; write name=value pairs separated by commas, "
+                "e.g. gpu=yes,zone=a (letters, digits, '.', '_' and '-')"
+            )
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def _path(name: str, default: Path | str) -> Path:
@@ -108,6 +124,8 @@ def _encryption_keys(raw: str) -> list[str]:
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 _encryption_key_text = env.str("ENCRYPTION_KEY", default="")
+# Several nodes need the same keys, from the environment (fastflow_site/node_keys.py).
+KEYS_FROM_ENVIRONMENT = bool(SECRET_KEY and _encryption_key_text)
 if not SECRET_KEY or not _encryption_key_text:
     try:
         _instance_keys, _made_now = instance_keys.load_or_create(DATA_DIR)
@@ -149,6 +167,11 @@ UV_PRE_HEAT = env.bool("UV_PRE_HEAT", default=True)
 MAX_CONCURRENT_RUNS = _int("MAX_CONCURRENT_RUNS", 10, minimum=1)
 # Daemons (restart_on_crash) run in slots of their own, never taking MAX_CONCURRENT_RUNS's.
 MAX_DAEMON_RUNS = _int("MAX_DAEMON_RUNS", 5, minimum=0)
+# This worker node (docs/nodes.md): its name (one per machine; its processes share it), its
+# labels (pipeline.json "placement" picks nodes by them) and how many runs it follows at once.
+WORKER_NAME = env.str("WORKER_NAME", default="") or socket.gethostname()
+WORKER_LABELS = _labels("WORKER_LABELS")
+WORKER_CAPACITY = _int("WORKER_CAPACITY", MAX_CONCURRENT_RUNS + MAX_DAEMON_RUNS, minimum=1)
 CONTAINER_TIMEOUT = _int("CONTAINER_TIMEOUT", None, minimum=1)  # seconds; None = no limit
 RETRY_ATTEMPTS = _int("RETRY_ATTEMPTS", 0)
 GIT_REPO_URL = env.str("GIT_REPO_URL", default="")
@@ -188,6 +211,9 @@ RUN_NETWORK = env.str("RUN_NETWORK", default="fastflow-runs")
 # Run containers each worker keeps made and started before their runs exist (0: none; every
 # run then waits for its container to be made). One container serves one run, never two.
 RUN_POOL_SIZE = _int("RUN_POOL_SIZE", 2, minimum=0)
+# The pool follows demand: while runs find it empty it grows (doubling) up to RUN_POOL_MAX,
+# and after a minute without runs it shrinks (halving) back to RUN_POOL_SIZE.
+RUN_POOL_MAX = max(_int("RUN_POOL_MAX", 8, minimum=0), RUN_POOL_SIZE)
 # Seconds a call to the Docker engine may take; log and stats streams have no timeout
 # unless DOCKER_STREAM_TIMEOUT sets one (they are opened again when they end early).
 DOCKER_API_TIMEOUT = _int("DOCKER_API_TIMEOUT", 30, minimum=1)
@@ -313,9 +339,9 @@ MIDDLEWARE = [
 ROOT_URLCONF = "fastflow_site.urls"
 WSGI_APPLICATION = "fastflow_site.wsgi.application"
 ASGI_APPLICATION = "fastflow_site.asgi.application"
-# Live logs: without Redis, viewers poll the shared log files (LOGS_DIR); with Redis, workers
-# push lines and status changes through the channel layer and the files fill any gap
-# (runs_app/live.py). Either way LOGS_DIR is shared by every web and worker node.
+# Live logs: without Redis, viewers poll the run's log stored in the database; with Redis,
+# workers push lines and status changes through the channel layer and the database fills
+# any gap (runs_app/live.py).
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -325,7 +351,7 @@ if REDIS_URL:
                 "hosts": [REDIS_URL],
                 "prefix": "fastflow-live:",
                 # A slow viewer's channel holds this many pushed batches; beyond, it reads
-                # the file. Unread batches expire quickly: the file is the truth.
+                # the database. Unread batches expire quickly: the stored log is the truth.
                 "capacity": 200,
                 "expiry": 30,
             },

@@ -66,6 +66,8 @@ urlpatterns = [
     path("git/push/", pipeline_views.git_push, name="git_push"),
     path("runs/", include("runs_app.urls")),
     path("graph/", run_views.chain_graph, name="graph"),
+    path("workers/", run_views.workers, name="workers"),
+    path("workers/<str:name>/drain/", run_views.worker_drain, name="worker_drain"),
     path("secrets/", include("secrets_app.urls")),
     path("admin/", admin.site.urls),
 ]

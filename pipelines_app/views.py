@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,7 +21,7 @@ from fastflow_site.audit import Action, record
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import SyncNotRequested, live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
-from runs_app.artifacts import artifact_file
+from runs_app.artifacts import artifact_content
 from runs_app.graph import pipelines_graph, render_svg
 from runs_app.limits import effective_limits
 from runs_app.models import (
@@ -117,14 +117,14 @@ def models_docs(request: HttpRequest, name: str) -> HttpResponse:
     """A models pipeline's generated docs, from its newest succeeded run that made them."""
     pipeline = get_object_or_404(Pipeline, name=name)
     run = docs_run(pipeline)
-    path = artifact_file(run.log_path, "docs.html") if run else None
-    if path is None:
+    content = artifact_content(run, "docs.html") if run else None
+    if content is None:
         return HttpResponse(
             f"{pipeline.name} has no generated docs yet: they come from a succeeded run.\n",
             status=404,
             content_type="text/plain; charset=utf-8",
         )
-    response = FileResponse(path.open("rb"), content_type="text/html; charset=utf-8")
+    response = HttpResponse(content, content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = DOCS_POLICY
     response["X-Content-Type-Options"] = "nosniff"
     response["Referrer-Policy"] = "no-referrer"

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
+from fastflow_site.audit import Action, record
 from pipelines_app.admin import PipelineAdmin as CataloguePipelineAdmin
 from pipelines_app.models import Pipeline
 from pipelines_app.sizes import format_size
@@ -34,8 +35,10 @@ from runs_app.models import (
     RunStep,
     ScheduleSkip,
     Vulnerability,
+    WorkerNode,
     WorkerProcess,
 )
+from runs_app.stored_logs import extent
 from runs_app.warmup import request_warmups
 from secrets_app.forms import WriteOnlySecretForm, write_only_input
 
@@ -157,7 +160,7 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
                     "uv_version",
                     "environment_lock",
                     "container_id",
-                    "log_path",
+                    "stored_log",
                     "environment_display",
                     "secret_env_names",
                     "parameters_display",
@@ -222,6 +225,13 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
     def peak_memory(self, obj: PipelineRun) -> str:
         return format_size(obj.peak_memory_bytes)
 
+    @admin.display(description="log")
+    def stored_log(self, obj: PipelineRun) -> str:
+        if obj.log_removed_at:
+            return f"removed by retention on {obj.log_removed_at:%Y-%m-%d}"
+        lines, size = extent(obj.pk)
+        return f"{lines} line(s), {format_size(size)} in the database"
+
     @admin.display(description="environment (no secrets)")
     def environment_display(self, obj: PipelineRun) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.environment, indent=2, sort_keys=True))
@@ -259,6 +269,51 @@ class EnvironmentLockAdmin(RecordAdmin):
     @admin.display(description="packages")
     def packages_display(self, obj: EnvironmentLock) -> str:
         return format_html("<pre>{}</pre>", obj.text)
+
+
+@admin.register(WorkerNode)
+class WorkerNodeAdmin(RecordAdmin):
+    """Worker nodes as their heartbeats describe them; drain one (no new runs, current ones
+    finish) or let it take runs again."""
+
+    list_display = [
+        "name",
+        "alive",
+        "draining",
+        "labels",
+        "capacity",
+        "in_flight",
+        "pool",
+        "engine",
+    ]
+    readonly_fields = ["name", "labels", "capacity", "engine", "pool", "seen_at", "draining",
+                       "drained_at", "drained_by"]  # fmt: skip
+    actions = ["drain", "resume"]
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: WorkerNode) -> bool:
+        return obj.is_alive
+
+    @admin.display(description="runs in flight")
+    def in_flight(self, obj: WorkerNode) -> int:
+        return PipelineRun.followed_on(obj).count()
+
+    @admin.action(description="Drain the selected nodes", permissions=["drain"])
+    def drain(self, request: HttpRequest, queryset: QuerySet[WorkerNode]) -> None:
+        for node in queryset:
+            node.drain(by=request.user.get_username())
+            record(Action.NODE_DRAINED, node)
+        self.message_user(request, "Drained: they take no new runs; current ones finish.")
+
+    @admin.action(description="Let the selected nodes take runs again", permissions=["drain"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[WorkerNode]) -> None:
+        for node in queryset:
+            node.resume()
+            record(Action.NODE_RESUMED, node)
+        self.message_user(request, "They take runs again.")
+
+    def has_drain_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runs_app.change_workernode")
 
 
 @admin.register(WorkerProcess)

@@ -1,13 +1,14 @@
 """Files a models run hands to Fast-Flow: its project's generated docs (one self-contained
 HTML page) and its model graph. They arrive as `artifact` markers in pieces
-(runs_app/in_run/models_runner.py) and are kept next to the run's log, in
-`<LOGS_DIR>/<run id>.artifacts/`, until retention removes the log.
+(runs_app/in_run/models_runner.py), are put together in a `.partial` file beside the run's
+spool on the worker, and are stored in the database (RunArtifact) once the last piece is
+written, so a page never serves half a file and any web node serves it. Retention removes
+them with the log.
 
 Everything about a piece is checked here: only the known names, at most
-ARTIFACT_MAX_BYTES per file, each piece within the size it announced. A file becomes
-visible (renamed from its `.partial`) only once its last piece is written, so a page never
-serves half a file. Pieces carry their offset: written twice (a re-attached follower reads
-the log again), they leave the same bytes.
+ARTIFACT_MAX_BYTES per file, each piece within the size it announced. Pieces carry their
+offset: written twice (a re-attached follower reads the log again), they leave the same
+bytes.
 """
 
 from __future__ import annotations
@@ -15,37 +16,37 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import shutil
-from pathlib import Path
 
-from runs_app.logs import LogWriter
+from django.db import DatabaseError
+
+from runs_app.logs import LogWriter, spool_path
+from runs_app.models import PipelineRun
+from runs_app.models.chunk import RunArtifact, pack
 
 ARTIFACT_NAMES = ("docs.html", "dag.json")
 ARTIFACT_MAX_BYTES = 64 * 1024 * 1024
 MAX_PIECE_BYTES = 64 * 1024
 
 
-def artifacts_dir(log_path: Path | str) -> Path:
-    return Path(log_path).with_suffix(".artifacts")
-
-
-def artifact_file(log_path: Path | str, name: str) -> Path | None:
-    """A complete artifact of the run whose log is at `log_path`, or None."""
-    if name not in ARTIFACT_NAMES or not log_path:
+def artifact_content(run: PipelineRun, name: str) -> bytes | None:
+    """A complete artifact of `run`, or None."""
+    if name not in ARTIFACT_NAMES:
         return None
-    path = artifacts_dir(log_path) / name
-    return path if path.is_file() and not path.is_symlink() else None
+    found = RunArtifact.objects.filter(run=run, name=name).first()
+    return found.content if found else None
 
 
-def remove_artifacts(log_path: Path | str) -> None:
-    shutil.rmtree(artifacts_dir(log_path), ignore_errors=True)
+def has_artifact(run: PipelineRun, name: str) -> bool:
+    return RunArtifact.objects.filter(run=run, name=name).exists()
 
 
 class ArtifactWriter:
-    """Writes the pieces of one run's artifacts; tells the log once per file it refuses."""
+    """Puts together the pieces of one run's artifacts and stores each complete file;
+    tells the log once per file it refuses."""
 
-    def __init__(self, log_path: Path | str, log: LogWriter) -> None:
-        self.folder = artifacts_dir(log_path)
+    def __init__(self, run: PipelineRun, log: LogWriter) -> None:
+        self.run = run
+        self.folder = spool_path(run.public_id).with_suffix(".artifacts")
         self.log = log
         self.refused: set[str] = set()
 
@@ -53,22 +54,35 @@ class ArtifactWriter:
         name = str(piece.get("name", ""))[:100]
         problem, data, at, size = self._check(piece, name)
         if problem:
-            if name not in self.refused:
-                self.refused.add(name)
-                self.log.system(f"artifact {name!r} ignored: {problem}")
+            self._refuse(name, problem)
             return
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = self.folder / f"{name}.partial"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         descriptor = os.open(partial, flags, 0o600)
         try:
             os.pwrite(descriptor, data, at)
-            if at + len(data) == size:
+            complete = at + len(data) == size
+            if complete:
                 os.ftruncate(descriptor, size)
+                content = os.pread(descriptor, size, 0)
         finally:
             os.close(descriptor)
-        if at + len(data) == size:
-            partial.replace(self.folder / name)
+        if complete:
+            try:
+                RunArtifact.objects.update_or_create(
+                    run=self.run, name=name, defaults={"size": size, "data": pack(content)}
+                )
+            except DatabaseError as exc:
+                self._refuse(name, f"it could not be stored ({exc})")
+            partial.unlink(missing_ok=True)
+            if not any(self.folder.iterdir()):
+                self.folder.rmdir()
+
+    def _refuse(self, name: str, problem: str) -> None:
+        if name not in self.refused:
+            self.refused.add(name)
+            self.log.system(f"artifact {name!r} ignored: {problem}")
 
     def _check(self, piece: dict, name: str) -> tuple[str, bytes, int, int]:
         if name not in ARTIFACT_NAMES:

@@ -10,28 +10,25 @@ Messages to the browser (JSON):
 
 The browser connects with `?after=<last seq it has>`, so a reconnect gets exactly the lines
 it missed. Only what is sent to a browser is throttled (LOG_STREAM_RATE_LIMIT lines per
-second), never the file.
+second), never what is stored.
 
 Two transports, one cursor (the last sequence number sent):
-- no channel layer (the default): the consumer polls the log file, which web and worker
-  share, and the run's row;
+- no channel layer (the default): the consumer polls the run's stored log and its row in
+  the database (runs_app.stored_logs), which every worker ships lines to as they come;
 - a channel layer (REDIS_URL): the worker pushes lines, samples and status changes
   (runs_app.live) and the consumer waits for them. Pushed lines that continue the cursor are
-  sent as they are; the first batch, a gap or a quiet spell is read from the file.
+  sent as they are; the first batch, a gap or a quiet spell is read from the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from importlib import import_module
-from pathlib import Path
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -39,14 +36,16 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
 from runs_app import live
-from runs_app.logs import LogTail, metrics_path, read_new_lines
 from runs_app.models import PipelineRun
+from runs_app.stored_logs import LogTail, samples_after
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.05
+# Without pushed events, the stored log is read this often (the worker stores new lines
+# within about 0.1 s of their writing).
+POLL_SECONDS = 0.2
 STATUS_EVERY_SECONDS = 0.5
-# With pushed events, the file and the row are still checked this often, in case an event
+# With pushed events, the stored log and the row are still checked this often, in case an event
 # was lost (a worker killed mid-run, Redis restarted).
 FALLBACK_SECONDS = 2.0
 # The first batch (the log so far) may be larger than a second's worth.
@@ -77,17 +76,15 @@ class RateLimiter:
         return allowed
 
 
+def continues(lines: list, cursor: int) -> bool:
+    """Whether `lines` are numbered on from `cursor` without a gap."""
+    return bool(lines) and all(line[0] == cursor + n for n, line in enumerate(lines, start=1))
+
+
 @database_sync_to_async
 def _load_run(public_id) -> PipelineRun | None:
     run = PipelineRun.objects.filter(public_id=public_id).select_related("pipeline", "schedule")
     return run.first()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 @database_sync_to_async
@@ -167,7 +164,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
             self.joined = True
-        except Exception as problem:  # Redis away: the file and the row still serve
+        except Exception as problem:  # Redis away: the database still serves
             if self.joined:  # said once per outage
                 logger.warning("live view of %s: could not join its group: %s", self.group, problem)
             self.joined = False
@@ -202,8 +199,8 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
 
     async def stream(self, after: int) -> None:
         self.cursor = after
-        self.tail = LogTail(Path(self.run.log_path))
-        self.samples_offset = 0
+        self.tail = LogTail(self.run.pk)
+        self.samples_seq = 0
         self.last_sample = ""
         limits = self.run.effective_limits  # as its container got them
         await self.send_json(
@@ -221,8 +218,8 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         await self.send_status(status)
         pushed = self.group is not None
         status_every = FALLBACK_SECONDS if pushed else STATUS_EVERY_SECONDS
-        last_status_check = last_file_read = last_access_check = time.monotonic()
-        read_file = True  # the lines so far
+        last_status_check = last_stored_read = last_access_check = time.monotonic()
+        read_stored = True  # the lines so far
         while True:
             if time.monotonic() - last_access_check >= ACCESS_CHECK_SECONDS:
                 last_access_check = time.monotonic()
@@ -231,17 +228,19 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
                     await self.close(code=CLOSE_UNAUTHENTICATED)
                     return
             finished = status in PipelineRun.FINAL_STATUSES
-            read_file = read_file or finished or time.monotonic() - last_file_read >= status_every
-            if read_file:
-                last_file_read = time.monotonic()
+            read_stored = (
+                read_stored or finished or time.monotonic() - last_stored_read >= status_every
+            )
+            if read_stored:
+                last_stored_read = time.monotonic()
             caught_up = self.tail_read  # (the first read is the log so far)
-            lines = await self.new_lines(from_file=read_file or not pushed)
+            lines = await self.new_lines(from_store=read_stored or not pushed)
             self.tail_read = True
             if lines:
                 await self.send_lines(lines, limiter)
             if (
                 pushed
-                and read_file
+                and read_stored
                 and caught_up
                 and (not self.joined or (lines and not self.heard_from_group))
             ):
@@ -250,7 +249,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
                 # Redis). Joining again is cheap.
                 await self.join_group()
             self.heard_from_group = False
-            samples = await self.new_samples(from_file=read_file or not pushed)
+            samples = await self.new_samples(from_store=read_stored or not pushed)
             if samples:
                 await self.send_json({"type": "metrics", "samples": samples})
             if finished and not lines:
@@ -266,10 +265,10 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
                 status = new_status
                 if status in PipelineRun.FINAL_STATUSES:
                     continue  # read what the end wrote, then report and close
-            read_file = await self.wait(POLL_SECONDS if not pushed else ACCESS_CHECK_SECONDS)
+            read_stored = await self.wait(POLL_SECONDS if not pushed else ACCESS_CHECK_SECONDS)
 
     async def wait(self, seconds: float) -> bool:
-        """Sleep until an event or `seconds`; True when the time ran out (read the file)."""
+        """Sleep until an event or `seconds`; True when the time ran out (read the database)."""
         try:
             await asyncio.wait_for(self.wake.wait(), seconds)
         except TimeoutError:
@@ -277,32 +276,37 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         self.wake.clear()
         return False
 
-    async def new_lines(self, from_file: bool) -> list[tuple[int, str, str, str]]:
-        """Lines after the cursor: pushed ones if they continue it, otherwise from the file."""
+    async def new_lines(self, from_store: bool) -> list[tuple[int, str, str, str]]:
+        """Lines after the cursor: pushed ones if they continue it, otherwise the stored
+        ones (and pushed ones that continue those: a line is pushed before it is stored)."""
         pushed, self.pushed_lines = self.pushed_lines, []
         fresh = [tuple(line) for line in pushed if line[0] > self.cursor]
-        contiguous = bool(fresh) and all(
-            line[0] == self.cursor + offset for offset, line in enumerate(fresh, start=1)
-        )
-        if not contiguous and (fresh or from_file):
-            # A gap (or the first read, or a quiet spell): the file has every line.
-            await sync_to_async(self.tail.seek)(self.cursor)
-            fresh = await sync_to_async(self.tail.read)()
+        if not continues(fresh, self.cursor) and (fresh or from_store):
+            # A gap (or the first read, or a quiet spell): the database has every line.
+            self.tail.seq = self.cursor
+            try:
+                stored = await database_sync_to_async(self.tail.read)()
+            except DatabaseError:
+                stored = []  # away for a while: the lines wait, and come when it is back
+            end = stored[-1][0] if stored else self.cursor
+            fresh = stored + [line for line in fresh if line[0] > end]
+            if not continues(fresh, self.cursor):
+                fresh = stored
         if fresh:
             self.cursor = fresh[-1][0]
         return fresh
 
-    async def new_samples(self, from_file: bool) -> list[dict]:
+    async def new_samples(self, from_store: bool) -> list[dict]:
         samples = self.pushed_samples
         self.pushed_samples = []
-        if from_file:
-            path = metrics_path(self.run.log_path)
-            if await sync_to_async(_size)(path) < self.samples_offset:
-                self.samples_offset = 0  # thinned (MetricsWriter): read it anew, newer only
-            raw, self.samples_offset = await sync_to_async(read_new_lines)(
-                path, self.samples_offset
-            )
-            samples = [*samples, *(json.loads(line) for line in raw)]
+        if from_store:
+            try:
+                stored, self.samples_seq = await database_sync_to_async(samples_after)(
+                    self.run.pk, self.samples_seq
+                )
+            except DatabaseError:
+                stored = []
+            samples = [*samples, *stored]
         # Pushed and read samples overlap; their timestamps sort as text.
         fresh = sorted(
             (sample for sample in samples if sample["t"] > self.last_sample),
@@ -319,7 +323,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
         allowed = limiter.allow(len(lines))
         skipped = len(lines) - allowed
         if skipped:
-            # The newest lines matter most in a live view; the earlier ones are in the file.
+            # The newest lines matter most in a live view; the earlier ones are stored.
             await self.send_json(
                 {"type": "skipped", "count": skipped, "through": lines[skipped - 1][0]}
             )

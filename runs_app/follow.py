@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-from runs_app.logs import LogTail
 from runs_app.models import PipelineRun, WorkerProcess
+from runs_app.stored_logs import LogTail
 
 
 def follow_log(
@@ -18,10 +17,11 @@ def follow_log(
     """Yield the run's log lines (seq, timestamp, stream, text) as they are written, until
     the run is final and its log read to the end. `on_poll(status)` is called on every
     poll (to say why nothing happens, for instance)."""
-    tail = LogTail(Path(run.log_path))
+    tail = LogTail(run.pk)
     while True:
         status = PipelineRun.objects.values_list("status", flat=True).get(pk=run.pk)
-        yield from tail.read()
+        while batch := tail.read():
+            yield from batch
         if status in PipelineRun.FINAL_STATUSES:
             return
         on_poll(status)

@@ -1,10 +1,10 @@
 """Live events of runs over the channel layer, when one is configured (REDIS_URL).
 
-The log file stays the truth. When web and worker talk through Redis, the worker also
+The stored log stays the truth. When web and worker talk through Redis, the worker also
 pushes each written line (with its sequence number), each CPU/memory sample and each status
 change to the run's group, so viewers on any web process get them at once instead of
 polling. A viewer that sees a gap in the sequence (a message dropped by a full channel, a
-Redis blip) reads the missing lines from the file, so nothing is lost or doubled either way.
+Redis blip) reads the missing lines from the database, so nothing is lost or doubled.
 
 Without a channel layer every function here does nothing.
 
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 # few dozen messages per second, not one per line, for a delay the eye cannot see.
 BATCH_SECONDS = 0.02
 MAX_LINES_PER_MESSAGE = 500
-# While Redis is unreachable, the oldest events go first: viewers read them from the file.
+# While Redis is unreachable, the oldest events go first: viewers read them from the database.
 MAX_PENDING = 20_000
 # At a process's exit, events already put get this long to be sent.
 EXIT_FLUSH_SECONDS = 2.0
@@ -134,7 +134,7 @@ class Publisher:
             try:
                 await layer.group_send(group, message)
             except Exception as problem:
-                # Viewers fall back to the file (and their own status checks); the run
+                # Viewers fall back to the database (and their own status checks); the run
                 # itself must never suffer for a live view. Redis away: said once a minute,
                 # and the next send connects again.
                 if time.monotonic() - self.last_warned >= WARN_EVERY_SECONDS:
@@ -156,7 +156,7 @@ class Publisher:
 class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     """channels_redis's layer, whose `receive` waits while Redis restarts instead of
     raising: a consumer's receive loop (channels' dispatch) would end with the error and
-    close every live view. Its viewers read the file meanwhile, and join their group again
+    close every live view. Its viewers read the database meanwhile, and join their group again
     once Redis is back (runs_app.consumers)."""
 
     async def receive(self, channel: str) -> dict:

@@ -1,26 +1,40 @@
-"""Run logs are files first: one line per output line, appended and flushed as it arrives.
+"""Writing a run's log: one record per output line, masked, capped, numbered, and stored in
+the database as it is written (runs_app.stored_logs), so any web node shows it.
 
-Format of `LOGS_DIR/<run public id>.log`, one record per line:
+A record is
 
     2026-11-21T23:59:59.123456789Z O hello        (O = stdout, E = stderr, S = Fast-Flow)
 
 The timestamp is the container's own (docker's), so a worker that re-attaches to a running
-container can ask for exactly the lines after the last one written: no gaps, no duplicates.
-Line number = sequence number, which the live viewer uses to resume.
+container can ask for exactly the lines after the last one stored: no gaps, no duplicates.
+Its sequence number (its place in the log, from 1) is what the live viewer resumes from.
+
+On a worker a run's lines first go to a spool file (`LOGS_DIR/<run id>.log`, each record
+prefixed with its number) from which the process's shipper (runs_app.log_shipping) stores
+them a fraction of a second later, in insert-only chunks. The spool bridges a database
+outage and is emptied once stored; a spool left by a worker that died is stored by the next
+follower of the run on that node, or by the worker's start (`ship_leftover_spools`).
+
+Without a run (a warm-up's own output) a LogWriter writes a plain file of records.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import os
+import shutil
+import stat
 import threading
+import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
 
-from runs_app import live
+from runs_app import live, log_shipping, stored_logs
+from runs_app.models import PipelineRun
 
 STDOUT, STDERR, SYSTEM = "O", "E", "S"
 TRUNCATION_NOTE = (
@@ -31,69 +45,14 @@ SYSTEM_RESERVE_BYTES = 64 * 1024
 # Output without a newline is cut into lines of at most this many characters: a pipeline
 # printing a gigabyte without a newline is never held whole.
 MAX_LINE_CHARS = 64 * 1024
+# What `tail()` keeps of the newest lines (an install failure is explained from them).
+RECENT_LINES = 400
+# A spool all stored is emptied once it is this big (so it is not emptied on every line).
+SPOOL_EMPTY_BYTES = 1024 * 1024
 
 
-def metrics_path(log_path: Path | str) -> Path:
-    """Live CPU/memory samples of a run, one JSON object per line, next to its log."""
-    return Path(log_path).with_suffix(".metrics")
-
-
-class MetricsWriter:
-    """Appends a run's CPU/memory samples. Samples are a nicety: a write that fails (a full
-    disk) stops the writing, never the run or its follower (the log says what matters).
-
-    The file is capped at METRICS_MAX_SAMPLES lines whatever the run's length: when full it
-    is thinned to every other sample (written anew and swapped in) and from then on only
-    every other sample is kept, and so on — a daemon running for months keeps its whole
-    history at a coarser grain, in bounded space. Live viewers get every sample."""
-
-    def __init__(self, path: Path, publish_as: str | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
-        self.lock = threading.Lock()
-        self.publish_as = publish_as
-        self.failed = False
-        self.lines = count_lines(path)  # a re-attached follower continues the file
-        self.stride = 1  # keep one sample in `stride`
-        self.seen = 0
-
-    def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
-        record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
-        with self.lock:
-            if self.file.closed or self.failed:
-                return  # a sampler thread that outlived its run, or a full disk
-            self.seen += 1
-            if self.seen % self.stride == 0:
-                try:
-                    self.file.write(json.dumps(record) + "\n")
-                    self.file.flush()
-                    self.lines += 1
-                    if self.lines >= settings.METRICS_MAX_SAMPLES:
-                        self._thin()
-                except OSError:
-                    self.failed = True
-        if self.publish_as:
-            live.sample(self.publish_as, record)
-
-    def _thin(self) -> None:
-        """Keep every other sample, in a new file swapped in at once (readers re-open)."""
-        self.file.close()
-        with open(self.path, encoding="utf-8") as current:
-            kept = [line for number, line in enumerate(current) if number % 2 == 1]
-        fresh = self.path.with_suffix(".metrics.new")
-        fresh.write_text("".join(kept), encoding="utf-8")
-        fresh.replace(self.path)
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.lines = len(kept)
-        self.stride *= 2
-
-    def close(self) -> None:
-        with self.lock, contextlib.suppress(OSError):
-            self.file.close()
-
-
-def log_path_for(public_id) -> Path:
+def spool_path(public_id) -> Path:
+    """Where a worker spools a run's lines (and, beside it, a models run's artifact files)."""
     return Path(settings.LOGS_DIR) / f"{public_id}.log"
 
 
@@ -103,8 +62,73 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+class MetricsWriter:
+    """Keeps a run's CPU/memory samples: each goes to live viewers at once and is stored
+    with the next shipment. Samples are a nicety: while the database is away at most
+    MAX_PENDING_SAMPLES wait (the oldest go first); nothing here stops a run.
+
+    A run keeps at most METRICS_MAX_SAMPLES samples whatever its length: when full they are
+    thinned to every other one and from then on only every other sample is kept, and so
+    on — a daemon running for months keeps its whole history at a coarser grain, in
+    bounded space."""
+
+    MAX_PENDING_SAMPLES = 3600
+
+    def __init__(self, run_id: int, publish_as: str | None = None, background: bool = True) -> None:
+        self.run_id = run_id
+        self.publish_as = publish_as
+        self.lock = threading.Lock()
+        self.ship_lock = threading.Lock()
+        self.pending: deque[dict] = deque(maxlen=self.MAX_PENDING_SAMPLES)
+        self.last_seq = stored_logs.extent(run_id, "samples")[0]  # a re-attached follower
+        self.stored = stored_logs.stored_sample_count(run_id)
+        self.stride = 1  # keep one sample in `stride`
+        self.seen = 0
+        self.closing = False
+        if background:
+            log_shipping.shipper().add(self)
+
+    def sample(self, cpu_percent: float | None, memory_bytes: int | None) -> None:
+        record = {"t": utc_timestamp(), "cpu": cpu_percent, "mem": memory_bytes}
+        with self.lock:
+            if self.closing:
+                return  # a sampler thread that outlived its run
+            self.seen += 1
+            if self.seen % self.stride == 0:
+                self.pending.append(record)
+        if self.publish_as:
+            live.sample(self.publish_as, record)
+
+    def ship(self) -> bool:
+        """Store the samples taken since the last shipment (True: nothing is left)."""
+        with self.ship_lock:
+            with self.lock:
+                batch = list(self.pending)
+            if not batch:
+                return True
+            stored_logs.store_samples(self.run_id, self.last_seq + 1, batch)
+            with self.lock:
+                for _ in batch:
+                    self.pending.popleft()
+            self.last_seq += len(batch)
+            self.stored += len(batch)
+            if self.stored >= settings.METRICS_MAX_SAMPLES:
+                self.stored = stored_logs.thin_samples(self.run_id)
+                self.last_seq = stored_logs.extent(self.run_id, "samples")[0]
+                self.stride *= 2
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            self.closing = True
+        log_shipping.shipper().finish(self)
+
+    def discard_spool(self) -> None:
+        """(Samples have no spool.)"""
+
+
 class LogWriter:
-    """Appends lines to a run's log; thread-safe; the file never grows past its cap.
+    """Appends lines to a run's log; thread-safe; the log never grows past its cap.
 
     Everything the run prints counts against `max_bytes` (LOG_MAX_SIZE_MB), its marker lines
     too; past the cap a note is written once, further output is dropped (and counted), and
@@ -112,8 +136,13 @@ class LogWriter:
     (`system()`) may use a small reserve beyond the cap, so the run's end is always told.
     A line longer than MAX_LINE_CHARS is cut into several.
 
-    A write that fails (disk full, the folder gone) sets `failure`; the writer then stops
-    writing, and the follower ends the run with that reason.
+    A write that fails (the worker's disk full, the folder gone) sets `failure`; the writer
+    then stops writing, and the follower ends the run with that reason.
+
+    With `run_id` the file is the run's spool and its lines are stored in the database
+    (`ship()`; the process's shipper calls it a few times a second unless `background` is
+    off, and `close()` ships what is left). A writer for a run that already has stored lines
+    (a re-attached follower) numbers on from them.
 
     With `publish_as` (the run's public id) every written line also goes to the run's live
     viewers through the channel layer, with its sequence number (see runs_app.live).
@@ -125,20 +154,38 @@ class LogWriter:
         max_bytes: int | None = None,
         mask: Callable[[str], str] | None = None,
         publish_as: str | None = None,
+        run_id: int | None = None,
+        background: bool = True,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else settings.LOG_MAX_SIZE_MB * 1024**2
         # The seam for secret masking: every line passes through it before it is written.
         self.mask = mask or (lambda text: text)
         self.lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-        self.size = self.file.tell()
-        self.overflowed = self.size >= self.max_bytes
+        self.ship_lock = threading.Lock()
+        self.publish_as = publish_as
+        self.run_id = run_id
         self.failure: OSError | None = None
         self.dropped_lines = 0
-        self.publish_as = publish_as
-        self.seq = count_lines(path) if publish_as and self.size else 0
+        self.recent: deque[str] = deque(maxlen=RECENT_LINES)
+        self.closing = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if run_id is None:
+            self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            self.size = self.file.tell()
+            self.seq = count_lines(path) if publish_as and self.size else 0
+            self.last_system = ""
+        else:
+            # What an earlier follower on this node spooled but never stored goes first.
+            ship_spool(run_id, path)
+            self.seq, self.size = stored_logs.extent(run_id)
+            self.last_system = stored_logs.last_system_line(run_id)
+            self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            self.spooled = 0  # bytes in the spool file
+            self.shipped = 0  # of which stored
+            if background:
+                log_shipping.shipper().add(self)
+        self.overflowed = self.size >= self.max_bytes
 
     def write(self, stream: str, text: str, timestamp: str | None = None) -> None:
         """A line the run printed (stdout, stderr, or a marker the follower understood)."""
@@ -168,137 +215,155 @@ class LogWriter:
     def _append(self, record: str) -> None:
         if self.failure is not None:
             return
+        spooled = record if self.run_id is None else f"{self.seq + 1} {record}"
         try:
-            self.file.write(record)
-            self.file.flush()  # readable by another process at once
+            self.file.write(spooled)
+            self.file.flush()  # readable by another process (the shipper) at once
         except OSError as problem:
             self.failure = problem
             return
-        self.size += len(record.encode())
+        size = len(record.encode())
+        self.size += size
         self.seq += 1
+        timestamp, stream, text = parse_line(record)
+        self.recent.append(text)
+        if stream == SYSTEM:
+            self.last_system = text
+        if self.run_id is not None:
+            self.spooled += size + len(spooled) - len(record)  # (the number is ASCII)
         if self.publish_as:
-            live.line(self.publish_as, self.seq, *parse_line(record))
+            live.line(self.publish_as, self.seq, timestamp, stream, text)
 
-    def tail(self, max_bytes: int = 64 * 1024) -> list[str]:
-        """The texts of its last lines (at most `max_bytes` of the file), as written."""
+    def tail(self) -> list[str]:
+        """The texts of its last lines (at most RECENT_LINES), as written."""
         with self.lock:
+            return list(self.recent)
+
+    def ship(self) -> bool:
+        """Store the spooled lines not stored yet (True: nothing is left). Raises the
+        database's error when it is away; the lines stay spooled for the next try."""
+        if self.run_id is None:
+            return True
+        with self.ship_lock:
+            with self.lock:
+                end = self.spooled
+            if end == self.shipped:
+                return True
             try:
-                self.file.flush()
-                with open(self.path, "rb") as log:
-                    log.seek(max(0, self.size - max_bytes))
-                    chunk = log.read(max_bytes)
-            except OSError:
-                return []
-        lines = chunk.decode("utf-8", errors="replace").split("\n")[1:-1]
-        return [parse_line(line)[2] for line in lines]
+                with open(self.path, "rb") as spool:
+                    spool.seek(self.shipped)
+                    data = spool.read(end - self.shipped)
+            except FileNotFoundError:  # stored and removed by ship_leftover_spools
+                self.shipped = end
+                return True
+            first, records = split_spool(data)
+            stored_logs.store_new_lines(self.run_id, first, records)
+            with self.lock:
+                self.shipped = end
+                full = self.spooled >= SPOOL_EMPTY_BYTES
+                if full and self.shipped == self.spooled and not self.closing:
+                    # All of it stored: start the spool anew (its file stays small).
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self.file.fileno(), 0)
+                        self.spooled = self.shipped = 0
+            return True
 
     def close(self) -> None:
+        """The last lines, then the log's end: stored now if the database is there, else
+        by the shipper as soon as it is back (the spool is kept until then)."""
         with self.lock:
             if self.dropped_lines and self.overflowed:
                 self._append(
                     f"{utc_timestamp()} {SYSTEM} {self.dropped_lines} line(s) were not kept\n"
                 )
+            self.closing = True
             try:
                 self.file.close()
             except OSError as problem:  # the last buffered bytes could not be written
                 self.failure = self.failure or problem
+        if self.run_id is not None:
+            log_shipping.shipper().finish(self)
+
+    def discard_spool(self) -> None:
+        """Everything is stored: the spool goes."""
+        if self.run_id is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def split_spool(data: bytes) -> tuple[int, list[bytes]]:
+    """(the first number, the records without their numbers) of complete spooled lines;
+    a spool is written by one writer, so its numbers follow each other."""
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+    numbered = [line.split(b" ", 1) for line in lines]
+    numbered = [pair for pair in numbered if len(pair) == 2 and pair[0].isdigit()]
+    if not numbered:
+        return 0, []
+    return int(numbered[0][0]), [record + b"\n" for _, record in numbered]
+
+
+def ship_spool(run_id: int, path: Path) -> None:
+    """Store what a spool holds beyond the run's stored lines (a worker that died before
+    storing them), then remove it. The database's errors are raised."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return  # never ours (a link, a device): nothing to store
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    first, records = split_spool(data)
+    if records:
+        stored_logs.store_new_lines(run_id, first, records)
+    path.unlink(missing_ok=True)
+
+
+def ship_leftover_spools(idle_seconds: float = 60.0) -> int:
+    """Spools of this node's runs that no writer holds any more (a worker that died, or
+    closed its log while the database was away and then stopped): stored, then removed.
+    Only spools of final runs (or of runs that are gone), untouched for `idle_seconds`: a
+    running run's spool is its next follower's. Returns how many were handled."""
+    folder = Path(settings.LOGS_DIR)
+    if not folder.is_dir():
+        return 0
+    handled = 0
+    now = datetime.now(UTC).timestamp()
+    for path in folder.glob("*.log"):
+        try:
+            if now - path.stat().st_mtime < idle_seconds:
+                continue
+        except FileNotFoundError:
+            continue
+        run = PipelineRun.objects.filter(public_id=_uuid_or_none(path.stem)).first()
+        if run is not None and run.status not in PipelineRun.FINAL_STATUSES:
+            continue
+        if run is not None:
+            ship_spool(run.pk, path)
+        path.unlink(missing_ok=True)
+        shutil.rmtree(path.with_suffix(".artifacts"), ignore_errors=True)  # unfinished pieces
+        handled += 1
+    return handled
+
+
+def _uuid_or_none(text: str):
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def count_lines(path: Path) -> int:
-    """Lines already in a log (a re-attached worker numbers on from there)."""
+    """Lines already in a log file (a warm-up's, written again)."""
     with open(path, "rb") as log:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
 
 
-def last_timestamps(path: Path) -> dict[str, str]:
-    """The newest timestamp written per stream (O, E): where a re-attached follower resumes."""
-    latest: dict[str, str] = {}
-    if not path.exists():
-        return latest
-    with open(path, "rb") as log:
-        # Reading from the end would be faster; logs are capped, and this runs once per
-        # re-attach, so a plain scan keeps it simple and exact.
-        for raw in log:
-            parts = raw.split(b" ", 2)
-            if len(parts) >= 2 and parts[1] in (b"O", b"E"):
-                latest[parts[1].decode()] = parts[0].decode()
-    return latest
-
-
-def last_system_line(path: Path) -> str:
-    """The text of the newest Fast-Flow line near the end of a log ("" when none)."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(max(0, log.seek(0, 2) - SYSTEM_RESERVE_BYTES))
-            tail = log.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    for record in reversed(tail.split("\n")):
-        _, stream, text = parse_line(record)
-        if stream == SYSTEM:
-            return text
-    return ""
-
-
 def parse_line(record: str) -> tuple[str, str, str]:
-    """(timestamp, stream, text) of one stored record."""
-    timestamp, stream, text = [*record.rstrip("\n").split(" ", 2), "", ""][:3]
-    return timestamp, stream, text
+    """(timestamp, stream, text) of one record."""
+    return stored_logs.parse_record(record)
 
 
 def read_lines(path: Path) -> list[tuple[str, str, str]]:
+    """The records of a plain log file (a warm-up's)."""
     if not path.exists():
         return []
     with open(path, encoding="utf-8", errors="replace") as log:
         return [parse_line(line) for line in log]
-
-
-class LogTail:
-    """Reads a log as it grows, whole lines only, numbering them from 1 (the sequence).
-
-    `seek(after)` skips to just past line `after`, so a reconnecting reader gets exactly
-    the lines it has not seen.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0  # bytes consumed
-        self.seq = 0  # lines consumed
-
-    def read(self) -> list[tuple[int, str, str, str]]:
-        """New complete lines as (seq, timestamp, stream, text)."""
-        raw_lines, self.offset = read_new_lines(self.path, self.offset)
-        lines = []
-        for raw in raw_lines:
-            self.seq += 1
-            lines.append((self.seq, *parse_line(raw)))
-        return lines
-
-    def seek(self, after: int) -> None:
-        """Consume lines up to and including number `after` (or as many as exist)."""
-        try:
-            with open(self.path, "rb") as log:
-                log.seek(self.offset)
-                while self.seq < after:
-                    line = log.readline()
-                    if not line.endswith(b"\n"):
-                        return
-                    self.offset += len(line)
-                    self.seq += 1
-        except FileNotFoundError:
-            return
-
-
-def read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines written after byte `offset`, and the offset after them."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            chunk = handle.read()
-    except FileNotFoundError:
-        return [], offset
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    # Split on newlines only: a progress bar's "\r" is part of its line, and line numbers
-    # must agree with everything else that counts b"\n" (seek, the writer's sequence).
-    lines = complete.decode("utf-8", errors="replace").split("\n")[:-1]
-    return lines, offset + len(complete)

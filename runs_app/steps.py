@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from pipelines_app.models import Pipeline
-from runs_app.artifacts import artifact_file
+from runs_app.artifacts import artifact_content, has_artifact
 from runs_app.graph import Edge, Graph, Node, lay_out
 from runs_app.models import PipelineRun, RunStep
 
@@ -273,10 +273,10 @@ def model_graph(pipeline: Pipeline) -> Graph:
     )
     nodes: list[dict] = []
     for run in runs:
-        if path := artifact_file(run.log_path, "dag.json"):
+        if content := artifact_content(run, "dag.json"):
             try:
-                nodes = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                nodes = json.loads(content.decode("utf-8"))
+            except ValueError:
                 continue
             if isinstance(nodes, list):
                 break
@@ -312,6 +312,6 @@ def docs_run(pipeline: Pipeline) -> PipelineRun | None:
         pipeline=pipeline, status=PipelineRun.Status.SUCCEEDED
     ).order_by("-finished_at", "-id")
     for run in succeeded[:GRAPH_HISTORY_RUNS]:
-        if artifact_file(run.log_path, "docs.html"):
+        if has_artifact(run, "docs.html"):
             return run
     return None

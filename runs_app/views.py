@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
@@ -23,9 +22,10 @@ from pipelines_app.models import Pipeline
 from runs_app import dashboard as dashboard_data
 from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
-from runs_app.logs import SYSTEM, LogTail
-from runs_app.models import Daemon, PipelineRun, RunRefused
+from runs_app.logs import SYSTEM
+from runs_app.models import Daemon, PipelineRun, RunRefused, WorkerNode, WorkerProcess
 from runs_app.run_values import values_from_json
+from runs_app.stored_logs import LogTail
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
 
 RUNS_PER_PAGE = 50
@@ -113,12 +113,14 @@ def run_log(request: HttpRequest, public_id) -> HttpResponse | StreamingHttpResp
     with_timestamps = request.GET.get("timestamps") == "1"
 
     def lines() -> Iterator[str]:
-        tail = LogTail(Path(run.log_path))
-        while batch := tail.read():
-            for _, timestamp, stream, text in batch:
-                prefix = f"{timestamp} " if with_timestamps else ""
-                marker = "[fast-flow] " if stream == SYSTEM else ""
-                yield f"{prefix}{marker}{text}\n"
+        tail = LogTail(run.pk)
+        while batch := tail.read():  # a few chunks at a time, one piece of the response each
+            yield "".join(
+                f"{timestamp} {'[fast-flow] ' if stream == SYSTEM else ''}{text}\n"
+                if with_timestamps
+                else f"{'[fast-flow] ' if stream == SYSTEM else ''}{text}\n"
+                for _, timestamp, stream, text in batch
+            )
 
     response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
     name = f"{run.pipeline.name}-{run.short_id}.log"
@@ -276,6 +278,50 @@ def daemon_pause(request: HttpRequest, name: str) -> HttpResponse:
     record(Action.DAEMON_PAUSED if paused else Action.DAEMON_RESUMED, pipeline)
     messages.info(request, f"{pipeline.name} is {'paused' if paused else 'resumed'}.")
     return redirect(pipeline)
+
+
+@permission_required("runs_app.view_workernode", raise_exception=True)
+def workers(request: HttpRequest) -> HttpResponse:
+    """The worker nodes: labels, health, engine, runs in flight, pool; drain and resume."""
+    nodes = list(WorkerNode.objects.all())
+    processes = list(WorkerProcess.objects.order_by("started_at"))
+    running = PipelineRun.objects.filter(status=PipelineRun.Status.RUNNING).select_related(
+        "pipeline"
+    )
+    node_of = {process.name: process.node for process in processes}
+    for node in nodes:
+        node.process_list = [p for p in processes if p.node == node.name]
+        node.running = [run for run in running if node_of.get(run.worker_id) == node.name]
+        node.health = _node_health(node)
+    context = {
+        "nodes": nodes,
+        "can_drain": request.user.has_perm("runs_app.change_workernode"),
+        "waiting": PipelineRun.objects.filter(status=PipelineRun.Status.CLAIMED).count(),
+    }
+    return render(request, "runs_app/workers.html", context)
+
+
+def _node_health(node: WorkerNode) -> str:
+    if not node.is_alive:
+        return "not heard from"
+    unwell = [p.health for p in node.process_list if p.is_alive and p.health != "ok"]
+    return unwell[0] if unwell else "ok"
+
+
+@require_POST
+@permission_required("runs_app.change_workernode", raise_exception=True)
+def worker_drain(request: HttpRequest, name: str) -> HttpResponse:
+    """Drain a node (no new runs; those it follows finish), or let it take runs again."""
+    node = get_object_or_404(WorkerNode, name=name)
+    if request.POST.get("drain") == "yes":
+        node.drain(by=request.user.get_username())
+        record(Action.NODE_DRAINED, node)
+        messages.info(request, f"{node.name} takes no new runs; the runs it follows finish.")
+    else:
+        node.resume()
+        record(Action.NODE_RESUMED, node)
+        messages.info(request, f"{node.name} takes runs again.")
+    return redirect("workers")
 
 
 @permission_required("pipelines_app.view_pipeline", raise_exception=True)

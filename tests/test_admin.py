@@ -31,6 +31,7 @@ from runs_app.models import (
     RunTally,
     ScheduleSkip,
     Vulnerability,
+    WorkerNode,
     WorkerProcess,
 )
 from secrets_app.models import Variable
@@ -132,7 +133,8 @@ def test_every_admin_page_answers(admin_client, admin_user, catalogue):
         reason=ScheduleSkip.Reason.STILL_QUEUED,
         waiting_run=PipelineRun.objects.first(),
     )
-    WorkerProcess.report("host:1:abc", engine_ok=False, engine_error="no engine")
+    WorkerProcess.report("host:1:abc", engine_ok=False, engine_error="no engine", node="host")
+    WorkerNode.report("host", labels={"gpu": "yes"}, capacity=4, engine="local", pool={})
     lock = EnvironmentLock.record(catalogue, catalogue.environment_key, ["iniconfig==2.0.0"])
     PipelineRun.objects.filter(pk=PipelineRun.objects.first().pk).update(environment_lock=lock)
     Daemon.objects.create(pipeline=catalogue, last_exit="failed (exit code 1)")

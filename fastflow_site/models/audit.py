@@ -20,6 +20,8 @@ class AuditEntry(models.Model):
         RUN_RERUN = "run_rerun", "ran again"
         DAEMON_PAUSED = "daemon_paused", "paused a daemon"
         DAEMON_RESUMED = "daemon_resumed", "resumed a daemon"
+        NODE_DRAINED = "node_drained", "drained a worker node"
+        NODE_RESUMED = "node_resumed", "let a worker node take runs again"
         SCHEDULE_CREATED = "schedule_created", "created a schedule"
         SCHEDULE_CHANGED = "schedule_changed", "changed a schedule"
         SCHEDULE_DELETED = "schedule_deleted", "deleted a schedule"

@@ -70,6 +70,7 @@ TOP_LEVEL_KEYS = (
     "models",
     "data_folder",
     "environment",
+    "placement",
 )
 PIPELINE_TYPES = ("script", "notebook", "models")
 MODELS_KEYS = (
@@ -83,6 +84,8 @@ MODELS_KEYS = (
     "fingerprint_cache",
 )
 TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# A worker label's name and value (WORKER_LABELS=gpu=yes,zone=a; pipeline.json "placement").
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SCHEDULE_ENTRY_KEYS = ("id", "enabled", "timezone", *SCHEDULE_KEYS, *RUN_SETTING_KEYS)
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "run_config_id", "on_route")
 
@@ -153,6 +156,8 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
             reader.warn("models", 'applies to models pipelines only ("type": "models")')
     if "data_folder" in data:
         values["data_folder"] = reader.boolean(data["data_folder"], "data_folder")
+    if "placement" in data:
+        values["placement"] = _placement(reader, data["placement"])
 
     config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
     return ParseResult(config, reader.errors, reader.warnings)
@@ -250,6 +255,24 @@ def _names(reader: FieldReader, value: Any, path: str) -> tuple[str, ...]:
         if name is not None and name.strip() not in names:
             names.append(name.strip())
     return tuple(names)
+
+
+def _placement(reader: FieldReader, value: Any) -> tuple[tuple[str, str], ...]:
+    """The labels a worker must have to take the pipeline's runs: {"gpu": "yes"}."""
+    example = 'e.g. {"gpu": "yes", "zone": "a"}'
+    if not isinstance(value, dict):
+        reader.error("placement", f"{show(value)} must be an object of labels, {example}")
+        return ()
+    labels = []
+    for name, wanted in value.items():
+        path = f"placement.{name}"
+        if not LABEL.fullmatch(str(name)):
+            reader.error(path, "a label's name is letters, digits, '.', '_' and '-' (at most 63)")
+        elif not isinstance(wanted, str) or not LABEL.fullmatch(wanted):
+            reader.error(path, f"{show(wanted)} must be a label's value, {example}")
+        else:
+            labels.append((str(name), wanted))
+    return tuple(sorted(labels))
 
 
 def _tags(reader: FieldReader, value: Any) -> tuple[str, ...]:

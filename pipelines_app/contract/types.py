@@ -191,6 +191,8 @@ class PipelineConfig:
     # mounted at /data in its runs only (a DuckDB file, downloads kept for the next run).
     data_folder: bool = False
     environment: EnvironmentSpec = field(default_factory=EnvironmentSpec)
+    # Labels a worker must have to take its runs (name, value), sorted: WORKER_LABELS.
+    placement: tuple[tuple[str, str], ...] = ()
 
     @property
     def entry_point(self) -> str:
@@ -216,6 +218,7 @@ class PipelineConfig:
             DownstreamTrigger(**t) for t in data.get("downstream_triggers", ())
         )
         data["cells"] = tuple(CellPolicy(**c) for c in data.get("cells", ()))
+        data["placement"] = tuple(tuple(pair) for pair in data.get("placement", ()))
         notify = data.get("notify") or {}
         data["notify"] = NotifyPolicy(
             channels=tuple(notify.get("channels", ())),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from django.conf import settings
 
 from runs_app.executors.base import (
@@ -25,8 +27,16 @@ __all__ = [
     "Outcome",
     "RunSpec",
     "Watch",
+    "engine_description",
     "get_executor",
 ]
+
+
+def engine_description() -> str:
+    """What runs this node's runs, for the Workers page."""
+    if settings.FASTFLOW_EXECUTOR == "local":
+        return "local processes"
+    return f"docker at {os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}"
 
 
 def get_executor() -> Executor:

@@ -329,7 +329,7 @@ class ContainerFollower:
     def _recover_markers(self) -> None:
         """A re-attached follower learns what the launcher told its predecessor (when the
         code started, uv's version, the route) from the whole stderr once: markers are not
-        in the log file, and the new follower's stream starts after the last line there."""
+        in the stored log, and the new follower's stream starts after its last line."""
         params = {"stdout": 0, "stderr": 1, "follow": 0, "timestamps": 1}
         try:
             response = self._open("/containers/{0}/logs", params)

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,6 +113,33 @@ def pool_root() -> Path:
     return Path(settings.DATA_DIR) / "pool"
 
 
+class Demand:
+    """How this process's runs met the pool since the keeper last looked: containers they
+    took, and runs that could have taken one but found none ready (so waited for a fresh
+    container). The keeper sizes the pool by it (runs_app.worker.pool_keeper)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = self.missed = 0
+
+    def took(self) -> None:
+        with self.lock:
+            self.taken += 1
+
+    def found_none(self) -> None:
+        with self.lock:
+            self.missed += 1
+
+    def read(self) -> tuple[int, int]:
+        """(taken, missed) since the last read."""
+        with self.lock:
+            counts, self.taken, self.missed = (self.taken, self.missed), 0, 0
+        return counts
+
+
+DEMAND = Demand()
+
+
 @dataclass
 class Handed:
     container_id: str
@@ -150,11 +178,13 @@ class PooledDockerExecutor(DockerExecutor):
                 link_tree(spec.folder, slot_dir(token) / "code")
                 apply_limits(self.api, container_id, profile, spec)
                 watch.on_started(container_id)
+                DEMAND.took()
                 return Handed(container_id, hand_over(token, spec, profile.layout))
             except (HandOverFailed, APIError, OSError) as exc:
                 logger.warning("pooled container %s not used: %s", container_id[:12], exc)
                 self.remove(container_id)
                 return None
+        DEMAND.found_none()
         return None
 
     def remove(self, handle: str) -> None:

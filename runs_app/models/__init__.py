@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from runs_app.models.chain import ChainLink
 from runs_app.models.chore import Chore
+from runs_app.models.chunk import LogChunk, RunArtifact
 from runs_app.models.daemon import Daemon
 from runs_app.models.entry import RunRefused
 from runs_app.models.environment import EnvironmentLock
+from runs_app.models.node import WorkerNode
 from runs_app.models.notification import (
     Channel,
     Delivery,
@@ -30,14 +32,17 @@ __all__ = [
     "DependencyCheck",
     "EnvironmentLock",
     "Incident",
+    "LogChunk",
     "Notification",
     "PipelineRun",
     "Rule",
+    "RunArtifact",
     "RunRefused",
     "RunStep",
     "RunTally",
     "ScheduleSkip",
     "Vulnerability",
+    "WorkerNode",
     "WorkerProcess",
     "dispatch",
     "with_last_run",

@@ -45,12 +45,14 @@ from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import Pipeline
 from runs_app import live, wakeup
 from runs_app.limits import Limits, effective_limits
-from runs_app.logs import log_path_for
 from runs_app.models import chaining
 from runs_app.models.chain import ChainLink
 from runs_app.models.entry import EntryPoints, RunRefused
+from runs_app.models.node import WorkerNode
 from runs_app.models.status import RunStatus
 from runs_app.models.tally import RunTally
+from runs_app.models.worker import WorkerProcess
+from runs_app.placement import taking
 from runs_app.signals import run_ended
 from runs_app.slots import Slots
 
@@ -172,7 +174,6 @@ class PipelineRun(EntryPoints, models.Model):
     environment = models.JSONField(default=dict, blank=True)
     secret_env_names = models.JSONField(default=list, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
-    log_path = models.CharField(max_length=1024, blank=True)
     log_removed_at = models.DateTimeField(
         null=True, blank=True, help_text="Its log and samples were removed by retention."
     )
@@ -259,7 +260,6 @@ class PipelineRun(EntryPoints, models.Model):
             scheduled_for=scheduled_for,
             chain_depth=chain_depth if retry_of is None else retry_of.chain_depth,
         )
-        run.log_path = str(log_path_for(run.public_id))
         run.limits = effective_limits(run.run_settings).to_json()
         run.save()
         transaction.on_commit(dispatch)
@@ -313,6 +313,9 @@ class PipelineRun(EntryPoints, models.Model):
             )
             if slots.full:
                 return []
+            # With live workers, a run is claimed only when one of them would take it (its
+            # labels fit, not drained); without any, runs are claimed and wait as ever.
+            nodes = list(WorkerNode.alive())
             candidates = (
                 cls.objects.filter(status=cls.Status.QUEUED)
                 .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
@@ -324,6 +327,8 @@ class PipelineRun(EntryPoints, models.Model):
                 is_daemon = run.trigger == cls.Trigger.DAEMON
                 if not slots.admits(run.pipeline_id, is_daemon, run.pipeline.spec.max_instances):
                     continue
+                if nodes and not taking(nodes, run.pipeline.spec.placement):
+                    continue  # it waits (its page says why: WorkerNode.why_waiting)
                 took = cls.objects.filter(pk=run.pk, status=cls.Status.QUEUED).update(
                     status=cls.Status.CLAIMED, claimed_at=now
                 )
@@ -524,6 +529,27 @@ class PipelineRun(EntryPoints, models.Model):
             Q(queued_at__lt=self.queued_at) | Q(queued_at=self.queued_at, id__lt=self.id)
         )
         return ahead.count() + 1
+
+    @classmethod
+    def followed_on(cls, node: WorkerNode) -> models.QuerySet[PipelineRun]:
+        """The runs a node's workers follow now."""
+        names = list(node.processes.values_list("name", flat=True))
+        return cls.objects.filter(status=cls.Status.RUNNING, worker_id__in=names)
+
+    @cached_property
+    def waiting_reason(self) -> str:
+        """Why no live worker takes this queued or claimed run ("" when one would)."""
+        if self.status not in (self.Status.QUEUED, self.Status.CLAIMED):
+            return ""
+        return WorkerNode.why_waiting(self.pipeline.spec.placement)
+
+    @cached_property
+    def node_name(self) -> str:
+        """The worker node following it now ("" when none)."""
+        if not self.worker_id:
+            return ""
+        found = WorkerProcess.objects.filter(name=self.worker_id).values_list("node", flat=True)
+        return next(iter(found), "") or self.worker_id.partition(":")[0]
 
     @property
     def is_finished(self) -> bool:

@@ -18,6 +18,7 @@ class WorkerProcess(models.Model):
     clean stop removes the row."""
 
     name = models.CharField(max_length=120, unique=True, help_text="host:pid:token")
+    node = models.CharField(max_length=100, blank=True, help_text="Its node (WORKER_NAME).")
     hostname = models.CharField(max_length=100)
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
@@ -48,6 +49,7 @@ class WorkerProcess(models.Model):
         engine_error: str = "",
         threads: list[dict] | None = None,
         degraded: str = "",
+        node: str = "",
     ) -> None:
         """This worker is alive; workers not heard from for a day are forgotten."""
         cls.objects.filter(seen_at__lt=timezone.now() - FORGET_AFTER).delete()
@@ -57,6 +59,7 @@ class WorkerProcess(models.Model):
             "engine_error": engine_error,
             "threads": threads or [],
             "degraded": degraded,
+            "node": node,
         }
         updated = cls.objects.filter(name=name).update(seen_at=timezone.now(), **fields)
         if not updated:

@@ -8,7 +8,7 @@ died, or the engine went away) and re-attaches to it instead of starting another
 
 The follower holds the run's lease (PipelineRun.worker_id) and renews it every few
 seconds. When the database cannot be reached it keeps following for half of
-RUN_HEARTBEAT_TIMEOUT — the log file is the truth, nothing is lost — and then stops without
+RUN_HEARTBEAT_TIMEOUT — its lines wait in the spool, nothing is lost — and then stops without
 writing more, because by then reconcile may have handed the run to another worker.
 """
 
@@ -47,9 +47,10 @@ from runs_app.executors import (
     get_executor,
 )
 from runs_app.executors.local import process_alive
-from runs_app.logs import LogWriter, MetricsWriter, last_system_line, last_timestamps, metrics_path
+from runs_app.logs import LogWriter, MetricsWriter, ship_leftover_spools, spool_path
 from runs_app.models import EnvironmentLock, PipelineRun, dispatch
 from runs_app.steps import StepRecorder, failure_summary
+from runs_app.stored_logs import last_timestamps
 from runs_app.worker.warming import ensure_warm
 from secrets_app.crypto import DecryptionError
 from secrets_app.masking import Masker
@@ -174,15 +175,20 @@ class RunFollower:
             return  # the lease lapses; reconcile hands the run out again
         mask = Masker(environment.secret_values)
         try:
-            self.log = LogWriter(Path(run.log_path), mask=mask, publish_as=run.public_id)
-            self.metrics = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
+            self.log = LogWriter(
+                spool_path(run.public_id), mask=mask, publish_as=run.public_id, run_id=run.pk
+            )
+            self.metrics = MetricsWriter(run.pk, publish_as=run.public_id)
         except OSError as exc:
             self._fail_without_log(exc)
+            return
+        except DatabaseError:
+            logger.warning("run %s: the database is unavailable; left to a worker", run)
             return
         self.spec, notes = run_spec(run, environment.variables)
         if run.pipeline.spec.type == "models":
             self.steps = StepRecorder(run, mask)
-            self.artifacts = ArtifactWriter(run.log_path, self.log)
+            self.artifacts = ArtifactWriter(run, self.log)
         try:
             self._follow(environment, notes, mask)
         finally:
@@ -212,9 +218,8 @@ class RunFollower:
                 handle, state = self._existing_container()
                 if handle:
                     log.system(f"worker {worker_id()} re-attached to the run ({state})")
-                    outcome = self.executor.reattach(
-                        spec, handle, log, watch, last_timestamps(Path(run.log_path))
-                    )
+                    resume = with_database(lambda: last_timestamps(run.pk), self.lease)
+                    outcome = self.executor.reattach(spec, handle, log, watch, resume)
                 else:
                     outcome = self._start(environment, notes, watch)
                 if outcome is not None:
@@ -343,7 +348,7 @@ class RunFollower:
         """Tell the run's end in its log (once), then store it."""
         run, log = self.run, self.log
         self.lease.ensure()
-        if not last_system_line(Path(run.log_path)).startswith(FINISHED_PREFIX):
+        if not log.last_system.startswith(FINISHED_PREFIX):
             # (A predecessor that told the end but could not store it already said it.)
             for warning in fields.get("limit_warnings", ()):
                 log.system(f"warning: {warning}")
@@ -359,6 +364,9 @@ class RunFollower:
 
     def _finish(self, status: str, **fields) -> None:
         self.lease.ensure()
+        if self.log is not None:
+            # Every line stored before the run is final: viewers stop at a final status.
+            with_database(self.log.ship, self.lease)
         with_database(lambda: self.run.finish(status, **fields), self.lease)
 
     def _fail_without_log(self, problem: OSError) -> None:
@@ -377,13 +385,16 @@ class RunFollower:
 
     def _fail_before_start(self, reason: str, message: str) -> None:
         """End a run that cannot start at all (a secret that does not decrypt)."""
-        self.log = LogWriter(Path(self.run.log_path), publish_as=self.run.public_id)
         try:
+            self.log = LogWriter(
+                spool_path(self.run.public_id), publish_as=self.run.public_id, run_id=self.run.pk
+            )
             self._conclude(Status.FAILED, reason, f"cannot start: {message}")
         except (LeaseLost, DatabaseError):
             logger.warning("run %s: could not be ended now; another worker will", self.run)
         finally:
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
             live.status_changed(self.run.public_id)
 
 
@@ -503,10 +514,12 @@ def reconcile(executor: Executor | None = None, *, startup: bool = False) -> dic
       of this host) are released: they wait for a follower again;
     - runs waiting for a follower whose task was never taken are handed out again — only
       while the engine answers (else they wait for it);
-    - containers of runs that are already final are removed.
+    - containers of runs that are already final are removed;
+    - log spools no writer holds any more are stored and removed.
     """
     executor = executor or get_executor()
     counts = {"released": 0, "resent": 0, "removed": 0}
+    counts["spools"] = ship_leftover_spools()
     dead = dead_local_workers() if startup else []
     counts["released"] = len(PipelineRun.release_stale(dead))
     try:

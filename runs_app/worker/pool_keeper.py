@@ -3,6 +3,10 @@
 `PoolKeeper` refills the pool when containers are taken
 or die (it waits on the engine's events, not a timer), replaces containers made for an older
 profile, removes what dead workers left, and empties its pool when the worker stops.
+
+The pool follows demand: while runs find it empty (they wait for a fresh container) its
+target doubles, up to RUN_POOL_MAX; after POOL_IDLE_SECONDS without a run taking one it
+halves, down to RUN_POOL_SIZE, and the surplus containers are removed.
 The pool itself — which container a run may take, and the hand-over — is
 runs_app.executors.pool.
 """
@@ -40,6 +44,7 @@ from runs_app.executors.layout import (
 )
 from runs_app.executors.local import process_alive
 from runs_app.executors.pool import (
+    DEMAND,
     HANDOVER_DIR,
     POOL_NAME_PREFIX,
     PooledDockerExecutor,
@@ -63,14 +68,20 @@ QUIET_SECONDS, DEFER_SECONDS = 0.5, 3.0
 SWEEP_EVERY_SECONDS = 30.0
 # A slot folder without a container is left alone this long (its container may be on its way).
 ORPHAN_SLOT_SECONDS = 60.0
+# After this long without a run taking a container, the pool's target halves.
+POOL_IDLE_SECONDS = 60.0
 
 
 class PoolKeeper:
-    """Keeps `size` containers of the current profile ready for this worker's runs."""
+    """Keeps containers of the current profile ready for this worker's runs: at least `size`
+    (RUN_POOL_SIZE), more while runs find none ready (up to `maximum`, RUN_POOL_MAX)."""
 
-    def __init__(self, owner: str, size: int | None = None) -> None:
+    def __init__(self, owner: str, size: int | None = None, maximum: int | None = None) -> None:
         self.owner = owner
         self.size = settings.RUN_POOL_SIZE if size is None else size
+        self.maximum = max(self.size, settings.RUN_POOL_MAX if maximum is None else maximum)
+        self.target = self.size
+        self.last_take = time.monotonic()
         self.executor = PooledDockerExecutor()
         self.stopping = threading.Event()
         self.kept: KeptThread | None = None
@@ -114,7 +125,27 @@ class PoolKeeper:
                 continue
             self.wait_for_change()
 
+    def state(self) -> dict:
+        """For the node's report: containers ready, the target now, and the most."""
+        return {"ready": self.ready, "target": self.target, "max": self.maximum}
+
+    def adapt(self) -> None:
+        """Follow demand: double the target while runs find the pool empty, halve it after
+        an idle spell."""
+        taken, missed = DEMAND.read()
+        now = time.monotonic()
+        if taken or missed:
+            self.last_take = now
+        if missed and self.target < self.maximum:
+            self.target = min(self.maximum, max(self.target * 2, 1))
+            logger.info("runs found the pool empty: it grows to %s", self.target)
+        elif now - self.last_take >= POOL_IDLE_SECONDS and self.target > self.size:
+            self.target = max(self.size, self.target // 2)
+            self.last_take = now  # the next halving after another idle spell
+            logger.info("the pool has been idle: it shrinks to %s", self.target)
+
     def refill(self) -> None:
+        self.adapt()
         profile = current_profile(self.executor)
         ready = 0
         for container in self.idle(mine=True):
@@ -124,12 +155,13 @@ class PoolKeeper:
                 and labels.get(LABEL_POOL) == profile.digest
                 and container.get("ImageID") == profile.image_id
             )
-            if usable:
+            if usable and ready < self.target:
                 ready += 1
             else:
-                self.discard(container)  # died, or made for an older image or layout
+                # Died, made for an older image or layout, or beyond the target now.
+                self.discard(container)
         self.ready = ready
-        missing = max(self.size - ready, 0)
+        missing = max(self.target - ready, 0)
         if missing and not self.stopping.is_set():
             with ThreadPoolExecutor(min(missing, REFILL_THREADS)) as makers:
                 list(makers.map(lambda _: self.make(profile), range(missing)))
@@ -234,7 +266,7 @@ class PoolKeeper:
         if not self.next_event(IDLE_WAKE_SECONDS):
             return
         left, deferred_until = self.ready - 1, time.monotonic() + DEFER_SECONDS
-        while left >= max(self.size // 2, 1) and time.monotonic() < deferred_until:
+        while left >= max(self.target // 2, 1) and time.monotonic() < deferred_until:
             if not self.next_event(QUIET_SECONDS):
                 return
             left -= 1

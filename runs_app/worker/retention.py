@@ -6,6 +6,7 @@ of a run that has not ended is ever touched."""
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from dataclasses import asdict, dataclass
@@ -16,9 +17,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from runs_app.artifacts import remove_artifacts
-from runs_app.logs import metrics_path
-from runs_app.models import Chore, PipelineRun
+from runs_app.models import Chore, LogChunk, PipelineRun, RunArtifact
+from runs_app.stored_logs import log_text, samples_after
 
 logger = logging.getLogger(__name__)
 CHORE = "retention"
@@ -87,33 +87,38 @@ def _batches(runs: QuerySet[PipelineRun]):
 def _remove_logs(runs: list[PipelineRun], report: Report, now: datetime) -> None:
     removed = []
     for run in runs:
-        if run.log_removed_at is not None or not run.log_path:
+        if run.log_removed_at is not None:
             continue
-        files = [Path(run.log_path), metrics_path(run.log_path)]
-        if settings.BACKUP_DIR and any(path.exists() for path in files):
-            archive_run(run, files)
+        if settings.BACKUP_DIR and LogChunk.objects.filter(run=run).exists():
+            archive_run(run)
             report.logs_archived += 1
-        for path in files:
-            path.unlink(missing_ok=True)
-        remove_artifacts(run.log_path)  # a models run's docs and graph go with its log
         removed.append(run.pk)
-    # Only runs still ended are marked (a row is never taken back from a live run).
-    report.logs_removed += PipelineRun.objects.filter(
-        Q(pk__in=removed), status__in=PipelineRun.FINAL_STATUSES
-    ).update(log_removed_at=now)
+    # Only runs still ended lose their log (a row is never taken back from a live run).
+    ended = PipelineRun.objects.filter(Q(pk__in=removed), status__in=PipelineRun.FINAL_STATUSES)
+    ended_ids = list(ended.values_list("pk", flat=True))
+    LogChunk.objects.filter(run_id__in=ended_ids).delete()
+    RunArtifact.objects.filter(run_id__in=ended_ids).delete()  # a models run's docs and graph
+    report.logs_removed += ended.update(log_removed_at=now)
 
 
 def archive_path(day) -> Path:
     return Path(settings.BACKUP_DIR) / "logs" / f"{day:%Y-%m-%d}.zip"
 
 
-def archive_run(run: PipelineRun, files: list[Path]) -> None:
-    """Add a run's files to the archive of the day it was queued (deflate-compressed zip)."""
+def archive_run(run: PipelineRun) -> None:
+    """Add a run's log and samples to the archive of the day it was queued (a
+    deflate-compressed zip; `<pipeline>/<run id>.log` and `.metrics`, as records and JSON
+    lines)."""
     target = archive_path(run.queued_at.astimezone(timezone.get_current_timezone()).date())
     target.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples_after(run.pk, 0)[0]
+    files = {
+        f"{run.public_id}.log": log_text(run.pk),
+        f"{run.public_id}.metrics": "".join(json.dumps(sample) + "\n" for sample in samples),
+    }
     with zipfile.ZipFile(target, "a", compression=zipfile.ZIP_DEFLATED) as archive:
         present = set(archive.namelist())
-        for path in files:
-            name = f"{run.pipeline.name}/{path.name}"
-            if path.exists() and name not in present:
-                archive.write(path, name)
+        for file_name, text in files.items():
+            name = f"{run.pipeline.name}/{file_name}"
+            if text and name not in present:
+                archive.writestr(name, text)

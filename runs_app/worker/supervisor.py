@@ -4,8 +4,9 @@ A run's follower mostly waits — on the engine's log stream, on its lease — s
 enough, and one process can follow many runs for a few MB each (a process per run cost
 ~60 MB). The supervisor takes claimed runs oldest first (`PipelineRun.take`: exactly one
 worker wins each, across processes and machines) as soon as it is woken (runs_app.wakeup),
-up to what this worker may follow at once; the instance's limits were applied when the
-runs were claimed.
+up to what this worker may follow at once (WORKER_CAPACITY) — only runs whose pipeline's
+`placement` its node's labels fit, and none while its node is drained; the instance's
+limits were applied when the runs were claimed.
 
 Stopping the worker does not wait for runs: `stop()` makes every follower let go of its run
 at once (LeaseLost: nothing more is written), and the runs wait for the next follower —
@@ -21,7 +22,8 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, WorkerNode
+from runs_app.placement import fits
 from runs_app.worker.execution import follow_run, worker_id
 from runs_app.worker.listener import Listener
 from runs_app.worker.loops import RECENT_RESTART_SECONDS, KeptThread, Loop, Threads
@@ -30,11 +32,13 @@ logger = logging.getLogger(__name__)
 
 # How long stop() waits for followers to let go (each needs well under a second).
 STOP_WAIT_SECONDS = 10.0
+# Claimed runs looked at per look (those of other nodes are passed over).
+LOOK_AT_MOST = 200
 
 
 class RunSupervisor:
     def __init__(self, capacity: int | None = None) -> None:
-        self.capacity = capacity or settings.MAX_CONCURRENT_RUNS + settings.MAX_DAEMON_RUNS
+        self.capacity = capacity or settings.WORKER_CAPACITY
         self.followers: dict[int, threading.Thread] = {}
         self.stopping = threading.Event()
         self.listener: Listener | None = None
@@ -62,22 +66,30 @@ class RunSupervisor:
             self.following.succeeded()
         self.followers = {pk: t for pk, t in self.followers.items() if t.is_alive()}
         room = self.capacity - len(self.followers)
-        if room <= 0:
+        if (
+            room <= 0
+            or WorkerNode.objects.filter(name=settings.WORKER_NAME, draining=True).exists()
+        ):
             return
-        waiting = PipelineRun.objects.filter(status=PipelineRun.Status.CLAIMED).order_by(
-            "claimed_at", "pk"
+        waiting = (
+            PipelineRun.objects.filter(status=PipelineRun.Status.CLAIMED)
+            .select_related("pipeline")
+            .order_by("claimed_at", "pk")
         )
-        for pk in waiting.values_list("pk", flat=True)[:room]:
-            if self.stopping.is_set():
+        for claimed in waiting[:LOOK_AT_MOST]:
+            if self.stopping.is_set() or room <= 0:
                 return
-            run = PipelineRun.take(pk, worker_id())
+            if not fits(settings.WORKER_LABELS, claimed.pipeline.spec.placement):
+                continue  # another node's
+            run = PipelineRun.take(claimed.pk, worker_id())
             if run is None:
                 continue  # another worker took it first
             follower = threading.Thread(
                 target=self.follow, args=(run,), name=f"run-{run.public_id}", daemon=True
             )
-            self.followers[pk] = follower
+            self.followers[run.pk] = follower
             follower.start()
+            room -= 1
 
     def follow(self, run: PipelineRun) -> None:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -14,9 +13,9 @@ from django.utils import timezone
 
 from fastflow_site.models import ApiToken, AuditEntry
 from pipelines_app.discovery import discover
-from runs_app.logs import LogWriter
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
+from tests.runs_app.conftest import run_log
 
 pytestmark = pytest.mark.django_db
 Action = AuditEntry.Action
@@ -92,7 +91,7 @@ def test_start_a_run_status_log_and_cancel(catalogue, operator):
     started = AuditEntry.objects.get(action=Action.RUN_STARTED)
     assert started.actor == operator and started.via == "api"
 
-    writer = LogWriter(Path(run.log_path))
+    writer = run_log(run)
     for number in range(1, 6):
         writer.write("O", f"line {number}")
     writer.close()

@@ -30,7 +30,7 @@ from fastflow_site.models import AuditEntry
 from fastflow_site.roles import set_role
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.logs import LogWriter
+from runs_app.logs import LogWriter, spool_path
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
 
@@ -43,7 +43,7 @@ for number, status in enumerate(["succeeded", "failed"]):
     PipelineRun.objects.filter(pk=run.pk).update(
         status="running", worker_id="w", started_at=timezone.now())
     run.refresh_from_db()
-    writer = LogWriter(Path(run.log_path))
+    writer = LogWriter(spool_path(run.public_id), run_id=run.pk)
     writer.write("O", f"line {number} of {run.public_id}")
     writer.close()
     run.finish(status, exit_code=number)
@@ -61,12 +61,13 @@ from fastflow_site.models import AuditEntry
 from fastflow_site.roles import role_of
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun, RunTally
+from runs_app.stored_logs import log_text
 from secrets_app.models import Variable
 
 runs = PipelineRun.objects.order_by("queued_at", "id")
 print(json.dumps({
     "pipelines": sorted(Pipeline.objects.values_list("name", flat=True)),
-    "runs": [[str(r.public_id), r.status, r.exit_code, Path(r.log_path).read_text()]
+    "runs": [[str(r.public_id), r.status, r.exit_code, log_text(r.pk)]
              for r in runs],
     "people": sorted((u.username, role_of(u)) for u in get_user_model().objects.all()),
     "secret": Variable.objects.get(name="DB_PASSWORD").plain_value(),

@@ -619,3 +619,23 @@ def test_every_field_survives_the_round_trip_through_json():
     assert result.errors == [] and result.warnings == []
     stored = json.loads(json.dumps(result.config.to_json()))
     assert PipelineConfig.from_json(stored) == result.config
+
+
+def test_placement_is_the_labels_a_worker_must_have():
+    config = parse({"placement": {"zone": "a", "gpu": "yes"}}).config
+    assert config.placement == (("gpu", "yes"), ("zone", "a"))
+    assert PipelineConfig.from_json(config.to_json()) == config  # stored and read back
+    assert parse({}).config.placement == ()
+
+
+@pytest.mark.parametrize(
+    ("placement", "expected"),
+    [
+        (["gpu=yes"], 'pipeline.json: placement ["gpu=yes"] must be an object of labels'),
+        ({"gpu": True}, "pipeline.json: placement.gpu true must be a label's value"),
+        ({"gpu": "a b"}, "pipeline.json: placement.gpu 'a b' must be a label's value"),
+        ({"-x": "1"}, "pipeline.json: placement.-x a label's name is letters"),
+    ],
+)
+def test_a_bad_placement_says_how_to_write_one(placement, expected):
+    assert only_error({"placement": placement}).startswith(expected)

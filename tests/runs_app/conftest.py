@@ -22,7 +22,9 @@ from pipelines_app.models import Pipeline
 from runs_app.executors import ExecutorError
 from runs_app.executors.pool import current_profile, ready_containers
 from runs_app.follow import wait_for
+from runs_app.logs import LogWriter, spool_path
 from runs_app.models import PipelineRun
+from runs_app.stored_logs import log_text as stored_log_text
 from runs_app.warmup import needs_warming
 from runs_app.worker.execution import execute_run, worker_id
 from runs_app.worker.pool_keeper import PoolKeeper
@@ -288,18 +290,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def read_log(path: str) -> str:
-    """A log as it is now; empty before its first line."""
+def read_log(run: PipelineRun) -> str:
+    """A run's stored log as it is now (records `timestamp stream text\n`); empty before its
+    first line. From a test's own thread: its connection is closed after each look."""
     try:
-        with open(path, encoding="utf-8") as log:
-            return log.read()
-    except FileNotFoundError:
-        return ""
+        return stored_log_text(run.pk)
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()
+
+
+def run_log(run: PipelineRun, **options) -> LogWriter:
+    """A writer of `run`'s log that stores its lines when told (`ship()`, `close()`), from
+    the test's own thread and transaction."""
+    return LogWriter(spool_path(run.public_id), run_id=run.pk, background=False, **options)
 
 
 def log_text(run: PipelineRun) -> str:
-    with open(run.log_path, encoding="utf-8") as log:
-        return log.read()
+    return stored_log_text(run.pk)
 
 
 def output_lines(run: PipelineRun) -> list[str]:

@@ -180,11 +180,11 @@ def test_a_daemon_survives_a_killed_worker_without_a_second_copy(
     try:
         assert wait_for(lambda: daemon_runs("server").exists(), timeout=30)
         run = daemon_runs("server").get()
-        assert wait_for(lambda: "O serving 2\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: "O serving 2\n" in read_log(run), timeout=60)
         worker.kill()
         worker.start()
-        assert wait_for(lambda: "re-attached" in read_log(run.log_path), timeout=60)
-        assert wait_for(lambda: "O serving 12\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: "re-attached" in read_log(run), timeout=60)
+        assert wait_for(lambda: "O serving 12\n" in read_log(run), timeout=60)
         # Still the one run and the one container: the supervisor saw it in flight.
         assert daemon_runs("server").count() == 1
         containers = docker_engine.api.containers(filters={"label": "fastflow.pipeline=server"})
@@ -205,7 +205,7 @@ def test_on_the_engine_a_disabled_daemon_is_stopped(make_pipeline, pipelines_dir
     (run,) = supervise_daemons()
     follower = threading.Thread(target=execute, args=(run,), daemon=True)
     follower.start()
-    assert wait_for(lambda: "O tick\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O tick\n" in read_log(run), timeout=60)
     (pipelines_dir / "ticking" / "pipeline.json").write_text(
         '{"restart_on_crash": true, "enabled": false, "timeout": 0}'
     )

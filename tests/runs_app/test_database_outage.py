@@ -1,7 +1,8 @@
 """The database away for a few seconds while a run goes on: SQLite locked by another
 writer for longer than the busy timeout, PostgreSQL refusing every connection (as while it
-restarts). The follower keeps the run, loses no line (the file is the truth) and stores
-its end once the database is back. Each test runs in the pass of its database."""
+restarts). The follower keeps the run, loses no line (they wait in its spool, and are
+stored, numbered, once the database is back) and stores its end once it is back. Each
+test runs in the pass of its database."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from django.db import close_old_connections, connection
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
+from runs_app.logs import spool_path
 from runs_app.models import PipelineRun
+from runs_app.stored_logs import all_lines
 from tests.runs_app.conftest import (
     execute,
     log_text,
@@ -35,8 +38,16 @@ def start(make_pipeline) -> tuple[PipelineRun, threading.Thread]:
     run = PipelineRun.enqueue(Pipeline.objects.get(name="steady"), trigger="manual")
     follower = threading.Thread(target=execute, args=(run,), daemon=True)
     follower.start()
-    assert wait_for(lambda: "O tick 1\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O tick 1\n" in read_log(run), timeout=60)
     return run, follower
+
+
+def spooled(run: PipelineRun) -> str:
+    """What the worker's spool holds of the run now (its lines not stored yet)."""
+    try:
+        return spool_path(run.public_id).read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def check_the_run_ended_whole(run: PipelineRun, follower: threading.Thread, caplog) -> None:
@@ -48,6 +59,9 @@ def check_the_run_ended_whole(run: PipelineRun, follower: threading.Thread, capl
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert output_lines(run) == [f"tick {i}" for i in range(15)]
     assert log_text(run).count(" S finished: ") == 1
+    numbers = [seq for seq, *_ in all_lines(run.pk)]
+    assert numbers == list(range(1, len(numbers) + 1))  # none lost, none doubled
+    assert not spool_path(run.public_id).exists()  # all stored, the spool gone
 
 
 @pytest.fixture
@@ -70,7 +84,7 @@ def test_sqlite_locked_longer_than_the_busy_timeout(make_pipeline, docker_engine
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         # The container ends and the follower tries to store that, while the lock holds.
-        assert wait_for(lambda: "O tick 14\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: " O tick 14\n" in spooled(run), timeout=60)
         follower.join(timeout=OUTAGE_SECONDS)
         assert follower.is_alive()  # still trying, not given up
     finally:
@@ -84,7 +98,7 @@ def test_postgresql_refusing_connections_for_a_few_seconds(
 ):
     run, follower = start(make_pipeline)
     with postgresql_outage:
-        assert wait_for(lambda: "O tick 14\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: " O tick 14\n" in spooled(run), timeout=60)
         follower.join(timeout=OUTAGE_SECONDS)
         assert follower.is_alive()  # still trying, not given up
     check_the_run_ended_whole(run, follower, caplog)

@@ -137,7 +137,7 @@ def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     run = PipelineRun.enqueue(Pipeline.objects.get(name="counter"), trigger="manual")
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
-    assert wait_for(lambda: "O 1\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O 1\n" in read_log(run), timeout=60)
     run.refresh_from_db()
     assert run.request_cancel() == "stopping"
     worker.join(timeout=60)
@@ -210,7 +210,7 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
     run = PipelineRun.enqueue(Pipeline.objects.get(name="limited"), trigger="manual")
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
-    assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O up\n" in read_log(run), timeout=60)
     run.refresh_from_db()
     attrs = docker_engine.api.inspect_container(run.container_id)
     host = attrs["HostConfig"]

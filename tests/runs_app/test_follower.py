@@ -86,7 +86,7 @@ def test_an_engine_that_goes_away_releases_the_run_and_it_is_followed_again(
         patch.setenv("DOCKER_HOST", proxy.url)
         run = queued(make_pipeline, "ticking", TICKS)
         follower = in_thread(run)
-        assert wait_for(lambda: "O tick 2\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda: "O tick 2\n" in read_log(run), timeout=60)
         proxy.cut()
         follower.join(timeout=60)
         run.refresh_from_db()
@@ -109,7 +109,7 @@ def test_an_engine_that_goes_away_releases_the_run_and_it_is_followed_again(
 def test_a_follower_that_lost_its_lease_stops_following(make_pipeline, settings, docker_engine):
     run = queued(make_pipeline, "handover", TICKS)
     first = in_thread(run)
-    assert wait_for(lambda: "O tick 2\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O tick 2\n" in read_log(run), timeout=60)
     # Reconcile decided the follower was gone (its lease lapsed) and another one took over.
     PipelineRun.objects.filter(pk=run.pk).update(status=Status.CLAIMED, worker_id="")
     assert PipelineRun.take(run.pk, "other-host:1:t") is not None
@@ -118,8 +118,8 @@ def test_a_follower_that_lost_its_lease_stops_following(make_pipeline, settings,
     run.refresh_from_db()
     # The container prints on, and the old follower writes none of it any more.
     assert wait_for(lambda: b"tick 29" in docker_engine.api.logs(run.container_id), timeout=60)
-    assert "tick 29" not in read_log(run.log_path)
-    assert " S finished: " not in read_log(run.log_path)
+    assert "tick 29" not in read_log(run)
+    assert " S finished: " not in read_log(run)
     assert PipelineRun.objects.get(pk=run.pk).worker_id == "other-host:1:t"
 
 

@@ -141,7 +141,7 @@ def test_every_run_gets_the_instance_limits_and_no_more(make_pipeline, docker_en
         run = PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger="manual")
         follower = threading.Thread(target=execute, args=(run,), daemon=True)
         follower.start()
-        assert wait_for(lambda run=run: "O up\n" in read_log(run.log_path), timeout=60)
+        assert wait_for(lambda run=run: "O up\n" in read_log(run), timeout=60)
         run.refresh_from_db()
         host = docker_engine.api.inspect_container(run.container_id)["HostConfig"]
         assert host["Memory"] == 256 * 1024**2
@@ -170,7 +170,7 @@ def test_runs_cannot_reach_each_other(make_pipeline, docker_engine):
     server = PipelineRun.enqueue(Pipeline.objects.get(name="listener"), trigger="manual")
     follower = threading.Thread(target=execute, args=(server,), daemon=True)
     follower.start()
-    assert wait_for(lambda: "O listening\n" in read_log(server.log_path), timeout=60)
+    assert wait_for(lambda: "O listening\n" in read_log(server), timeout=60)
     server.refresh_from_db()
     networks = docker_engine.api.inspect_container(server.container_id)["NetworkSettings"]
     address = next(iter(networks["Networks"].values()))["IPAddress"]

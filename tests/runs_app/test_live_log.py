@@ -1,12 +1,11 @@
 """The live log websocket, through the real ASGI application (auth, origin, routing), over
-both transports: polling the shared files (the default) and pushes through a Redis channel
-layer (REDIS_URL)."""
+both transports: polling the stored log in the database (the default) and pushes through a
+Redis channel layer (REDIS_URL)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -18,18 +17,18 @@ from fastflow_site.asgi import application
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app import live
-from runs_app.logs import STDOUT, LogWriter
+from runs_app.logs import STDOUT, LogWriter, spool_path
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import redis_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost:8000")
-# Longer than the consumer's look at the file when nothing is pushed (FALLBACK_SECONDS).
+# Longer than the consumer's look at the database when nothing is pushed (FALLBACK_SECONDS).
 FALLBACK_WAIT = 3.0
 
 
-@pytest.fixture(params=["files", "redis"])
+@pytest.fixture(params=["database", "redis"])
 def transport(request, settings) -> str:
     if request.param == "redis":
         settings.CHANNEL_LAYERS = {
@@ -82,8 +81,10 @@ def lines_in(messages) -> list[list]:
 
 
 def write(run, *texts, publish=True):
-    """Like a worker: to the file, and to the channel layer when there is one."""
-    writer = LogWriter(Path(run.log_path), publish_as=run.public_id if publish else None)
+    """Like a worker: to the database, and to the channel layer when there is one."""
+    writer = LogWriter(
+        spool_path(run.public_id), publish_as=run.public_id if publish else None, run_id=run.pk
+    )
     for text in texts:
         writer.write(STDOUT, text)
     writer.close()
@@ -157,7 +158,7 @@ async def test_the_browser_is_rate_limited_and_told_what_it_missed(run, client, 
 
 
 async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
-    from runs_app.logs import MetricsWriter, metrics_path
+    from runs_app.logs import MetricsWriter
 
     cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
@@ -169,9 +170,9 @@ async def test_live_cpu_and_memory_with_the_limits(run, client, viewer):
         "mem_soft": 64 * 1024**2,
         "mem_hard": 128 * 1024**2,
     }
-    writer = MetricsWriter(metrics_path(run.log_path), publish_as=run.public_id)
+    writer = await database_sync_to_async(MetricsWriter)(run.pk, publish_as=run.public_id)
     writer.sample(42.5, 10_000_000)
-    writer.close()
+    await database_sync_to_async(writer.close)()
     messages = await receive_until(communicator, lambda m: m["type"] == "metrics")
     (sample,) = messages[-1]["samples"]
     assert sample["cpu"] == 42.5 and sample["mem"] == 10_000_000
@@ -183,7 +184,7 @@ async def test_pushed_lines_are_sent_as_they_come(run, client, viewer):
     cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
     await receive_until(communicator, lambda m: m["type"] == "status")
-    # Only in the channel layer (not in the file): it can only have come from there.
+    # Only in the channel layer (not stored): it can only have come from there.
     live.line(run.public_id, 1, "2026-11-22T10:00:00.000000000Z", "O", "pushed")
     messages = await receive_until(communicator, lambda m: m["type"] == "lines")
     assert lines_in(messages) == [[1, "2026-11-22T10:00:00.000000000Z", "O", "pushed"]]
@@ -191,11 +192,11 @@ async def test_pushed_lines_are_sent_as_they_come(run, client, viewer):
 
 
 @pytest.mark.parametrize("transport", ["redis"], indirect=True)
-async def test_a_gap_in_the_pushed_lines_is_filled_from_the_file(run, client, viewer):
+async def test_a_gap_in_the_pushed_lines_is_filled_from_the_database(run, client, viewer):
     cookie = await database_sync_to_async(session_cookie)(client, viewer)
     communicator = await connect(run, [ORIGIN, cookie])
     await receive_until(communicator, lambda m: m["type"] == "status")
-    # Lines 1-3 reach the file but never the channel layer (a dropped message); line 4 does.
+    # Lines 1-3 are stored but never reach the channel layer (a dropped message); line 4 does.
     await database_sync_to_async(write)(run, "one", "two", "three", publish=False)
     await database_sync_to_async(write)(run, "four")
     messages = await receive_until(
@@ -223,12 +224,12 @@ async def test_a_worker_that_numbers_on_after_a_reattach(run, client, viewer):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("transport", ["files"], indirect=True)
+@pytest.mark.parametrize("transport", ["database"], indirect=True)
 async def test_the_live_view_goes_on_while_redis_restarts(
     run, client, viewer, settings, private_redis
 ):
     """Redis restarted under an open live view: the socket stays open, no line is lost or
-    doubled (the file fills in while Redis is away), and pushed lines come again after
+    doubled (the database fills in while Redis is away), and pushed lines come again after
     (the viewer joined its group again: a restarted Redis forgets groups)."""
     settings.CHANNEL_LAYERS = {
         "default": {
@@ -248,7 +249,7 @@ async def test_the_live_view_goes_on_while_redis_restarts(
     await sync_to_async(private_redis.restart)()
     await database_sync_to_async(write)(run, *[f"line {i}" for i in range(6, 11)])
     received += lines_in(await receive_until(communicator, until(10)))
-    # Only in the channel layer (not in the file): it can only have come from the group.
+    # Only in the channel layer (not stored): it can only have come from the group.
     pushed = [11, "2026-12-06T10:00:00.000000000Z", "O", "pushed after the restart"]
     deadline = asyncio.get_running_loop().time() + 15
     while pushed not in received:
@@ -260,31 +261,40 @@ async def test_the_live_view_goes_on_while_redis_restarts(
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("transport", ["files"], indirect=True)
+@pytest.mark.parametrize("transport", ["database"], indirect=True)
 async def test_the_live_view_goes_on_while_the_database_is_away(
     postgresql_outage, run, client, viewer
 ):
-    """The log keeps coming from the file while PostgreSQL restarts; the viewer is neither
-    cut off nor stuck, and sees the final status once the database is back."""
+    """PostgreSQL restarts under an open live view while the run prints: its lines wait in
+    the worker's spool; the viewer is neither cut off nor stuck, gets them once the database
+    is back, in order, none lost or doubled, and sees the final status."""
     cookie = await database_sync_to_async(session_cookie)(client, viewer)
     outage = postgresql_outage
     communicator = await connect(run, [ORIGIN, cookie])
-    await database_sync_to_async(write)(run, "one", "two")
+    writer = await database_sync_to_async(LogWriter)(
+        spool_path(run.public_id), publish_as=run.public_id, run_id=run.pk
+    )
+    await sync_to_async(writer.write)(STDOUT, "one")
+    await sync_to_async(writer.write)(STDOUT, "two")
     received = lines_in(await receive_until(communicator, lambda m: m["type"] == "lines"))
     await sync_to_async(outage.begin)()
     try:
-        await sync_to_async(write)(run, "three", "four")  # the file needs no database
-        received += lines_in(
-            await receive_until(communicator, lambda m: m["type"] == "lines", timeout=10)
-        )
-        # Its access and status checks failed meanwhile, and said nothing to the viewer.
+        await sync_to_async(writer.write)(STDOUT, "three")  # spooled: no database needed
+        await sync_to_async(writer.write)(STDOUT, "four")
+        # Its reads, access and status checks failed meanwhile, and said nothing.
         assert await communicator.receive_nothing(timeout=2.5)
     finally:
         await sync_to_async(outage.end)()
+    while len(received) < 4:
+        received += lines_in(
+            await receive_until(communicator, lambda m: m["type"] == "lines", timeout=15)
+        )
+    await database_sync_to_async(writer.close)()
     await database_sync_to_async(finish)(run)
     end = await receive_until(
         communicator, lambda m: m["type"] == "status" and m["finished"], timeout=10
     )
     assert end[-1]["status"] == "succeeded"
     assert [text for *_, text in received] == ["one", "two", "three", "four"]
+    assert [seq for seq, *_ in received] == [1, 2, 3, 4]
     assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from pipelines_app.models import Pipeline
-from runs_app.artifacts import artifact_file
+from runs_app.artifacts import artifact_content
 from runs_app.models import PipelineRun, RunStep
 from runs_app.steps import docs_run, model_graph
 from tests.runs_app.conftest import log_text
@@ -55,8 +55,8 @@ def test_a_dbt_duckdb_project_runs_model_by_model(pipelines_dir, settings):
     ]
     # Its DuckDB file lives in the pipeline's own data folder, kept for the next run.
     assert (Pipeline.objects.get(name="shop").data_folder / "shop.duckdb").is_file()
-    docs = artifact_file(run.log_path, "docs.html")
-    assert docs is not None and b"customer_revenue" in docs.read_bytes()
+    docs = artifact_content(run, "docs.html")
+    assert docs is not None and b"customer_revenue" in docs
 
     # The same pipeline with the failing test let in for one run (a run value).
     failed = run_models("shop", FASTFLOW_EXCLUDE="")
@@ -147,8 +147,8 @@ def test_a_fastflowtransform_duckdb_project_runs_in_the_newer_python_image(pipel
         ("unique", "customers.customer_id", Step.PASS),
         ("not_null", "orders.customer_id", Step.PASS),
     }
-    assert json.loads(artifact_file(run.log_path, "dag.json").read_text())
-    assert b"<script" in artifact_file(run.log_path, "docs.html").read_bytes()
+    assert json.loads(artifact_content(run, "dag.json"))
+    assert b"<script" in artifact_content(run, "docs.html")
 
     # Changed input data (a run value the model reads) makes a data test fail: exit code 2.
     failed = run_models("fft_shop", SHOP_KEEP_ORPHANS="1")

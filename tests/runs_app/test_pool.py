@@ -124,7 +124,7 @@ def test_secrets_reach_the_run_but_never_the_containers_configuration(
         "import os, time\nprint(len(os.environ['API_TOKEN']), flush=True)\ntime.sleep(30)\n",
     )
     follower = in_thread(run)
-    assert wait_for(lambda: "O 12\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O 12\n" in read_log(run), timeout=60)
     run.refresh_from_db()
     attrs = docker_engine.api.inspect_container(run.container_id)
     assert "s3cr3t-value" not in str(attrs)  # handed over through the pipe, never stored
@@ -142,7 +142,7 @@ def test_the_runs_own_limits_are_applied_at_hand_over(make_pipeline, keeper, doc
         {"cpu_hard_limit": 0.5, "mem_hard_limit": "128m"},
     )
     follower = in_thread(run)
-    assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O up\n" in read_log(run), timeout=60)
     run.refresh_from_db()
     assert run.container_id in ready
     host = docker_engine.api.inspect_container(run.container_id)["HostConfig"]

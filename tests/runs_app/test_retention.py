@@ -1,13 +1,11 @@
 """Retention against a controllable clock: logs and samples of old or surplus ended runs go
 (archived by day to BACKUP_DIR first), rows stay saying so, rows go after
-RUN_RETENTION_DAYS, a run that has not ended is never touched; samples files are capped."""
+RUN_RETENTION_DAYS, a run that has not ended is never touched; a run's samples are capped."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -15,9 +13,12 @@ from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.logs import LogWriter, MetricsWriter, metrics_path
-from runs_app.models import PipelineRun, RunTally
+from runs_app.logs import MetricsWriter
+from runs_app.models import LogChunk, PipelineRun, RunArtifact, RunTally
+from runs_app.models.chunk import pack
+from runs_app.stored_logs import samples_after
 from runs_app.worker import retention
+from tests.runs_app.conftest import run_log
 
 pytestmark = pytest.mark.django_db
 Status = PipelineRun.Status
@@ -43,17 +44,22 @@ def run_with_log(pipeline: Pipeline, days_ago: float, status=Status.SUCCEEDED) -
         status=status, queued_at=moment, started_at=moment, **ended
     )
     run.refresh_from_db()
-    writer = LogWriter(Path(run.log_path))
+    writer = run_log(run)
     writer.write("O", f"output of {run.short_id}")
     writer.close()
-    samples = MetricsWriter(metrics_path(run.log_path))
+    samples = MetricsWriter(run.pk, background=False)
     samples.sample(12.5, 1024)
     samples.close()
+    RunArtifact.objects.create(run=run, name="dag.json", size=2, data=pack(b"[]"))
     return run
 
 
 def files_of(run: PipelineRun) -> list[bool]:
-    return [Path(run.log_path).exists(), metrics_path(run.log_path).exists()]
+    """Whether the run's log and its samples are stored (and its artifacts with them)."""
+    kinds = set(LogChunk.objects.filter(run_id=run.pk).values_list("kind", flat=True))
+    has_artifacts = RunArtifact.objects.filter(run_id=run.pk).exists()
+    assert has_artifacts == ("lines" in kinds)
+    return ["lines" in kinds, "samples" in kinds]
 
 
 def test_logs_older_than_the_retention_days_go_and_rows_stay(catalogue, settings):
@@ -133,14 +139,16 @@ def test_retention_runs_once_a_day_across_workers(catalogue, settings):
     assert retention.run_daily() is None  # another worker's (or a later hour's) turn: not today
 
 
-def test_a_samples_file_is_capped_and_keeps_the_whole_span(tmp_path, settings):
+def test_a_runs_samples_are_capped_and_keep_the_whole_span(catalogue, settings):
     settings.METRICS_MAX_SAMPLES = 100
-    path = tmp_path / "run.metrics"
-    writer = MetricsWriter(path)
+    run = PipelineRun.enqueue(catalogue["etl"], trigger="manual")
+    writer = MetricsWriter(run.pk, background=False)
     for number in range(1000):
         writer.sample(float(number), number)
-        assert writer.lines < 100
+        if number % 7 == 0:
+            writer.ship()  # (the shipper's turns)
+        assert writer.stored < 100
     writer.close()
-    kept = [json.loads(line)["cpu"] for line in path.read_text().splitlines()]
+    kept = [sample["cpu"] for sample in samples_after(run.pk, 0)[0]]
     assert 50 <= len(kept) < 100
     assert kept == sorted(kept) and kept[0] < 20 and kept[-1] > 900  # thinned, not cut

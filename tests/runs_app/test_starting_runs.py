@@ -17,6 +17,7 @@ from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
+from tests.runs_app.conftest import log_text
 from tests.runs_app.test_worker import Worker
 
 Status = PipelineRun.Status
@@ -238,8 +239,7 @@ def test_with_redis_tasks_travel_through_it_and_runs_wake_the_worker(
         worker.kill()
     run.refresh_from_db()
     assert run.status == Status.SUCCEEDED
-    with open(run.log_path) as log:
-        assert "woken by redis" in log.read()
+    assert "woken by redis" in log_text(run)
 
 
 @pytest.mark.django_db

@@ -90,7 +90,6 @@ def test_enqueue_records_who_and_what(pipelines, admin_user, settings, tmp_path)
     )
     assert run.triggered_by == admin_user
     assert run.parameters == {"X": "1"}
-    assert run.log_path == str(tmp_path / f"{run.public_id}.log")
     assert run.attempt == 1
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app import steps as steps_module
-from runs_app.artifacts import ArtifactWriter, artifact_file
-from runs_app.logs import LogWriter
+from runs_app.artifacts import ArtifactWriter, artifact_content
 from runs_app.models import PipelineRun, RunStep
 from runs_app.steps import StepRecorder, failure_summary
+from tests.runs_app.conftest import log_text, run_log
 from tests.runs_app.models_support import DBT_SHOP, copy_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,23 +102,24 @@ def piece(name: str, data: bytes, at: int, size: int) -> dict:
     return {"name": name, "size": size, "at": at, "data": base64.b64encode(data).decode()}
 
 
-def test_artifacts_are_written_piece_by_piece_and_shown_only_when_whole(run):
-    log = LogWriter(Path(run.log_path))
-    writer = ArtifactWriter(run.log_path, log)
+def test_artifacts_are_written_piece_by_piece_and_shown_only_when_whole(run, settings):
+    log = run_log(run)
+    writer = ArtifactWriter(run, log)
     body = b"<html>" + b"x" * 20 + b"</html>"
     writer.write(piece("docs.html", body[:10], 0, len(body)))
-    assert artifact_file(run.log_path, "docs.html") is None  # half a file is never served
+    assert artifact_content(run, "docs.html") is None  # half a file is never served
     writer.write(piece("docs.html", body[:10], 0, len(body)))  # read twice: same bytes
     writer.write(piece("docs.html", body[10:], 10, len(body)))
-    assert artifact_file(run.log_path, "docs.html").read_bytes() == body
+    assert artifact_content(run, "docs.html") == body
     writer.write(piece("../../etc/passwd", b"x", 0, 1))
     writer.write(piece("dag.json", b"[]", 5, 6))  # does not fit the size it announced
     writer.write({"name": "dag.json", "size": 2, "at": 0, "data": "!!not base64"})
     writer.write(piece("dag.json", b"", 0, 10**12))  # larger than the cap
     log.close()
-    assert artifact_file(run.log_path, "dag.json") is None
-    assert not (artifact_file(run.log_path, "docs.html").parent / "passwd").exists()
-    text = Path(run.log_path).read_text(encoding="utf-8")
+    assert artifact_content(run, "dag.json") is None
+    assert artifact_content(run, "../../etc/passwd") is None
+    assert not list(settings.LOGS_DIR.rglob("passwd"))  # nothing written outside, either
+    text = log_text(run)
     assert "artifact '../../etc/passwd' ignored: not an artifact Fast-Flow keeps" in text
     assert "artifact 'dag.json' ignored: a piece does not fit the size it announced" in text
 
@@ -127,15 +127,15 @@ def test_artifacts_are_written_piece_by_piece_and_shown_only_when_whole(run):
 def test_the_docs_page_is_served_sandboxed_and_only_to_people_who_may_read(
     run, client, viewer, stranger
 ):
-    log = LogWriter(Path(run.log_path))
-    ArtifactWriter(run.log_path, log).write(piece("docs.html", b"<p>docs</p>", 0, 11))
+    log = run_log(run)
+    ArtifactWriter(run, log).write(piece("docs.html", b"<p>docs</p>", 0, 11))
     log.close()
     client.force_login(viewer)
     assert client.get("/pipelines/shop/docs/").status_code == 404  # no succeeded run yet
     PipelineRun.objects.filter(pk=run.pk).update(status=PipelineRun.Status.SUCCEEDED)
     response = client.get("/pipelines/shop/docs/")
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b"<p>docs</p>"
+    assert response.content == b"<p>docs</p>"
     policy = response["Content-Security-Policy"]
     assert policy.startswith("sandbox allow-scripts") and "allow-same-origin" not in policy
     assert "default-src 'none'" in policy
@@ -144,14 +144,14 @@ def test_the_docs_page_is_served_sandboxed_and_only_to_people_who_may_read(
 
 
 def test_the_graph_keeps_each_models_last_status(run, client, viewer):
-    log = LogWriter(Path(run.log_path))
+    log = run_log(run)
     graph = [
         {"id": "seed.shop.raw", "name": "raw", "type": "seed", "depends_on": []},
         {"id": "model.shop.orders", "name": "orders", "type": "model",
          "depends_on": ["seed.shop.raw"]},
     ]  # fmt: skip
     data = json.dumps(graph).encode()
-    ArtifactWriter(run.log_path, log).write(piece("dag.json", data, 0, len(data)))
+    ArtifactWriter(run, log).write(piece("dag.json", data, 0, len(data)))
     log.close()
     record(run, {"id": "model.shop.orders", "type": "model", "status": "error"})
     client.force_login(viewer)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -11,8 +10,9 @@ from django.utils import timezone
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.logs import STDERR, STDOUT, LogWriter
-from runs_app.models import PipelineRun
+from runs_app.logs import STDERR, STDOUT
+from runs_app.models import LogChunk, PipelineRun
+from tests.runs_app.conftest import run_log
 
 pytestmark = pytest.mark.django_db
 Status = PipelineRun.Status
@@ -42,7 +42,7 @@ def finished_run(make_pipeline, settings, tmp_path, admin_user):
         peak_cpu_percent=97.0,
         limit_warnings=["memory peaked at 64 MiB, above the soft limit of 32 MiB"],
     )
-    writer = LogWriter(Path(first.log_path))
+    writer = run_log(first)
     writer.write(STDOUT, "\x1b[32mgreen\x1b[0m hello", "2026-01-01T00:00:00.000000001Z")
     writer.write(STDERR, "boom", "2026-01-01T00:00:01.000000001Z")
     writer.system("finished: failed")
@@ -111,7 +111,7 @@ def test_log_download_is_the_whole_plain_log(admin_client, finished_run):
 
 
 def test_log_download_of_a_run_without_a_log_is_empty(admin_client, finished_run):
-    Path(finished_run.log_path).unlink()
+    LogChunk.objects.filter(run=finished_run).delete()
     response = admin_client.get(reverse("runs_app:log", args=[finished_run.public_id]))
     assert b"".join(response.streaming_content) == b""
 

@@ -189,7 +189,7 @@ def test_one_worker_process_follows_its_runs_in_threads(make_pipeline, worker, s
     discover()
     worker.start()
     runs = queue_runs("naps", 3)
-    assert wait_for(lambda: all("O napping\n" in read_log(r.log_path) for r in runs), timeout=90), (
+    assert wait_for(lambda: all("O napping\n" in read_log(r) for r in runs), timeout=90), (
         worker.log.read_text()[-3000:]
     )
     followers = {PipelineRun.objects.get(pk=r.pk).worker_id for r in runs}
@@ -229,16 +229,14 @@ def test_a_killed_worker_is_replaced_and_the_run_continues_with_its_full_log(
     discover()
     worker.start()
     (run,) = queue_runs("ticker", 1)
-    assert wait_for(lambda: "O tick 3\n" in read_log(run.log_path), timeout=60), (
-        worker.log.read_text()
-    )
+    assert wait_for(lambda: "O tick 3\n" in read_log(run), timeout=60), worker.log.read_text()
     worker.kill()  # the container goes on without anybody following it
     run.refresh_from_db()
     # Lines printed while nobody follows: they must reach the log after the restart.
     assert wait_for(
         lambda: (
             b"tick 10" in docker_engine.api.logs(run.container_id)
-            and "tick 10" not in read_log(run.log_path)
+            and "tick 10" not in read_log(run)
         ),
         timeout=30,
     )
@@ -262,7 +260,7 @@ def test_a_stopped_worker_hands_its_runs_over_at_once(
     discover()
     worker.start()
     (run,) = queue_runs("longer", 1)
-    assert wait_for(lambda: "O tick 2\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O tick 2\n" in read_log(run), timeout=60)
     worker.stop()
     run.refresh_from_db()
     assert run.status == Status.CLAIMED  # released on the way out, not left to lapse
@@ -281,7 +279,7 @@ def test_a_run_whose_container_vanished_is_marked_lost(
     discover()
     worker.start()
     (run,) = queue_runs("victim", 1)
-    assert wait_for(lambda: "O up\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O up\n" in read_log(run), timeout=60)
     worker.kill()
     run.refresh_from_db()
     docker_engine.api.remove_container(run.container_id, force=True)
@@ -303,7 +301,7 @@ def test_a_run_that_ended_while_no_worker_watched_is_finalised_from_its_exit_cod
     discover()
     worker.start()
     (run,) = queue_runs("short", 1)
-    assert wait_for(lambda: "O start\n" in read_log(run.log_path), timeout=60)
+    assert wait_for(lambda: "O start\n" in read_log(run), timeout=60)
     worker.kill()
     run.refresh_from_db()
     assert wait_for(

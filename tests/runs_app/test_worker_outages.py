@@ -233,7 +233,7 @@ def test_a_loop_that_cannot_recover_makes_the_worker_exit_for_a_restart(worker):
 
 
 def log_of(run: PipelineRun) -> str:
-    return read_log(run.log_path)
+    return read_log(run)
 
 
 def refreshed(run: PipelineRun) -> PipelineRun:

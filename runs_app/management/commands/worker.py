@@ -36,12 +36,13 @@ from django.db import close_old_connections
 from django_q.tasks import async_task
 
 from fastflow_site.models import AuditEntry
+from fastflow_site.node_keys import KeysOfItsOwn, refuse_keys_of_its_own
 from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.gitsync import request_sync_when_due
 from runs_app import notify
-from runs_app.executors import EngineUnavailable, get_executor
+from runs_app.executors import EngineUnavailable, engine_description, get_executor
 from runs_app.executors.local import process_alive
-from runs_app.models import PipelineRun, WorkerProcess, dispatch
+from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, dispatch
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
 from runs_app.worker import delivery
 from runs_app.worker.daemons import supervise_daemons
@@ -78,7 +79,8 @@ class Command(BaseCommand):
     def handle(self, *args, tick: float, reconcile_every: float, **options) -> None:
         try:
             refuse_a_newer_database()
-        except NewerDatabase as problem:
+            refuse_keys_of_its_own(settings.WORKER_NAME)
+        except (NewerDatabase, KeysOfItsOwn) as problem:
             raise CommandError(str(problem)) from None
         keep_connections_open()
         self.stopping = threading.Event()
@@ -101,6 +103,7 @@ class Command(BaseCommand):
         if settings.FASTFLOW_EXECUTOR != "local" and settings.RUN_POOL_SIZE:
             keeper = PoolKeeper(worker_id())
             keeper.start(self.threads)
+        self.keeper = keeper
         supervisor = RunSupervisor()
         supervisor.start(self.threads)
         give_up = ""
@@ -154,6 +157,14 @@ class Command(BaseCommand):
                     engine_error=error,
                     threads=self.threads.report(),
                     degraded=self.threads.degraded(),
+                    node=settings.WORKER_NAME,
+                )
+                WorkerNode.report(
+                    settings.WORKER_NAME,
+                    labels=settings.WORKER_LABELS,
+                    capacity=settings.WORKER_CAPACITY,
+                    engine=engine_description(),
+                    pool=self.keeper.state() if self.keeper else {},
                 )
             self.stopping.wait(REPORT_EVERY_SECONDS)
 

@@ -1,0 +1,43 @@
+"""Which worker nodes may take a pipeline's runs (pipeline.json `placement`, WORKER_LABELS),
+and, for a run that waits, why — in plain words. No database here: callers pass the nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+Placement = Sequence[tuple[str, str]]
+
+
+class NodeLike(Protocol):
+    name: str
+    labels: dict
+    draining: bool
+
+
+def fits(labels: Mapping[str, str], placement: Placement) -> bool:
+    """Whether a node with `labels` has every label the placement asks for."""
+    return all(labels.get(name) == value for name, value in placement)
+
+
+def describe(placement: Placement) -> str:
+    return ", ".join(f"{name}={value}" for name, value in placement)
+
+
+def taking(nodes: Iterable[NodeLike], placement: Placement) -> list[NodeLike]:
+    """The (live) nodes that would take a run with this placement now."""
+    return [node for node in nodes if not node.draining and fits(node.labels, placement)]
+
+
+def why_waiting(nodes: Sequence[NodeLike], placement: Placement) -> str:
+    """Why no live node takes a run with this placement ("" when one would).
+
+    No live node at all is no reason here: the run waits for a worker as ever (the run
+    page and `runpipeline` say that)."""
+    if not nodes or taking(nodes, placement):
+        return ""
+    if placement and not any(fits(node.labels, placement) for node in nodes):
+        names = ", ".join(node.name for node in nodes)
+        return f"no live worker has the labels {describe(placement)} (live: {names})"
+    fitting = [node.name for node in nodes if fits(node.labels, placement)]
+    return f"every worker that could take it is draining ({', '.join(fitting)})"

@@ -1,0 +1,195 @@
+"""Worker nodes: labels and placement (which node takes which run, and why a run waits),
+draining from the Workers page, the admin and the command, and a pool that follows demand."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from fastflow_site.models import AuditEntry
+from fastflow_site.node_keys import KeysOfItsOwn, refuse_keys_of_its_own
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
+from runs_app.executors.pool import DEMAND
+from runs_app.models import PipelineRun, WorkerNode, WorkerProcess
+from runs_app.placement import fits, why_waiting
+from runs_app.worker import supervisor as supervisor_module
+from runs_app.worker.pool_keeper import POOL_IDLE_SECONDS, PoolKeeper
+from runs_app.worker.supervisor import RunSupervisor
+from secrets_app.models import Variable
+
+Status = PipelineRun.Status
+
+
+@dataclass
+class Node:
+    name: str
+    labels: dict = field(default_factory=dict)
+    draining: bool = False
+
+
+def test_a_node_fits_when_it_has_every_label_asked_for():
+    assert fits({"gpu": "yes", "zone": "a"}, [("gpu", "yes")])
+    assert fits({}, [])
+    assert not fits({"gpu": "no"}, [("gpu", "yes")])
+    assert not fits({"zone": "a"}, [("gpu", "yes"), ("zone", "a")])
+
+
+def test_why_a_run_waits_in_plain_words():
+    a, b = Node("a", {"zone": "a"}), Node("b", {"gpu": "yes"}, draining=True)
+    assert why_waiting([a, b], [("zone", "a")]) == ""
+    assert why_waiting([], [("gpu", "yes")]) == ""  # no worker at all: it waits as ever
+    assert why_waiting([a, b], [("zone", "b")]) == (
+        "no live worker has the labels zone=b (live: a, b)"
+    )
+    assert why_waiting([a, b], [("gpu", "yes")]) == (
+        "every worker that could take it is draining (b)"
+    )
+
+
+@pytest.fixture
+def catalogue(make_pipeline, settings, tmp_path):
+    settings.LOGS_DIR = tmp_path / "logs"
+    make_pipeline("anywhere")
+    make_pipeline("on-gpu", config={"placement": {"gpu": "yes"}})
+    discover()
+    return {p.name: p for p in Pipeline.objects.all()}
+
+
+def node(name: str, **labels) -> WorkerNode:
+    WorkerNode.report(name, labels=labels, capacity=4, engine="local processes", pool={})
+    return WorkerNode.objects.get(name=name)
+
+
+@pytest.mark.django_db
+def test_runs_are_claimed_only_for_a_live_node_that_fits(catalogue, client, viewer):
+    gpu_run = PipelineRun.enqueue(catalogue["on-gpu"], trigger="manual")
+    other = PipelineRun.enqueue(catalogue["anywhere"], trigger="manual")
+    assert set(PipelineRun.claim_runs()) == {gpu_run.pk, other.pk}  # no node yet: as ever
+
+    PipelineRun.objects.update(status=Status.QUEUED, claimed_at=None)
+    node("cpu-box", zone="a")
+    assert PipelineRun.claim_runs() == [other.pk]
+    gpu_run.refresh_from_db()
+    assert gpu_run.status == Status.QUEUED
+    assert gpu_run.waiting_reason == "no live worker has the labels gpu=yes (live: cpu-box)"
+    client.force_login(viewer)
+    page = client.get(gpu_run.get_absolute_url()).content.decode()
+    assert "It waits: no live worker has the labels gpu=yes" in page
+
+    gpu_box = node("gpu-box", gpu="yes")
+    gpu_box.drain(by="ada")
+    assert PipelineRun.claim_runs() == []
+    assert (
+        "every worker that could take it is draining (gpu-box)"
+        in PipelineRun.objects.get(pk=gpu_run.pk).waiting_reason
+    )
+    gpu_box.resume()
+    assert PipelineRun.claim_runs() == [gpu_run.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_takes_only_runs_its_labels_fit_and_none_while_drained(
+    catalogue, settings, monkeypatch
+):
+    followed = []
+    monkeypatch.setattr(supervisor_module, "follow_run", lambda run, lets_go: followed.append(run))
+    settings.WORKER_NAME, settings.WORKER_LABELS = "cpu-box", {"zone": "a"}
+    runs = [
+        PipelineRun.enqueue(catalogue[name], trigger="manual") for name in ("on-gpu", "anywhere")
+    ]
+    PipelineRun.objects.update(status=Status.CLAIMED)  # (claimed while a gpu node was live)
+    drained = node("cpu-box", zone="a")
+    drained.drain()
+    supervisor = RunSupervisor(capacity=4)
+    supervisor.listener = type("Quiet", (), {"wake": lambda self: None})()
+    supervisor.take_claimed()
+    assert followed == []
+    drained.resume()
+    supervisor.take_claimed()
+    for follower in supervisor.followers.values():
+        follower.join(timeout=10)
+    assert [run.pk for run in followed] == [runs[1].pk]
+    assert PipelineRun.objects.get(pk=runs[0].pk).status == Status.CLAIMED  # a gpu node's
+
+
+@pytest.mark.django_db
+def test_the_workers_page_shows_nodes_and_drains_them(catalogue, client, viewer, operator):
+    gpu_box = node("gpu-box", gpu="yes")
+    WorkerNode.objects.filter(pk=gpu_box.pk).update(pool={"ready": 2, "target": 4, "max": 8})
+    WorkerProcess.report("gpu-box:42:t", engine_ok=True, node="gpu-box")
+    run = PipelineRun.enqueue(catalogue["on-gpu"], trigger="manual")
+    PipelineRun.objects.filter(pk=run.pk).update(status=Status.RUNNING, worker_id="gpu-box:42:t")
+    client.force_login(viewer)
+    page = client.get(reverse("workers")).content.decode()
+    assert 'data-node="gpu-box"' in page and "<code>gpu=yes</code>" in page
+    assert "1 of 4" in page and f"#{run.short_id}" in page
+    assert "2 ready (target 4, at most 8)" in page
+    assert "Drain" not in page  # a viewer may look, not drain
+    assert (
+        client.post(reverse("worker_drain", args=["gpu-box"]), {"drain": "yes"}).status_code == 403
+    )
+
+    client.force_login(operator)
+    client.post(reverse("worker_drain", args=["gpu-box"]), {"drain": "yes"})
+    gpu_box.refresh_from_db()
+    assert gpu_box.draining and gpu_box.drained_by == operator.get_username()
+    assert 'data-state="draining"' in client.get(reverse("workers")).content.decode()
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.NODE_DRAINED).exists()
+    client.post(reverse("worker_drain", args=["gpu-box"]), {"drain": "no"})
+    gpu_box.refresh_from_db()
+    assert not gpu_box.draining
+
+
+@pytest.mark.django_db
+def test_the_drain_command(catalogue, capsys):
+    node("gpu-box", gpu="yes")
+    call_command("drain", "gpu-box")
+    assert "gpu-box is drained: it takes no new runs; 0 run(s) it follows finish." in (
+        capsys.readouterr().out
+    )
+    assert WorkerNode.objects.get(name="gpu-box").draining
+    call_command("drain", "gpu-box", "--resume")
+    assert not WorkerNode.objects.get(name="gpu-box").draining
+    with pytest.raises(CommandError, match=r"no worker node is called 'nope' \(known: gpu-box\)"):
+        call_command("drain", "nope")
+
+
+def test_the_pool_grows_while_runs_find_it_empty_and_shrinks_when_idle(settings):
+    keeper = PoolKeeper("test:1:t", size=2, maximum=8)
+    DEMAND.read()  # (what other tests left)
+    for expected in (4, 8, 8):
+        DEMAND.found_none()
+        keeper.adapt()
+        assert keeper.target == expected
+    DEMAND.took()
+    keeper.adapt()
+    assert keeper.target == 8  # busy: it stays
+    for expected in (4, 2, 2):
+        keeper.last_take = time.monotonic() - POOL_IDLE_SECONDS - 1
+        keeper.adapt()
+        assert keeper.target == expected
+    assert keeper.state() == {"ready": 0, "target": 2, "max": 8}
+
+
+@pytest.mark.django_db
+def test_a_second_node_refuses_keys_of_its_own(settings):
+    settings.KEYS_FROM_ENVIRONMENT = False
+    refuse_keys_of_its_own("second")  # alone: its own keys are fine
+    node("first")
+    with pytest.raises(CommandError, match="another worker node is alive \\(first\\): with more"):
+        call_command("worker")
+    settings.KEYS_FROM_ENVIRONMENT = True
+    refuse_keys_of_its_own("second")
+    Variable.objects.create(
+        name="DB_PASSWORD",
+        kind=Variable.Kind.SECRET,
+        encrypted_value=Fernet(Fernet.generate_key()).encrypt(b"elsewhere").decode(),
+    )
+    with pytest.raises(KeysOfItsOwn, match="does not open the secrets the instance stored"):
+        refuse_keys_of_its_own("second")
