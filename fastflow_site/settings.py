@@ -187,6 +187,10 @@ LOG_RETENTION_DAYS = _int("LOG_RETENTION_DAYS", None, minimum=1)
 RUN_RETENTION_DAYS = _int("RUN_RETENTION_DAYS", None, minimum=1)
 BACKUP_DIR = _path("BACKUP_DIR", "") if env.str("BACKUP_DIR", default="") else None
 LOG_MAX_SIZE_MB = _int("LOG_MAX_SIZE_MB", 50, minimum=1)
+# A pipeline folder travels to worker nodes as one bundle of at most this much; a worker
+# keeps the bundles it fetched in DATA_DIR/bundles, up to BUNDLE_CACHE_MB (least used go).
+BUNDLE_MAX_MB = _int("BUNDLE_MAX_MB", 100, minimum=1)
+BUNDLE_CACHE_MB = _int("BUNDLE_CACHE_MB", 2048, minimum=1)
 # A run's CPU/memory samples file holds at most this many (older ones thinned; ~60 B each).
 METRICS_MAX_SAMPLES = _int("METRICS_MAX_SAMPLES", 20_000, minimum=100)
 LOG_STREAM_RATE_LIMIT = _int("LOG_STREAM_RATE_LIMIT", 100, minimum=1)  # lines/s to a browser

@@ -62,6 +62,8 @@ class PipelineAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "folder_path",
+                    "bundle",
+                    "bundle_commit",
                     "config_file",
                     "entry_type",
                     "requirements_file",

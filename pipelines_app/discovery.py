@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from pipelines_app.bundles import BundleError, current_bundle, entries
 from pipelines_app.checkouts import current_link, live_pipelines_root
 from pipelines_app.contract import (
     MODELS_COMMANDS,
@@ -205,6 +206,12 @@ def _inspect_pipeline(folder: Path, real_root: Path, tz_name: str) -> FolderRepo
         report.error(entry_point, "is not a regular file")
 
     _read_environment(folder, real_root, report)
+    try:
+        entries(folder)  # what its code bundle would hold (a size limit)
+    except BundleError as problem:
+        report.error("", str(problem))
+    except OSError as problem:
+        report.error("", f"its files cannot be read ({problem.strerror or problem})")
     if report.errors:
         report.status = "invalid"
     return report
@@ -439,6 +446,11 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
                 pipeline.__dict__.pop("spec", None)
                 updated += 1
         invalid += folder.status == "invalid"
+        if folder.status == "ok":
+            try:
+                current_bundle(pipeline)  # its code, stored for every worker node
+            except (BundleError, OSError) as problem:  # changed since the scan: its runs say
+                logger.warning("%s could not be bundled: %s", pipeline.name, problem)
         present.append(pipeline)
     sync_file_schedules(present, now)
 

@@ -27,6 +27,38 @@ from secrets_app.fields import EncryptedTextField
 ENVIRONMENT_FORMAT = "lock-v1"
 
 
+class WithoutData(models.Manager):
+    """Bundles are read for their names and sizes everywhere; their data (up to
+    BUNDLE_MAX_MB) only where a worker unpacks one, asked for by name."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().defer("data")
+
+
+class CodeBundle(models.Model):
+    """A pipeline folder's content, once per content: a deterministic tar archive
+    (pipelines_app.bundles), zlib-compressed. Runs name the bundle they run, so any worker
+    node can fetch their code from the database; rows nothing names are removed daily."""
+
+    sha256 = models.CharField(max_length=64, unique=True, help_text="Of the tar archive.")
+    size = models.PositiveBigIntegerField(help_text="The archive's bytes (uncompressed).")
+    files = models.PositiveIntegerField()
+    data = models.BinaryField(help_text="The tar archive, zlib-compressed.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = WithoutData()
+
+    class Meta:
+        base_manager_name = "objects"  # a run's or a pipeline's bundle: without its data
+
+    def __str__(self) -> str:
+        return f"bundle {self.short_hash}"
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+
 class Pipeline(models.Model):
     """A pipeline folder as last discovered. Rows are never deleted by discovery:
     a folder that disappears becomes MISSING and keeps its run history."""
@@ -48,6 +80,15 @@ class Pipeline(models.Model):
 
     name = models.CharField(max_length=100, unique=True, help_text="The folder's name.")
     folder_path = models.CharField(max_length=1024)
+    # Its code as runs take it (pipelines_app.bundles), and what its folder looked like then
+    # (names, sizes, times: a changed folder is bundled again).
+    bundle = models.ForeignKey(
+        CodeBundle, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    bundle_fingerprint = models.CharField(max_length=64, blank=True)
+    bundle_commit = models.CharField(
+        max_length=40, blank=True, help_text="The git commit its bundle was made at."
+    )
     config_file = models.CharField(
         max_length=120, blank=True, help_text="pipeline.json or <name>.json; empty when none."
     )

@@ -181,6 +181,10 @@ class LogWriter:
             self.seq, self.size = stored_logs.extent(run_id)
             self.last_system = stored_logs.last_system_line(run_id)
             self.file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            # Its own handle on its own spool: shipping reads this file, even when a later
+            # follower of the run on this node has made a new one under the same name.
+            self.reader = open(path, "rb")  # noqa: SIM115
+            self.inode = os.fstat(self.reader.fileno()).st_ino
             self.spooled = 0  # bytes in the spool file
             self.shipped = 0  # of which stored
             if background:
@@ -249,13 +253,9 @@ class LogWriter:
                 end = self.spooled
             if end == self.shipped:
                 return True
-            try:
-                with open(self.path, "rb") as spool:
-                    spool.seek(self.shipped)
-                    data = spool.read(end - self.shipped)
-            except FileNotFoundError:  # stored and removed by ship_leftover_spools
-                self.shipped = end
-                return True
+            if self.reader.closed:
+                return True  # (discarded: all of it stored)
+            data = os.pread(self.reader.fileno(), end - self.shipped, self.shipped)
             first, records = split_spool(data)
             stored_logs.store_new_lines(self.run_id, first, records)
             with self.lock:
@@ -285,9 +285,17 @@ class LogWriter:
             log_shipping.shipper().finish(self)
 
     def discard_spool(self) -> None:
-        """Everything is stored: the spool goes."""
-        if self.run_id is not None:
-            self.path.unlink(missing_ok=True)
+        """Everything is stored: the spool goes (if the file of that name is still this
+        writer's own)."""
+        if self.run_id is None:
+            return
+        with self.ship_lock:
+            if self.reader.closed:
+                return
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_ino == self.inode:
+                    self.path.unlink()
+            self.reader.close()
 
 
 def split_spool(data: bytes) -> tuple[int, list[bytes]]:

@@ -68,6 +68,8 @@ def settings():
 
 
 def copy_project(source, work):
+    """A copy the engine may write in (its target folder): the code itself is read-only, and
+    so are the modes a plain copy would keep."""
     project = Path(work) / "project"
     shutil.copytree(
         source,
@@ -75,6 +77,12 @@ def copy_project(source, work):
         symlinks=True,
         ignore=lambda folder, names: [n for n in names if n in SKIP_COPY],
     )
+    for folder, _folders, files in os.walk(project):
+        os.chmod(folder, 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o200)
     return project
 
 

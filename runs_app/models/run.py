@@ -41,8 +41,9 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from pipelines_app.bundles import BundleError, current_bundle
 from pipelines_app.contract import RetryStrategy, RunSettings
-from pipelines_app.models import Pipeline
+from pipelines_app.models import CodeBundle, Pipeline
 from runs_app import live, wakeup
 from runs_app.limits import Limits, effective_limits
 from runs_app.models import chaining
@@ -161,6 +162,14 @@ class PipelineRun(EntryPoints, models.Model):
     )
     uv_version = models.CharField(max_length=40, blank=True)
     git_commit = models.CharField(max_length=40, blank=True)
+    bundle = models.ForeignKey(
+        CodeBundle,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        help_text="The code it runs: its pipeline folder's content when it was queued.",
+    )
     environment_lock = models.ForeignKey(
         "runs_app.EnvironmentLock",
         null=True,
@@ -247,8 +256,18 @@ class PipelineRun(EntryPoints, models.Model):
                 f"{pipeline.name} cannot run until its configuration is fixed: "
                 + "; ".join(pipeline.error_messages)
             )
+        if retry_of is not None and retry_of.bundle_id is not None:
+            # A retry runs the very code that failed.
+            bundle, commit = retry_of.bundle, retry_of.git_commit
+        else:
+            try:
+                bundle, commit = current_bundle(pipeline), pipeline.bundle_commit
+            except (BundleError, OSError) as problem:
+                raise RunRefused(f"{pipeline.name} cannot run: {problem}") from None
         run = cls(
             pipeline=pipeline,
+            bundle=bundle,
+            git_commit=commit,
             trigger=trigger,
             triggered_by=user if user is not None and user.is_authenticated else None,
             parameters=dict(parameters or {}),

@@ -19,8 +19,10 @@ import logging
 import os
 import shutil
 import socket
+import tarfile
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +33,6 @@ from django.db import DatabaseError, close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
-from pipelines_app.checkouts import commit_of
 from pipelines_app.sizes import format_size
 from runs_app import live
 from runs_app.artifacts import ArtifactWriter
@@ -51,6 +52,7 @@ from runs_app.logs import LogWriter, MetricsWriter, ship_leftover_spools, spool_
 from runs_app.models import EnvironmentLock, PipelineRun, dispatch
 from runs_app.steps import StepRecorder, failure_summary
 from runs_app.stored_logs import last_timestamps
+from runs_app.worker.code import code_folder
 from runs_app.worker.warming import ensure_warm
 from secrets_app.crypto import DecryptionError
 from secrets_app.masking import Masker
@@ -185,7 +187,16 @@ class RunFollower:
         except DatabaseError:
             logger.warning("run %s: the database is unavailable; left to a worker", run)
             return
-        self.spec, notes = run_spec(run, environment.variables)
+        try:
+            self.spec, notes = run_spec(run, environment.variables)
+        except DatabaseError:
+            logger.warning("run %s: the database is unavailable; left to a worker", run)
+            self.log.close()
+            self.metrics.close()
+            return
+        except (OSError, tarfile.TarError, zlib.error) as exc:
+            self._end_without_code(f"its code bundle could not be unpacked here: {exc}")
+            return
         if run.pipeline.spec.type == "models":
             self.steps = StepRecorder(run, mask)
             self.artifacts = ArtifactWriter(run, self.log)
@@ -274,7 +285,6 @@ class RunFollower:
             lambda: run.record(
                 environment=environment.visible,
                 secret_env_names=sorted(environment.secret_names),
-                git_commit=commit_of(spec.folder),
             ),
             self.lease,
         )
@@ -383,6 +393,17 @@ class RunFollower:
             logger.warning("run %s: %s; could not be ended now", self.run, message)
         live.status_changed(self.run.public_id)
 
+    def _end_without_code(self, message: str) -> None:
+        """Its code cannot be had on this node (a damaged bundle, a full disk)."""
+        try:
+            self._conclude(Status.FAILED, FailureReason.INTERNAL_ERROR, message)
+        except (LeaseLost, DatabaseError):
+            logger.warning("run %s: could not be ended now; another worker will", self.run)
+        finally:
+            self.log.close()
+            self.metrics.close()
+            live.status_changed(self.run.public_id)
+
     def _fail_before_start(self, reason: str, message: str) -> None:
         """End a run that cannot start at all (a secret that does not decrypt)."""
         try:
@@ -485,9 +506,13 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
     spec = RunSpec(
         run_id=str(run.public_id),
         pipeline=run.pipeline.name,
-        # Resolved once: a sync that switches the live checkout meanwhile leaves this run on
-        # the tree it started with (pipelines_app.gitsync).
-        folder=Path(run.pipeline.folder_path).resolve(),
+        # Its bundle: the folder's content when it was queued, from the database (a run
+        # queued before bundles existed: the folder, resolved once).
+        folder=(
+            code_folder(run.bundle_id)
+            if run.bundle_id is not None
+            else Path(run.pipeline.folder_path).resolve()
+        ),
         entry_point=config.entry_point,
         requirements_file=run.pipeline.requirements_file,
         python_version=config.python_version,

@@ -2,10 +2,11 @@
 than LOG_RETENTION_DAYS, or beyond the newest LOG_RETENTION_RUNS of their pipeline, are
 removed — archived first, compressed by day, to BACKUP_DIR when it is set — and the run
 rows stay, saying "log removed". Run rows themselves go after RUN_RETENTION_DAYS. Nothing
-of a run that has not ended is ever touched."""
+of a run that has not ended is ever touched. Code bundles nothing names any more go too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import zipfile
@@ -14,9 +15,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import ProtectedError, Q, QuerySet
 from django.utils import timezone
 
+from pipelines_app.models import CodeBundle, Pipeline
 from runs_app.models import Chore, LogChunk, PipelineRun, RunArtifact
 from runs_app.stored_logs import log_text, samples_after
 
@@ -30,6 +32,7 @@ class Report:
     logs_removed: int = 0
     logs_archived: int = 0
     runs_pruned: int = 0
+    bundles_removed: int = 0
 
 
 def run_daily() -> Report | None:
@@ -43,7 +46,7 @@ def run_daily() -> Report | None:
         Chore.done(CHORE, {}, error=str(problem))
         raise
     Chore.done(CHORE, asdict(report))
-    if report.logs_removed or report.runs_pruned:
+    if report.logs_removed or report.runs_pruned or report.bundles_removed:
         logger.info("retention: %s", asdict(report))
     return report
 
@@ -73,6 +76,11 @@ def apply(now: datetime | None = None) -> Report:
             )
             for batch in _batches(beyond):
                 _remove_logs(batch, report, now)
+    # Code bundles that no pipeline and no run names any more.
+    named = Pipeline.objects.filter(bundle__isnull=False).values_list("bundle_id", flat=True)
+    unused = CodeBundle.objects.filter(runs__isnull=True).exclude(pk__in=list(named))
+    with contextlib.suppress(ProtectedError):  # a run named one meanwhile: tomorrow, then
+        report.bundles_removed = unused.delete()[1].get(CodeBundle._meta.label, 0)
     return report
 
 

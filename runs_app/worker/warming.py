@@ -44,6 +44,7 @@ from runs_app.install_failures import explain_install_failure
 from runs_app.logs import LogWriter
 from runs_app.models import EnvironmentLock
 from runs_app.warmup import Warm, dispatch_warmups, needs_warming
+from runs_app.worker.code import code_folder
 from secrets_app.crypto import DecryptionError
 from secrets_app.masking import Masker
 
@@ -135,7 +136,11 @@ def _install(
     spec = RunSpec(
         run_id=warm_id,
         pipeline=pipeline.name,
-        folder=Path(pipeline.folder_path).resolve(),
+        folder=(
+            code_folder(pipeline.bundle_id)
+            if pipeline.bundle_id is not None
+            else Path(pipeline.folder_path).resolve()
+        ),
         entry_point=pipeline.spec.entry_point,
         requirements_file=pipeline.requirements_file,
         python_version=pipeline.spec.python_version,

@@ -1,0 +1,157 @@
+"""A pipeline's code as it travels to worker nodes: the folder's content as one deterministic
+tar archive (sorted entries, no times, owners or modes beyond "executable"), named by its
+sha256 and stored once per content in the database (CodeBundle). Each run names the bundle
+it runs; a worker that lacks it fetches it from the database (runs_app.worker.code).
+
+What goes in: the folder's regular files and the links inside it that point inside it.
+What stays out: `.git`, caches (`__pycache__`, `.venv`, tools' caches, `*.pyc`), links that
+lead out of the folder, anything that is not a file. A folder larger than BUNDLE_MAX_MB is
+refused with a clear error (its pipeline cannot run until it is smaller).
+
+A folder is bundled again only when it changed: its fingerprint (names, sizes, times) is
+kept on the pipeline, so starting a run costs one walk over the folder's entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from pipelines_app.checkouts import commit_of
+from pipelines_app.models import CodeBundle, Pipeline
+
+LEFT_OUT_NAMES = {
+    ".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+    ".ipynb_checkpoints", ".DS_Store",
+}  # fmt: skip
+LEFT_OUT_SUFFIXES = (".pyc", ".pyo")
+
+
+class BundleError(Exception):
+    """Why a folder cannot become a bundle, in words for its pipeline's page."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # relative, with "/"
+    path: Path
+    size: int
+    mtime_ns: int
+    executable: bool
+    link: str = ""  # a link's target (relative, inside the folder)
+
+
+def entries(folder: Path) -> list[Entry]:
+    """What a bundle of `folder` holds, sorted; BundleError when it is too large."""
+    limit = settings.BUNDLE_MAX_MB * 1024**2
+    real_root = folder.resolve()
+    found: list[Entry] = []
+    total = 0
+    for directory, dirnames, filenames in os.walk(folder):
+        here = Path(directory)
+        names = [*dirnames, *filenames]
+        dirnames[:] = sorted(
+            name
+            for name in dirnames
+            if name not in LEFT_OUT_NAMES and not (here / name).is_symlink()
+        )
+        for name in names:
+            path = here / name
+            if name in LEFT_OUT_NAMES or name.endswith(LEFT_OUT_SUFFIXES):
+                continue
+            info = path.lstat()
+            relative = path.relative_to(folder).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve()
+                if not os.path.isabs(target) and resolved.is_relative_to(real_root):
+                    found.append(Entry(relative, path, 0, info.st_mtime_ns, False, target))
+            elif stat.S_ISREG(info.st_mode):
+                total += info.st_size
+                if total > limit:
+                    raise BundleError(
+                        f"the folder holds more than BUNDLE_MAX_MB ({settings.BUNDLE_MAX_MB} MB) "
+                        "of files: its code travels to worker nodes as one bundle. Keep data "
+                        "out of the pipeline folder (a data_folder, or download it in the "
+                        "run), or raise BUNDLE_MAX_MB"
+                    )
+                executable = bool(info.st_mode & 0o111)
+                found.append(Entry(relative, path, info.st_size, info.st_mtime_ns, executable))
+    return sorted(found, key=lambda entry: entry.name)
+
+
+def fingerprint(folder: Path) -> str:
+    """Changes whenever a bundle of the folder would (and, rarely, when only a time did)."""
+    digest = hashlib.sha256()
+    for entry in entries(folder):
+        digest.update(
+            f"{entry.name}\0{entry.size}\0{entry.mtime_ns}\0{entry.executable}\0{entry.link}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+def archive(folder: Path) -> tuple[bytes, int]:
+    """The deterministic tar archive of `folder` and how many entries it holds."""
+    buffer = io.BytesIO()
+    listed = entries(folder)
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for entry in listed:
+            info = tarfile.TarInfo(entry.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if entry.link:
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.link, 0o777
+                tar.addfile(info)
+                continue
+            info.mode = 0o755 if entry.executable else 0o644
+            with open(entry.path, "rb") as content:
+                data = content.read()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue(), len(listed)
+
+
+def store(folder: Path) -> CodeBundle:
+    """The bundle of `folder`'s content, stored now unless it already is."""
+    data, files = archive(folder)
+    sha = hashlib.sha256(data).hexdigest()
+    found = CodeBundle.objects.filter(sha256=sha).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return CodeBundle.objects.create(
+                sha256=sha, size=len(data), files=files, data=zlib.compress(data, 6)
+            )
+    except IntegrityError:  # another process stored the same content meanwhile
+        return CodeBundle.objects.get(sha256=sha)
+
+
+def current_bundle(pipeline: Pipeline) -> CodeBundle:
+    """The bundle of the pipeline's folder as it is now: the stored one when the folder did
+    not change (or is not on this node), else a new one, which the pipeline now names."""
+    folder = Path(pipeline.folder_path)
+    if not folder.is_dir():
+        if pipeline.bundle_id is not None:
+            return pipeline.bundle
+        raise BundleError(
+            "its folder is not on this node and its code was never bundled: run discovery "
+            "on the node that holds the pipelines"
+        )
+    now = fingerprint(folder)
+    if pipeline.bundle_id is not None and now == pipeline.bundle_fingerprint:
+        return pipeline.bundle
+    bundle, commit = store(folder), commit_of(folder)
+    Pipeline.objects.filter(pk=pipeline.pk).update(
+        bundle=bundle, bundle_fingerprint=now, bundle_commit=commit
+    )
+    pipeline.bundle, pipeline.bundle_fingerprint, pipeline.bundle_commit = bundle, now, commit
+    return bundle
