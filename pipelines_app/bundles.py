@@ -8,8 +8,12 @@ What stays out: `.git`, caches (`__pycache__`, `.venv`, tools' caches, `*.pyc`),
 lead out of the folder, anything that is not a file. A folder larger than BUNDLE_MAX_MB is
 refused with a clear error (its pipeline cannot run until it is smaller).
 
-A folder is bundled again only when it changed: its fingerprint (names, sizes, times) is
-kept on the pipeline, so starting a run costs one walk over the folder's entries.
+Discovery bundles every valid pipeline (a sync's discovery: the new commit). Starting a run
+of a PIPELINES_DIR pipeline bundles its folder again when it changed since — so "edit
+main.py, press Run" works without a discovery — but only on the node that discovered it
+(another node's folder at that path may be another copy), and a pipeline from git only ever
+changes by a sync. The folder's fingerprint (names, sizes, times) is kept on the pipeline,
+so that check costs one walk over the folder's entries.
 """
 
 from __future__ import annotations
@@ -135,23 +139,41 @@ def store(folder: Path) -> CodeBundle:
         return CodeBundle.objects.get(sha256=sha)
 
 
-def current_bundle(pipeline: Pipeline) -> CodeBundle:
-    """The bundle of the pipeline's folder as it is now: the stored one when the folder did
-    not change (or is not on this node), else a new one, which the pipeline now names."""
+def bundle_folder(pipeline: Pipeline) -> CodeBundle:
+    """Discovery's: the bundle of the pipeline's folder as it is now, which the pipeline
+    names from now on (stored unless the same content already is)."""
     folder = Path(pipeline.folder_path)
-    if not folder.is_dir():
-        if pipeline.bundle_id is not None:
-            return pipeline.bundle
-        raise BundleError(
-            "its folder is not on this node and its code was never bundled: run discovery "
-            "on the node that holds the pipelines"
-        )
     now = fingerprint(folder)
     if pipeline.bundle_id is not None and now == pipeline.bundle_fingerprint:
+        if pipeline.bundle_node != settings.WORKER_NAME:
+            Pipeline.objects.filter(pk=pipeline.pk).update(bundle_node=settings.WORKER_NAME)
+            pipeline.bundle_node = settings.WORKER_NAME
         return pipeline.bundle
     bundle, commit = store(folder), commit_of(folder)
-    Pipeline.objects.filter(pk=pipeline.pk).update(
-        bundle=bundle, bundle_fingerprint=now, bundle_commit=commit
-    )
-    pipeline.bundle, pipeline.bundle_fingerprint, pipeline.bundle_commit = bundle, now, commit
+    fields = {
+        "bundle": bundle,
+        "bundle_fingerprint": now,
+        "bundle_commit": commit,
+        "bundle_node": settings.WORKER_NAME,
+    }
+    Pipeline.objects.filter(pk=pipeline.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(pipeline, name, value)
     return bundle
+
+
+def bundle_for_run(pipeline: Pipeline) -> CodeBundle:
+    """The code a run queued now runs: a PIPELINES_DIR pipeline's folder bundled again when
+    it changed (on the node that discovered it), else the pipeline's bundle."""
+    edited_here = (
+        pipeline.bundle_node == settings.WORKER_NAME
+        and not pipeline.bundle_commit  # a git checkout changes only by a sync
+        and Path(pipeline.folder_path).is_dir()
+    )
+    if edited_here:
+        return bundle_folder(pipeline)
+    if pipeline.bundle_id is None:
+        raise BundleError(
+            "its code was never bundled: run discovery on the node that holds the pipelines"
+        )
+    return pipeline.bundle

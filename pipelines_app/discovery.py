@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipelines_app.bundles import BundleError, current_bundle, entries
+from pipelines_app.bundles import BundleError, bundle_folder, entries
 from pipelines_app.checkouts import current_link, live_pipelines_root
 from pipelines_app.contract import (
     MODELS_COMMANDS,
@@ -448,7 +448,7 @@ def _apply(scan: Scan, started_at, began: float) -> DiscoveryScan:
         invalid += folder.status == "invalid"
         if folder.status == "ok":
             try:
-                current_bundle(pipeline)  # its code, stored for every worker node
+                bundle_folder(pipeline)  # its code, stored for every worker node
             except (BundleError, OSError) as problem:  # changed since the scan: its runs say
                 logger.warning("%s could not be bundled: %s", pipeline.name, problem)
         present.append(pipeline)

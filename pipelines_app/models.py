@@ -89,6 +89,9 @@ class Pipeline(models.Model):
     bundle_commit = models.CharField(
         max_length=40, blank=True, help_text="The git commit its bundle was made at."
     )
+    bundle_node = models.CharField(
+        max_length=100, blank=True, help_text="The node that discovered it (WORKER_NAME)."
+    )
     config_file = models.CharField(
         max_length=120, blank=True, help_text="pipeline.json or <name>.json; empty when none."
     )

@@ -27,6 +27,8 @@ from runs_app.limits import effective_limits
 from runs_app.models import (
     Daemon,
     DependencyCheck,
+    EnvironmentLock,
+    NodeWarmth,
     PipelineRun,
     ScheduleSkip,
     with_last_run,
@@ -92,6 +94,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         else [],
         "new_webhook_key": new_webhook_key,
         "dependency_check": DependencyCheck.objects.filter(pipeline=pipeline).first(),
+        "warm_nodes": _warm_nodes(pipeline),
         "vulnerabilities": pipeline.vulnerabilities.all(),
     }
     if pipeline.spec.type == "models":
@@ -130,6 +133,12 @@ def models_docs(request: HttpRequest, name: str) -> HttpResponse:
     response["Referrer-Policy"] = "no-referrer"
     response["X-Fastflow-Docs-Run"] = str(run.public_id)
     return response
+
+
+def _warm_nodes(pipeline: Pipeline) -> list[NodeWarmth]:
+    """The worker nodes whose cache holds the lock its runs install now."""
+    lock = EnvironmentLock.current(pipeline)
+    return list(NodeWarmth.objects.filter(lock=lock)) if lock is not None else []
 
 
 def _chains_around(pipeline: Pipeline) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -23,7 +24,14 @@ from runs_app import dashboard as dashboard_data
 from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM
-from runs_app.models import Daemon, PipelineRun, RunRefused, WorkerNode, WorkerProcess
+from runs_app.models import (
+    Daemon,
+    NodeWarmth,
+    PipelineRun,
+    RunRefused,
+    WorkerNode,
+    WorkerProcess,
+)
 from runs_app.run_values import values_from_json
 from runs_app.stored_logs import LogTail
 from runs_app.webhooks import authenticate, key_of, over_rate_limit
@@ -289,10 +297,12 @@ def workers(request: HttpRequest) -> HttpResponse:
         "pipeline"
     )
     node_of = {process.name: process.node for process in processes}
+    warm_counts = dict(NodeWarmth.objects.values_list("node").annotate(n=Count("id")).order_by())
     for node in nodes:
         node.process_list = [p for p in processes if p.node == node.name]
         node.running = [run for run in running if node_of.get(run.worker_id) == node.name]
         node.health = _node_health(node)
+        node.warm_locks = warm_counts.get(node.name, 0)
     context = {
         "nodes": nodes,
         "can_drain": request.user.has_perm("runs_app.change_workernode"),

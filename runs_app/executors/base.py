@@ -184,6 +184,8 @@ def prepare_environment(spec: RunSpec, env_dir: str, launcher: str) -> dict[str,
         if spec.netrc:
             variables["FASTFLOW_NETRC"] = spec.netrc
         variables["FASTFLOW_INDEX_OPTIONS"] = "\n".join(spec.index_options)
+        if spec.lock:  # a node's warm-up of a lock made elsewhere
+            variables["FASTFLOW_LOCK"] = spec.lock
     elif spec.lock:
         variables["FASTFLOW_LOCK"] = spec.lock
     return variables

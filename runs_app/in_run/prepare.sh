@@ -11,7 +11,8 @@
 # FASTFLOW_EXTRAS, FASTFLOW_GROUPS   a warm-up of a uv project: its extras and groups
 # FASTFLOW_NETRC         a warm-up: credentials of private package indexes (a netrc file)
 # FASTFLOW_INDEX_OPTIONS a warm-up: the index lines of its requirements, kept in its lock
-# FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines)
+# FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines); a
+#                        warm-up: a lock another node made, installed into this node's cache
 #
 # FASTFLOW_REQUIREMENTS names where the environment comes from (pipelines_app/
 # environments.py): uv.lock (installed as locked: exported, development groups left out),
@@ -58,6 +59,13 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
         selection=""
         for extra in $FASTFLOW_EXTRAS; do selection="$selection --extra $extra"; done
         for group in $FASTFLOW_GROUPS; do selection="$selection --group $group"; done
+        if [ -n "$FASTFLOW_LOCK" ]; then
+            # Another node resolved it: exactly its pins, downloaded into this node's cache.
+            mkdir -p "$wheelhouse"
+            printf '%s\n' "$FASTFLOW_LOCK" | resolve_links >"$lock.wanted"
+            uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
+                --find-links "$wheelhouse" --requirements "$lock.wanted"
+        else
         case "$FASTFLOW_REQUIREMENTS" in
         uv.lock)
             uv lock --check
@@ -75,6 +83,7 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
             uv pip install --python "$FASTFLOW_ENV_DIR" --requirements "$FASTFLOW_REQUIREMENTS"
             ;;
         esac
+        fi
         mkdir -p "$wheelhouse"
         pins="$FASTFLOW_ENV_DIR.pins"
         "$FASTFLOW_ENV_DIR/bin/python" -I "$tools/environment_lock.py" \

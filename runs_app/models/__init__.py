@@ -7,7 +7,7 @@ from runs_app.models.chore import Chore
 from runs_app.models.chunk import LogChunk, RunArtifact
 from runs_app.models.daemon import Daemon
 from runs_app.models.entry import RunRefused
-from runs_app.models.environment import EnvironmentLock
+from runs_app.models.environment import EnvironmentLock, NodeWarmth
 from runs_app.models.node import WorkerNode
 from runs_app.models.notification import (
     Channel,
@@ -33,6 +33,7 @@ __all__ = [
     "EnvironmentLock",
     "Incident",
     "LogChunk",
+    "NodeWarmth",
     "Notification",
     "PipelineRun",
     "Rule",

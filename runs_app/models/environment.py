@@ -75,6 +75,31 @@ class EnvironmentLock(models.Model):
         ).first()
 
 
+class NodeWarmth(models.Model):
+    """A worker node whose own uv cache holds a lock's packages: its runs of that lock
+    install offline at once. A node without the record installs the lock first (its run's
+    log says so) — every node has a cache of its own (docs/nodes.md)."""
+
+    lock = models.ForeignKey(EnvironmentLock, on_delete=models.CASCADE, related_name="nodes")
+    node = models.CharField(max_length=100, help_text="WORKER_NAME")
+    warmed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["node"]
+        constraints = [models.UniqueConstraint(fields=["lock", "node"], name="warm_once")]
+
+    def __str__(self) -> str:
+        return f"{self.lock} on {self.node}"
+
+    @classmethod
+    def record(cls, lock: EnvironmentLock, node: str) -> None:
+        cls.objects.update_or_create(lock=lock, node=node, defaults={"warmed_at": timezone.now()})
+
+    @classmethod
+    def holds(cls, lock: EnvironmentLock, node: str) -> bool:
+        return cls.objects.filter(lock=lock, node=node).exists()
+
+
 def lock_text(index_options: list[str], packages: list[str]) -> str:
     """The lock as pip's requirements format: its indexes, then one pin per line."""
     return "".join(f"{line}\n" for line in [*index_options, *packages])

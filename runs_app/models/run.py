@@ -41,7 +41,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from pipelines_app.bundles import BundleError, current_bundle
+from pipelines_app.bundles import BundleError, bundle_for_run
 from pipelines_app.contract import RetryStrategy, RunSettings
 from pipelines_app.models import CodeBundle, Pipeline
 from runs_app import live, wakeup
@@ -261,7 +261,7 @@ class PipelineRun(EntryPoints, models.Model):
             bundle, commit = retry_of.bundle, retry_of.git_commit
         else:
             try:
-                bundle, commit = current_bundle(pipeline), pipeline.bundle_commit
+                bundle, commit = bundle_for_run(pipeline), pipeline.bundle_commit
             except (BundleError, OSError) as problem:
                 raise RunRefused(f"{pipeline.name} cannot run: {problem}") from None
         run = cls(

@@ -42,7 +42,7 @@ from runs_app.executors import (
 )
 from runs_app.install_failures import explain_install_failure
 from runs_app.logs import LogWriter
-from runs_app.models import EnvironmentLock
+from runs_app.models import EnvironmentLock, NodeWarmth
 from runs_app.warmup import Warm, dispatch_warmups, needs_warming
 from runs_app.worker.code import code_folder
 from secrets_app.crypto import DecryptionError
@@ -73,17 +73,40 @@ def ensure_warm(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: W
     concurrent installs of the same packages apart. Raises ExecutorError (image_missing)
     when the run's image is not there."""
     pipeline.refresh_from_db()
-    if not needs_warming(pipeline):
+    if needs_warming(pipeline):
+        # A missing image fails the run as such (ExecutorError), not as a failed install.
+        executor.check_image(pipeline.worker_image)
+        log.system("installing its requirements into the shared cache first (warm-up)")
+        Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Warm.WARMING)
+        _warm_and_record(pipeline, executor, log, watch)
+        pipeline.refresh_from_db()
+        if needs_warming(pipeline):
+            return pipeline.warm_error or "the warm-up did not finish"
+    return ensure_warm_here(pipeline, executor, log, watch)
+
+
+def ensure_warm_here(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch) -> str:
+    """The lock a run installs, in this node's own cache: installed now (and said in the
+    run's log) when another node made it. "" when ready, else why it is not."""
+    lock = EnvironmentLock.current(pipeline)
+    if lock is None or not lock.packages or NodeWarmth.holds(lock, settings.WORKER_NAME):
         return ""
-    # A missing image fails the run as such (ExecutorError), not as a failed install.
     executor.check_image(pipeline.worker_image)
-    log.system("installing its requirements into the shared cache first (warm-up)")
-    Pipeline.objects.filter(pk=pipeline.pk).update(warm_status=Warm.WARMING)
-    _warm_and_record(pipeline, executor, log, watch)
-    pipeline.refresh_from_db()
-    if not needs_warming(pipeline):
-        return ""
-    return pipeline.warm_error or "the warm-up did not finish"
+    log.system(
+        f"this worker node ({settings.WORKER_NAME}) does not hold its packages yet: installing "
+        f"lock {lock.short_hash} ({len(lock.packages)} packages) into its cache first"
+    )
+    try:
+        ok, detail, _ = _install(pipeline, executor, log, watch, lock=lock.text)
+    except (EngineUnavailable, LeaseLost):
+        raise
+    except Exception as problem:
+        logger.exception("warming lock %s on this node failed inside Fast-Flow", lock.short_hash)
+        ok, detail = False, f"{type(problem).__name__}: {problem}"
+    if not ok:
+        return f"its packages could not be installed on this node: {detail}"
+    NodeWarmth.record(lock, settings.WORKER_NAME)
+    return ""
 
 
 def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch) -> None:
@@ -112,7 +135,8 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
         fields.update(warm_status=Warm.FAILED, warm_error=detail)
     rows = Pipeline.objects.filter(pk=pipeline.pk)
     if ok:
-        EnvironmentLock.record(pipeline, key, resolved)
+        lock = EnvironmentLock.record(pipeline, key, resolved)
+        NodeWarmth.record(lock, settings.WORKER_NAME)  # this node's cache holds it
     if not rows.filter(requirements_hash=pipeline.requirements_hash).update(**fields):
         # The requirements changed meanwhile: the new ones are warmed next.
         rows.filter(warm_status=Warm.WARMING).update(warm_status=Warm.PENDING)
@@ -125,9 +149,10 @@ def _warm_and_record(pipeline: Pipeline, executor: Executor, log: LogWriter, wat
 
 
 def _install(
-    pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch
+    pipeline: Pipeline, executor: Executor, log: LogWriter, watch: Watch, lock: str = ""
 ) -> tuple[bool, str, list[str]]:
-    """Whether it worked, why not, and what got installed ("name==version")."""
+    """Whether it worked, why not, and what got installed ("name==version"). With `lock`
+    (a lock another node made): exactly those packages, into this node's cache."""
     try:
         netrc, secret_values = index_credentials(pipeline)
     except (IndexCredentialsError, DecryptionError) as problem:
@@ -155,6 +180,7 @@ def _install(
         groups=pipeline.spec.environment.groups,
         netrc=netrc,
         index_options=tuple(pipeline.index_options),
+        lock=lock,
     )
     handles: list[str] = []
     install_watch = Watch(

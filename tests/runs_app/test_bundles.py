@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_app.bundles import archive, current_bundle, fingerprint
+from pipelines_app.bundles import archive, bundle_folder, fingerprint
 from pipelines_app.discovery import discover
 from pipelines_app.models import CodeBundle, Pipeline
 from runs_app.models import PipelineRun, RunRefused
@@ -71,7 +71,7 @@ def test_a_folder_over_the_limit_is_an_error_on_its_pipeline(make_pipeline, sett
 
 
 @pytest.mark.django_db
-def test_each_run_names_the_code_it_was_queued_with(make_pipeline):
+def test_each_run_names_the_code_it_was_queued_with(make_pipeline, settings):
     folder = make_pipeline("etl", main="print('one')\n")
     make_pipeline("twin", main="print('one')\n")
     discover()
@@ -84,6 +84,13 @@ def test_each_run_names_the_code_it_was_queued_with(make_pipeline):
     assert second.bundle != first.bundle and CodeBundle.objects.count() == 2
     retry = PipelineRun.enqueue(etl, trigger="retry", retry_of=first)
     assert retry.bundle == first.bundle  # a retry runs the very code that failed
+    settings.WORKER_NAME = "elsewhere"  # another node's folder at that path: another copy
+    (folder / "main.py").write_text("print('a copy on another node')\n")
+    assert PipelineRun.enqueue(etl, trigger="manual").bundle == second.bundle
+    settings.WORKER_NAME = etl.bundle_node
+    Pipeline.objects.filter(pk=etl.pk).update(bundle_commit="0" * 40)
+    etl.refresh_from_db()  # from git: its code changes only by a sync
+    assert PipelineRun.enqueue(etl, trigger="manual").bundle == second.bundle
     shutil.rmtree(folder)  # not on this node: the stored bundle serves
     assert PipelineRun.enqueue(etl, trigger="manual").bundle == second.bundle
     Pipeline.objects.filter(pk=etl.pk).update(bundle=None)
@@ -141,9 +148,9 @@ def test_bundles_nothing_names_are_removed_daily(make_pipeline):
     etl = Pipeline.objects.get(name="etl")
     run = PipelineRun.enqueue(etl, trigger="manual")
     (folder / "main.py").write_text("print('two')\n")
-    current_bundle(etl)
+    bundle_folder(etl)
     (folder / "main.py").write_text("print('three')\n")
-    current_bundle(etl)  # 'two' is named by nothing now
+    bundle_folder(etl)  # 'two' is named by nothing now
     assert CodeBundle.objects.count() == 3
     assert retention.apply().bundles_removed == 1
     assert set(CodeBundle.objects.all()) == {run.bundle, Pipeline.objects.get(pk=etl.pk).bundle}

@@ -16,12 +16,13 @@ from fastflow_site.node_keys import KeysOfItsOwn, refuse_keys_of_its_own
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.executors.pool import DEMAND
-from runs_app.models import PipelineRun, WorkerNode, WorkerProcess
+from runs_app.models import NodeWarmth, PipelineRun, WorkerNode, WorkerProcess
 from runs_app.placement import fits, why_waiting
 from runs_app.worker import supervisor as supervisor_module
 from runs_app.worker.pool_keeper import POOL_IDLE_SECONDS, PoolKeeper
 from runs_app.worker.supervisor import RunSupervisor
 from secrets_app.models import Variable
+from tests.runs_app.conftest import both_executors, execute, log_text, output_lines, run_now
 
 Status = PipelineRun.Status
 
@@ -193,3 +194,35 @@ def test_a_second_node_refuses_keys_of_its_own(settings):
     )
     with pytest.raises(KeysOfItsOwn, match="does not open the secrets the instance stored"):
         refuse_keys_of_its_own("second")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("runs_setup")
+@both_executors
+@pytest.mark.fresh  # each node here has a cache of its own: no pool made from another's
+def test_a_cold_node_installs_the_lock_first_and_says_so(
+    make_pipeline, settings, tmp_path, client, viewer
+):
+    main = "import six\nprint('six', six.__version__)\n"
+    settings.WORKER_NAME = "node-a"
+    first = run_now(make_pipeline, "deps", main, requirements="six==1.16.0\n")
+    assert first.status == Status.SUCCEEDED, log_text(first)
+    lock = first.environment_lock
+    assert list(NodeWarmth.objects.values_list("node", flat=True)) == ["node-a"]
+
+    settings.WORKER_NAME = "node-b"  # another machine: its own, empty cache
+    settings.UV_CACHE_DIR = tmp_path / "node-b-cache"
+    second = execute(PipelineRun.enqueue(first.pipeline, trigger="manual"))
+    assert second.status == Status.SUCCEEDED, log_text(second)
+    assert second.environment_lock == lock  # exactly the lock node-a made, not resolved again
+    assert (
+        f"this worker node (node-b) does not hold its packages yet: installing lock "
+        f"{lock.short_hash} (1 packages) into its cache first" in log_text(second)
+    )
+    assert "six 1.16.0" in output_lines(second)
+    third = execute(PipelineRun.enqueue(first.pipeline, trigger="manual"))
+    assert "does not hold its packages" not in log_text(third)  # warm on node-b now
+
+    client.force_login(viewer)
+    page = client.get(first.pipeline.get_absolute_url()).content.decode()
+    assert 'data-node="node-a"' in page and 'data-node="node-b"' in page
