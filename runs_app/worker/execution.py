@@ -294,8 +294,8 @@ class RunFollower:
                 f"started {format_delay(run.lateness)} late"
             )
         log.system(
-            f"starting {run.pipeline.name} (attempt {run.attempt}) with the "
-            f"{self.executor.name} executor"
+            f"starting {run.pipeline.name} (attempt {run.attempt}) on worker node "
+            f"{settings.WORKER_NAME} with the {self.executor.name} executor"
         )
         for note in notes:
             log.system(note)
