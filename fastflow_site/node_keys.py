@@ -17,6 +17,21 @@ class KeysOfItsOwn(RuntimeError):
     """Why this node may not start with the keys it has."""
 
 
+def refuse_new_keys_beside_nodes() -> None:
+    """`up` (and so a web node's start): keys this start just made, while worker nodes are
+    alive, are keys of its own — the instance's are elsewhere."""
+    if not settings.KEYS_MADE_NOW:
+        return
+    alive = sorted(WorkerNode.alive().values_list("name", flat=True))
+    if alive:
+        raise KeysOfItsOwn(
+            f"this start made new keys in {settings.DATA_DIR}/instance-keys.json while worker "
+            f"nodes are alive ({', '.join(alive)}): they would not open the instance's "
+            "secrets or sessions. Remove that file and set SECRET_KEY and ENCRYPTION_KEY in "
+            "the environment, the same as on the other nodes"
+        )
+
+
 def refuse_keys_of_its_own(node_name: str) -> None:
     others = sorted(WorkerNode.alive().exclude(name=node_name).values_list("name", flat=True))
     if not others:

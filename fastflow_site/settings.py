@@ -126,6 +126,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 _encryption_key_text = env.str("ENCRYPTION_KEY", default="")
 # Several nodes need the same keys, from the environment (fastflow_site/node_keys.py).
 KEYS_FROM_ENVIRONMENT = bool(SECRET_KEY and _encryption_key_text)
+KEYS_MADE_NOW = False  # this start made the instance's keys (DATA_DIR/instance-keys.json)
 if not SECRET_KEY or not _encryption_key_text:
     try:
         _instance_keys, _made_now = instance_keys.load_or_create(DATA_DIR)
@@ -137,6 +138,7 @@ if not SECRET_KEY or not _encryption_key_text:
             '  python -c "import base64, os; '
             'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
         ) from None
+    KEYS_MADE_NOW = _made_now
     SECRET_KEY = SECRET_KEY or _instance_keys["SECRET_KEY"]
     _encryption_key_text = _encryption_key_text or _instance_keys["ENCRYPTION_KEY"]
     if _made_now:

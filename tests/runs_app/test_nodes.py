@@ -12,7 +12,11 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from fastflow_site.models import AuditEntry
-from fastflow_site.node_keys import KeysOfItsOwn, refuse_keys_of_its_own
+from fastflow_site.node_keys import (
+    KeysOfItsOwn,
+    refuse_keys_of_its_own,
+    refuse_new_keys_beside_nodes,
+)
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.executors.pool import DEMAND
@@ -226,3 +230,14 @@ def test_a_cold_node_installs_the_lock_first_and_says_so(
     client.force_login(viewer)
     page = client.get(first.pipeline.get_absolute_url()).content.decode()
     assert 'data-node="node-a"' in page and 'data-node="node-b"' in page
+
+
+@pytest.mark.django_db
+def test_a_web_node_that_made_its_own_keys_refuses_to_start(settings):
+    settings.KEYS_MADE_NOW = True
+    refuse_new_keys_beside_nodes()  # the first start of an instance: nobody else yet
+    node("worker-1")
+    with pytest.raises(KeysOfItsOwn, match=r"made new keys .* while worker nodes are alive"):
+        refuse_new_keys_beside_nodes()
+    settings.KEYS_MADE_NOW = False
+    refuse_new_keys_beside_nodes()  # keys read, not made: the instance's own

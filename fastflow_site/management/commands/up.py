@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from fastflow_site.node_keys import KeysOfItsOwn, refuse_new_keys_beside_nodes
 from fastflow_site.roles import Role, set_role
 from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.discovery import discover, pipelines_root
@@ -72,6 +73,10 @@ class Command(BaseCommand):
         except NewerDatabase as problem:
             raise CommandError(str(problem)) from None
         call_command("migrate", interactive=False, verbosity=0)
+        try:
+            refuse_new_keys_beside_nodes()
+        except KeysOfItsOwn as problem:
+            raise CommandError(str(problem)) from None
         call_command("collectstatic", interactive=False, verbosity=0)
         repository = GitSource.load()
         if demo and not repository.is_configured:
