@@ -6,9 +6,12 @@ executor — the total, and where each run's time goes:
 
     uv run python bench/sequential_runs.py                    # docker and local
     uv run python bench/sequential_runs.py --executors docker --runs 40 --pool 0 2 8
+    uv run python bench/sequential_runs.py --executors docker --pool 2 --pool-max 2 8
 
 Docker is measured once per `--pool` size (RUN_POOL_SIZE; 0: every run waits for its
-container to be made), each time from a full pool (an instance that was idle).
+container to be made) and `--pool-max` (RUN_POOL_MAX: how far the pool may grow while runs
+find it empty; the pool's size itself means a pool that never grows), each time from a full
+pool (an instance that was idle).
 
 "Final" is when this process saw the row final (it polls every 5 ms); the other moments are
 the run's own record (claimed_at, started_at, its first log line's timestamp, finished_at:
@@ -18,6 +21,7 @@ the engine's end of the program).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -63,7 +67,9 @@ def first_line_at(run: PipelineRun) -> float:
     raise SystemExit(f"run {run.public_id} printed nothing")
 
 
-def measure(executor: str, count: int, pool: int) -> None:
+def measure(executor: str, count: int, pool: int, pool_max: int | None) -> None:
+    if pool_max is not None:
+        os.environ["RUN_POOL_MAX"] = str(pool_max)
     worker = start_worker(executor, pool)
     try:
         pipeline = Pipeline.objects.get(name="fib")
@@ -86,7 +92,9 @@ def measure(executor: str, count: int, pool: int) -> None:
                 phases[phase].append(end - start)
             phases[TRIGGER_TO_LINE].append(moments[3] - moments[0])
         total = time.time() - began
-        label = f"{executor}, pool {pool}" if executor == "docker" else executor
+        label = executor
+        if executor == "docker":
+            label += f", pool {pool}" + (f" (max {pool_max})" if pool_max is not None else "")
         print(f"  {label:<15} {count} sequential runs: {total:5.1f} s ({count / total:.1f} runs/s)")
         for phase, samples in phases.items():
             print_percentiles(phase, samples)
@@ -99,11 +107,15 @@ def main() -> None:
     parser.add_argument("--executors", nargs="+", default=["docker", "local"])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--pool", type=int, nargs="+", default=[0, 2], help="RUN_POOL_SIZE")
+    parser.add_argument(
+        "--pool-max", type=int, nargs="+", default=[None], help="RUN_POOL_MAX (default: 8)"
+    )
     args = parser.parse_args()
     print(f"instance in {WORK} (SQLite, ORM broker)")
     for executor in args.executors:
         for pool in args.pool if executor == "docker" else [0]:
-            measure(executor, args.runs, pool)
+            for pool_max in args.pool_max if executor == "docker" and pool else [None]:
+                measure(executor, args.runs, pool, pool_max)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from django.db import connection, connections
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
+from pipelines_app.bundles import safe_extract
+
 FORMAT = 1
 SQLITE_NAME, PG_NAME = "database.sqlite3", "database.pgdump"
 # Settings worth knowing when restoring (none of them a secret).
@@ -173,7 +175,7 @@ def restore(archive_path: Path) -> tuple[dict, list[str]]:
     logs = Path(settings.LOGS_DIR)
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch, tarfile.open(archive_path, "r:gz") as archive:
-        archive.extractall(scratch, filter="data")  # no links out, no absolute paths
+        safe_extract(archive, Path(scratch))  # no links out, no absolute paths
         _restore_database(Path(scratch))
         restored_logs = Path(scratch) / "logs"  # (an archive of an older release)
         if restored_logs.is_dir():

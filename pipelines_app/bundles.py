@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import stat
 import tarfile
 import zlib
@@ -121,6 +122,33 @@ def archive(folder: Path) -> tuple[bytes, int]:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue(), len(listed)
+
+
+def safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
+    """Unpack regular files, folders and links that stay inside `destination`, refusing
+    anything else (tarfile's own filters need Python 3.11.4; Debian's 3.11 is older)."""
+    root = destination.resolve()
+    destination.mkdir(parents=True, exist_ok=True)
+    for member in tar.getmembers():
+        target = (destination / member.name).resolve()
+        if os.path.isabs(member.name) or not target.is_relative_to(root) or target == root:
+            raise tarfile.TarError(f"{member.name!r} leaves the folder it is unpacked into")
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif member.isfile():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            with open(target, "wb") as copy:
+                shutil.copyfileobj(source, copy)
+            target.chmod(0o755 if member.mode & 0o111 else 0o644)
+        elif member.issym():
+            pointed = (target.parent / member.linkname).resolve()
+            if os.path.isabs(member.linkname) or not pointed.is_relative_to(root):
+                raise tarfile.TarError(f"the link {member.name!r} leads out of the folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(member.linkname, target)
+        else:
+            raise tarfile.TarError(f"{member.name!r} is not a file, a folder or a link")
 
 
 def store(folder: Path) -> CodeBundle:

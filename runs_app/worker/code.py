@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from pipelines_app.bundles import safe_extract
 from pipelines_app.models import CodeBundle
 from runs_app.models import PipelineRun
 
@@ -57,7 +58,7 @@ def _unpack(bundle_id: int, home: Path) -> None:
     scratch.mkdir(parents=True, mode=0o755)
     try:
         with tarfile.open(fileobj=io.BytesIO(zlib.decompress(bytes(data)))) as tar:
-            tar.extractall(scratch / "code", filter="data")  # no links out, no devices
+            safe_extract(tar, scratch / "code")  # no links out, no devices
         _read_only(scratch / "code")
         (scratch / COMPLETE).touch()
         if home.exists() and not (home / COMPLETE).exists():

@@ -13,7 +13,7 @@ from fastflow_site.roles import Role, set_role
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.follow import wait_for
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, WorkerNode
 from tests.runs_app.conftest import redis_database
 from tests.runs_app.test_worker import Worker, kill_group, start_web_server
 
@@ -203,3 +203,27 @@ def test_the_chain_graph_is_readable_at_fifty_pipelines(instance, browser, make_
         "c3_s2",
         "c3_s3",
     ]
+
+
+def test_the_workers_page_shows_the_node_and_drains_it(instance, browser):
+    page = browser.new_page()
+    log_in(page, instance)
+    assert wait_for(lambda: WorkerNode.alive().exists(), timeout=30)
+    name = WorkerNode.objects.get().name
+    page.goto(f"{instance}/workers/")
+    node = page.locator(f'[data-node="{name}"]')
+    assert node.locator('[data-state="ok"]').is_visible()
+    assert "0 of" in node.locator(".in-flight").inner_text()
+    page.on("dialog", lambda dialog: dialog.accept())  # "Drain …? It takes no new runs"
+    node.get_by_role("button", name="Drain").click()
+    page.wait_for_selector(f'[data-node="{name}"] [data-state="draining"]', timeout=30_000)
+    run = PipelineRun.enqueue(Pipeline.objects.get(name="ticker"), trigger="manual")
+    page.goto(f"{instance}{run.get_absolute_url()}")
+    waiting = page.locator("#run-waiting").inner_text()
+    assert "every worker that could take it is draining" in waiting
+    page.goto(f"{instance}/workers/")
+    page.get_by_role("button", name="Take runs again").click()
+    assert wait_for(
+        lambda: PipelineRun.objects.get(pk=run.pk).status == PipelineRun.Status.SUCCEEDED,
+        timeout=60,
+    )

@@ -4,14 +4,16 @@ database; the cache on a node is bounded; bundles nothing names are removed."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from pipelines_app.bundles import archive, bundle_folder, fingerprint
+from pipelines_app.bundles import archive, bundle_folder, fingerprint, safe_extract
 from pipelines_app.discovery import discover
 from pipelines_app.models import CodeBundle, Pipeline
 from runs_app.models import PipelineRun, RunRefused
@@ -44,9 +46,6 @@ def test_an_archive_holds_the_code_and_nothing_else_the_same_every_time(tmp_path
     time.sleep(0.01)
     second = write_folder(tmp_path / "two")  # the same content, written later
     assert archive(second) == (data, files)  # deterministic: no times, owners or paths
-    import io
-    import tarfile
-
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {member.name: member for member in tar.getmembers()}
     assert sorted(members) == ["alias.py", "lib/__init__.py", "lib/x.py", "main.py", "run.sh"]
@@ -154,3 +153,26 @@ def test_bundles_nothing_names_are_removed_daily(make_pipeline):
     assert CodeBundle.objects.count() == 3
     assert retention.apply().bundles_removed == 1
     assert set(CodeBundle.objects.all()) == {run.bundle, Pipeline.objects.get(pk=etl.pk).bundle}
+
+
+@pytest.mark.parametrize(
+    ("member", "problem"),
+    [
+        (("../escape.py", tarfile.REGTYPE, ""), "leaves the folder"),
+        (("/etc/cron.d/x", tarfile.REGTYPE, ""), "leaves the folder"),
+        (("out", tarfile.SYMTYPE, "/etc/passwd"), "leads out of the folder"),
+        (("up", tarfile.SYMTYPE, "../../etc"), "leads out of the folder"),
+        (("null", tarfile.CHRTYPE, ""), "is not a file, a folder or a link"),
+    ],
+)
+def test_an_archive_that_would_leave_its_folder_is_refused(tmp_path, member, problem):
+    name, kind, link = member
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar, pytest.raises(tarfile.TarError, match=problem):
+        safe_extract(tar, tmp_path / "into")
+    assert not (tmp_path / "escape.py").exists()
