@@ -7,7 +7,7 @@ Debian's Chromium driven by Playwright. The pipeline prints a line every 100 ms 
 wall-clock time it printed it; the page records when each line was added to the log view.
 Same machine, same clock. Target: p50 under 300 ms. With --redis (e.g.
 redis://127.0.0.1:6379/10, an empty database) the instance runs with REDIS_URL set: Redis
-broker, and lines pushed through the channel layer instead of the viewer polling the file.
+broker, and lines pushed through the channel layer instead of the viewer polling the database.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> None:
         delays.append((arrived - printed) * 1000)
     p50, p95, worst = percentiles(delays)
     print(
-        f"{args.executor}, {'Redis channel layer' if args.redis else 'file polling'}: "
+        f"{args.executor}, {'Redis channel layer' if args.redis else 'database polling'}: "
         f"{len(delays)} lines printed → shown in Chromium: "
         f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms"
     )

@@ -1,9 +1,12 @@
 """Trigger → first line on a cold and on a warm worker node (a pipeline with requirements).
 
-    uv run python bench/node_first_line.py [--runs 5]
+    createdb -h 127.0.0.1 -U postgres fastflow_nodes
+    DATABASE_URL=postgres://postgres@127.0.0.1/fastflow_nodes \
+        uv run python bench/node_first_line.py
 
-A throw-away instance (SQLite in a temp folder); two worker nodes started one after the
-other as real `manage.py worker` processes, each with its own DATA_DIR, LOGS_DIR and an
+An instance on an empty PostgreSQL database of the bench's own (its wake-ups cross
+"machines"; SQLite's go through a folder nodes do not share); two worker nodes started one
+after the other as real `manage.py worker` processes, each with its own DATA_DIR, LOGS_DIR and an
 empty uv cache of its own. On node-a the first run resolves and downloads its requirements
 (the warm-up: a cold instance); then --runs warm runs. On node-b the lock node-a made is not
 in its cache: its first run installs exactly that lock first (a cold node); then warm runs.
@@ -13,6 +16,7 @@ Measured from `PipelineRun.enqueue` until the first output line is stored in the
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import tempfile
@@ -23,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="fastflow-bench-nodes-"))
 os.environ.update(
-    DATABASE_URL=f"sqlite:///{WORK}/instance.sqlite3",
+    # Several nodes: the keys come from the environment (each node would make its own).
+    SECRET_KEY=base64.urlsafe_b64encode(os.urandom(40)).decode(),
+    ENCRYPTION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
     DATA_DIR=str(WORK / "discovering-node"),
     LOGS_DIR=str(WORK / "discovering-node-logs"),
     PIPELINES_DIR=str(WORK / "pipelines"),
@@ -113,7 +119,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    print(f"instance in {WORK} (SQLite); trigger → first line stored, docker executor")
+    if "postgres" not in os.environ.get("DATABASE_URL", ""):
+        raise SystemExit("set DATABASE_URL to an empty PostgreSQL database of the bench's own")
+    print(f"instance in {WORK} (PostgreSQL); trigger → first line stored, docker executor")
     node("node-a", args.runs)
     node("node-b", args.runs)
 

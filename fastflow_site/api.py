@@ -329,7 +329,7 @@ def run_log(
     """Lines after number `after` (0: from the start), at most `limit` of them."""
     _require(request, "runs_app.view_pipelinerun")
     run = _get_run(run_id)
-    tail = LogTail(run.pk)
+    tail = LogTail(run.pk, chunks_per_read=1)  # a page needs a few thousand lines at most
     tail.seek(max(0, after))
     lines: list[tuple[int, str, str, str]] = []
     finished = run.status in PipelineRun.FINAL_STATUSES  # read before the file: no line lost

@@ -111,12 +111,13 @@ class LogTail:
     after the cursor (a few chunks at a time; call again for more), `seek(after)` moves the
     cursor to just past line `after` (or the last stored line, if fewer)."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, chunks_per_read: int = READ_CHUNKS) -> None:
         self.run_id = run_id
         self.seq = 0
+        self.chunks_per_read = chunks_per_read
 
     def read(self) -> list[Line]:
-        lines = lines_after(self.run_id, self.seq)
+        lines = lines_after(self.run_id, self.seq, self.chunks_per_read)
         if lines:
             self.seq = lines[-1][0]
         return lines
