@@ -254,7 +254,8 @@ def test_a_stopped_worker_hands_its_runs_over_at_once(
     settings.RUN_HEARTBEAT_TIMEOUT = 300  # a lapsed lease would take five minutes
     make_pipeline(
         "longer",
-        main="import time\nfor i in range(20):\n    print('tick', i, flush=True)\n"
+        # Long enough to outlast a slow stop (the worker's threads, its pool) on a busy machine.
+        main="import time\nfor i in range(60):\n    print('tick', i, flush=True)\n"
         "    time.sleep(0.25)\n",
     )
     discover()
@@ -269,7 +270,7 @@ def test_a_stopped_worker_hands_its_runs_over_at_once(
     assert wait_for(lambda: all_final([run]), timeout=60), worker.log.read_text()[-3000:]
     run.refresh_from_db()
     assert run.status == Status.SUCCEEDED
-    assert output_lines(run) == [f"tick {i}" for i in range(20)]
+    assert output_lines(run) == [f"tick {i}" for i in range(60)]
 
 
 def test_a_run_whose_container_vanished_is_marked_lost(
