@@ -94,20 +94,20 @@ def entries(folder: Path) -> list[Entry]:
     return sorted(found, key=lambda entry: entry.name)
 
 
-def fingerprint(folder: Path) -> str:
+def fingerprint(folder: Path, listed: list[Entry] | None = None) -> str:
     """Changes whenever a bundle of the folder would (and, rarely, when only a time did)."""
     digest = hashlib.sha256()
-    for entry in entries(folder):
+    for entry in entries(folder) if listed is None else listed:
         digest.update(
             f"{entry.name}\0{entry.size}\0{entry.mtime_ns}\0{entry.executable}\0{entry.link}\n".encode()
         )
     return digest.hexdigest()
 
 
-def archive(folder: Path) -> tuple[bytes, int]:
+def archive(folder: Path, listed: list[Entry] | None = None) -> tuple[bytes, int]:
     """The deterministic tar archive of `folder` and how many entries it holds."""
     buffer = io.BytesIO()
-    listed = entries(folder)
+    listed = entries(folder) if listed is None else listed
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for entry in listed:
             info = tarfile.TarInfo(entry.name)
@@ -151,9 +151,9 @@ def safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
             raise tarfile.TarError(f"{member.name!r} is not a file, a folder or a link")
 
 
-def store(folder: Path) -> CodeBundle:
+def store(folder: Path, listed: list[Entry] | None = None) -> CodeBundle:
     """The bundle of `folder`'s content, stored now unless it already is."""
-    data, files = archive(folder)
+    data, files = archive(folder, listed)
     sha = hashlib.sha256(data).hexdigest()
     found = CodeBundle.objects.filter(sha256=sha).first()
     if found is not None:
@@ -171,13 +171,14 @@ def bundle_folder(pipeline: Pipeline) -> CodeBundle:
     """Discovery's: the bundle of the pipeline's folder as it is now, which the pipeline
     names from now on (stored unless the same content already is)."""
     folder = Path(pipeline.folder_path)
-    now = fingerprint(folder)
+    listed = entries(folder)  # one walk for the fingerprint and, when it changed, the archive
+    now = fingerprint(folder, listed)
     if pipeline.bundle_id is not None and now == pipeline.bundle_fingerprint:
         if pipeline.bundle_node != settings.WORKER_NAME:
             Pipeline.objects.filter(pk=pipeline.pk).update(bundle_node=settings.WORKER_NAME)
             pipeline.bundle_node = settings.WORKER_NAME
         return pipeline.bundle
-    bundle, commit = store(folder), commit_of(folder)
+    bundle, commit = store(folder, listed), commit_of(folder)
     fields = {
         "bundle": bundle,
         "bundle_fingerprint": now,

@@ -94,6 +94,8 @@ class Shipper:
                 delay = min(max(delay * 2, 0.25), RETRY_MAX_SECONDS)
             except Exception:
                 logger.exception("storing run logs failed; trying again")
+                with contextlib.suppress(DatabaseError):
+                    connection.close()  # (a connection Django did not see die: a new one)
                 delay = RETRY_MAX_SECONDS
 
 

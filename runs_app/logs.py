@@ -104,12 +104,15 @@ class MetricsWriter:
         with self.ship_lock:
             with self.lock:
                 batch = list(self.pending)
+                self.pending.clear()
             if not batch:
                 return True
-            stored_logs.store_samples(self.run_id, self.last_seq + 1, batch)
-            with self.lock:
-                for _ in batch:
-                    self.pending.popleft()
+            try:
+                stored_logs.store_samples(self.run_id, self.last_seq + 1, batch)
+            except BaseException:
+                with self.lock:  # back in front of what came meanwhile; the newest kept
+                    self.pending = deque([*batch, *self.pending], maxlen=self.pending.maxlen)
+                raise
             self.last_seq += len(batch)
             self.stored += len(batch)
             if self.stored >= settings.METRICS_MAX_SAMPLES:
@@ -229,7 +232,7 @@ class LogWriter:
         size = len(record.encode())
         self.size += size
         self.seq += 1
-        timestamp, stream, text = parse_line(record)
+        timestamp, stream, text = stored_logs.parse_record(record)
         self.recent.append(text)
         if stream == SYSTEM:
             self.last_system = text
@@ -364,14 +367,9 @@ def count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
 
 
-def parse_line(record: str) -> tuple[str, str, str]:
-    """(timestamp, stream, text) of one record."""
-    return stored_logs.parse_record(record)
-
-
 def read_lines(path: Path) -> list[tuple[str, str, str]]:
     """The records of a plain log file (a warm-up's)."""
     if not path.exists():
         return []
     with open(path, encoding="utf-8", errors="replace") as log:
-        return [parse_line(line) for line in log]
+        return [stored_logs.parse_record(line) for line in log]

@@ -189,8 +189,3 @@ def thin_samples(run_id: int) -> int:
         if kept:
             store_samples(run_id, last + 1, kept)
     return len(kept)
-
-
-def remove_stored(run_id: int) -> None:
-    """A run's log and samples (retention)."""
-    LogChunk.objects.filter(run_id=run_id).delete()

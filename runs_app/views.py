@@ -124,9 +124,9 @@ def run_log(request: HttpRequest, public_id) -> HttpResponse | StreamingHttpResp
         tail = LogTail(run.pk)
         while batch := tail.read():  # a few chunks at a time, one piece of the response each
             yield "".join(
-                f"{timestamp} {'[fast-flow] ' if stream == SYSTEM else ''}{text}\n"
-                if with_timestamps
-                else f"{'[fast-flow] ' if stream == SYSTEM else ''}{text}\n"
+                (f"{timestamp} " if with_timestamps else "")
+                + ("[fast-flow] " if stream == SYSTEM else "")
+                + f"{text}\n"
                 for _, timestamp, stream, text in batch
             )
 

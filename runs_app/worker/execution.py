@@ -195,7 +195,9 @@ class RunFollower:
             self.metrics.close()
             return
         except (OSError, tarfile.TarError, zlib.error) as exc:
-            self._end_without_code(f"its code bundle could not be unpacked here: {exc}")
+            self._fail_before_start(
+                FailureReason.INTERNAL_ERROR, f"its code bundle could not be unpacked here: {exc}"
+            )
             return
         if run.pipeline.spec.type == "models":
             self.steps = StepRecorder(run, mask)
@@ -393,29 +395,24 @@ class RunFollower:
             logger.warning("run %s: %s; could not be ended now", self.run, message)
         live.status_changed(self.run.public_id)
 
-    def _end_without_code(self, message: str) -> None:
-        """Its code cannot be had on this node (a damaged bundle, a full disk)."""
-        try:
-            self._conclude(Status.FAILED, FailureReason.INTERNAL_ERROR, message)
-        except (LeaseLost, DatabaseError):
-            logger.warning("run %s: could not be ended now; another worker will", self.run)
-        finally:
-            self.log.close()
-            self.metrics.close()
-            live.status_changed(self.run.public_id)
-
     def _fail_before_start(self, reason: str, message: str) -> None:
-        """End a run that cannot start at all (a secret that does not decrypt)."""
+        """End a run that cannot start at all (a secret that does not decrypt, its code
+        that cannot be had on this node)."""
         try:
-            self.log = LogWriter(
-                spool_path(self.run.public_id), publish_as=self.run.public_id, run_id=self.run.pk
-            )
+            if self.log is None:
+                self.log = LogWriter(
+                    spool_path(self.run.public_id),
+                    publish_as=self.run.public_id,
+                    run_id=self.run.pk,
+                )
             self._conclude(Status.FAILED, reason, f"cannot start: {message}")
         except (LeaseLost, DatabaseError):
             logger.warning("run %s: could not be ended now; another worker will", self.run)
         finally:
             if self.log is not None:
                 self.log.close()
+            if self.metrics is not None:
+                self.metrics.close()
             live.status_changed(self.run.public_id)
 
 
