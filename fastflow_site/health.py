@@ -51,7 +51,7 @@ def worker() -> Check:
 
 
 def engine() -> Check:
-    if settings.FASTFLOW_EXECUTOR != "docker":
+    if settings.FASTFLOW_EXECUTOR == "local":
         return Check("engine", True, f"executor {settings.FASTFLOW_EXECUTOR}: no engine needed")
     workers = list(WorkerProcess.alive().values_list("engine_ok", "engine_error"))
     if any(ok for ok, _ in workers):

@@ -161,10 +161,13 @@ PYTHON_IMAGES = env.dict("PYTHON_IMAGES", default={"3.13": "fastflow-worker:py3.
 # bookworm's 3.11): a pipeline's requires-python picks it when it fits, else PYTHON_IMAGES.
 WORKER_IMAGE_PYTHON = env.str("WORKER_IMAGE_PYTHON", default="3.11")
 FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
-if FASTFLOW_EXECUTOR not in ("docker", "local"):
+if FASTFLOW_EXECUTOR not in ("docker", "swarm", "local"):
     raise ImproperlyConfigured(
-        f"FASTFLOW_EXECUTOR={FASTFLOW_EXECUTOR!r} is not an executor; use docker or local"
+        f"FASTFLOW_EXECUTOR={FASTFLOW_EXECUTOR!r} is not an executor; use docker, swarm or local"
     )
+# The swarm executor (docs/swarm.md): placement constraints every run's service gets, beside
+# those of its pipeline's `placement` ("node.role==worker,node.labels.zone==a").
+SWARM_CONSTRAINTS = [c.strip() for c in env.list("SWARM_CONSTRAINTS", default=[]) if c.strip()]
 UV_PRE_HEAT = env.bool("UV_PRE_HEAT", default=True)
 MAX_CONCURRENT_RUNS = _int("MAX_CONCURRENT_RUNS", 10, minimum=1)
 # Daemons (restart_on_crash) run in slots of their own, never taking MAX_CONCURRENT_RUNS's.

@@ -13,11 +13,18 @@ class NodeLike(Protocol):
     name: str
     labels: dict
     draining: bool
+    # Its runs are placed by a cluster (the swarm executor): it takes runs of any placement,
+    # which the cluster's own constraints then honour.
+    placed_by_cluster: bool
 
 
 def fits(labels: Mapping[str, str], placement: Placement) -> bool:
     """Whether a node with `labels` has every label the placement asks for."""
     return all(labels.get(name) == value for name, value in placement)
+
+
+def node_fits(node: NodeLike, placement: Placement) -> bool:
+    return node.placed_by_cluster or fits(node.labels, placement)
 
 
 def describe(placement: Placement) -> str:
@@ -26,7 +33,7 @@ def describe(placement: Placement) -> str:
 
 def taking(nodes: Iterable[NodeLike], placement: Placement) -> list[NodeLike]:
     """The (live) nodes that would take a run with this placement now."""
-    return [node for node in nodes if not node.draining and fits(node.labels, placement)]
+    return [node for node in nodes if not node.draining and node_fits(node, placement)]
 
 
 def why_waiting(nodes: Sequence[NodeLike], placement: Placement) -> str:
@@ -36,8 +43,8 @@ def why_waiting(nodes: Sequence[NodeLike], placement: Placement) -> str:
     page and `runpipeline` say that)."""
     if not nodes or taking(nodes, placement):
         return ""
-    if placement and not any(fits(node.labels, placement) for node in nodes):
+    if placement and not any(node_fits(node, placement) for node in nodes):
         names = ", ".join(node.name for node in nodes)
         return f"no live worker has the labels {describe(placement)} (live: {names})"
-    fitting = [node.name for node in nodes if fits(node.labels, placement)]
+    fitting = [node.name for node in nodes if node_fits(node, placement)]
     return f"every worker that could take it is draining ({', '.join(fitting)})"

@@ -16,16 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE = "fflab0"
-SUBNET = "10.231.0"
 RUN_DIR = Path("/run/fastflow-lab")
 DATA_ROOT = Path("/var/lib/fastflow-lab")
-RULES = [
-    # (table, chain, rule)
-    ["nat", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o", BRIDGE, "-j", "MASQUERADE"],
-    ["filter", "DOCKER-USER", "-i", BRIDGE, "-j", "ACCEPT"],
-    ["filter", "DOCKER-USER", "-o", BRIDGE, "-j", "ACCEPT"],
-]
 
 
 def sh(*command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -47,6 +39,7 @@ class Engine:
     name: str
     number: int
     process: subprocess.Popen | None = None
+    node_id: str = ""  # in a Swarm
 
     @property
     def namespace(self) -> str:
@@ -56,25 +49,45 @@ class Engine:
     def socket(self) -> str:
         return f"unix://{RUN_DIR}/{self.name}.sock"
 
+    subnet: str = "10.231.0"
+
     @property
     def address(self) -> str:
-        return f"{SUBNET}.{10 + self.number}"
+        return f"{self.subnet}.{10 + self.number}"
 
     def docker(self, *args: str, **options) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", "-H", self.socket, *args], **options)
 
 
 class Lab:
-    def __init__(self, names: list[str]) -> None:
-        self.engines = [Engine(name, number) for number, name in enumerate(names, start=1)]
+    """Engines named `names` behind the bridge `bridge` on `subnet`.0/24 (labs that may run
+    at the same time, in two test processes, need their own names, bridge and subnet)."""
+
+    def __init__(
+        self,
+        names: list[str],
+        engine_options: tuple[str, ...] = (),
+        bridge: str = "fflab0",
+        subnet: str = "10.231.0",
+    ) -> None:
+        self.engines = [
+            Engine(name, number, subnet=subnet) for number, name in enumerate(names, start=1)
+        ]
+        self.engine_options = engine_options  # for every engine's dockerd
+        self.bridge, self.subnet = bridge, subnet
+        self.rules = [  # (table, chain, rule)
+            ["nat", "POSTROUTING", "-s", f"{subnet}.0/24", "!", "-o", bridge, "-j", "MASQUERADE"],
+            ["filter", "DOCKER-USER", "-i", bridge, "-j", "ACCEPT"],
+            ["filter", "DOCKER-USER", "-o", bridge, "-j", "ACCEPT"],
+        ]
 
     def up(self, images: list[str]) -> None:
         self.down()  # what a lab that was killed left
-        sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-        sh("ip", "link", "set", BRIDGE, "up")
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for table, chain, *rule in RULES:
+        for table, chain, *rule in self.rules:
             sh("iptables", "-t", table, "-I", chain, *rule)
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         for engine in self.engines:
@@ -89,16 +102,18 @@ class Lab:
         host, inside = f"{engine.namespace}-h", f"{engine.namespace}-c"
         sh("ip", "netns", "add", engine.namespace)
         sh("ip", "link", "add", host, "type", "veth", "peer", "name", inside)
-        sh("ip", "link", "set", host, "master", BRIDGE, "up")
+        sh("ip", "link", "set", host, "master", self.bridge, "up")
         sh("ip", "link", "set", inside, "netns", engine.namespace)
         ns = ("ip", "-n", engine.namespace)
         sh(*ns, "link", "set", inside, "name", "eth0")
         sh(*ns, "addr", "add", f"{engine.address}/24", "dev", "eth0")
         sh(*ns, "link", "set", "eth0", "up")
         sh(*ns, "link", "set", "lo", "up")
-        sh(*ns, "route", "add", "default", "via", f"{SUBNET}.1")
+        sh(*ns, "route", "add", "default", "via", f"{self.subnet}.1")
 
     def _start(self, engine: Engine) -> None:
+        # A Swarm the engine was in before (a lab that was killed) is not joined again.
+        shutil.rmtree(DATA_ROOT / engine.name / "swarm", ignore_errors=True)
         # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts.
         log = open(RUN_DIR / f"{engine.name}.log", "w")  # noqa: SIM115
         engine.process = subprocess.Popen(
@@ -109,6 +124,7 @@ class Lab:
                 "--exec-root", str(RUN_DIR / f"{engine.name}.exec"),
                 "--pidfile", str(RUN_DIR / f"{engine.name}.pid"),
                 "-H", engine.socket,
+                *self.engine_options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -134,6 +150,48 @@ class Lab:
         engine.docker("load", "-q", stdin=save.stdout, check=True, capture_output=True)
         save.wait()
 
+    def swarm(self) -> None:
+        """Join the engines in one Swarm: the first is its manager, the others workers,
+        each labelled `node=<its name>` (what placement constraints name)."""
+        manager, *workers = self.engines
+        manager.docker("swarm", "leave", "--force", capture_output=True)
+        manager.docker(
+            "swarm", "init", "--advertise-addr", manager.address,
+            "--listen-addr", f"{manager.address}:2377",
+            check=True, capture_output=True,
+        )  # fmt: skip
+        token = manager.docker(
+            "swarm", "join-token", "-q", "worker", check=True, capture_output=True, text=True
+        ).stdout.strip()
+        for engine in workers:
+            engine.docker("swarm", "leave", "--force", capture_output=True)
+            engine.docker(
+                "swarm", "join", "--token", token, "--advertise-addr", engine.address,
+                f"{manager.address}:2377", check=True, capture_output=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = manager.docker(
+                "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ID}}",
+                capture_output=True, text=True,
+            ).stdout.split("\n")  # fmt: skip
+            ready = [line.split() for line in listed if " Ready " in f"{line} "]
+            if len(ready) == len(self.engines):
+                break
+            time.sleep(0.3)
+        else:
+            raise RuntimeError("the lab's engines did not all join the Swarm")
+        # Every node answers to its lab name (hostnames are the machine's, the same for all).
+        for engine in self.engines:
+            node_id = engine.docker(
+                "info", "--format", "{{.Swarm.NodeID}}", capture_output=True, text=True
+            ).stdout.strip()
+            manager.docker(
+                "node", "update", "--label-add", f"node={engine.name}", node_id,
+                check=True, capture_output=True,
+            )  # fmt: skip
+            engine.node_id = node_id
+
     def down(self) -> None:
         """Stop every engine the lab started (by pid) and remove what it made."""
         for engine in self.engines:
@@ -154,10 +212,10 @@ class Lab:
                     engine.process.wait(timeout=10)
             sh("ip", "link", "del", f"{engine.namespace}-h", check=False)
             sh("ip", "netns", "del", engine.namespace, check=False)
-        for table, chain, *rule in RULES:
+        for table, chain, *rule in self.rules:
             while sh("iptables", "-t", table, "-D", chain, *rule, check=False).returncode == 0:
                 pass
-        sh("ip", "link", "del", BRIDGE, check=False)
+        sh("ip", "link", "del", self.bridge, check=False)
 
 
 def _alive(pid: int) -> bool:

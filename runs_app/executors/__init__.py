@@ -1,11 +1,11 @@
-"""Executors run one pipeline run each: Docker (the product) or local subprocesses."""
+"""Executors run one pipeline run each: Docker (the product), Docker Swarm (a cluster
+places them) or local subprocesses."""
 
 from __future__ import annotations
 
-import os
-
 from django.conf import settings
 
+from runs_app.executors import engine
 from runs_app.executors.base import (
     EngineUnavailable,
     Executor,
@@ -18,6 +18,7 @@ from runs_app.executors.base import (
 from runs_app.executors.docker import DockerExecutor
 from runs_app.executors.local import LocalExecutor
 from runs_app.executors.pool import PooledDockerExecutor
+from runs_app.executors.swarm import SwarmExecutor
 
 __all__ = [
     "EngineUnavailable",
@@ -36,7 +37,9 @@ def engine_description() -> str:
     """What runs this node's runs, for the Workers page."""
     if settings.FASTFLOW_EXECUTOR == "local":
         return "local processes"
-    return f"docker at {os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}"
+    if settings.FASTFLOW_EXECUTOR == "swarm":
+        return f"docker swarm, managed at {engine.host()}"
+    return f"docker at {engine.host()}"
 
 
 def get_executor() -> Executor:
@@ -44,6 +47,8 @@ def get_executor() -> Executor:
     runs in pooled containers when RUN_POOL_SIZE is set)."""
     if settings.FASTFLOW_EXECUTOR == "local":
         return LocalExecutor()
+    if settings.FASTFLOW_EXECUTOR == "swarm":
+        return SwarmExecutor()
     if settings.RUN_POOL_SIZE:
         return PooledDockerExecutor()
     return DockerExecutor()

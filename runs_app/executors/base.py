@@ -81,6 +81,8 @@ class RunSpec:
     netrc: str = ""
     # A warm-up: the indexes its requirements name ("--extra-index-url URL"), for its lock.
     index_options: tuple[str, ...] = ()
+    # pipeline.json `placement` (label, value) pairs: the nodes a cluster may place it on.
+    placement: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -280,6 +282,8 @@ class MarkerReader:
             self.outcome.resolved = [str(item)[:200] for item in resolved[:2000]]
         elif word == "cell":
             return self.cell(rest)
+        elif word == "sample":
+            return self.sample(rest)
         elif word in ("step", "artifact"):
             try:
                 report = json.loads(rest)
@@ -290,6 +294,18 @@ class MarkerReader:
             (self.watch.on_step if word == "step" else self.watch.on_artifact)(report)
         else:
             return False
+        return True
+
+    def sample(self, message: str) -> bool:
+        """CPU and memory the run measured itself (swarm_boot.py: the manager has no stats)."""
+        try:
+            report = json.loads(message)
+            cpu, memory = report.get("cpu"), report.get("memory")
+            cpu = None if cpu is None else max(float(cpu), 0.0)
+            memory = None if memory is None else max(int(memory), 0)
+        except (ValueError, TypeError, AttributeError):
+            return False
+        record_sample(self.outcome, self.watch, cpu, memory)
         return True
 
     def cell(self, message: str) -> bool:

@@ -19,6 +19,7 @@ docker-py's private parts are used here and nowhere else, each for a reason:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,11 @@ def reachable(what: str = "cannot be reached", also: tuple = ()) -> Iterator[Non
         raise EngineUnavailable(f"The Docker engine {what} ({exc})") from exc
 
 
+def host() -> str:
+    """The engine's address, as people configure it."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def connect() -> docker.DockerClient:
     """A client for the engine DOCKER_HOST names (or the local socket)."""
     try:
@@ -61,15 +67,22 @@ def connect() -> docker.DockerClient:
         raise EngineUnavailable(f"The Docker engine cannot be reached ({exc})") from exc
 
 
-def stream(api: docker.APIClient, path: str, container_id: str, params: dict) -> requests.Response:
-    """A streaming GET of one container's endpoint (`/containers/{0}/logs`, `…/stats`),
-    with DOCKER_STREAM_TIMEOUT as its read timeout (none by default: a run may be quiet for
-    hours). APIError / NotFound when the engine refuses it."""
+def stream(
+    api: docker.APIClient,
+    path: str,
+    container_id: str,
+    params: dict,
+    timeout: float | None = None,
+) -> requests.Response:
+    """A streaming GET of one container's (or service's) endpoint (`/containers/{0}/logs`,
+    `…/stats`, `/services/{0}/logs`), with `timeout` or DOCKER_STREAM_TIMEOUT as its read
+    timeout (none by default: a run may be quiet for hours). APIError / NotFound when the
+    engine refuses it."""
     response = api._get(
         api._url(path, container_id),
         params=params,
         stream=True,
-        timeout=settings.DOCKER_STREAM_TIMEOUT,
+        timeout=timeout or settings.DOCKER_STREAM_TIMEOUT,
     )
     api._raise_for_status(response)
     return response

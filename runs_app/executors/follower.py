@@ -62,6 +62,9 @@ class ContainerFollower:
     """Follows one container to its end: its log (two streams, re-opened as needed), its
     resource samples, and — through `supervise` — cancel, timeout and the lease."""
 
+    LOG_PATH = "/containers/{0}/logs"
+    STREAM_TIMEOUT: float | None = None  # DOCKER_STREAM_TIMEOUT
+
     def __init__(
         self,
         api: docker.APIClient,
@@ -227,7 +230,7 @@ class ContainerFollower:
                 self.stopping.wait(1.0)
 
     def _open(self, path: str, params: dict) -> requests.Response:
-        response = engine.stream(self.api, path, self.container_id, params)
+        response = engine.stream(self.api, path, self.container_id, params, self.STREAM_TIMEOUT)
         with self.lock:
             self.responses.add(response)
         return response
@@ -307,11 +310,11 @@ class ContainerFollower:
         """One pass over docker's multiplexed log stream (stdout and stderr frames), after
         the last frame consumed. docker-py's public `logs()` merges the two streams; the
         frame header tells them apart, so the stream is read here frame by frame."""
-        params = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1}
+        params = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1, **self.log_params()}
         if self.seen:
             params["since"] = docker_since(min(stamp for stamp, _ in self.seen.values()))
         skip = dict(self.seen)
-        response = self._open("/containers/{0}/logs", params)
+        response = self._open(self.LOG_PATH, params)
         try:
             raw = response.raw
             while True:
@@ -330,16 +333,17 @@ class ContainerFollower:
         """A re-attached follower learns what the launcher told its predecessor (when the
         code started, uv's version, the route) from the whole stderr once: markers are not
         in the stored log, and the new follower's stream starts after its last line."""
-        params = {"stdout": 0, "stderr": 1, "follow": 0, "timestamps": 1}
+        params = {"stdout": 0, "stderr": 1, "follow": 0, "timestamps": 1, **self.log_params()}
+        params["follow"] = 0
         try:
-            response = self._open("/containers/{0}/logs", params)
+            response = self._open(self.LOG_PATH, params)
         except (NotFound, APIError, *STREAM_ERRORS):
             return
         try:
             raw = response.raw
             while len(header := read_exactly(raw, 8)) == 8:
                 payload = read_exactly(raw, struct.unpack(">BxxxL", header)[1])
-                stamp, _, text = payload.decode("utf-8", errors="replace").partition(" ")
+                stamp, text = self.split_payload(payload)
                 marker = fastflow_markers.parse(text)
                 if marker and marker[0] in fastflow_markers.REPEATABLE:
                     self.reader.marker(*marker, docker_timestamp(stamp)[1])
@@ -348,10 +352,19 @@ class ContainerFollower:
         finally:
             self._close(response)
 
+    def log_params(self) -> dict:
+        """What else the log endpoint is asked for."""
+        return {}
+
+    def split_payload(self, payload: bytes) -> tuple[str, str]:
+        """A frame's timestamp and its text."""
+        stamp, _, text = payload.decode("utf-8", errors="replace").partition(" ")
+        return stamp, text
+
     def _frame(self, stream: str, payload: bytes, skip: dict[str, tuple[str, float]]) -> None:
         """One frame. Frames are told apart by docker's timestamp and, for the frames of one
         long line (which share it), by their count: a frame is never consumed twice."""
-        stamp, _, text = payload.decode("utf-8", errors="replace").partition(" ")
+        stamp, text = self.split_payload(payload)
         timestamp, moment = docker_timestamp(stamp)
         skip_stamp, skip_count = skip.get(stream, ("", 0))
         if timestamp < skip_stamp:

@@ -13,6 +13,8 @@ A marker is one line on the run's stderr: MARK (an ASCII record separator, then
     cell <JSON>           a notebook cell's start, retry or end             launcher.py
     step <JSON>           a models node's progress                          models_runner.py
     artifact <JSON>       a piece of an artifact (dbt docs, the graph)      models_runner.py
+    sample <JSON>         the run's CPU (% of a core) and memory (bytes),   swarm_boot.py
+                          from its own cgroup: {"cpu": …, "memory": …}
 
 Only these words make a marker; any other line — one that starts with MARK included — is
 the run's output. The worker's reader (runs_app.executors.base.MarkerReader) acts on them.
@@ -32,7 +34,19 @@ import sys
 
 MARK = "\x1efastflow:"
 WORDS = frozenset(
-    {"started", "handover", "uv", "oom", "route", "note", "resolved", "cell", "step", "artifact"}
+    {
+        "started",
+        "handover",
+        "uv",
+        "oom",
+        "route",
+        "note",
+        "resolved",
+        "cell",
+        "step",
+        "artifact",
+        "sample",
+    }
 )
 # Markers that mean the same when read twice (a follower that re-attaches to a run reads
 # the whole stderr again): steps are stored by their id, artifact pieces at their offset.

@@ -11,7 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from runs_app.models.worker import WorkerProcess
-from runs_app.placement import fits, why_waiting
+from runs_app.placement import node_fits, why_waiting
 
 
 class WorkerNode(models.Model):
@@ -23,6 +23,10 @@ class WorkerNode(models.Model):
         default=0, help_text="How many runs it follows at once (WORKER_CAPACITY)."
     )
     engine = models.CharField(max_length=200, blank=True, help_text="What runs its runs.")
+    placed_by_cluster = models.BooleanField(
+        default=False,
+        help_text="A cluster (Docker Swarm) places its runs: it takes runs of any placement.",
+    )
     pool = models.JSONField(
         default=dict, blank=True, help_text="Its container pool: ready, target and maximum."
     )
@@ -46,13 +50,23 @@ class WorkerNode(models.Model):
         return cls.objects.filter(seen_at__gte=recent)
 
     @classmethod
-    def report(cls, name: str, *, labels: dict, capacity: int, engine: str, pool: dict) -> None:
+    def report(
+        cls,
+        name: str,
+        *,
+        labels: dict,
+        capacity: int,
+        engine: str,
+        pool: dict,
+        placed_by_cluster: bool = False,
+    ) -> None:
         """A worker of this node is alive (its drain stays as it is)."""
         fields = {
             "labels": labels,
             "capacity": capacity,
             "engine": engine,
             "pool": pool,
+            "placed_by_cluster": placed_by_cluster,
             "seen_at": timezone.now(),
         }
         if not cls.objects.filter(name=name).update(**fields):
@@ -69,7 +83,7 @@ class WorkerNode(models.Model):
         return self.seen_at >= timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
 
     def fits(self, placement) -> bool:
-        return fits(self.labels, placement)
+        return node_fits(self, placement)
 
     def drain(self, by: str = "") -> None:
         """No new runs from now on; those it follows finish."""

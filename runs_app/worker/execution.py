@@ -515,6 +515,7 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
         python_version=config.python_version,
         image=run.pipeline.worker_image,
         data_dir=run.pipeline.data_folder,
+        placement=tuple(config.placement),
         env=environment,
         cpu_hard_limit=limits.cpu_hard,
         mem_hard_limit_bytes=limits.mem_hard_bytes,

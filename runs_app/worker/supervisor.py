@@ -79,8 +79,10 @@ class RunSupervisor:
         for claimed in waiting[:LOOK_AT_MOST]:
             if self.stopping.is_set() or room <= 0:
                 return
-            if not fits(settings.WORKER_LABELS, claimed.pipeline.spec.placement):
-                continue  # another node's
+            if settings.FASTFLOW_EXECUTOR != "swarm" and not fits(
+                settings.WORKER_LABELS, claimed.pipeline.spec.placement
+            ):
+                continue  # another node's (a Swarm places every run by its constraints)
             run = PipelineRun.take(claimed.pk, worker_id())
             if run is None:
                 continue  # another worker took it first

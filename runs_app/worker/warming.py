@@ -181,6 +181,7 @@ def _install(
         netrc=netrc,
         index_options=tuple(pipeline.index_options),
         lock=lock,
+        placement=tuple(pipeline.spec.placement),
     )
     handles: list[str] = []
     install_watch = Watch(

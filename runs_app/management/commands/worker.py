@@ -100,7 +100,7 @@ class Command(BaseCommand):
         self.sending = Loop("notifications")
         self.threads.add("notifications", self.deliver_notifications, [self.sending])
         keeper = None
-        if settings.FASTFLOW_EXECUTOR != "local" and settings.RUN_POOL_SIZE:
+        if settings.FASTFLOW_EXECUTOR == "docker" and settings.RUN_POOL_SIZE:
             keeper = PoolKeeper(worker_id())
             keeper.start(self.threads)
         self.keeper = keeper
@@ -165,6 +165,7 @@ class Command(BaseCommand):
                     capacity=settings.WORKER_CAPACITY,
                     engine=engine_description(),
                     pool=self.keeper.state() if self.keeper else {},
+                    placed_by_cluster=settings.FASTFLOW_EXECUTOR == "swarm",
                 )
             self.stopping.wait(REPORT_EVERY_SECONDS)
 

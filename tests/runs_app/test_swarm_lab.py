@@ -1,0 +1,263 @@
+"""The swarm executor on a real Docker Swarm: three engines, each in a network namespace of
+its own (tests/lab.py), joined in one Swarm — s1 its manager, s2 and s3 workers — each
+started as docs/swarm.md asks (no new privileges, no traffic between containers) and with
+the worker image loaded. Fast-Flow talks to the manager only.
+
+The Docker executor's lock-down and hostile-pipeline tests hold here too; and placement by
+label, cancel, timeout, re-attach after the worker restarts, a node lost mid-run, and
+nothing left behind after many runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from django.conf import settings as django_settings
+
+from runs_app.executors.layout import LABEL_RUN
+from runs_app.follow import wait_for
+from runs_app.models import PipelineRun
+from tests import lab as lab_module
+from tests.runs_app.conftest import in_thread, queued, run_now
+from tests.runs_app.test_executors import LOCKDOWN_PROBE, log_text, output_lines
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.docker,
+    pytest.mark.lab,
+    pytest.mark.parametrize("executor", ["swarm"], indirect=True),
+    pytest.mark.usefixtures("runs_setup", "on_swarm"),
+]
+Status, Reason = PipelineRun.Status, PipelineRun.FailureReason
+ON_POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+@pytest.fixture(scope="module")
+def swarm():
+    if not ON_POSTGRES:
+        pytest.skip("the labs run in the PostgreSQL pass (one pass is enough for an engine)")
+    if why := lab_module.available():
+        pytest.skip(why)
+    lab = lab_module.Lab(
+        ["s1", "s2", "s3"],
+        engine_options=("--no-new-privileges", "--icc=false"),
+        bridge="ffswarm0",
+        subnet="10.232.0",
+    )
+    if os.environ.get("FASTFLOW_SWARM_LAB") == "up":  # one a developer keeps up between runs
+        for engine in lab.engines:
+            engine.node_id = engine.docker(
+                "info", "--format", "{{.Swarm.NodeID}}", capture_output=True, text=True
+            ).stdout.strip()
+        yield lab
+        return
+    lab.up([django_settings.WORKER_IMAGE])
+    lab.swarm()
+    yield lab
+    lab.down()
+
+
+@pytest.fixture
+def on_swarm(swarm, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", swarm.engines[0].socket)
+    yield
+    assert_nothing_left(swarm)
+
+
+def manager(swarm, *args: str) -> str:
+    return swarm.engines[0].docker(*args, capture_output=True, text=True, check=True).stdout
+
+
+def assert_nothing_left(swarm) -> None:
+    """No service, secret or config of a run outlives it, nor a container on any node."""
+    for kind in ("service", "secret", "config"):
+        left = manager(swarm, kind, "ls", "-q", "--filter", f"label={LABEL_RUN}").split()
+        assert left == [], f"{kind}s left: {left}"
+
+    def no_containers() -> bool:
+        return all(not task_containers(engine) for engine in swarm.engines)
+
+    assert wait_for(no_containers, timeout=30), "a run's container outlived its service"
+
+
+def task_containers(engine) -> list[str]:
+    """The Swarm task containers on one node (none from an engine that is stopped)."""
+    listed = engine.docker(
+        "ps", "-aq", "--filter", "label=com.docker.swarm.service.name",
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return listed.stdout.split() if listed.returncode == 0 else []
+
+
+def read_log(run: PipelineRun) -> str:
+    return log_text(run) if PipelineRun.objects.filter(pk=run.pk).exists() else ""
+
+
+def started(make_pipeline, name: str, main: str, config: dict | None = None):
+    """A run of a new pipeline, followed in a thread of its own: (run, thread)."""
+    run = queued(make_pipeline, name, main, config)
+    return run, in_thread(run)
+
+
+SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(120)\nprint('woke')\n"
+
+
+def test_a_run_is_placed_by_the_swarm_and_locked_down(make_pipeline):
+    run = run_now(make_pipeline, "probe", LOCKDOWN_PROBE)
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    lines = output_lines(run)
+    assert "uid 10001 gid 10001" in lines
+    assert "caps 0000000000000000 no_new_privs 1" in lines
+    assert "refused /etc/fastflow-test 30" in lines  # read-only root
+    assert "refused /usr/local/bin/x 30" in lines
+    assert "wrote /tmp/scratch" in lines
+    assert "pid1 /sbin/docker-init" in lines
+    assert "with the swarm executor" in log_text(run)
+
+
+def test_a_pipeline_placed_by_label_runs_on_that_node(make_pipeline, swarm):
+    run = run_now(make_pipeline, "pinned", "print('here')\n", config={"placement": {"node": "s2"}})
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert f"placed on Swarm node vm ({swarm.engines[1].node_id[:10]})" in log_text(run)
+
+
+def test_secrets_reach_the_run_and_never_the_service_spec(make_pipeline, swarm):
+    from secrets_app.models import Variable
+
+    stored = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
+    stored.set_value("s3cr3t-value-for-swarm")
+    stored.save()
+    run, thread = started(
+        make_pipeline,
+        "secretive",
+        "import os, time\nprint('len', len(os.environ['API_TOKEN']), flush=True)\n"
+        "time.sleep(120)\n",
+    )
+    assert wait_for(lambda: "O len 22" in read_log(run), timeout=60), read_log(run)
+    run.refresh_from_db()
+    spec = manager(swarm, "service", "inspect", run.container_id)
+    assert "s3cr3t" not in spec and "API_TOKEN" not in spec
+    secrets = json.loads(manager(swarm, "secret", "ls", "--format", "{{json .}}") or "null")
+    assert secrets  # the run's own, while it runs
+    run.request_cancel()
+    thread.join(timeout=60)
+    run.refresh_from_db()
+    assert run.status == Status.CANCELLED, log_text(run)
+    assert "s3cr3t" not in log_text(run)
+
+
+def test_cancel_removes_the_service(make_pipeline):
+    run, thread = started(make_pipeline, "sleepy", SLEEPER)
+    assert wait_for(lambda: "O up" in read_log(run), timeout=60), read_log(run)
+    run.request_cancel()
+    thread.join(timeout=60)
+    run.refresh_from_db()
+    assert run.status == Status.CANCELLED, log_text(run)
+    assert "woke" not in log_text(run)
+
+
+def test_timeout_removes_the_service(make_pipeline):
+    run = run_now(make_pipeline, "late", SLEEPER, config={"timeout": 3})
+    assert run.status == Status.TIMED_OUT, log_text(run)
+    assert "O up" in log_text(run)
+
+
+def test_a_memory_hog_is_killed_as_out_of_memory(make_pipeline):
+    main = "hog = []\nwhile True:\n    hog.append(bytearray(16 * 1024 * 1024))\n"
+    run = run_now(make_pipeline, "hog", main, config={"mem_hard_limit": "96m"})
+    assert run.status == Status.FAILED, log_text(run)
+    assert run.failure_reason == Reason.OUT_OF_MEMORY, log_text(run)
+
+
+def test_a_fork_bomb_hits_the_process_limit(make_pipeline, settings):
+    settings.RUN_PIDS_LIMIT = 32
+    main = (
+        "import os, time\n"
+        "while True:\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+    )
+    run = run_now(make_pipeline, "forker", main, config={"timeout": 60})
+    assert run.status == Status.FAILED, log_text(run)
+    assert "limit of 32 processes and threads (RUN_PIDS_LIMIT)" in run.error_message
+
+
+def test_filling_tmp_fails_the_run_saying_its_space_is_full(make_pipeline, settings):
+    settings.RUN_TMPFS_SIZE_MB = 16
+    main = (
+        "block = b'f' * (1024 * 1024)\n"
+        "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(block)\n"
+    )
+    run = run_now(make_pipeline, "filler", main)
+    assert run.status == Status.FAILED, log_text(run)
+    assert "its writable space is full" in run.error_message
+
+
+def test_samples_come_from_inside_the_run(make_pipeline):
+    main = (
+        "import time\nx = bytearray(64 * 1024 * 1024)\n"
+        "end = time.time() + 3\nwhile time.time() < end:\n    pass\n"
+    )
+    run = run_now(make_pipeline, "busy", main)
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert run.peak_memory_bytes and run.peak_memory_bytes >= 64 * 1024**2
+    assert run.peak_cpu_percent and run.peak_cpu_percent > 20
+
+
+def test_runs_cannot_reach_each_other(make_pipeline, swarm):
+    listener = (
+        "import socket, subprocess\n"
+        "server = socket.create_server(('0.0.0.0', 8765))\n"
+        "address = socket.gethostbyname(socket.gethostname())\n"
+        "print('listening', address, flush=True)\n"
+        "server.settimeout(30)\n"
+        "try:\n"
+        "    server.accept()\n"
+        "    print('reached')\n"
+        "except OSError:\n"
+        "    print('nobody came')\n"
+    )
+    on_s2 = {"placement": {"node": "s2"}}
+    server, thread = started(make_pipeline, "listener", listener, on_s2)
+    assert wait_for(lambda: "O listening" in read_log(server), timeout=60), read_log(server)
+    address = read_log(server).split("O listening ", 1)[1].split()[0]
+    caller = run_now(
+        make_pipeline,
+        "caller",
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', 8765), timeout=3)\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n"
+        "    print('refused', type(exc).__name__)\n",
+        config=on_s2,
+    )
+    assert caller.status == Status.SUCCEEDED, log_text(caller)
+    assert output_lines(caller)[0].startswith("refused"), log_text(caller)
+    server.request_cancel()
+    thread.join(timeout=60)
+
+
+def test_requirements_are_warmed_on_every_node_then_linked_read_only(make_pipeline, swarm):
+    tamper = (
+        "import os, six\n"
+        "print('six', six.__version__)\n"
+        "try:\n"
+        "    open(os.path.realpath(six.__file__), 'a').write('x')\n"
+        "    print('wrote the cache')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+    )
+    for node in ("s2", "s3"):
+        run = run_now(
+            make_pipeline,
+            f"six-{node}",
+            tamper,
+            config={"placement": {"node": node}},
+            requirements="six==1.16.0\n",
+        )
+        assert run.status == Status.SUCCEEDED, log_text(run)
+        assert output_lines(run)[-2:] == ["six 1.16.0", "refused 30"], log_text(run)
