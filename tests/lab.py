@@ -111,9 +111,9 @@ class Lab:
         sh(*ns, "link", "set", "lo", "up")
         sh(*ns, "route", "add", "default", "via", f"{self.subnet}.1")
 
-    def _start(self, engine: Engine) -> None:
-        # A Swarm the engine was in before (a lab that was killed) is not joined again.
-        shutil.rmtree(DATA_ROOT / engine.name / "swarm", ignore_errors=True)
+    def _start(self, engine: Engine, fresh: bool = True) -> None:
+        if fresh:  # a Swarm the engine was in before (a lab that was killed) is not joined
+            shutil.rmtree(DATA_ROOT / engine.name / "swarm", ignore_errors=True)
         # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts.
         log = open(RUN_DIR / f"{engine.name}.log", "w")  # noqa: SIM115
         engine.process = subprocess.Popen(
@@ -150,6 +150,30 @@ class Lab:
         engine.docker("load", "-q", stdin=save.stdout, check=True, capture_output=True)
         save.wait()
 
+    def stop(self, engine: Engine) -> None:
+        """Stop one engine (SIGTERM by its pid, SIGKILL after 30 s): its containers stop."""
+        pid_file = RUN_DIR / f"{engine.name}.pid"
+        pid = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid = int(pid_file.read_text())
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.2)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if engine.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                engine.process.wait(timeout=10)
+            engine.process = None
+
+    def start(self, engine: Engine) -> None:
+        """Start a stopped engine again, as it was (a Swarm node rejoins its Swarm)."""
+        self._start(engine, fresh=False)
+        self._wait(engine)
+
     def swarm(self) -> None:
         """Join the engines in one Swarm: the first is its manager, the others workers,
         each labelled `node=<its name>` (what placement constraints name)."""
@@ -169,6 +193,8 @@ class Lab:
                 "swarm", "join", "--token", token, "--advertise-addr", engine.address,
                 f"{manager.address}:2377", check=True, capture_output=True,
             )  # fmt: skip
+        # Nodes that stop are noticed in a few seconds, not 15 (tests stop one mid-run).
+        manager.docker("swarm", "update", "--dispatcher-heartbeat", "1s", capture_output=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             listed = manager.docker(
@@ -195,21 +221,7 @@ class Lab:
     def down(self) -> None:
         """Stop every engine the lab started (by pid) and remove what it made."""
         for engine in self.engines:
-            pid_file = RUN_DIR / f"{engine.name}.pid"
-            pid = None
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                pid = int(pid_file.read_text())
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and _alive(pid):
-                    time.sleep(0.2)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if engine.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    engine.process.wait(timeout=10)
+            self.stop(engine)
             sh("ip", "link", "del", f"{engine.namespace}-h", check=False)
             sh("ip", "netns", "del", engine.namespace, check=False)
         for table, chain, *rule in self.rules:

@@ -16,6 +16,8 @@ import os
 import pytest
 from django.conf import settings as django_settings
 
+from pipelines_app.discovery import discover
+from pipelines_app.models import Pipeline
 from runs_app.executors.layout import LABEL_RUN
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
@@ -261,3 +263,101 @@ def test_requirements_are_warmed_on_every_node_then_linked_read_only(make_pipeli
         )
         assert run.status == Status.SUCCEEDED, log_text(run)
         assert output_lines(run)[-2:] == ["six 1.16.0", "refused 30"], log_text(run)
+
+
+TICKS = "import time\nfor i in range({n}):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_log_stays_whole(
+    make_pipeline, swarm, settings, tmp_path
+):
+    """The task goes on without its worker; the next worker re-attaches and reads on after
+    the last stored line: every line once."""
+    from tests.runs_app.test_worker import Worker
+
+    run = queued(make_pipeline, "ticker", TICKS.format(n=16))
+    worker = Worker(settings, tmp_path)
+    worker.env = {"FASTFLOW_EXECUTOR": "swarm", "DOCKER_HOST": swarm.engines[0].socket}
+    worker.start()
+    try:
+        assert wait_for(lambda: "O tick 3" in read_log(run), timeout=60), read_log(run)
+        worker.kill()
+        run.refresh_from_db()
+        assert manager(swarm, "service", "ls", "-q", "--filter", f"name={run.container_id}")
+        worker.start()
+        assert wait_for(
+            lambda: PipelineRun.objects.get(pk=run.pk).status in PipelineRun.FINAL_STATUSES,
+            timeout=120,
+        )
+    finally:
+        worker.stop()
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert output_lines(run) == [f"tick {i}" for i in range(16)]
+    assert "re-attached to the run" in log_text(run)
+
+
+def test_a_node_lost_mid_run_loses_the_run_which_is_retried_once(make_pipeline, swarm):
+    """s3's engine stops: Swarm gives its task up, Fast-Flow removes the service (no second
+    task, ever) and retries the run by its policy; pinned to s3, the retry waits — saying
+    why — until s3 is back."""
+    s3 = swarm.engines[2]
+    config = {
+        "placement": {"node": "s3"},
+        "retry_attempts": 1,
+        "retry_strategy": {"type": "fixed_delay", "delay": 0},
+    }
+    run, thread = started(make_pipeline, "fragile", SLEEPER, config)
+    assert wait_for(lambda: "O up" in read_log(run), timeout=60), read_log(run)
+    try:
+        swarm.stop(s3)
+        thread.join(timeout=120)
+        run.refresh_from_db()
+        assert run.status == Status.FAILED and run.failure_reason == Reason.LOST, log_text(run)
+        assert "left (or its engine stopped)" in run.error_message
+        assert manager(swarm, "service", "ls", "-q", "--filter", f"label={LABEL_RUN}") == ""
+        retry = PipelineRun.objects.get(retry_of=run)
+        retry_thread = in_thread(retry)
+        assert wait_for(lambda: "cannot place it yet" in read_log(retry), timeout=60)
+    finally:
+        swarm.start(s3)
+    assert wait_for(lambda: "O up" in read_log(retry), timeout=120), read_log(retry)
+    retry.request_cancel()
+    retry_thread.join(timeout=120)
+    retry.refresh_from_db()
+    assert retry.status == Status.CANCELLED, log_text(retry)
+    assert "no suitable node" in log_text(retry)
+    assert PipelineRun.objects.filter(pipeline__name="fragile").count() == 2
+
+
+def test_fifty_runs_leave_no_service_secret_config_or_container(
+    make_pipeline, swarm, settings, tmp_path
+):
+    from tests.runs_app.test_worker import Worker
+
+    make_pipeline("quick", main="print('done')\n")
+    discover()
+    pipeline = Pipeline.objects.get(name="quick")
+    runs = [PipelineRun.enqueue(pipeline, trigger="api") for _ in range(50)]
+    worker = Worker(settings, tmp_path)
+    worker.env = {
+        "FASTFLOW_EXECUTOR": "swarm",
+        "DOCKER_HOST": swarm.engines[0].socket,
+        "MAX_CONCURRENT_RUNS": "8",
+    }
+    worker.start()
+    try:
+        assert wait_for(
+            lambda: PipelineRun.objects.filter(
+                pk__in=[run.pk for run in runs], status__in=PipelineRun.FINAL_STATUSES
+            ).count()
+            == 50,
+            timeout=300,
+        )
+    finally:
+        worker.stop()
+    statuses = set(
+        PipelineRun.objects.filter(pk__in=[run.pk for run in runs]).values_list("status", flat=True)
+    )
+    assert statuses == {Status.SUCCEEDED}
+    # (on_swarm's teardown: no service, secret, config or container is left)
