@@ -5,6 +5,13 @@ A container must be created as Fast-Flow creates runs and warm-ups: a non-root u
 capabilities dropped, no-new-privileges, no privileged mode, devices, added capabilities,
 host namespaces or weakened security profiles, no published ports, no volumes, and bind
 mounts only under the allowed host paths (read-only where the allowance says so).
+
+On a Swarm manager (the swarm executor) the same for services: Fast-Flow's labelled
+services only, as it makes them — a non-root user, a read-only root, every capability
+dropped, no added capabilities, groups or privileges, no published ports or networks, no
+bind mounts, the node's uv cache the only volume (read-only but for warm-ups), and only
+the run's own secret and configs (named after its service); secrets and configs made
+with Fast-Flow's run label only. Nodes may be read, never changed.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from urllib.parse import parse_qs
 RUN_LABEL = "fastflow.run_id"
 POOL_LABEL = "fastflow.pool"
 VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
-CONTAINER = r"/containers/(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})"
+OBJECT_ID = r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})"
+CONTAINER = r"/containers/" + OBJECT_ID
+SERVICE, SECRET, CONFIG = (f"/{kind}/" + OBJECT_ID for kind in ("services", "secrets", "configs"))
 # (method, path) a run needs; `container` ones are about one existing container.
 ALLOWED = [
     ("GET", r"/_ping", None),
@@ -37,7 +46,27 @@ ALLOWED = [
     ("GET", r"/networks", None),
     ("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", None),
     ("POST", r"/networks/create", None),
+    # Swarm (the swarm executor): the kinds named in OWNED, Fast-Flow's own objects only.
+    ("GET", r"/services", None),
+    ("POST", r"/services/create", None),
+    ("GET", SERVICE, "service"),
+    ("DELETE", SERVICE, "service"),
+    ("GET", SERVICE + r"/logs", "service"),
+    ("GET", r"/tasks", None),
+    ("GET", r"/nodes", None),
+    ("GET", r"/nodes/(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})", None),
+    ("GET", r"/secrets", None),
+    ("POST", r"/secrets/create", None),
+    ("GET", SECRET, "secret"),
+    ("DELETE", SECRET, "secret"),
+    ("GET", r"/configs", None),
+    ("POST", r"/configs/create", None),
+    ("GET", CONFIG, "config"),
+    ("DELETE", CONFIG, "config"),
 ]
+SWARM_LISTS = {"/services", "/secrets", "/configs"}  # listed with the run label filter only
+CACHE_VOLUME = "fastflow-uv-cache"
+RUN_NAME_PREFIX = "fastflow-run-"
 ALLOWED_SECURITY_OPTS = {"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"}
 SHARED_NAMESPACE = re.compile(r"^(host|container:.*)$")
 
@@ -188,4 +217,82 @@ def check_network_create(body: bytes) -> str:
         return "only bridge networks may be made"
     if (config.get("Labels") or {}).get("fastflow.network") != "runs":
         return "only Fast-Flow's run network may be made"
+    return ""
+
+
+def filtered(query: dict[str, list[str]], key: str) -> list[str]:
+    """The values a list query is filtered by under `key` ("service", "label", …)."""
+    try:
+        filters = json.loads(query.get("filters", ["{}"])[0])
+    except ValueError:
+        return []
+    values = filters.get(key, []) if isinstance(filters, dict) else []
+    if isinstance(values, dict):
+        values = list(values)
+    return [value for value in values if isinstance(value, str)]
+
+
+def check_swarm_object_create(body: bytes) -> str:
+    """A secret or config: Fast-Flow's run label, a run's name."""
+    try:
+        config = json.loads(body or b"{}")
+    except ValueError:
+        return "the body is not JSON"
+    if not isinstance(config, dict):
+        return "the body is not a JSON object"
+    if RUN_LABEL not in (config.get("Labels") or {}):
+        return f"secrets and configs must carry the {RUN_LABEL} label"
+    if not str(config.get("Name", "")).startswith(RUN_NAME_PREFIX):
+        return f"secrets and configs must be named {RUN_NAME_PREFIX}…"
+    return ""
+
+
+def check_service_create(body: bytes, image_ids: set[str] | None) -> str:
+    """Why this service-create is refused ("" when its task keeps a run's confinement).
+    `image_ids`: the ids of the allowed images (None: any image)."""
+    try:
+        service = json.loads(body or b"{}")
+    except ValueError:
+        return "the body is not JSON"
+    if not isinstance(service, dict):
+        return "the body is not a JSON object"
+    name = str(service.get("Name") or "")
+    if RUN_LABEL not in (service.get("Labels") or {}) or not name.startswith(RUN_NAME_PREFIX):
+        return f"services must carry the {RUN_LABEL} label and a run's name"
+    mode = service.get("Mode") or {}
+    replicas = (mode.get("Replicated") or {}).get("Replicas", 1)
+    if set(mode) - {"Replicated", "Global"} or ("Replicated" in mode and replicas > 1):
+        return "a run is one replicated task (or a warm-up, one per node)"
+    if (service.get("EndpointSpec") or {}).get("Ports"):
+        return "published ports are not allowed"
+    task = service.get("TaskTemplate") or {}
+    if service.get("Networks") or task.get("Networks"):
+        return "networks are not allowed (runs use each node's default bridge)"
+    spec = task.get("ContainerSpec") or {}
+    if image_ids is not None and spec.get("Image") not in image_ids:
+        return f"the image {spec.get('Image')!r} is not the worker image (by its id)"
+    if str(spec.get("User") or "").split(":")[0] in ("", "0", "root"):
+        return "containers must run as a non-root user"
+    if not spec.get("ReadOnly"):
+        return "the root file system must be read-only"
+    if "ALL" not in [cap.upper() for cap in spec.get("CapabilityDrop") or []]:
+        return "containers must drop all capabilities (CapabilityDrop: ALL)"
+    for key in ("CapabilityAdd", "Groups", "Privileges", "Sysctls", "Isolation"):
+        if spec.get(key):
+            return f"{key} is not allowed"
+    warm = (service.get("Labels") or {}).get("fastflow.purpose") == "warm"
+    for mount in spec.get("Mounts") or []:
+        kind = mount.get("Type", "volume")
+        if kind == "tmpfs":
+            continue
+        if kind != "volume" or mount.get("Source") != CACHE_VOLUME:
+            return f"only tmpfs and the {CACHE_VOLUME} volume may be mounted"
+        if mount.get("VolumeOptions"):
+            return "volume options are not allowed"
+        if not mount.get("ReadOnly") and not warm:
+            return f"the {CACHE_VOLUME} volume is read-only for runs"
+    for kind in ("Secrets", "Configs"):
+        for reference in spec.get(kind) or []:
+            if not str(reference.get(f"{kind[:-1]}Name", "")).startswith(f"{name}-"):
+                return f"a run may use its own {kind.lower()} only"
     return ""

@@ -77,7 +77,49 @@ class Guard:
             return policy.check_network_create(body)
         if kind == "container":
             return await self.judge_container(matched.group("id"))
+        return await self.judge_swarm(path, query, body, kind, matched)
+
+    async def judge_swarm(self, path: str, query: dict, body: bytes, kind, matched) -> str:
+        """Services, tasks, secrets and configs: Fast-Flow's own only (policy.py)."""
+        if path in policy.SWARM_LISTS and not policy.lists_runs_only(query):
+            return f"list {path[1:]} with a {policy.RUN_LABEL} label filter"
+        if path == "/services/create":
+            return policy.check_service_create(body, await self.image_ids())
+        if path in ("/secrets/create", "/configs/create"):
+            return policy.check_swarm_object_create(body)
+        if path == "/tasks":
+            services = policy.filtered(query, "service")
+            if not services:
+                return "list the tasks of a service (a service filter)"
+            for service in services:
+                if reason := await self.judge_owned("services", service):
+                    return reason
+        if kind in ("service", "secret", "config"):
+            return await self.judge_owned(f"{kind}s", matched.group("id"))
         return ""
+
+    async def judge_owned(self, kind: str, object_id: str) -> str:
+        """A service, secret or config must carry Fast-Flow's run label."""
+        if "/" in object_id or object_id in ("", ".", ".."):
+            return f"{object_id!r} is not a name"
+        status, answer = await self.ask_engine(f"/{kind}/{object_id}")
+        if status == 404:
+            return ""  # the engine answers "not found" itself
+        labels = (_json(answer).get("Spec") or {}).get("Labels") or {}
+        if status != 200 or policy.RUN_LABEL not in labels:
+            return f"these {kind} were not made by Fast-Flow"
+        return ""
+
+    async def image_ids(self) -> set[str] | None:
+        """The ids of the allowed images (services name their image by id), or None."""
+        if not self.images:
+            return None
+        ids = set()
+        for image in self.images:
+            status, answer = await self.ask_engine(f"/images/{image}/json")
+            if status == 200 and _json(answer).get("Id"):
+                ids.add(_json(answer)["Id"])
+        return ids
 
     async def judge_container(self, container_id: str) -> str:
         """Calls about a container are for Fast-Flow's own (those with its run label)."""

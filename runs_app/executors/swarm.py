@@ -31,6 +31,7 @@ import gzip
 import io
 import json
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -46,6 +47,7 @@ from runs_app.executors.base import (
     prepare_environment,
 )
 from runs_app.executors.docker import DockerExecutor
+from runs_app.executors.engine import docker_timestamp
 from runs_app.executors.layout import (
     LABEL_PIPELINE,
     LABEL_RUN,
@@ -69,6 +71,9 @@ PART_BYTES = 480 * 1024  # Swarm keeps configs under 500 KB
 MAX_PARTS = 64  # ~30 MB of compressed code: more is not what configs are for
 WORK_TMPFS_MB = 512
 LABEL_PURPOSE = "fastflow.purpose"
+# A run's secret and configs without its service, older than this, are left over (a worker
+# that died between making them and the service): swept by reconcile.
+SWEEP_AFTER = timedelta(minutes=2)
 REPLICATED_ONCE = {"Replicated": {"Replicas": 1}}  # and restart condition none
 
 
@@ -186,16 +191,22 @@ class SwarmExecutor(DockerExecutor):
         found = {
             service["Spec"]["Labels"][LABEL_RUN]: service["Spec"]["Name"] for service in services
         }
-        self._remove_labelled(LABEL_RUN, keep=set(found))
+        made_before = datetime.now(UTC) - SWEEP_AFTER
+        self._remove_labelled(LABEL_RUN, keep=set(found), made_before=made_before)
         return found
 
-    def _remove_labelled(self, label: str, keep: set[str] = frozenset()) -> None:
-        """Secrets and configs with `label` (a run's: "fastflow.run_id=<id>"), but those
-        of the runs in `keep`; one in use (a run being made right now) stays."""
+    def _remove_labelled(
+        self, label: str, keep: set[str] = frozenset(), made_before: datetime | None = None
+    ) -> None:
+        """Secrets and configs with `label` (a run's: "fastflow.run_id=<id>"), but those of
+        the runs in `keep` and those made since `made_before` (a run being made right now
+        has them before its service)."""
         with engine.reachable():
             for kind in ("secret", "config"):
                 for item in getattr(self.api, f"{kind}s")(filters={"label": label}):
                     if item["Spec"]["Labels"].get(LABEL_RUN) in keep:
+                        continue
+                    if made_before and docker_timestamp(item["CreatedAt"])[1] > made_before:
                         continue
                     with contextlib.suppress(NotFound, APIError):
                         getattr(self.api, f"remove_{kind}")(item["ID"])

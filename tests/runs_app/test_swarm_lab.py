@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings as django_settings
+from docker.errors import APIError
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
@@ -24,6 +27,7 @@ from runs_app.models import PipelineRun
 from tests import lab as lab_module
 from tests.runs_app.conftest import in_thread, queued, run_now
 from tests.runs_app.test_executors import LOCKDOWN_PROBE, log_text, output_lines
+from tests.runs_app.test_swarm import SERVICE_FORBIDDEN, good_service
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -348,16 +352,90 @@ def test_fifty_runs_leave_no_service_secret_config_or_container(
     worker.start()
     try:
         assert wait_for(
-            lambda: PipelineRun.objects.filter(
-                pk__in=[run.pk for run in runs], status__in=PipelineRun.FINAL_STATUSES
-            ).count()
-            == 50,
+            lambda: (
+                PipelineRun.objects.filter(
+                    pk__in=[run.pk for run in runs], status__in=PipelineRun.FINAL_STATUSES
+                ).count()
+                == 50
+            ),
             timeout=300,
         )
     finally:
         worker.stop()
-    statuses = set(
-        PipelineRun.objects.filter(pk__in=[run.pk for run in runs]).values_list("status", flat=True)
+    failed = PipelineRun.objects.filter(pk__in=[run.pk for run in runs]).exclude(
+        status=Status.SUCCEEDED
     )
-    assert statuses == {Status.SUCCEEDED}
+    assert not failed.exists(), "\n".join(log_text(run) for run in failed)
     # (on_swarm's teardown: no service, secret, config or container is left)
+
+
+# --- the engine guard in front of the manager ----------------------------------------------
+
+
+@pytest.fixture
+def swarm_guard(swarm, tmp_path):
+    """The engine guard in front of the manager, as docs/swarm.md deploys it: a client of
+    the guard (docker-py's low-level API) and its port."""
+    import docker
+
+    from tests.runs_app.conftest import free_port
+    from tests.runs_app.test_engine_guard import _listening
+    from tests.runs_app.test_worker import kill_group
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine_guard"],
+        cwd=django_settings.BASE_DIR,
+        env={**os.environ, "GUARD_LISTEN": f"127.0.0.1:{port}",
+             "GUARD_UPSTREAM": swarm.engines[0].socket.removeprefix("unix://"),
+             "GUARD_IMAGES": django_settings.WORKER_IMAGE},
+        stdout=open(tmp_path / "guard.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )  # fmt: skip
+    assert wait_for(lambda: _listening(port), timeout=20), (tmp_path / "guard.log").read_text()
+    yield docker.APIClient(base_url=f"tcp://127.0.0.1:{port}", timeout=30), port
+    kill_group(process)
+
+
+def test_a_whole_swarm_run_passes_through_the_guard(make_pipeline, swarm_guard, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{swarm_guard[1]}")
+    run = run_now(make_pipeline, "guarded", "print('through the guard')\n")
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    assert output_lines(run) == ["through the guard"]
+
+
+@pytest.mark.parametrize("case", SERVICE_FORBIDDEN)
+def test_a_forbidden_service_is_refused_with_its_reason(swarm_guard, case):
+    client, _ = swarm_guard
+    change, reason = SERVICE_FORBIDDEN[case]
+    service = good_service(client.inspect_image(django_settings.WORKER_IMAGE)["Id"])
+    change(service)
+    with pytest.raises(APIError) as refused:
+        client._result(client._post_json(client._url("/services/create"), data=service), True)
+    assert refused.value.status_code == 403
+    assert reason in str(refused.value)
+
+
+def test_swarm_objects_fastflow_did_not_make_are_off_limits(swarm, swarm_guard):
+    client, _ = swarm_guard
+    image = client.inspect_image(django_settings.WORKER_IMAGE)["Id"]
+    manager(swarm, "service", "create", "-d", "--name", "someone-elses", image, "sleep", "600")
+    manager(swarm, "secret", "create", "someone-elses-secret", "/etc/hostname")
+    try:
+        for call in (
+            lambda: client.inspect_service("someone-elses"),
+            lambda: client.remove_service("someone-elses"),
+            lambda: client.tasks(filters={"service": "someone-elses"}),
+            lambda: client.services(),
+            lambda: client.tasks(),
+            lambda: client.inspect_secret("someone-elses-secret"),
+            lambda: client.remove_secret("someone-elses-secret"),
+            lambda: client.create_secret("plain", b"x"),
+            lambda: client.update_node("x", 1, {}),
+        ):
+            with pytest.raises(APIError) as refused:
+                call()
+            assert refused.value.status_code == 403, call
+    finally:
+        manager(swarm, "service", "rm", "someone-elses")
+        manager(swarm, "secret", "rm", "someone-elses-secret")
