@@ -37,6 +37,7 @@ from pathlib import Path
 from django.conf import settings
 from docker.errors import APIError, NotFound
 
+from pipelines_app.bundles import entries
 from runs_app.executors import engine
 from runs_app.executors.base import (
     EngineUnavailable,
@@ -244,6 +245,8 @@ def variables(spec: RunSpec) -> dict[str, str]:
             UV_PYTHON_INSTALL_DIR=f"{RUN_CACHE}/python",
             UV_OFFLINE="1",
             UV_PYTHON_DOWNLOADS="never",
+            # A node that joined the Swarm after the warm-up lacks the packages.
+            FASTFLOW_CACHE_FALLBACK="1",
         )
     if settings.RUN_CA_BUNDLE and Path(settings.RUN_CA_BUNDLE).is_file():
         env.update(SSL_CERT_FILE=f"{WORK}/tools/ca.pem", REQUESTS_CA_BUNDLE=f"{WORK}/tools/ca.pem")
@@ -257,8 +260,6 @@ def variables(spec: RunSpec) -> dict[str, str]:
 def delivery(spec: RunSpec) -> bytes:
     """One gzipped tar: the pipeline's code (pipeline/), the tools (tools/) and the CA
     bundle runs trust (tools/ca.pem)."""
-    from pipelines_app.bundles import entries
-
     buffer = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as packed,

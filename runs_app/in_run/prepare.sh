@@ -13,6 +13,8 @@
 # FASTFLOW_INDEX_OPTIONS a warm-up: the index lines of its requirements, kept in its lock
 # FASTFLOW_LOCK          a run: the lock its warm-up made ("name==version" lines); a
 #                        warm-up: a lock another node made, installed into this node's cache
+# FASTFLOW_CACHE_FALLBACK 1: a run whose packages are not all in the node's cache downloads
+#                        exactly its lock into its own (the swarm executor)
 #
 # FASTFLOW_REQUIREMENTS names where the environment comes from (pipelines_app/
 # environments.py): uv.lock (installed as locked: exported, development groups left out),
@@ -104,8 +106,16 @@ if [ -n "$FASTFLOW_REQUIREMENTS" ] || [ -n "$FASTFLOW_PYTHON" ]; then
     fi
     if [ -n "$FASTFLOW_LOCK" ]; then
         printf '%s\n' "$FASTFLOW_LOCK" | resolve_links >"$lock"
-        uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
-            --find-links "$wheelhouse" --requirements "$lock"
+        if ! uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
+            --find-links "$wheelhouse" --requirements "$lock"; then
+            [ "$FASTFLOW_CACHE_FALLBACK" = 1 ] || exit 1
+            # A Swarm node that joined after the warm-up: exactly the lock, downloaded into
+            # the run's own cache (the node's is filled by the next warm-up).
+            printf '\036fastflow:note %s\n' "this Swarm node's uv cache lacks some of its \
+packages: downloading exactly its lock for this run" >&2
+            (unset UV_OFFLINE && uv pip install --python "$FASTFLOW_ENV_DIR" --no-deps \
+                --find-links "$wheelhouse" --requirements "$lock")
+        fi
     fi
     VIRTUAL_ENV="$FASTFLOW_ENV_DIR"
     PATH="$FASTFLOW_ENV_DIR/bin:$PATH"
@@ -115,4 +125,5 @@ fi
 launcher="$FASTFLOW_LAUNCHER"
 unset FASTFLOW_ENV_DIR FASTFLOW_REQUIREMENTS FASTFLOW_PYTHON FASTFLOW_LAUNCHER
 unset FASTFLOW_WARM_ONLY FASTFLOW_LOCK FASTFLOW_EXTRAS FASTFLOW_GROUPS FASTFLOW_INDEX_OPTIONS
+unset FASTFLOW_CACHE_FALLBACK
 exec "$python" -u "$launcher" "$@"

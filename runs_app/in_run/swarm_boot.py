@@ -42,7 +42,8 @@ RUN_CACHE = Path("/run/uv-cache")  # tmpfs: the run's own uv cache
 # The node's uv cache volume (read-only for runs), where the image has a folder of the run
 # user's: a new volume takes its owner from there.
 SHARED_CACHE = Path("/home/fastflow")
-PER_RUN_CACHE_BUCKETS = ("builds-", "environments-", "interpreter-")
+PER_RUN_CACHE_BUCKETS = ("builds-", "environments-", "interpreter-")  # layout.py's
+WHEELHOUSE = "fastflow-wheels-v1"  # layout.WHEELHOUSE_BUCKET
 CGROUP = Path("/sys/fs/cgroup")
 SAMPLE_EVERY = 1.0
 REFUSED = 125
@@ -100,11 +101,12 @@ def link_cache(cache: Path) -> None:
     """The shared buckets, read-only, inside the run's own cache (where uv writes what an
     install needs for itself)."""
     cache.mkdir(parents=True, exist_ok=True)
-    if not SHARED_CACHE.is_dir():
-        return
-    for bucket in SHARED_CACHE.iterdir():
-        if bucket.is_dir() and not bucket.name.startswith((".", *PER_RUN_CACHE_BUCKETS)):
-            (cache / bucket.name).symlink_to(bucket)
+    if SHARED_CACHE.is_dir():
+        for bucket in SHARED_CACHE.iterdir():
+            if bucket.is_dir() and not bucket.name.startswith((".", *PER_RUN_CACHE_BUCKETS)):
+                (cache / bucket.name).symlink_to(bucket)
+    # prepare.sh looks for built wheels there: a node that was never warmed has none.
+    (cache / WHEELHOUSE).mkdir(exist_ok=True)
 
 
 class Cgroup:

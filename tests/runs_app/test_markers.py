@@ -87,16 +87,18 @@ def test_the_in_run_writers_use_only_words_of_the_protocol():
 
 
 def test_prepare_sh_spells_the_uv_marker_as_the_protocol_does():
-    """prepare.sh is sh and cannot import the protocol: its one marker is held to it here."""
+    """prepare.sh is sh and cannot import the protocol: its markers are held to it here."""
     script = (HERE / "prepare.sh").read_text()
-    (spelled,) = re.findall(r"printf '(\\036fastflow:[a-z]+) ", script)
-    assert spelled.replace("\\036", "\x1e") == MARK + "uv"
+    spelled = re.findall(r"printf '(\\036fastflow:[a-z]+) ", script)
+    assert [word.replace("\\036", "\x1e") for word in spelled] == [MARK + "uv", MARK + "note"]
 
 
 def test_every_tool_the_runs_need_is_copied():
+    """(A Swarm run's first process is delivered on its own, before the tools.)"""
     names = {tool.name for tool in TOOLS}
     assert names == {path.name for path in HERE.iterdir() if path.suffix in (".py", ".sh")} - {
-        "__init__.py"
+        "__init__.py",
+        "swarm_boot.py",
     }
 
 

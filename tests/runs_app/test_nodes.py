@@ -36,6 +36,7 @@ class Node:
     name: str
     labels: dict = field(default_factory=dict)
     draining: bool = False
+    placed_by_cluster: bool = False
 
 
 def test_a_node_fits_when_it_has_every_label_asked_for():

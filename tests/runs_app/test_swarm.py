@@ -139,3 +139,12 @@ def test_a_sample_marker_feeds_the_live_charts_and_the_peaks():
     assert samples == [(50.5, 1024)]
     assert outcome.peak_cpu_percent == 50.5 and outcome.peak_memory_bytes == 1024
     assert fastflow_markers.parse(fastflow_markers.MARK + "sample {}") == ("sample", "{}")
+
+
+def test_the_boot_script_names_the_cache_as_the_other_executors_do():
+    from runs_app.executors import layout
+    from runs_app.in_run import swarm_boot
+
+    assert swarm_boot.WHEELHOUSE == layout.WHEELHOUSE_BUCKET
+    assert swarm_boot.PER_RUN_CACHE_BUCKETS == layout.PER_RUN_CACHE_BUCKETS
+    assert swarm_boot.MARK == fastflow_markers.MARK

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -25,7 +26,7 @@ from runs_app.executors.layout import LABEL_RUN
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests import lab as lab_module
-from tests.runs_app.conftest import in_thread, queued, run_now
+from tests.runs_app.conftest import execute, in_thread, queued, run_now
 from tests.runs_app.test_executors import LOCKDOWN_PROBE, log_text, output_lines
 from tests.runs_app.test_swarm import SERVICE_FORBIDDEN, good_service
 
@@ -439,3 +440,30 @@ def test_swarm_objects_fastflow_did_not_make_are_off_limits(swarm, swarm_guard):
     finally:
         manager(swarm, "service", "rm", "someone-elses")
         manager(swarm, "secret", "rm", "someone-elses-secret")
+
+
+def test_a_node_whose_cache_lacks_the_packages_downloads_exactly_the_lock(make_pipeline, swarm):
+    """A node that joined after the warm-up (here: s3's cache volume removed) still runs
+    the pipeline, with the lock's exact versions, and says why it downloads."""
+    main = "import six\nprint('six', six.__version__)\n"
+    first = run_now(
+        make_pipeline, "six-warm", main, config={"placement": {"node": "s2"}},
+        requirements="six==1.16.0\n",
+    )  # fmt: skip
+    assert first.status == Status.SUCCEEDED, log_text(first)
+    s3 = swarm.engines[2]
+    assert wait_for(  # once no container of an earlier run uses it
+        lambda: (
+            s3.docker("volume", "rm", "-f", "fastflow-uv-cache", capture_output=True).returncode
+            == 0
+            and not task_containers(s3)
+        ),
+        timeout=30,
+    )
+    folder = Path(Pipeline.objects.get(name="six-warm").folder_path)
+    (folder / "pipeline.json").write_text(json.dumps({"placement": {"node": "s3"}}))
+    discover()
+    cold = execute(PipelineRun.enqueue(Pipeline.objects.get(name="six-warm"), trigger="manual"))
+    assert cold.status == Status.SUCCEEDED, log_text(cold)
+    assert output_lines(cold)[-1] == "six 1.16.0"
+    assert "uv cache lacks some of its packages" in log_text(cold)
