@@ -23,7 +23,9 @@ from pipelines_app.sizes import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+# Any variable may come from a file instead: NAME_FILE=/run/secrets/name (Swarm and
+# Compose secrets; docs/swarm.md).
+env = environ.FileAwareEnv()
 _env_file = Path(env.str("FASTFLOW_ENV_FILE", default=str(BASE_DIR / ".env")))
 if _env_file.is_file():
     environ.Env.read_env(_env_file)
@@ -122,8 +124,8 @@ def _encryption_keys(raw: str) -> list[str]:
     return keys
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
-_encryption_key_text = env.str("ENCRYPTION_KEY", default="")
+SECRET_KEY = env.str("SECRET_KEY", default="").strip()  # a secret file's newline is no key
+_encryption_key_text = env.str("ENCRYPTION_KEY", default="").strip()
 # Several nodes need the same keys, from the environment (fastflow_site/node_keys.py).
 KEYS_FROM_ENVIRONMENT = bool(SECRET_KEY and _encryption_key_text)
 KEYS_MADE_NOW = False  # this start made the instance's keys (DATA_DIR/instance-keys.json)

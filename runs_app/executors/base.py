@@ -106,6 +106,8 @@ class Outcome:
     cells: dict[int, dict] = field(default_factory=dict)
     # Warm-ups: the installed distributions, "name==version" (the dependency audit).
     resolved: list[str] = field(default_factory=list)
+    # The run said its code ended (`exit` marker): its end is near (the swarm executor).
+    end_announced: bool = False
 
 
 @dataclass
@@ -284,6 +286,8 @@ class MarkerReader:
             return self.cell(rest)
         elif word == "sample":
             return self.sample(rest)
+        elif word == "exit":
+            self.outcome.end_announced = True
         elif word in ("step", "artifact"):
             try:
                 report = json.loads(rest)

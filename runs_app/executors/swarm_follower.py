@@ -40,6 +40,7 @@ from runs_app.in_run import fastflow_markers
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
 WAITING = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 POLL_SECONDS = 0.5
+POLL_SOON_SECONDS = 0.05  # once the run said its code ended (`exit`)
 # A follow stream with no frame for this long is opened again (a hung stream loses nothing:
 # the next one starts after the last line seen).
 QUIET_STREAM_SECONDS = 30.0
@@ -133,12 +134,14 @@ class ServiceFollower(ContainerFollower):
         return None
 
     def _still_running(self, wait_seconds: float) -> bool:
-        if self.logs_done.wait(wait_seconds):
+        soon = self.outcome.end_announced
+        if self.logs_done.wait(POLL_SOON_SECONDS if soon else wait_seconds):
             return False
         self._raise_if_engine_gone()
         if self.removed or self.lost or self.vanished:
             return False
-        if self.poll_now.is_set() or time.monotonic() - self.last_poll >= POLL_SECONDS:
+        every = POLL_SOON_SECONDS if soon else POLL_SECONDS
+        if self.poll_now.is_set() or time.monotonic() - self.last_poll >= every:
             self._poll()
             if self.lost or self.vanished:
                 return False

@@ -15,6 +15,8 @@ A marker is one line on the run's stderr: MARK (an ASCII record separator, then
     artifact <JSON>       a piece of an artifact (dbt docs, the graph)      models_runner.py
     sample <JSON>         the run's CPU (% of a core) and memory (bytes),   swarm_boot.py
                           from its own cgroup: {"cpu": …, "memory": …}
+    exit <code>           the run's code ended with this code (its task   swarm_boot.py
+                          ends next: the follower looks at once)
 
 Only these words make a marker; any other line — one that starts with MARK included — is
 the run's output. The worker's reader (runs_app.executors.base.MarkerReader) acts on them.
@@ -46,6 +48,7 @@ WORDS = frozenset(
         "step",
         "artifact",
         "sample",
+        "exit",
     }
 )
 # Markers that mean the same when read twice (a follower that re-attaches to a run reads

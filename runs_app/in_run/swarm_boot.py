@@ -193,7 +193,9 @@ def main() -> int:
     done.set()
     if cgroup.oom_kills() > kills_before:
         tell("oom")
-    return 128 - code if code < 0 else code
+    code = 128 - code if code < 0 else code
+    tell("exit", str(code))
+    return code
 
 
 if __name__ == "__main__":
