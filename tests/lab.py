@@ -111,7 +111,9 @@ class Lab:
         sh(*ns, "link", "set", "lo", "up")
         sh(*ns, "route", "add", "default", "via", f"{self.subnet}.1")
 
-    def _start(self, engine: Engine, fresh: bool = True) -> None:
+    def _start(
+        self, engine: Engine, fresh: bool = True, options: tuple[str, ...] | None = None
+    ) -> None:
         if fresh:  # a Swarm the engine was in before (a lab that was killed) is not joined
             shutil.rmtree(DATA_ROOT / engine.name / "swarm", ignore_errors=True)
         # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts.
@@ -124,7 +126,7 @@ class Lab:
                 "--exec-root", str(RUN_DIR / f"{engine.name}.exec"),
                 "--pidfile", str(RUN_DIR / f"{engine.name}.pid"),
                 "-H", engine.socket,
-                *self.engine_options,
+                *(self.engine_options if options is None else options),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -169,9 +171,10 @@ class Lab:
                 engine.process.wait(timeout=10)
             engine.process = None
 
-    def start(self, engine: Engine) -> None:
-        """Start a stopped engine again, as it was (a Swarm node rejoins its Swarm)."""
-        self._start(engine, fresh=False)
+    def start(self, engine: Engine, options: tuple[str, ...] | None = None) -> None:
+        """Start a stopped engine again, as it was (a Swarm node rejoins its Swarm), with
+        other dockerd `options` if given."""
+        self._start(engine, fresh=False, options=options)
         self._wait(engine)
 
     def swarm(self) -> None:

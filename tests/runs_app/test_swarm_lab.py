@@ -98,6 +98,11 @@ def task_containers(engine) -> list[str]:
     return listed.stdout.split() if listed.returncode == 0 else []
 
 
+def node_state(swarm, engine) -> str:
+    state = manager(swarm, "node", "inspect", "--format", "{{.Status.State}}", engine.node_id)
+    return state.strip()
+
+
 def read_log(run: PipelineRun) -> str:
     return log_text(run) if PipelineRun.objects.filter(pk=run.pk).exists() else ""
 
@@ -467,3 +472,37 @@ def test_a_node_whose_cache_lacks_the_packages_downloads_exactly_the_lock(make_p
     assert cold.status == Status.SUCCEEDED, log_text(cold)
     assert output_lines(cold)[-1] == "six 1.16.0"
     assert "uv cache lacks some of its packages" in log_text(cold)
+
+
+def test_a_node_without_the_worker_image_fails_the_run_naming_it(make_pipeline, swarm):
+    s3 = swarm.engines[2]
+    image = manager(swarm, "image", "inspect", "--format", "{{.Id}}", django_settings.WORKER_IMAGE)
+    assert wait_for(
+        lambda: s3.docker("image", "rm", image.strip(), capture_output=True).returncode == 0,
+        timeout=30,
+    )  # (once no container of an earlier run uses it)
+    try:
+        run = run_now(make_pipeline, "imageless", "print('hi')\n", {"placement": {"node": "s3"}})
+    finally:
+        swarm._load(s3, django_settings.WORKER_IMAGE)
+    assert run.status == Status.FAILED, log_text(run)
+    assert run.failure_reason == Reason.IMAGE_MISSING
+    assert f"Swarm node {s3.node_id[:10]} does not have the worker image" in run.error_message
+
+
+def test_a_node_that_lets_runs_gain_privileges_gets_none_to_run(make_pipeline, swarm):
+    """A service cannot ask for no-new-privileges: a run refuses to start on an engine that
+    does not set it for every container."""
+    s3 = swarm.engines[2]
+    swarm.stop(s3)
+    swarm.start(s3, options=("--icc=false",))
+    try:
+        assert wait_for(lambda: node_state(swarm, s3) == "ready", timeout=30)
+        run = run_now(make_pipeline, "escalating", "print('ran')\n", {"placement": {"node": "s3"}})
+    finally:
+        swarm.stop(s3)
+        swarm.start(s3)
+    assert run.status == Status.FAILED, log_text(run)
+    assert "ran" not in output_lines(run)
+    assert "refused to start the run" in run.error_message
+    assert "--no-new-privileges" in run.error_message
