@@ -197,6 +197,31 @@ def test_database_url_selects_postgresql_with_psycopg3(tmp_path):
     assert json.loads(result.stdout) == ["postgresql", "fastflow", "3"]
 
 
+def test_settings_and_keys_come_from_secret_files(tmp_path):
+    """Swarm and Compose secrets: NAME_FILE names a file holding NAME's value (a trailing
+    newline is no part of a key)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "secret_key").write_text("k" * 50 + "\n")
+    key = "Zm9yIHRlc3Rpbmcgb25seSwgMzIgYnl0ZXMga2V5ISE="  # 32 bytes
+    (secrets / "encryption_key").write_text(key + "\n")
+    (secrets / "database_url").write_text("postgres://fast:flow@db.example:5432/fromfile")
+    code = (
+        "print(json.dumps([settings.SECRET_KEY, settings.KEYS_FROM_ENVIRONMENT,"
+        " settings.DATABASES['default']['NAME']]))"
+    )
+    result = start(
+        tmp_path,
+        code,
+        SECRET_KEY_FILE=str(secrets / "secret_key"),
+        ENCRYPTION_KEY_FILE=str(secrets / "encryption_key"),
+        DATABASE_URL_FILE=str(secrets / "database_url"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == ["k" * 50, True, "fromfile"]
+    assert not (tmp_path / "data" / "instance-keys.json").exists()
+
+
 def test_a_dot_env_file_is_read(tmp_path):
     env_file = tmp_path / "custom.env"
     env_file.write_text("MAX_CONCURRENT_RUNS=3\nGIT_BRANCH=prod\n")
