@@ -118,6 +118,8 @@ class Watch:
     # Renews the run's lease; False (or LeaseLost) when another process has the run.
     heartbeat: Callable[[], bool] = lambda: True
     on_started: Callable[[str], None] = lambda handle: None  # container id / pid, once known
+    # A cluster has not placed the run yet: why, in its words ("" once it runs).
+    on_waiting: Callable[[str], None] = lambda reason: None
     on_sample: Callable[[float | None, int | None], None] = lambda cpu, memory: None
     # True: stop following now, writing nothing more (the worker stops; LeaseLost).
     should_let_go: Callable[[], bool] = lambda: False

@@ -106,9 +106,29 @@ class ContainerFollower:
         self.outcome.started_at = started_at or docker_timestamp(state["StartedAt"])[1]
         if self.seen:
             self._recover_markers()
+        self._supervise_reading(self._pump_logs, self._pump_stats)
+        if self.vanished:
+            raise ExecutorError("lost", "Its container vanished while it ran.")
+        log_verdict(self.outcome, self.log)
+        state = self._inspect()
+        if state is None:
+            raise ExecutorError("lost", "Its container vanished while it ran.")
+        self.outcome.exit_code = state.get("ExitCode")
+        self.outcome.oom_killed = self.outcome.oom_killed or bool(state.get("OOMKilled"))
+        if state.get("FinishedAt", "").startswith("0001-"):
+            self.outcome.finished_at = None
+        elif state.get("FinishedAt"):
+            self.outcome.finished_at = docker_timestamp(state["FinishedAt"])[1]
+        self.outcome.limit_warnings = soft_limit_warnings(
+            self.spec, self.outcome.peak_cpu_percent, self.outcome.peak_memory_bytes
+        )
+        return self.outcome
+
+    def _supervise_reading(self, *pumps) -> None:
+        """The readers (`pumps`) in threads of their own while `supervise` watches the run
+        to its end; then the readers are stopped."""
         threads = [
-            threading.Thread(target=self._guard, args=(self._pump_logs,), daemon=True),
-            threading.Thread(target=self._guard, args=(self._pump_stats,), daemon=True),
+            threading.Thread(target=self._guard, args=(pump,), daemon=True) for pump in pumps
         ]
         for thread in threads:
             thread.start()
@@ -126,22 +146,6 @@ class ContainerFollower:
             self._close_streams()
             for thread in threads:
                 thread.join(timeout=5)
-        if self.vanished:
-            raise ExecutorError("lost", "Its container vanished while it ran.")
-        log_verdict(self.outcome, self.log)
-        state = self._inspect()
-        if state is None:
-            raise ExecutorError("lost", "Its container vanished while it ran.")
-        self.outcome.exit_code = state.get("ExitCode")
-        self.outcome.oom_killed = self.outcome.oom_killed or bool(state.get("OOMKilled"))
-        if state.get("FinishedAt", "").startswith("0001-"):
-            self.outcome.finished_at = None
-        elif state.get("FinishedAt"):
-            self.outcome.finished_at = docker_timestamp(state["FinishedAt"])[1]
-        self.outcome.limit_warnings = soft_limit_warnings(
-            self.spec, self.outcome.peak_cpu_percent, self.outcome.peak_memory_bytes
-        )
-        return self.outcome
 
     # --- the engine ----------------------------------------------------------------------------
 

@@ -115,6 +115,8 @@ class SwarmExecutor(DockerExecutor):
                 f"swarm executor delivers at most {MAX_PARTS * PART_BYTES // 1024**2} MB",
             )
         made: list[tuple[str, str]] = []  # (kind, id), removed again if the service is not
+        # What an earlier follower of this run made before it died, without a service.
+        self._remove_labelled(f"{LABEL_RUN}={spec.run_id}")
         try:
             with engine.reachable("stopped answering"):
                 secret = self.api.create_secret(

@@ -31,14 +31,12 @@ from runs_app.executors.base import (
     Outcome,
     log_verdict,
     soft_limit_warnings,
-    supervise,
 )
 from runs_app.executors.engine import ENGINE_ERRORS, STREAM_ERRORS, docker_timestamp
 from runs_app.executors.follower import ContainerFollower
 from runs_app.in_run import fastflow_markers
 
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
-WAITING = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 POLL_SECONDS = 0.5
 POLL_SOON_SECONDS = 0.05  # once the run said its code ended (`exit`)
 # A follow stream with no frame for this long is opened again (a hung stream loses nothing:
@@ -58,6 +56,7 @@ class ServiceFollower(ContainerFollower):
         self.removed = False  # by cancel or timeout
         self.lost = ""  # why the run is lost
         self.said: set[str] = set()
+        self.waiting = ""  # Swarm's reason, while it cannot place the task
         self.stable_polls = 0
         self.last_poll = 0.0
         self.poll_now = threading.Event()
@@ -86,21 +85,7 @@ class ServiceFollower(ContainerFollower):
         self.outcome.started_at = started_at or self._started_at() or datetime.now(UTC)
         if self.seen:
             self._recover_markers()
-        reader = threading.Thread(target=self._guard, args=(self._pump_logs,), daemon=True)
-        reader.start()
-        try:
-            supervise(
-                self.spec,
-                self.outcome,
-                self.log,
-                self.watch,
-                still_running=self._still_running,
-                stop=self._stop,
-            )
-        finally:
-            self.stopping.set()
-            self._close_streams()
-            reader.join(timeout=5)
+        self._supervise_reading(self._pump_logs)  # (samples come as markers)
         if self.lost:
             self._remove_service()
             raise ExecutorError("lost", self.lost)
@@ -122,6 +107,9 @@ class ServiceFollower(ContainerFollower):
         decisive = (failed or ended or [None])[0]
         if decisive is None:
             return
+        if _exit_code(decisive) is None and decisive["Status"].get("Err"):
+            # It never ran: a mount, the image, the node's engine refused.
+            raise ExecutorError("internal_error", _rejected(decisive))
         self.outcome.exit_code = _exit_code(decisive)
         self.outcome.finished_at = docker_timestamp(decisive["Status"]["Timestamp"])[1]
 
@@ -192,11 +180,15 @@ class ServiceFollower(ContainerFollower):
         return desired in ("shutdown", "remove") and state not in FINAL
 
     def _say_waiting(self, task: dict) -> None:
+        """A task the Swarm cannot place yet: its reason in the log (once) and on the run's
+        page (until it runs)."""
         status = task["Status"]
-        if status["State"] not in WAITING:
+        reason = (status.get("Err") or "") if status["State"] == "pending" else ""
+        if reason == self.waiting:
             return
-        reason = status.get("Err") or ""
-        if status["State"] == "pending" and reason and reason not in self.said:
+        self.waiting = reason
+        self.watch.on_waiting(reason)
+        if reason and reason not in self.said:
             self.said.add(reason)
             self.log.system(f"the Swarm cannot place it yet: {reason}")
 
@@ -248,9 +240,6 @@ class ServiceFollower(ContainerFollower):
                 return
             self.poll_now.set()  # a stream that ended may mean the task did
             self.stopping.wait(0.1)
-
-    def _pump_stats(self) -> None:
-        """None: the run samples itself (`sample` markers)."""
 
 
 def _exit_code(task: dict) -> int | None:

@@ -179,6 +179,11 @@ class PipelineRun(EntryPoints, models.Model):
         help_text="The packages it ran with (its warm-up's lock).",
     )
     container_id = models.CharField(max_length=64, blank=True)
+    cluster_waiting = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Why its cluster (Docker Swarm) has not placed it yet, in the cluster's words.",
+    )
     # Never secret values: the environment without secrets, and only the names of secrets.
     environment = models.JSONField(default=dict, blank=True)
     secret_env_names = models.JSONField(default=list, blank=True)
@@ -557,7 +562,10 @@ class PipelineRun(EntryPoints, models.Model):
 
     @cached_property
     def waiting_reason(self) -> str:
-        """Why no live worker takes this queued or claimed run ("" when one would)."""
+        """Why no live worker takes this queued or claimed run, or why its cluster has not
+        placed it yet ("" when nothing holds it up)."""
+        if self.status == self.Status.RUNNING:
+            return self.cluster_waiting
         if self.status not in (self.Status.QUEUED, self.Status.CLAIMED):
             return ""
         return WorkerNode.why_waiting(self.pipeline.spec.placement)

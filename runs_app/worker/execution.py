@@ -222,6 +222,9 @@ class RunFollower:
             heartbeat=self.lease.renew,
             should_let_go=self.lets_go,
             on_started=lambda handle: with_database(lambda: run.mark_started(handle), self.lease),
+            on_waiting=lambda reason: with_database(
+                lambda: run.record(cluster_waiting=reason[:500]), self.lease
+            ),
             on_sample=self.metrics.sample,
             on_step=self.steps.report if self.steps else lambda report: None,
             on_artifact=self.artifacts.write if self.artifacts else lambda piece: None,

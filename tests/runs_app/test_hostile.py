@@ -89,19 +89,27 @@ def test_output_without_newlines_is_cut_and_capped(make_pipeline, settings):
     assert longest <= 64 * 1024 + 40  # cut into lines of 64 KiB (and a timestamp)
 
 
+# Hostile pipelines that every executor meets (test_swarm_lab.py too).
+FORK_BOMB = (
+    "import os, time\n"
+    "children = 0\n"
+    "while True:\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        time.sleep(30)\n"
+    "        os._exit(0)\n"
+    "    children += 1\n"
+)
+TMP_FILLER = (
+    "block = b'f' * (1024 * 1024)\n"
+    "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(block)\n"
+)
+MEMORY_HOG = "hog = []\nwhile True:\n    hog.append(bytearray(16 * 1024 * 1024))\n"
+
+
 def test_a_fork_bomb_hits_the_process_limit_and_fails_alone(make_pipeline, settings):
     settings.RUN_PIDS_LIMIT = 32
-    main = (
-        "import os, time\n"
-        "children = 0\n"
-        "while True:\n"
-        "    pid = os.fork()\n"
-        "    if pid == 0:\n"
-        "        time.sleep(30)\n"
-        "        os._exit(0)\n"
-        "    children += 1\n"
-    )
-    run = run_now(make_pipeline, "forker", main, config={"timeout": 60})
+    run = run_now(make_pipeline, "forker", FORK_BOMB, config={"timeout": 60})
     assert run.status == Status.FAILED, log_text(run)
     assert run.failure_reason == Reason.EXIT_CODE
     assert "limit of 32 processes and threads (RUN_PIDS_LIMIT)" in run.error_message
@@ -109,19 +117,14 @@ def test_a_fork_bomb_hits_the_process_limit_and_fails_alone(make_pipeline, setti
 
 def test_filling_tmp_fails_the_run_saying_its_space_is_full(make_pipeline, settings):
     settings.RUN_TMPFS_SIZE_MB = 16
-    main = (
-        "block = b'f' * (1024 * 1024)\n"
-        "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(block)\n"
-    )
-    run = run_now(make_pipeline, "filler", main)
+    run = run_now(make_pipeline, "filler", TMP_FILLER)
     assert run.status == Status.FAILED, log_text(run)
     assert "its writable space is full" in run.error_message
     assert "RUN_TMPFS_SIZE_MB" in run.error_message
 
 
 def test_a_memory_hog_is_killed_as_out_of_memory(make_pipeline):
-    main = "hog = []\nwhile True:\n    hog.append(bytearray(16 * 1024 * 1024))\n"
-    run = run_now(make_pipeline, "hog", main, config={"mem_hard_limit": "96m"})
+    run = run_now(make_pipeline, "hog", MEMORY_HOG, config={"mem_hard_limit": "96m"})
     assert run.status == Status.FAILED, log_text(run)
     assert run.failure_reason == Reason.OUT_OF_MEMORY
     assert "96 MiB" in run.error_message or "96.0 MiB" in run.error_message

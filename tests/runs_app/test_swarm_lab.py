@@ -28,6 +28,7 @@ from runs_app.models import PipelineRun
 from tests import lab as lab_module
 from tests.runs_app.conftest import execute, in_thread, queued, run_now
 from tests.runs_app.test_executors import LOCKDOWN_PROBE, log_text, output_lines
+from tests.runs_app.test_hostile import FORK_BOMB, MEMORY_HOG, TMP_FILLER
 from tests.runs_app.test_swarm import SERVICE_FORBIDDEN, good_service
 
 pytestmark = [
@@ -135,9 +136,12 @@ def test_a_pipeline_placed_by_label_runs_on_that_node(make_pipeline, swarm):
     assert f"placed on Swarm node vm ({swarm.engines[1].node_id[:10]})" in log_text(run)
 
 
-def test_secrets_reach_the_run_and_never_the_service_spec(make_pipeline, swarm):
+def test_secrets_reach_the_run_and_never_the_service_spec(make_pipeline, swarm, settings):
+    """…and its limits, reservations and constraints are the Swarm's to keep."""
     from secrets_app.models import Variable
 
+    settings.SWARM_CONSTRAINTS = ["node.role==worker"]
+    settings.RUN_PIDS_LIMIT = 300
     stored = Variable(name="API_TOKEN", kind=Variable.Kind.SECRET)
     stored.set_value("s3cr3t-value-for-swarm")
     stored.save()
@@ -146,11 +150,29 @@ def test_secrets_reach_the_run_and_never_the_service_spec(make_pipeline, swarm):
         "secretive",
         "import os, time\nprint('len', len(os.environ['API_TOKEN']), flush=True)\n"
         "time.sleep(120)\n",
+        {
+            "mem_hard_limit": "256m",
+            "cpu_hard_limit": 1,
+            "mem_soft_limit": "64m",
+            "cpu_soft_limit": 0.25,
+            "placement": {"node": "s3"},
+        },
     )
     assert wait_for(lambda: "O len 22" in read_log(run), timeout=60), read_log(run)
     run.refresh_from_db()
-    spec = manager(swarm, "service", "inspect", run.container_id)
-    assert "s3cr3t" not in spec and "API_TOKEN" not in spec
+    inspected = manager(swarm, "service", "inspect", run.container_id)
+    assert "s3cr3t" not in inspected and "API_TOKEN" not in inspected
+    task = json.loads(inspected)[0]["Spec"]["TaskTemplate"]
+    assert task["Resources"]["Limits"] == {
+        "MemoryBytes": 256 * 1024**2,
+        "NanoCPUs": 1_000_000_000,
+        "Pids": 300,
+    }
+    assert task["Resources"]["Reservations"] == {
+        "MemoryBytes": 64 * 1024**2,
+        "NanoCPUs": 250_000_000,
+    }
+    assert task["Placement"]["Constraints"] == ["node.role==worker", "node.labels.node==s3"]
     secrets = json.loads(manager(swarm, "secret", "ls", "--format", "{{json .}}") or "null")
     assert secrets  # the run's own, while it runs
     run.request_cancel()
@@ -177,33 +199,21 @@ def test_timeout_removes_the_service(make_pipeline):
 
 
 def test_a_memory_hog_is_killed_as_out_of_memory(make_pipeline):
-    main = "hog = []\nwhile True:\n    hog.append(bytearray(16 * 1024 * 1024))\n"
-    run = run_now(make_pipeline, "hog", main, config={"mem_hard_limit": "96m"})
+    run = run_now(make_pipeline, "hog", MEMORY_HOG, config={"mem_hard_limit": "96m"})
     assert run.status == Status.FAILED, log_text(run)
     assert run.failure_reason == Reason.OUT_OF_MEMORY, log_text(run)
 
 
 def test_a_fork_bomb_hits_the_process_limit(make_pipeline, settings):
     settings.RUN_PIDS_LIMIT = 32
-    main = (
-        "import os, time\n"
-        "while True:\n"
-        "    if os.fork() == 0:\n"
-        "        time.sleep(30)\n"
-        "        os._exit(0)\n"
-    )
-    run = run_now(make_pipeline, "forker", main, config={"timeout": 60})
+    run = run_now(make_pipeline, "forker", FORK_BOMB, config={"timeout": 60})
     assert run.status == Status.FAILED, log_text(run)
     assert "limit of 32 processes and threads (RUN_PIDS_LIMIT)" in run.error_message
 
 
 def test_filling_tmp_fails_the_run_saying_its_space_is_full(make_pipeline, settings):
     settings.RUN_TMPFS_SIZE_MB = 16
-    main = (
-        "block = b'f' * (1024 * 1024)\n"
-        "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(block)\n"
-    )
-    run = run_now(make_pipeline, "filler", main)
+    run = run_now(make_pipeline, "filler", TMP_FILLER)
     assert run.status == Status.FAILED, log_text(run)
     assert "its writable space is full" in run.error_message
 
@@ -329,6 +339,8 @@ def test_a_node_lost_mid_run_loses_the_run_which_is_retried_once(make_pipeline, 
         retry = PipelineRun.objects.get(retry_of=run)
         retry_thread = in_thread(retry)
         assert wait_for(lambda: "cannot place it yet" in read_log(retry), timeout=60)
+        retry = PipelineRun.objects.get(pk=retry.pk)
+        assert "no suitable node" in retry.waiting_reason  # on its page: "It waits: …"
     finally:
         swarm.start(s3)
     assert wait_for(lambda: "O up" in read_log(retry), timeout=120), read_log(retry)
