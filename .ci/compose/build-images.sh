@@ -5,7 +5,8 @@
 #
 #   fastflow-app:offline       the Dockerfile's application image (web, worker, guard)
 #   fastflow-postgres:offline  postgres:15-bookworm (Debian's PostgreSQL 15, same contract:
-#                              POSTGRES_USER/PASSWORD/DB, data in /var/lib/postgresql/data)
+#                              POSTGRES_USER/PASSWORD(_FILE)/DB, data in /var/lib/postgresql/data)
+#   fastflow-redis:offline     redis:7-bookworm, for docker-stack.yml (Debian's Redis 7)
 #
 #   bash .ci/compose/build-images.sh          (FORCE=1 rebuilds)
 set -euo pipefail
@@ -63,7 +64,7 @@ if [ "${FORCE:-0}" = 1 ] || ! have_label fastflow-app:offline fastflow.code "$CO
 fi
 
 # --- PostgreSQL -------------------------------------------------------------------------------
-if [ "${FORCE:-0}" = 1 ] || ! have_label fastflow-postgres:offline fastflow.postgres 2; then
+if [ "${FORCE:-0}" = 1 ] || ! have_label fastflow-postgres:offline fastflow.postgres 3; then
   ROOT="$(mktemp -d /tmp/fastflow-pg-rootfs.XXXXXX)"
   trap 'rm -rf "$ROOT"' EXIT
   rootfs "$ROOT" postgresql-15
@@ -73,10 +74,25 @@ if [ "${FORCE:-0}" = 1 ] || ! have_label fastflow-postgres:offline fastflow.post
   chroot "$ROOT" chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
   tar -C "$ROOT" -c . | docker import \
     -c 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 PGDATA=/var/lib/postgresql/data' \
-    -c 'LABEL fastflow.postgres=2' -c 'EXPOSE 5432' \
+    -c 'LABEL fastflow.postgres=3' -c 'EXPOSE 5432' \
     -c 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
     - fastflow-postgres:offline >/dev/null
   rm -rf "$ROOT"
   trap - EXIT
   echo "built fastflow-postgres:offline"
+fi
+
+# --- Redis (docker-stack.yml's redis: 7-bookworm; Debian bookworm's is 7.0) --------------------
+if [ "${FORCE:-0}" = 1 ] || ! have_label fastflow-redis:offline fastflow.redis 1; then
+  ROOT="$(mktemp -d /tmp/fastflow-redis-rootfs.XXXXXX)"
+  trap 'rm -rf "$ROOT"' EXIT
+  rootfs "$ROOT" redis-server
+  tar -C "$ROOT" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    -c 'LABEL fastflow.redis=1' -c 'EXPOSE 6379' -c 'USER redis' \
+    -c 'CMD ["redis-server", "--protected-mode", "no"]' \
+    - fastflow-redis:offline >/dev/null
+  rm -rf "$ROOT"
+  trap - EXIT
+  echo "built fastflow-redis:offline"
 fi

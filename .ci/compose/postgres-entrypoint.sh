@@ -3,6 +3,10 @@
 # folder make the cluster, the user POSTGRES_USER (password POSTGRES_PASSWORD) and the
 # database POSTGRES_DB; then run the server in the foreground, reachable over the network.
 set -e
+# The password from a file (Docker Swarm and Compose secrets), as the official image reads it.
+if [ -n "$POSTGRES_PASSWORD_FILE" ]; then
+    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     printf '%s\n' "$POSTGRES_PASSWORD" >/tmp/pwfile
     chown postgres /tmp/pwfile
