@@ -225,11 +225,14 @@ class ServiceFollower(ContainerFollower):
 
     def _pump_logs(self) -> None:
         """Follow the log until the tasks have ended, then read the rest once."""
+        pause = 0.1
         while not self.stopping.is_set():
             last = self.ended.is_set()
+            began = time.monotonic()
             try:
                 self._read_log_stream()
             except NotFound:
+                self.vanished = not self.removed
                 self.logs_done.set()
                 return
             except (APIError, *STREAM_ERRORS, TimeoutError):
@@ -239,7 +242,9 @@ class ServiceFollower(ContainerFollower):
                 self.logs_done.set()
                 return
             self.poll_now.set()  # a stream that ended may mean the task did
-            self.stopping.wait(0.1)
+            # A stream that ends at once (a task not placed yet has no log): less often.
+            pause = min(pause * 2, 2.0) if time.monotonic() - began < 1 else 0.1
+            self.stopping.wait(pause)
 
 
 def _exit_code(task: dict) -> int | None:
