@@ -509,7 +509,9 @@ def test_a_node_that_lets_runs_gain_privileges_gets_none_to_run(make_pipeline, s
     swarm.stop(s3)
     swarm.start(s3, options=("--icc=false",))
     try:
-        assert wait_for(lambda: node_state(swarm, s3) == "ready", timeout=30)
+        assert wait_for(lambda: node_state(swarm, s3) == "ready", timeout=120), (
+            manager(swarm, "node", "ls") + (lab_module.RUN_DIR / "s3.log").read_text()[-3000:]
+        )
         run = run_now(make_pipeline, "escalating", "print('ran')\n", {"placement": {"node": "s3"}})
     finally:
         swarm.stop(s3)
