@@ -87,7 +87,7 @@ def assert_nothing_left(swarm) -> None:
     def no_containers() -> bool:
         return all(not task_containers(engine) for engine in swarm.engines)
 
-    assert wait_for(no_containers, timeout=30), "a run's container outlived its service"
+    assert wait_for(no_containers, timeout=90), "a run's container outlived its service"
 
 
 def task_containers(engine) -> list[str]:
@@ -475,7 +475,7 @@ def test_a_node_whose_cache_lacks_the_packages_downloads_exactly_the_lock(make_p
             == 0
             and not task_containers(s3)
         ),
-        timeout=30,
+        timeout=90,
     )
     folder = Path(Pipeline.objects.get(name="six-warm").folder_path)
     (folder / "pipeline.json").write_text(json.dumps({"placement": {"node": "s3"}}))
@@ -491,7 +491,7 @@ def test_a_node_without_the_worker_image_fails_the_run_naming_it(make_pipeline, 
     image = manager(swarm, "image", "inspect", "--format", "{{.Id}}", django_settings.WORKER_IMAGE)
     assert wait_for(
         lambda: s3.docker("image", "rm", image.strip(), capture_output=True).returncode == 0,
-        timeout=30,
+        timeout=90,
     )  # (once no container of an earlier run uses it)
     try:
         run = run_now(make_pipeline, "imageless", "print('hi')\n", {"placement": {"node": "s3"}})
