@@ -416,10 +416,16 @@ def swarm_guard(swarm, tmp_path):
 
 
 def test_a_whole_swarm_run_passes_through_the_guard(make_pipeline, swarm_guard, monkeypatch):
+    """Its warm-up (a global service writing every node's cache), then the run."""
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{swarm_guard[1]}")
-    run = run_now(make_pipeline, "guarded", "print('through the guard')\n")
+    run = run_now(
+        make_pipeline,
+        "guarded",
+        "import six\nprint('through the guard with six', six.__version__)\n",
+        requirements="six==1.16.0\n",
+    )
     assert run.status == Status.SUCCEEDED, log_text(run)
-    assert output_lines(run) == ["through the guard"]
+    assert output_lines(run)[-1] == "through the guard with six 1.16.0"
 
 
 @pytest.mark.parametrize("case", SERVICE_FORBIDDEN)
