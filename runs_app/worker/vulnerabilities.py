@@ -96,7 +96,33 @@ def _call(session: requests.Session, method: str, path: str, **kwargs) -> dict:
         response.raise_for_status()
         return response.json()
     except (requests.RequestException, ValueError) as problem:
-        raise ServiceUnreachable(f"{settings.VULNERABILITY_API_URL}: {problem}") from None
+        # People read this on the pipeline page and the dashboard; the worker's log keeps
+        # the exception as it was.
+        logger.warning(
+            "the vulnerability service at %s: %r", settings.VULNERABILITY_API_URL, problem
+        )
+        raise ServiceUnreachable(
+            f"{in_plain_words(problem)} ({settings.VULNERABILITY_API_URL})"
+        ) from None
+
+
+def in_plain_words(problem: Exception) -> str:
+    """What went wrong with the vulnerability service, in words a person acts on."""
+    if isinstance(problem, requests.Timeout):
+        return f"the vulnerability service did not answer within {TIMEOUT_SECONDS} s"
+    if isinstance(problem, requests.ConnectionError):
+        return (
+            "the vulnerability service could not be reached from the worker (no network "
+            "route, a name that does not resolve, or a proxy or firewall in the way)"
+        )
+    if isinstance(problem, requests.HTTPError) and problem.response is not None:
+        return (
+            f"the vulnerability service answered {problem.response.status_code} "
+            f"{problem.response.reason or ''}".rstrip()
+        )
+    if isinstance(problem, ValueError):
+        return "the vulnerability service answered with something that is not its JSON"
+    return "the vulnerability service could not be asked"
 
 
 def _normalised(name: str) -> str:

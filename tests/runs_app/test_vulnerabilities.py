@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import requests
 from django.urls import reverse
 
 from pipelines_app.discovery import discover
@@ -125,7 +126,23 @@ def test_an_unreachable_service_is_never_no_vulnerabilities(pinned, settings, ad
     assert check.status == DependencyCheck.Status.UNREACHABLE and "127.0.0.1" in check.error
     page = admin_client.get(pinned.get_absolute_url()).content.decode()
     assert "could not be reached" in page and "no known vulnerabilities" not in page
+    # In plain words, never the exception's text.
+    assert "could not be reached from the worker" in check.error
+    assert "Max retries" not in page and "HTTPConnectionPool" not in page
     assert "not checked" in admin_client.get(reverse("home")).content.decode()
+
+
+def test_what_the_service_did_is_said_in_plain_words():
+    from requests.models import Response
+
+    answered = Response()
+    answered.status_code, answered.reason = 503, "Service Unavailable"
+    said = vulnerabilities.in_plain_words
+    assert said(requests.HTTPError(response=answered)) == (
+        "the vulnerability service answered 503 Service Unavailable"
+    )
+    assert "did not answer within 20 s" in said(requests.ReadTimeout("read timed out"))
+    assert "not its JSON" in said(ValueError("Expecting value: line 1"))
 
 
 def test_a_pipeline_not_warmed_yet_is_said_so(osv, make_pipeline):
