@@ -526,3 +526,10 @@ def test_a_node_that_lets_runs_gain_privileges_gets_none_to_run(make_pipeline, s
     assert "ran" not in output_lines(run)
     assert "refused to start the run" in run.error_message
     assert "--no-new-privileges" in run.error_message
+
+
+def test_a_pipeline_with_a_data_folder_is_told_it_has_no_place_on_a_swarm(make_pipeline):
+    run = run_now(make_pipeline, "keeper", "print('kept')\n", config={"data_folder": True})
+    assert run.status == Status.FAILED, log_text(run)
+    assert "asks for a data_folder" in run.error_message
+    assert "kept" not in output_lines(run)
