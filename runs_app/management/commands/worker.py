@@ -88,6 +88,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         notify.sync_settings_channels()
         self.threads = Threads(self.stopping)
+        # The heartbeat reports the pool's state: none until the keeper below is made (the
+        # heartbeat's thread starts first).
+        self.keeper: PoolKeeper | None = None
         self.ticker = Ticker(self.stopping, tick, reconcile_every)
         tasks = TaskThreads()
         tasks.start(self.threads)
