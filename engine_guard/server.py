@@ -102,11 +102,10 @@ class Guard:
         """A service, secret or config must carry Fast-Flow's run label."""
         if "/" in object_id or object_id in ("", ".", ".."):
             return f"{object_id!r} is not a name"
-        status, answer = await self.ask_engine(f"/{kind}/{object_id}")
-        if status == 404:
+        labels = await self.labels_of(f"/{kind}/{object_id}", "Spec")
+        if labels is None:
             return ""  # the engine answers "not found" itself
-        labels = (_json(answer).get("Spec") or {}).get("Labels") or {}
-        if status != 200 or policy.RUN_LABEL not in labels:
+        if policy.RUN_LABEL not in labels:
             return f"these {kind} were not made by Fast-Flow"
         return ""
 
@@ -123,13 +122,22 @@ class Guard:
 
     async def judge_container(self, container_id: str) -> str:
         """Calls about a container are for Fast-Flow's own (those with its run label)."""
-        status, answer = await self.ask_engine(f"/containers/{container_id}/json")
-        if status == 404:
+        labels = await self.labels_of(f"/containers/{container_id}/json", "Config")
+        if labels is None:
             return ""  # the engine answers "no such container" itself
-        labels = (_json(answer).get("Config") or {}).get("Labels") or {}
-        if status != 200 or policy.RUN_LABEL not in labels:
+        if policy.RUN_LABEL not in labels:
             return "this container was not made by Fast-Flow"
         return ""
+
+    async def labels_of(self, path: str, section: str) -> dict | None:
+        """The labels of the object the engine describes at `path` (under `section` of its
+        answer): None when the engine does not know it, none when it did not answer."""
+        status, answer = await self.ask_engine(path)
+        if status == 404:
+            return None
+        if status != 200:
+            return {}
+        return (_json(answer).get(section) or {}).get("Labels") or {}
 
     async def ask_engine(self, path: str) -> tuple[int, bytes]:
         reader, writer = await asyncio.open_unix_connection(self.upstream)

@@ -57,7 +57,7 @@ from runs_app.executors.layout import (
     RUN_USER,
     run_container_name,
 )
-from runs_app.executors.swarm_follower import ServiceFollower
+from runs_app.executors.swarm_follower import FINAL, ServiceFollower
 from runs_app.in_run import TOOLS, swarm_boot
 from runs_app.logs import LogWriter
 
@@ -182,7 +182,7 @@ class SwarmExecutor(DockerExecutor):
                 tasks = self.api.tasks(filters={"service": handle})
         except NotFound:
             return None
-        if tasks and all(task["Status"]["State"] in FINAL_TASK_STATES for task in tasks):
+        if tasks and all(task["Status"]["State"] in FINAL for task in tasks):
             return "exited"
         return "running"
 
@@ -224,9 +224,6 @@ class SwarmExecutor(DockerExecutor):
             pass  # removed already (cancel, timeout, a lost node): its secret and configs next
         run_id = handle.removeprefix(RUN_NAME_PREFIX)
         self._remove_labelled(f"{LABEL_RUN}={run_id}")
-
-
-FINAL_TASK_STATES = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 
 
 def variables(spec: RunSpec) -> dict[str, str]:

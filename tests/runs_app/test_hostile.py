@@ -107,6 +107,18 @@ TMP_FILLER = (
 MEMORY_HOG = "hog = []\nwhile True:\n    hog.append(bytearray(16 * 1024 * 1024))\n"
 
 
+def connection_probe(address: str) -> str:
+    """A run that tries to reach port 8765 at `address`: prints connected, or refused."""
+    return (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', 8765), timeout=3)\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n"
+        "    print('refused', type(exc).__name__)\n"
+    )
+
+
 def test_a_fork_bomb_hits_the_process_limit_and_fails_alone(make_pipeline, settings):
     settings.RUN_PIDS_LIMIT = 32
     run = run_now(make_pipeline, "forker", FORK_BOMB, config={"timeout": 60})
@@ -177,16 +189,7 @@ def test_runs_cannot_reach_each_other(make_pipeline, docker_engine):
     server.refresh_from_db()
     networks = docker_engine.api.inspect_container(server.container_id)["NetworkSettings"]
     address = next(iter(networks["Networks"].values()))["IPAddress"]
-    caller = run_now(
-        make_pipeline,
-        "caller",
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{address}', 8765), timeout=3)\n"
-        "    print('connected')\n"
-        "except OSError as exc:\n"
-        "    print('refused', type(exc).__name__)\n",
-    )
+    caller = run_now(make_pipeline, "caller", connection_probe(address))
     assert caller.status == Status.SUCCEEDED, log_text(caller)
     assert output_lines(caller)[0].startswith("refused")
     server.request_cancel()

@@ -28,7 +28,7 @@ from runs_app.models import PipelineRun
 from tests import lab as lab_module
 from tests.runs_app.conftest import execute, in_thread, queued, run_now
 from tests.runs_app.test_executors import LOCKDOWN_PROBE, log_text, output_lines
-from tests.runs_app.test_hostile import FORK_BOMB, MEMORY_HOG, TMP_FILLER
+from tests.runs_app.test_hostile import FORK_BOMB, MEMORY_HOG, TMP_FILLER, connection_probe
 from tests.runs_app.test_swarm import SERVICE_FORBIDDEN, good_service
 
 pytestmark = [
@@ -246,17 +246,7 @@ def test_runs_cannot_reach_each_other(make_pipeline, swarm):
     server, thread = started(make_pipeline, "listener", listener, on_s2)
     assert wait_for(lambda: "O listening" in read_log(server), timeout=60), read_log(server)
     address = read_log(server).split("O listening ", 1)[1].split()[0]
-    caller = run_now(
-        make_pipeline,
-        "caller",
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{address}', 8765), timeout=3)\n"
-        "    print('connected')\n"
-        "except OSError as exc:\n"
-        "    print('refused', type(exc).__name__)\n",
-        config=on_s2,
-    )
+    caller = run_now(make_pipeline, "caller", connection_probe(address), config=on_s2)
     assert caller.status == Status.SUCCEEDED, log_text(caller)
     assert output_lines(caller)[0].startswith("refused"), log_text(caller)
     server.request_cancel()
