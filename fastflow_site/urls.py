@@ -31,6 +31,7 @@ def _api_urls():
 
 urlpatterns = [
     path("", run_views.dashboard, name="home"),
+    path("dashboard/live/", run_views.dashboard_live, name="dashboard_live"),
     # E-mail addresses come verified from a provider or an invitation, never typed in: an
     # unverified address added here could be mistaken for someone else's.
     path("accounts/email/", RedirectView.as_view(pattern_name="account"), name="account_email"),

@@ -54,3 +54,18 @@ def format_size(num_bytes: int | float | None) -> str:
             )
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def format_duration(seconds: float) -> str:
+    """How long something took, in the two largest units: "12.3 s", "4 min 5 s", "3 h 12 min"."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s"

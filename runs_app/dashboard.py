@@ -1,20 +1,25 @@
-"""What the dashboard shows, gathered with index-friendly queries (fast at 100k+ runs)."""
+"""What the dashboard shows, gathered with index-friendly queries (fast at a million runs):
+what runs and waits now, the last day's outcomes, recent failures, each pipeline's recent
+runs. The charts are drawn in runs_app.dashboard_charts, the attention list and storage in
+runs_app.attention."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min
+from django.db.models import Min
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from pipelines_app.models import Pipeline, Schedule
-from runs_app.models import DependencyCheck, PipelineRun, with_last_run
+from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, with_last_run
+from runs_app.placement import why_waiting
 
 Status = PipelineRun.Status
 RECENT_PER_PIPELINE = 20
-RECENT_FAILURES = 8
+RECENT_FAILURES = 6
+NOW_SHOWN = 6  # rows of running and of waiting runs; the card keeps that height
 CHART_WINDOW = 1000  # newest runs of the instance that feed the small charts
 
 
@@ -61,34 +66,74 @@ class PipelineOverview:
             bars,
         )
 
-
-def counts() -> dict[str, int]:
-    since = timezone.now() - timedelta(days=1)
-    last_day = dict(
-        PipelineRun.objects.filter(queued_at__gte=since)
-        .values_list("status")
-        .annotate(n=Count("id"))
-    )
-    return {
-        "running": PipelineRun.objects.filter(status__in=PipelineRun.IN_FLIGHT_STATUSES).count(),
-        "queued": PipelineRun.objects.filter(status=Status.QUEUED).count(),
-        "succeeded_24h": last_day.get(Status.SUCCEEDED, 0),
-        "failed_24h": last_day.get(Status.FAILED, 0) + last_day.get(Status.TIMED_OUT, 0),
-    }
+    @property
+    def success_rate(self) -> int | None:
+        """Per cent of its recent ended runs that succeeded (None before any ended)."""
+        ended = [r for r in self.recent if r.status in PipelineRun.FINAL_STATUSES]
+        if not ended:
+            return None
+        return round(100 * sum(r.status == Status.SUCCEEDED for r in ended) / len(ended))
 
 
-def dependency_audit() -> dict[str, list[DependencyCheck]]:
-    """Pipelines with known vulnerabilities, and those the audit could not check."""
-    checks = DependencyCheck.objects.select_related("pipeline").filter(
-        pipeline__state=Pipeline.State.PRESENT
+@dataclass
+class Now:
+    """Runs in flight (with the worker node that follows each) and runs that wait (with
+    why, when no live worker may take them)."""
+
+    running: list[PipelineRun] = field(default_factory=list)
+    running_total: int = 0
+    waiting: list[PipelineRun] = field(default_factory=list)
+    waiting_total: int = 0
+
+
+def now() -> Now:
+    in_flight = PipelineRun.objects.filter(status__in=PipelineRun.IN_FLIGHT_STATUSES)
+    queued = PipelineRun.objects.filter(status=Status.QUEUED)
+    running = list(in_flight.select_related("pipeline").order_by("queued_at", "id")[:NOW_SHOWN])
+    waiting = list(queued.select_related("pipeline").order_by("queued_at", "id")[:NOW_SHOWN])
+    nodes_of = dict(
+        WorkerProcess.objects.filter(name__in=[r.worker_id for r in running if r.worker_id])
+        .values_list("name", "node")
     )
-    vulnerable = checks.filter(status=DependencyCheck.Status.VULNERABLE).annotate(
-        findings=Count("pipeline__vulnerabilities")
+    for run in running:
+        run.node = nodes_of.get(run.worker_id) or run.worker_id.partition(":")[0]
+    alive = list(WorkerNode.alive())
+    for run in waiting:
+        run.why = why_waiting(alive, run.pipeline.spec.placement) if alive else "no worker is up"
+    return Now(
+        running=running,
+        running_total=len(running) if len(running) < NOW_SHOWN else in_flight.count(),
+        waiting=waiting,
+        waiting_total=len(waiting) if len(waiting) < NOW_SHOWN else queued.count(),
     )
-    return {
-        "vulnerable": list(vulnerable.order_by("pipeline__name")),
-        "unchecked": list(checks.filter(status=DependencyCheck.Status.UNREACHABLE)),
-    }
+
+
+@dataclass
+class LastDay:
+    counts: dict[str, int]  # status → runs queued in the last 24 hours
+    hours: list[tuple[datetime, dict[str, int]]]  # oldest first: an hour and its counts
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(Status.FAILED, 0) + self.counts.get(Status.TIMED_OUT, 0)
+
+
+def last_day() -> LastDay:
+    """The last 24 hours by hour and outcome: one indexed range read of light tuples."""
+    end = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=24)
+    hours = [(start + timedelta(hours=h), {}) for h in range(24)]
+    counts: dict[str, int] = {}
+    rows = PipelineRun.objects.filter(queued_at__gte=start).values_list("queued_at", "status")
+    for queued_at, status in rows.order_by():
+        counts[status] = counts.get(status, 0) + 1
+        bucket = hours[int((queued_at - start).total_seconds() // 3600)][1]
+        bucket[status] = bucket.get(status, 0) + 1
+    return LastDay(counts, hours)
 
 
 def recent_failures() -> list[PipelineRun]:
@@ -109,7 +154,7 @@ def pipeline_overviews() -> list[PipelineOverview]:
     The charts come from the instance's newest runs in one indexed query (a pipeline that
     has not run lately shows fewer bars); the last run is exact, via a subquery each.
     """
-    now = timezone.now()
+    current = timezone.now()
     pipelines = with_last_run(Pipeline.objects.filter(state=Pipeline.State.PRESENT))
     recent: dict[int, list[ChartRun]] = {}
     rows = PipelineRun.objects.order_by("-queued_at", "-id").values_list(
@@ -120,7 +165,7 @@ def pipeline_overviews() -> list[PipelineOverview]:
         if len(bars) < RECENT_PER_PIPELINE:
             seconds = None
             if started_at:
-                seconds = ((finished_at or now) - started_at).total_seconds()
+                seconds = ((finished_at or current) - started_at).total_seconds()
             bars.append(ChartRun(str(public_id), status, seconds))
     next_due = _next_due_times()
     overviews = []
@@ -141,3 +186,4 @@ def _next_due_times() -> dict[int, datetime]:
         .values_list("pipeline_id", "next_due")
     )
     return dict(rows)
+

@@ -20,6 +20,7 @@ from fastflow_site.audit import Action, record
 from fastflow_site.paging import page_of
 from pipelines_app.contract import RUN_SELECTION_NAMES
 from pipelines_app.models import Pipeline
+from runs_app import attention, dashboard_charts
 from runs_app import dashboard as dashboard_data
 from runs_app.forms import RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
@@ -42,12 +43,31 @@ RUNS_PER_PAGE = 50
 @permission_required("runs_app.view_pipelinerun", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
-        "counts": dashboard_data.counts(),
-        "failures": dashboard_data.recent_failures(),
+        **_dashboard_live(),
+        "calendar_svg": dashboard_charts.calendar_svg(dashboard_charts.calendar_days()),
+        "concerns": attention.concerns(),
+        "storage": attention.storage_in_use(),
         "overviews": dashboard_data.pipeline_overviews(),
-        **dashboard_data.dependency_audit(),
     }
     return render(request, "runs_app/dashboard.html", context)
+
+
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
+def dashboard_live(request: HttpRequest) -> HttpResponse:
+    """What changes while the dashboard is open; HTMX swaps each part in by its id."""
+    return render(request, "runs_app/dashboard/live.html", {**_dashboard_live(), "oob": True})
+
+
+def _dashboard_live() -> dict:
+    last_day = dashboard_data.last_day()
+    return {
+        "now": dashboard_data.now(),
+        "last_day": last_day,
+        "hours_svg": dashboard_charts.hours_svg(last_day),
+        "timeline_svg": dashboard_charts.timeline_svg(*dashboard_charts.timeline_bars()),
+        "timeline_hours": dashboard_charts.TIMELINE_HOURS,
+        "failures": dashboard_data.recent_failures(),
+    }
 
 
 @permission_required("runs_app.view_pipelinerun", raise_exception=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from pipelines_app.sizes import format_size
+from pipelines_app.sizes import format_duration, format_size
 
 register = template.Library()
 
@@ -26,3 +26,9 @@ def seconds(value: float | int | None) -> str:
     if value % 60 == 0:
         return f"{value // 60:g} min"
     return f"{value:g} s"
+
+
+@register.filter
+def took(value: float | None) -> str:
+    """Seconds a run took, in words: 4242 -> "1 h 10 min"."""
+    return "" if value is None else format_duration(value)

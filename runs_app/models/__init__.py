@@ -19,7 +19,7 @@ from runs_app.models.notification import (
 from runs_app.models.run import PipelineRun, dispatch, with_last_run
 from runs_app.models.skip import ScheduleSkip
 from runs_app.models.step import RunStep
-from runs_app.models.tally import RunTally
+from runs_app.models.tally import RunDay, RunTally
 from runs_app.models.vulnerability import DependencyCheck, Vulnerability
 from runs_app.models.worker import WorkerProcess
 
@@ -40,6 +40,7 @@ __all__ = [
     "RunArtifact",
     "RunRefused",
     "RunStep",
+    "RunDay",
     "RunTally",
     "ScheduleSkip",
     "Vulnerability",

@@ -51,7 +51,7 @@ from runs_app.models.chain import ChainLink
 from runs_app.models.entry import EntryPoints, RunRefused
 from runs_app.models.node import WorkerNode
 from runs_app.models.status import RunStatus
-from runs_app.models.tally import RunTally
+from runs_app.models.tally import RunDay, RunTally
 from runs_app.models.worker import WorkerProcess
 from runs_app.placement import taking
 from runs_app.signals import run_ended
@@ -463,11 +463,13 @@ class PipelineRun(EntryPoints, models.Model):
         return bool(changed)
 
     def _count_outcome(self) -> None:
-        """Add this ended run to the totals /metrics reads (in the transaction that ends it)."""
+        """Add this ended run to the totals /metrics and the calendar read (in the transaction
+        that ends it)."""
         duration = (
             self.finished_at - self.started_at if self.started_at and self.finished_at else None
         )
         RunTally.count_run(self.pipeline.name, self.status, duration, self.setup_duration)
+        RunDay.count_run(timezone.localdate(self.queued_at), self.status)
 
     # --- retries -----------------------------------------------------------------------------
 

@@ -75,3 +75,31 @@ def _observe(buckets: list[int], bounds: tuple, value) -> list[int]:
     counts = list(buckets) or empty_buckets(bounds)
     counts[bisect.bisect_left(bounds, seconds)] += 1
     return counts
+
+
+class RunDay(models.Model):
+    """Ended runs per day (the day each was queued, in TIME_ZONE) and outcome: the
+    dashboard's calendar reads a year of these (at most a few thousand rows) instead of
+    grouping a year of runs. Counted as each run ends, like RunTally, and kept when
+    retention removes old runs."""
+
+    day = models.DateField()
+    status = models.CharField(max_length=10)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "status"], name="one_count_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.status}: {self.count}"
+
+    @classmethod
+    def count_run(cls, day, status: str) -> None:
+        """Add one ended run; inside the transaction that ends it."""
+        if cls.objects.filter(day=day, status=status).update(count=models.F("count") + 1):
+            return
+        try:
+            with transaction.atomic():
+                cls.objects.create(day=day, status=status, count=1)
+        except IntegrityError:  # another process made the row first
+            cls.objects.filter(day=day, status=status).update(count=models.F("count") + 1)

@@ -44,7 +44,7 @@ from runs_app.executors import EngineUnavailable, engine_description, get_execut
 from runs_app.executors.local import process_alive
 from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, dispatch
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
-from runs_app.worker import delivery
+from runs_app.worker import delivery, storage
 from runs_app.worker.daemons import supervise_daemons
 from runs_app.worker.execution import dead_local_workers, reconcile, worker_id
 from runs_app.worker.loops import Loop, Threads, keep_connections_open
@@ -184,7 +184,8 @@ class Command(BaseCommand):
 
     def do_chores(self) -> None:
         """Daily (and at start), each once across all workers: retention of logs and runs,
-        the dependency audit; audit-log entries older than AUDIT_RETENTION_DAYS go. Hourly
+        the dependency audit; audit-log entries older than AUDIT_RETENTION_DAYS go. Hourly:
+        the storage in use (the dashboard shows it). Hourly
         looks (each chore claims its daily turn itself), a minute after a failed one."""
         while not self.stopping.is_set():
             with self.chores.turn() as turn:
@@ -192,6 +193,8 @@ class Command(BaseCommand):
                 # for the task threads, never the ticker's time (schedules would fire late).
                 async_task("runs_app.worker.retention.run_daily", group="retention")
                 async_task("runs_app.worker.vulnerabilities.check_all_daily", group="audit")
+                async_task("runs_app.worker.storage.measure_instance", group="storage")
+                storage.measure_node()  # this node's own disk: not a task any node may take
                 if removed := AuditEntry.prune():
                     logger.info("removed %s audit entries past AUDIT_RETENTION_DAYS", removed)
             self.stopping.wait(CHORES_RETRY_SECONDS if turn.failed else CHORES_EVERY_SECONDS)
