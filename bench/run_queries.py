@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from django.utils import timezone
 
 from bench.common import percentiles
 from pipelines_app.models import Pipeline
-from runs_app.models import PipelineRun
+from runs_app.models import PipelineRun, RunDay
 
 
 def timed(label: str, query, repeat: int) -> None:
@@ -47,7 +48,9 @@ def timed(label: str, query, repeat: int) -> None:
     print(f"  {label:<48} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
-def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
+def populate(run_count: int, pipeline_count: int, days: int = 90) -> list[Pipeline]:
+    """Runs spread over the last `days`, and the calendar's day counts that ending them
+    would have kept (RunDay)."""
     now = timezone.now()
     pipelines = Pipeline.objects.bulk_create(
         Pipeline(name=f"p{i:03}", folder_path=f"/p/{i}", discovered_at=now, last_seen_at=now)
@@ -56,21 +59,28 @@ def populate(run_count: int, pipeline_count: int) -> list[Pipeline]:
     statuses = ["succeeded"] * 80 + ["failed"] * 15 + ["cancelled", "timed_out"] * 2 + ["queued"]
     rng = random.Random(7)
     batch = []
+    per_day: Counter = Counter()
     for _ in range(run_count):
-        queued_at = now - timedelta(seconds=rng.uniform(0, 90 * 86400))
+        queued_at = now - timedelta(seconds=rng.uniform(0, days * 86400))
+        status = rng.choice(statuses)
         batch.append(
             PipelineRun(
                 pipeline=rng.choice(pipelines),
-                status=rng.choice(statuses),
+                status=status,
                 queued_at=queued_at,
                 started_at=queued_at + timedelta(seconds=1),
                 finished_at=queued_at + timedelta(seconds=rng.uniform(2, 600)),
             )
         )
+        if status != "queued":
+            per_day[timezone.localdate(queued_at), status] += 1
         if len(batch) == 5000:
             PipelineRun.objects.bulk_create(batch)
             batch = []
     PipelineRun.objects.bulk_create(batch)
+    RunDay.objects.bulk_create(
+        RunDay(day=day, status=status, count=n) for (day, status), n in per_day.items()
+    )
     return pipelines
 
 

@@ -11,8 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pipelines_app.models import Pipeline, Sync
-from runs_app.models import Chore, DependencyCheck, WorkerNode, WorkerProcess
-from runs_app.models.notification import Delivery
+from runs_app.models import Chore, Delivery, DependencyCheck, WorkerNode, WorkerProcess
 from runs_app.worker import storage
 
 MOST_SHOWN = 12
@@ -87,7 +86,9 @@ def _dependency_audit() -> list[Concern]:
     if unreachable:
         names = ", ".join(c.pipeline.name for c in unreachable)
         why = _first_line(unreachable[0].error) or "the vulnerability service could not be reached"
-        found.append(Concern(f"Not checked for vulnerabilities ({names}): {why}", reverse("workers")))
+        found.append(
+            Concern(f"Not checked for vulnerabilities ({names}): {why}", reverse("workers"))
+        )
     return found
 
 
@@ -95,23 +96,31 @@ def _workers() -> list[Concern]:
     found = []
     alive = list(WorkerProcess.alive().order_by("name"))
     if not alive:
-        found.append(Concern("No worker is running: runs wait until one starts", reverse("workers"), True))
+        found.append(
+            Concern("No worker is running: runs wait until one starts", reverse("workers"), True)
+        )
     for process in alive:
         if process.engine_ok is False:
-            found.append(Concern(
-                f"Worker {process.node or process.hostname} cannot reach its container engine: "
-                f"{_first_line(process.engine_error)}",
-                reverse("workers"),
-                serious=True,
-            ))
+            found.append(
+                Concern(
+                    f"Worker {process.node or process.hostname} cannot reach its container engine: "
+                    f"{_first_line(process.engine_error)}",
+                    reverse("workers"),
+                    serious=True,
+                )
+            )
         elif process.degraded:
-            found.append(Concern(
-                f"Worker {process.node or process.hostname} is degraded: {process.degraded}",
-                reverse("workers"),
-            ))
+            found.append(
+                Concern(
+                    f"Worker {process.node or process.hostname} is degraded: {process.degraded}",
+                    reverse("workers"),
+                )
+            )
     for node in WorkerNode.objects.filter(draining=True).order_by("name"):
         by = f" by {node.drained_by}" if node.drained_by else ""
-        found.append(Concern(f"Node {node.name} is drained{by}: it takes no new runs", reverse("workers")))
+        found.append(
+            Concern(f"Node {node.name} is drained{by}: it takes no new runs", reverse("workers"))
+        )
     return found
 
 
@@ -131,25 +140,32 @@ def _notifications() -> list[Concern]:
             .values_list("error", flat=True)
             .first()
         )
-        found.append(Concern(
-            f"Notifications through {channel} failed {n} time{'s' if n != 1 else ''} in the "
-            f"last day: {_first_line(last or '')}",
-            reverse("admin:runs_app_channel_changelist"),
-            serious=True,
-        ))
+        found.append(
+            Concern(
+                f"Notifications through {channel} failed {n} time{'s' if n != 1 else ''} in the "
+                f"last day: {_first_line(last or '')}",
+                reverse("admin:runs_app_channel_changelist"),
+                serious=True,
+            )
+        )
     return found
 
 
 def _repository() -> list[Concern]:
     last = Sync.objects.only("status", "error").first()
     if last and last.status == Sync.Status.FAILED:
-        return [Concern(f"The repository sync failed: {_first_line(last.error)}", reverse("sync"), True)]
+        return [
+            Concern(f"The repository sync failed: {_first_line(last.error)}", reverse("sync"), True)
+        ]
     return []
 
 
 def _chores() -> list[Concern]:
     return [
-        Concern(f"The {chore.name} chore did not finish: {_first_line(chore.last_error)}", reverse("workers"))
+        Concern(
+            f"The {chore.name} chore did not finish: {_first_line(chore.last_error)}",
+            reverse("workers"),
+        )
         for chore in Chore.objects.exclude(last_error="").order_by("name")
     ]
 

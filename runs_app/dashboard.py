@@ -92,8 +92,9 @@ def now() -> Now:
     running = list(in_flight.select_related("pipeline").order_by("queued_at", "id")[:NOW_SHOWN])
     waiting = list(queued.select_related("pipeline").order_by("queued_at", "id")[:NOW_SHOWN])
     nodes_of = dict(
-        WorkerProcess.objects.filter(name__in=[r.worker_id for r in running if r.worker_id])
-        .values_list("name", "node")
+        WorkerProcess.objects.filter(
+            name__in=[r.worker_id for r in running if r.worker_id]
+        ).values_list("name", "node")
     )
     for run in running:
         run.node = nodes_of.get(run.worker_id) or run.worker_id.partition(":")[0]
@@ -128,7 +129,9 @@ def last_day() -> LastDay:
     start = end - timedelta(hours=24)
     hours = [(start + timedelta(hours=h), {}) for h in range(24)]
     counts: dict[str, int] = {}
-    rows = PipelineRun.objects.filter(queued_at__gte=start).values_list("queued_at", "status")
+    rows = PipelineRun.objects.filter(queued_at__gte=start, queued_at__lt=end).values_list(
+        "queued_at", "status"
+    )
     for queued_at, status in rows.order_by():
         counts[status] = counts.get(status, 0) + 1
         bucket = hours[int((queued_at - start).total_seconds() // 3600)][1]
@@ -186,4 +189,3 @@ def _next_due_times() -> dict[int, datetime]:
         .values_list("pipeline_id", "next_due")
     )
     return dict(rows)
-

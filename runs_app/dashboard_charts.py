@@ -59,9 +59,10 @@ def calendar_days(today: date | None = None) -> list[CalendarDay]:
     """53 weeks of days, Monday first, ending with the week of today."""
     today = today or timezone.localdate()
     first = today - timedelta(days=today.weekday() + (WEEKS - 1) * 7)
-    days = {first + timedelta(days=n): CalendarDay(first + timedelta(days=n)) for n in range(
-        (today - first).days + 1
-    )}
+    days = {
+        first + timedelta(days=n): CalendarDay(first + timedelta(days=n))
+        for n in range((today - first).days + 1)
+    }
     for day, status, count in RunDay.objects.filter(day__gte=first).values_list(
         "day", "status", "count"
     ):
@@ -96,34 +97,55 @@ def calendar_svg(days: list[CalendarDay]) -> SafeString:
             shade = f"day-ok-{_level(day.succeeded + day.other, most_ok)}" if day.total else ""
         rect = format_html(
             '<rect x="{}" y="{}" width="{}" height="{}" class="{}"><title>{}</title></rect>',
-            x, y, CELL, CELL, shade, day.words,
+            x,
+            y,
+            CELL,
+            CELL,
+            shade,
+            day.words,
         )
         if day.total:  # a day with runs opens them in the runs list (one tab stop: the list)
             after = day.day + timedelta(days=1)
             rect = format_html(
                 '<a href="{}?since={}T00:00&amp;until={}T00:00" tabindex="-1">{}</a>',
-                runs_url, day.day.isoformat(), after.isoformat(), rect,
+                runs_url,
+                day.day.isoformat(),
+                after.isoformat(),
+                rect,
             )
         cells.append(rect)
-        if day.day.day == 1 or day is days[0]:
+        if (day.day.day == 1 or day is days[0]) and column < WEEKS - 2:
             months.append(format_html('<text x="{}" y="10">{}</text>', x, f"{day.day:%b}"))
     weekdays = format_html_join(
-        "", '<text x="0" y="{}">{}</text>', ((16 + r * STEP + 9, n) for r, n in ((0, "Mon"), (2, "Wed"), (4, "Fri")))
+        "",
+        '<text x="0" y="{}">{}</text>',
+        ((16 + r * STEP + 9, n) for r, n in ((0, "Mon"), (2, "Wed"), (4, "Fri"))),
     )
     total = sum(d.total for d in days)
     failed = sum(d.failed for d in days)
     width = 30 + WEEKS * STEP
     return format_html(
         '<svg viewBox="0 0 {} {}" role="group" aria-label="{}">{}{}{}</svg>',
-        width, 16 + 7 * STEP, f"Runs by day over the last year: {total} ended, {failed} failed",
-        SafeString("".join(months)), weekdays, SafeString("".join(cells)),
+        width,
+        16 + 7 * STEP,
+        f"Runs by day over the last year: {total} ended, {failed} failed",
+        SafeString("".join(months)),
+        weekdays,
+        SafeString("".join(cells)),
     )
 
 
 # --- the last 24 hours: a stacked bar per hour -----------------------------------------------
 
-STACK_ORDER = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED,
-               Status.RUNNING, Status.CLAIMED, Status.QUEUED)
+STACK_ORDER = (
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.TIMED_OUT,
+    Status.CANCELLED,
+    Status.RUNNING,
+    Status.CLAIMED,
+    Status.QUEUED,
+)
 
 
 def hours_svg(day: LastDay) -> SafeString:
@@ -137,21 +159,33 @@ def hours_svg(day: LastDay) -> SafeString:
             if n := counts.get(status, 0):
                 height = max(1.5, 58 * n / most)
                 y -= height
-                bars.append(format_html(
-                    '<rect class="bar-{}" x="{}" y="{}" width="10" height="{}">'
-                    "<title>{}:00–{}:59: {}</title></rect>",
-                    status, index * 12.5, f"{y:.1f}", f"{height:.1f}", f"{local:%H}",
-                    f"{local:%H}", words,
-                ))
-    ticks = format_html_join("", '<text x="{}" y="72">{}h</text>', (
-        (index * 12.5, f"{timezone.localtime(hour):%H}")
-        for index, (hour, _) in enumerate(day.hours)
-        if index % 6 == 0
-    ))
+                bars.append(
+                    format_html(
+                        '<rect class="bar-{}" x="{}" y="{}" width="10" height="{}">'
+                        "<title>{}:00 to {}:59: {}</title></rect>",
+                        status,
+                        index * 12.5,
+                        f"{y:.1f}",
+                        f"{height:.1f}",
+                        f"{local:%H}",
+                        f"{local:%H}",
+                        words,
+                    )
+                )
+    ticks = format_html_join(
+        "",
+        '<text x="{}" y="72">{}h</text>',
+        (
+            (index * 12.5, f"{timezone.localtime(hour):%H}")
+            for index, (hour, _) in enumerate(day.hours)
+            if index % 6 == 0
+        ),
+    )
     return format_html(
         '<svg class="chart-svg bars" viewBox="0 0 300 74" role="img" aria-label="{}">{}{}</svg>',
         f"Runs per hour over the last 24 hours: {day.total} in all, {day.failed} failed",
-        SafeString("".join(bars)), ticks,
+        SafeString("".join(bars)),
+        ticks,
     )
 
 
@@ -175,7 +209,8 @@ def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict
     fields = ("pipeline__name", "public_id", "status", "queued_at", "started_at", "finished_at")
     recent = PipelineRun.objects.filter(queued_at__gte=start).order_by("-queued_at", "-id")
     older = PipelineRun.objects.filter(queued_at__lt=start).filter(
-        Q(finished_at__gte=start) | Q(status__in=PipelineRun.IN_FLIGHT_STATUSES)
+        Q(finished_at__gte=start)
+        | Q(status__in=PipelineRun.IN_FLIGHT_STATUSES)
         | Q(status=Status.QUEUED)
     )
     lanes: dict[str, list[Bar]] = defaultdict(list)
@@ -197,29 +232,46 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     first_hour = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     for hour in range(TIMELINE_HOURS):
         moment = first_hour + timedelta(hours=hour)
-        parts.append(format_html(
-            '<line class="grid-line" x1="{}" x2="{}" y1="14" y2="{}"></line>'
-            '<text x="{}" y="10">{}</text>',
-            f"{x(moment):.1f}", f"{x(moment):.1f}", 16 + len(lanes) * LANE,
-            f"{x(moment) - 12:.1f}", f"{timezone.localtime(moment):%H:%M}",
-        ))
+        parts.append(
+            format_html(
+                '<line class="grid-line" x1="{}" x2="{}" y1="14" y2="{}"></line>'
+                '<text x="{}" y="10">{}</text>',
+                f"{x(moment):.1f}",
+                f"{x(moment):.1f}",
+                16 + len(lanes) * LANE,
+                f"{x(moment) - 12:.1f}",
+                f"{timezone.localtime(moment):%H:%M}",
+            )
+        )
     for index, (name, bars) in enumerate(lanes.items()):
         top = 16 + index * LANE
-        parts.append(format_html(
-            '<rect class="lane" x="{}" y="{}" width="{}" height="{}"></rect>'
-            '<text x="4" y="{}">{}</text>',
-            LABEL_WIDTH, top + 1, plot, LANE - 2, top + 12, name[:26],
-        ))
+        parts.append(
+            format_html(
+                '<rect class="lane" x="{}" y="{}" width="{}" height="{}"></rect>'
+                '<text x="4" y="{}">{}</text>',
+                LABEL_WIDTH,
+                top + 1,
+                plot,
+                LANE - 2,
+                top + 12,
+                name[:26],
+            )
+        )
         for bar in bars:
             parts.append(_bar(bar, name, top, x, end))
-    parts.append(format_html(
-        '<line class="now-line" x1="{}" x2="{}" y1="14" y2="{}"></line>',
-        f"{x(end):.1f}", f"{x(end):.1f}", 16 + len(lanes) * LANE,
-    ))
+    parts.append(
+        format_html(
+            '<line class="now-line" x1="{}" x2="{}" y1="14" y2="{}"></line>',
+            f"{x(end):.1f}",
+            f"{x(end):.1f}",
+            16 + len(lanes) * LANE,
+        )
+    )
     runs = sum(len(bars) for bars in lanes.values())
     return format_html(
         '<svg viewBox="0 0 {} {}" role="group" aria-label="{}">{}</svg>',
-        TIMELINE_WIDTH, 20 + len(lanes) * LANE,
+        TIMELINE_WIDTH,
+        20 + len(lanes) * LANE,
         f"Runs of the last {TIMELINE_HOURS} hours per pipeline: {runs} runs of {len(lanes)} "
         "pipelines",
         SafeString("".join(parts)),
@@ -233,20 +285,32 @@ def _bar(bar: Bar, name: str, top: int, x, end: datetime) -> SafeString:
     if x(began) - x(bar.queued_at) >= 1:
         wait = format_html(
             '<rect class="bar-{}" x="{}" y="{}" width="{}" height="2" opacity=".6"></rect>',
-            bar.status, f"{x(bar.queued_at):.1f}", top + 7, f"{x(began) - x(bar.queued_at):.1f}",
+            bar.status,
+            f"{x(bar.queued_at):.1f}",
+            top + 7,
+            f"{x(began) - x(bar.queued_at):.1f}",
         )
     ran = ""
     if bar.started_at:
         width = max(2.0, x(bar.finished_at or end) - x(bar.started_at))
         ran = format_html(
             '<rect class="bar-{}" x="{}" y="{}" width="{}" height="{}"></rect>',
-            bar.status, f"{x(bar.started_at):.1f}", top + 3, f"{width:.1f}", LANE - 8,
+            bar.status,
+            f"{x(bar.started_at):.1f}",
+            top + 3,
+            f"{width:.1f}",
+            LANE - 8,
         )
     took = ""
     if bar.started_at:
         took = ", " + format_duration(((bar.finished_at or end) - bar.started_at).total_seconds())
     return format_html(
         '<a href="{}" tabindex="-1"><title>{} #{}: {}{}</title>{}{}</a>',
-        reverse("runs_app:detail", args=[bar.public_id]), name, bar.public_id[:8],
-        Status(bar.status).label, took, wait, ran,
+        reverse("runs_app:detail", args=[bar.public_id]),
+        name,
+        bar.public_id[:8],
+        Status(bar.status).label,
+        took,
+        wait,
+        ran,
     )

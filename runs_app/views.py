@@ -27,6 +27,7 @@ from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM
 from runs_app.models import (
     Daemon,
+    LogChunk,
     NodeWarmth,
     PipelineRun,
     RunRefused,
@@ -118,6 +119,11 @@ def run_detail(request: HttpRequest, public_id) -> HttpResponse:
     if request.htmx:
         return render(request, "runs_app/_run_summary.html", context)
     context["steps"] = list(run.steps.all())
+    # The charts keep their place from the first paint: samples arriving never move the log.
+    context["has_samples"] = (
+        run.is_finished
+        and LogChunk.objects.filter(run_id=run.pk, kind=LogChunk.Kind.SAMPLES).exists()
+    )
     return render(request, "runs_app/run_detail.html", context)
 
 

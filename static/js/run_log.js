@@ -10,6 +10,8 @@
   const state = root.querySelector(".log-state");
   const filterBox = root.querySelector(".log-filter");
   const timestampsBox = root.querySelector(".log-timestamps");
+  const findBox = root.querySelector(".log-find");
+  const findCount = root.querySelector(".log-search-count");
   const downloadUrl = document.getElementById("download-log")?.getAttribute("href");
   let lastSeq = 0;
   let finished = false;
@@ -25,6 +27,59 @@
   timestampsBox.addEventListener("change", function () {
     root.classList.toggle("show-timestamps", timestampsBox.checked);
   });
+
+  // A link to a line (#L120): the line is marked and shown when it arrives; following the
+  // end stops, so the person reads what they were sent to.
+  let linked = Number((location.hash.match(/^#L(\d+)$/) || [])[1]) || 0;
+  if (linked) follow = false;
+  function showLinked(row) {
+    row.classList.add("linked");
+    row.scrollIntoView({ block: "center" });
+  }
+  window.addEventListener("hashchange", function () {
+    linesBox.querySelector(".linked")?.classList.remove("linked");
+    linked = Number((location.hash.match(/^#L(\d+)$/) || [])[1]) || 0;
+    const row = linked && document.getElementById("L" + linked);
+    if (row) { follow = false; showLinked(row); }
+  });
+
+  // Find: every line with the text is marked; ↓/↑ (or Enter/Shift+Enter) go to the next or
+  // previous one. Lines that arrive later join the matches.
+  let found = [];
+  let current = -1;
+  function findNeedle() { return findBox.value.trim().toLowerCase(); }
+  function isMatch(row) {
+    const needle = findNeedle();
+    return Boolean(needle) && row.querySelector(".log-text").textContent.toLowerCase().includes(needle);
+  }
+  function countFound() {
+    findCount.textContent = !findNeedle() ? "" :
+      found.length ? (current + 1) + " of " + found.length : "no match";
+  }
+  function runFind() {
+    for (const row of found) row.classList.remove("match", "current-match");
+    found = Array.from(linesBox.children).filter(isMatch);
+    for (const row of found) row.classList.add("match");
+    current = -1;
+    if (found.length) step(1); else countFound();
+  }
+  function step(by) {
+    if (!found.length) return;
+    found[current]?.classList.remove("current-match");
+    current = (current + by + found.length) % found.length;
+    const row = found[current];
+    row.classList.add("current-match");
+    if (row.hidden) { filterBox.value = ""; applyFilter(); }
+    follow = false;
+    row.scrollIntoView({ block: "center" });
+    countFound();
+  }
+  findBox.addEventListener("input", runFind);
+  findBox.addEventListener("keydown", function (event) {
+    if (event.key === "Enter") { event.preventDefault(); step(event.shiftKey ? -1 : 1); }
+  });
+  root.querySelector(".log-find-next").addEventListener("click", function () { step(1); });
+  root.querySelector(".log-find-previous").addEventListener("click", function () { step(-1); });
 
   // ANSI SGR colours → classes; everything else is text (never HTML).
   const ANSI = /\x1b\[([0-9;]*)m/g;
@@ -63,6 +118,14 @@
     const row = document.createElement("div");
     row.className = "log-line stream-" + stream;
     row.dataset.seq = seq;
+    row.id = "L" + seq;
+    const number = document.createElement("a");
+    number.className = "log-number";
+    number.href = "#L" + seq;
+    number.textContent = seq;
+    number.setAttribute("aria-label", "link to line " + seq);
+    number.tabIndex = -1; // a mouse target; the keyboard has Find
+    row.appendChild(number);
     const time = document.createElement("time");
     time.className = "log-time";
     time.dateTime = timestamp;
@@ -75,11 +138,17 @@
     row.appendChild(body);
     if (!matches(row)) row.hidden = true;
     linesBox.appendChild(row);
+    if (seq === linked) showLinked(row);
+    if (isMatch(row)) {
+      row.classList.add("match");
+      found.push(row);
+      countFound();
+    }
   }
 
   function matches(row) {
     const needle = filterBox.value.trim().toLowerCase();
-    return !needle || row.textContent.toLowerCase().includes(needle);
+    return !needle || row.querySelector(".log-text").textContent.toLowerCase().includes(needle);
   }
   function applyFilter() {
     for (const row of linesBox.children) row.hidden = !matches(row);
