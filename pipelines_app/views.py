@@ -70,6 +70,15 @@ def pipeline_list(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required("pipelines_app.view_pipeline", raise_exception=True)
+def recent_runs(request: HttpRequest, name: str) -> HttpResponse:
+    """The pipeline page's recent runs (it reloads them: a run goes from queued to its end
+    there without a reload of the page)."""
+    pipeline = get_object_or_404(Pipeline, name=name)
+    runs = pipeline.runs.select_related("triggered_by")[:RECENT_RUNS]
+    return render(request, "pipelines_app/_recent_runs.html", {"pipeline": pipeline, "runs": runs})
+
+
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
 def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
     context = {

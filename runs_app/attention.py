@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from pipelines_app.models import Pipeline, Sync
 from runs_app.models import Chore, Delivery, DependencyCheck, WorkerNode, WorkerProcess
-from runs_app.worker import storage
+from runs_app.models.chore import STORAGE, STORAGE_NODE_PREFIX
 
 MOST_SHOWN = 12
 
@@ -186,11 +186,11 @@ class Storage:
 
 def storage_in_use() -> Storage:
     """The last hourly measurements (runs_app.worker.storage); None before the first."""
-    rows = {chore.name: chore for chore in Chore.objects.filter(name__startswith=storage.CHORE)}
-    instance = rows.pop(storage.CHORE, None)
+    rows = {chore.name: chore for chore in Chore.objects.filter(name__startswith=STORAGE)}
+    instance = rows.pop(STORAGE, None)
     report = instance.last_report if instance else {}
     nodes = sorted(
-        (name.removeprefix(storage.NODE_PREFIX), chore.last_report)
+        (name.removeprefix(STORAGE_NODE_PREFIX), chore.last_report)
         for name, chore in rows.items()
         if chore.last_report
     )

@@ -159,7 +159,7 @@ def render_svg(graph: Graph, label: str, empty: str = "No chains yet.") -> SafeS
     edges = format_html_join("", "{}", ((_edge(graph, edge),) for edge in graph.edges))
     nodes = format_html_join("", "{}", ((_node(node),) for node in graph.nodes.values()))
     return format_html(
-        '<svg class="chain-graph" role="img" aria-label="{}" viewBox="0 0 {} {}" width="{}" '
+        '<svg class="chain-graph" role="group" aria-label="{}" viewBox="0 0 {} {}" width="{}" '
         'height="{}"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="8" markerHeight="8" orient="auto-start-reverse">'
         '<path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>{}{}</svg>',

@@ -8,6 +8,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+# The storage in use (runs_app.worker.storage): one chore for the instance, one per node.
+STORAGE = "storage"
+STORAGE_NODE_PREFIX = "storage:"
+
 
 class Chore(models.Model):
     name = models.CharField(max_length=50, unique=True)

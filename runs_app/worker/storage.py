@@ -16,10 +16,10 @@ from django.db.models import Sum
 from django.db.models.functions import Length
 
 from runs_app.models import Chore, LogChunk, RunArtifact
+from runs_app.models.chore import STORAGE as CHORE
+from runs_app.models.chore import STORAGE_NODE_PREFIX as NODE_PREFIX
 
 logger = logging.getLogger(__name__)
-CHORE = "storage"
-NODE_PREFIX = "storage:"
 EVERY = timedelta(minutes=55)  # the chores loop looks hourly
 
 

@@ -20,6 +20,7 @@ SIGNED_IN, VIEWER, OPERATOR, ADMIN = "stranger", "viewer", "operator", "admin"
 # url name → (method, the lowest level that may use it)
 PAGES = {
     "home": ("get", VIEWER),
+    "dashboard_live": ("get", VIEWER),
     "runs_app:list": ("get", VIEWER),
     "runs_app:detail": ("get", VIEWER),
     "runs_app:log": ("get", VIEWER),
@@ -29,6 +30,7 @@ PAGES = {
     "pipelines_app:list": ("get", VIEWER),
     "pipelines_app:detail": ("get", VIEWER),
     "pipelines_app:models_docs": ("get", VIEWER),
+    "pipelines_app:recent_runs": ("get", VIEWER),
     "secrets_app:list": ("get", VIEWER),
     "sync": ("get", VIEWER),
     "runs_app:start": ("post", OPERATOR),

@@ -101,7 +101,8 @@ def test_a_pinned_package_with_a_known_advisory_is_reported(
     page = admin_client.get(pinned.get_absolute_url()).content.decode()
     assert 'id="vulnerabilities"' in page and "PYSEC-2018-28" in page and "2.20.0" in page
     dashboard = admin_client.get(reverse("home")).content.decode()
-    assert 'id="vulnerable-pipelines"' in dashboard and "1 known vulnerability" in dashboard
+    attention = dashboard.split('id="needs-attention"')[1].split("</section>")[0]
+    assert "1 known vulnerability in its packages" in attention
     listing = admin_client.get(reverse("admin:runs_app_vulnerability_changelist")).content
     assert b"PYSEC-2018-28" in listing
     (told,) = Notification.objects.filter(event="cve_found")
@@ -129,7 +130,7 @@ def test_an_unreachable_service_is_never_no_vulnerabilities(pinned, settings, ad
     # In plain words, never the exception's text.
     assert "could not be reached from the worker" in check.error
     assert "Max retries" not in page and "HTTPConnectionPool" not in page
-    assert "not checked" in admin_client.get(reverse("home")).content.decode()
+    assert "Not checked for vulnerabilities" in admin_client.get(reverse("home")).content.decode()
 
 
 def test_what_the_service_did_is_said_in_plain_words():
