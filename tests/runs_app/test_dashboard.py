@@ -117,7 +117,6 @@ def test_the_calendar_counts_runs_as_they_end_and_keeps_them(viewer_client, make
     assert f"{today:%a %-d %b %Y}: 2 runs — 0 succeeded, 1 failed, 1 cancelled" in calendar
     old = today - timedelta(days=40)
     assert f"{old:%a %-d %b %Y}: 12 runs — 12 succeeded, 0 failed" in calendar
-    assert f"?since={old.isoformat()}T00:00&amp;until=" in calendar  # the day's runs
     days = dashboard_charts.calendar_days()
     assert len(days) >= 365 and days[0].day.weekday() == 0 and days[-1].day == today
 
