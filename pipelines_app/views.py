@@ -74,8 +74,12 @@ def recent_runs(request: HttpRequest, name: str) -> HttpResponse:
     """The pipeline page's recent runs (it reloads them: a run goes from queued to its end
     there without a reload of the page)."""
     pipeline = get_object_or_404(Pipeline, name=name)
-    runs = pipeline.runs.select_related("triggered_by")[:RECENT_RUNS]
-    return render(request, "pipelines_app/_recent_runs.html", {"pipeline": pipeline, "runs": runs})
+    context = {"pipeline": pipeline, "runs": _recent_runs(pipeline)}
+    return render(request, "pipelines_app/_recent_runs.html", context)
+
+
+def _recent_runs(pipeline: Pipeline) -> list[PipelineRun]:
+    return list(pipeline.runs.select_related("triggered_by")[:RECENT_RUNS])
 
 
 @permission_required("pipelines_app.view_pipeline", raise_exception=True)
@@ -86,7 +90,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         "spec": pipeline.spec,
         "limits": effective_limits(pipeline.spec.run),  # what its next run gets
         "instance_retries": settings.RETRY_ATTEMPTS,
-        "runs": pipeline.runs.select_related("triggered_by")[:RECENT_RUNS],
+        "runs": _recent_runs(pipeline),
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),
         "schedules": [
             (schedule, schedule.next_fire_times(UPCOMING_FIRE_TIMES) if schedule.enabled else [])

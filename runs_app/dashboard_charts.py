@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from uuid import UUID
 
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from pipelines_app.sizes import format_duration
@@ -28,6 +29,7 @@ MOST_WAITING = 100  # runs queued before the window, still waiting or going
 LANE, LABEL_WIDTH, TIMELINE_WIDTH = 18, 170, 1000
 FAILED = (Status.FAILED, Status.TIMED_OUT)
 NOT_ENDED = (Status.QUEUED, *PipelineRun.IN_FLIGHT_STATUSES)
+ANY_RUN = UUID(int=0)
 
 
 # --- the calendar: a year of ended runs by day ---------------------------------------------
@@ -189,7 +191,7 @@ class Bar:
 
 def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict[str, list[Bar]]]:
     """Runs that overlap the last `hours`, by pipeline name: those queued in the window, and
-    those queued before it that ended in it or still go (two indexed reads)."""
+    those queued before it that ended in it or still wait or go."""
     end = timezone.now()
     start = end - timedelta(hours=hours)
     fields = ("pipeline__name", "public_id", "status", "queued_at", "started_at", "finished_at")
@@ -197,7 +199,10 @@ def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict
     runs = PipelineRun.objects.values_list(*fields)
     rows = list(runs.filter(queued_at__gte=start).order_by("-queued_at", "-id")[:MOST_RUNS])
     before = runs.filter(queued_at__lt=start)
-    rows += before.filter(finished_at__gte=start).order_by("finished_at")[:MOST_RUNS]
+    ended = before.filter(finished_at__gte=start).order_by("finished_at")[:MOST_RUNS]
+    # Ended ones only (the next read has the rest); checked here, as a condition in the
+    # query would send the database to the status index instead (measured: 10 → 200 ms).
+    rows += [row for row in ended if row[2] in PipelineRun.FINAL_STATUSES]
     rows += before.filter(status__in=NOT_ENDED).order_by("status", "queued_at")[:MOST_WAITING]
     lanes: dict[str, list[Bar]] = defaultdict(list)
     for name, public_id, status, queued_at, started_at, finished_at in rows:
@@ -227,8 +232,11 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
                 f"{timezone.localtime(moment):%H:%M}",
             )
         )
+    # A run's address without reverse() per bar (hundreds of bars, every 4 s).
+    before_id, after_id = reverse("runs_app:detail", args=[ANY_RUN]).split(str(ANY_RUN))
     for index, (name, bars) in enumerate(lanes.items()):
         top = 16 + index * LANE
+        lane_name = escape(name)
         parts.append(
             format_html(
                 '<rect class="lane" x="{}" y="{}" width="{}" height="{}"></rect>'
@@ -242,7 +250,8 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
             )
         )
         for bar in bars:
-            parts.append(_bar(bar, name, top, x, end))
+            url = f"{before_id}{bar.public_id}{after_id}"
+            parts.append(_bar(bar, lane_name, url, top, x, end))
     parts.append(
         format_html(
             '<line class="now-line" x1="{}" x2="{}" y1="14" y2="{}"></line>',
@@ -262,39 +271,26 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     )
 
 
-def _bar(bar: Bar, name: str, top: int, x, end: datetime) -> SafeString:
-    """The wait (queued → started) thin, the run (started → finished or now) full height."""
+def _bar(bar: Bar, lane_name: str, url: str, top: int, x, end: datetime) -> str:
+    """The wait (queued → started) thin, the run (started → finished or now) full height.
+    Plain formatting: the lane's name comes escaped, everything else is ours (numbers, a
+    status, a uuid)."""
     began = bar.started_at or bar.finished_at or end
     wait = ""
     if x(began) - x(bar.queued_at) >= 1:
-        wait = format_html(
-            '<rect class="bar-{}" x="{}" y="{}" width="{}" height="2" opacity=".6"></rect>',
-            bar.status,
-            f"{x(bar.queued_at):.1f}",
-            top + 7,
-            f"{x(began) - x(bar.queued_at):.1f}",
+        wait = (
+            f'<rect class="bar-{bar.status}" x="{x(bar.queued_at):.1f}" y="{top + 7}" '
+            f'width="{x(began) - x(bar.queued_at):.1f}" height="2" opacity=".6"></rect>'
         )
-    ran = ""
+    ran = took = ""
     if bar.started_at:
         width = max(2.0, x(bar.finished_at or end) - x(bar.started_at))
-        ran = format_html(
-            '<rect class="bar-{}" x="{}" y="{}" width="{}" height="{}"></rect>',
-            bar.status,
-            f"{x(bar.started_at):.1f}",
-            top + 3,
-            f"{width:.1f}",
-            LANE - 8,
+        ran = (
+            f'<rect class="bar-{bar.status}" x="{x(bar.started_at):.1f}" y="{top + 3}" '
+            f'width="{width:.1f}" height="{LANE - 8}"></rect>'
         )
-    took = ""
-    if bar.started_at:
         took = ", " + format_duration(((bar.finished_at or end) - bar.started_at).total_seconds())
-    return format_html(
-        '<a href="{}" tabindex="-1"><title>{} #{}: {}{}</title>{}{}</a>',
-        reverse("runs_app:detail", args=[bar.public_id]),
-        name,
-        bar.public_id[:8],
-        Status(bar.status).label,
-        took,
-        wait,
-        ran,
+    return (
+        f'<a href="{url}" tabindex="-1"><title>{lane_name} #{bar.public_id[:8]}: '
+        f"{Status(bar.status).label}{took}</title>{wait}{ran}</a>"
     )

@@ -54,6 +54,7 @@ NEWER_PYTHON_HINT = (
 
 class DockerExecutor:
     name = "docker"
+    follower = ContainerFollower  # what follows a started run to its end (swarm: a service)
 
     def __init__(self) -> None:
         self._client: docker.DockerClient | None = None
@@ -84,7 +85,7 @@ class DockerExecutor:
         except APIError as exc:
             self.remove(container_id)
             raise ExecutorError("internal_error", f"The container did not start: {exc}") from exc
-        return ContainerFollower(self.api, container_id, spec, log, watch, {}).follow()
+        return self.follower(self.api, container_id, spec, log, watch, {}).follow()
 
     def reattach(
         self,
@@ -94,7 +95,7 @@ class DockerExecutor:
         watch: Watch,
         resume_after: dict[str, str],
     ) -> Outcome:
-        return ContainerFollower(self.api, handle, spec, log, watch, resume_after).follow()
+        return self.follower(self.api, handle, spec, log, watch, resume_after).follow()
 
     def check_image(self, image: str = "") -> str:
         """The id of `image` (WORKER_IMAGE when not given); ExecutorError (image_missing)

@@ -80,6 +80,7 @@ REPLICATED_ONCE = {"Replicated": {"Replicas": 1}}  # and restart condition none
 
 class SwarmExecutor(DockerExecutor):
     name = "swarm"
+    follower = ServiceFollower
 
     def check(self) -> None:
         with engine.reachable(also=(APIError,)):
@@ -146,17 +147,7 @@ class SwarmExecutor(DockerExecutor):
         # The handle is the service's name: it names the run's secret and configs too, so
         # they can be removed after the service is gone (cancel and loss remove it first).
         watch.on_started(name)
-        return ServiceFollower(self.api, name, spec, log, watch, {}).follow()
-
-    def reattach(
-        self,
-        spec: RunSpec,
-        handle: str,
-        log: LogWriter,
-        watch: Watch,
-        resume_after: dict[str, str],
-    ) -> Outcome:
-        return ServiceFollower(self.api, handle, spec, log, watch, resume_after).follow()
+        return self.follower(self.api, name, spec, log, watch, {}).follow()
 
     def _remove_made(self, made: list[tuple[str, str]]) -> None:
         for kind, made_id in made:

@@ -50,7 +50,7 @@
   function findNeedle() { return findBox.value.trim().toLowerCase(); }
   function isMatch(row) {
     const needle = findNeedle();
-    return Boolean(needle) && row.querySelector(".log-text").textContent.toLowerCase().includes(needle);
+    return Boolean(needle) && holds(row, needle);
   }
   function countFound() {
     findCount.textContent = !findNeedle() ? "" :
@@ -146,9 +146,13 @@
     }
   }
 
+  // Whether a line's text (not its number or time) holds a lower-case needle.
+  function holds(row, needle) {
+    return row.querySelector(".log-text").textContent.toLowerCase().includes(needle);
+  }
   function matches(row) {
     const needle = filterBox.value.trim().toLowerCase();
-    return !needle || row.querySelector(".log-text").textContent.toLowerCase().includes(needle);
+    return !needle || holds(row, needle);
   }
   function applyFilter() {
     for (const row of linesBox.children) row.hidden = !matches(row);
