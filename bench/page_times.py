@@ -37,7 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     with test_database():
         began = time.perf_counter()
-        populate(args.runs, args.pipelines, days=365)
+        populate(args.runs, args.pipelines, days=365, logs=True)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
         print(
             f"{connection.vendor}: {args.runs:,} runs over {args.pipelines} pipelines "
             f"(inserted in {time.perf_counter() - began:.1f} s)"
@@ -57,8 +60,17 @@ def main() -> None:
             "pipeline page": "/pipelines/p025/",
             "pipeline page, its runs (every 4 s)": "/pipelines/p025/runs/",
             "run page": f"/runs/{run.public_id}/",
+            "log search, rare text (1 run in 500)": "/runs/search/?q=ConnectionRefused",
+            "log search, common text (failed runs)": "/runs/search/?q=Traceback",
+            "log search, rare text, one pipeline": (
+                "/runs/search/?q=ConnectionRefused&pipeline=p025"
+            ),
+            "log search, common text, one pipeline, 7 days": (
+                "/runs/search/?q=bad+value&pipeline=p025&window=7d"
+            ),
+            "log search, no match": "/runs/search/?q=no+such+words",
         }
-        print(f"  {'page':<38} {'p50':>9} {'p95':>10} {'HTML':>9} {'+CSS, JS':>9}")
+        print(f"  {'page':<46} {'p50':>9} {'p95':>10} {'HTML':>9} {'+CSS, JS':>9}")
         for label, url in pages.items():
             first = client.get(url)  # warm caches
             samples = []
@@ -70,7 +82,7 @@ def main() -> None:
             p50, p95, _ = percentiles(samples)
             html = first.content
             print(
-                f"  {label:<38} {p50:6.1f} ms {p95:7.1f} ms {len(html) / 1024:6.1f} KB"
+                f"  {label:<46} {p50:6.1f} ms {p95:7.1f} ms {len(html) / 1024:6.1f} KB"
                 f" {assets_bytes(client, html) / 1024:6.1f} KB"
             )
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from bench.common import percentiles
 from pipelines_app.models import Pipeline
-from runs_app.models import PipelineRun, RunDay
+from runs_app.models import LogText, PipelineRun, RunDay
 
 
 def timed(label: str, query, repeat: int) -> None:
@@ -48,9 +48,13 @@ def timed(label: str, query, repeat: int) -> None:
     print(f"  {label:<48} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
-def populate(run_count: int, pipeline_count: int, days: int = 90) -> list[Pipeline]:
-    """Runs spread over the last `days`, and the calendar's day counts that ending them
-    would have kept (RunDay)."""
+def populate(
+    run_count: int, pipeline_count: int, days: int = 90, logs: bool = False
+) -> list[Pipeline]:
+    """Runs spread over the last `days`, numbered in the order they were queued (as real
+    ones are), and the calendar's day counts that ending them would have kept (RunDay).
+    With `logs`, each run has a short log's searchable text (LogText): a few lines, a
+    traceback in the failed ones, "ConnectionRefusedError" in about 1 run in 500."""
     now = timezone.now()
     pipelines = Pipeline.objects.bulk_create(
         Pipeline(name=f"p{i:03}", folder_path=f"/p/{i}", discovered_at=now, last_seen_at=now)
@@ -60,8 +64,9 @@ def populate(run_count: int, pipeline_count: int, days: int = 90) -> list[Pipeli
     rng = random.Random(7)
     batch = []
     per_day: Counter = Counter()
-    for _ in range(run_count):
-        queued_at = now - timedelta(seconds=rng.uniform(0, days * 86400))
+    ages = sorted((rng.uniform(0, days * 86400) for _ in range(run_count)), reverse=True)
+    for age in ages:
+        queued_at = now - timedelta(seconds=age)
         status = rng.choice(statuses)
         batch.append(
             PipelineRun(
@@ -75,13 +80,37 @@ def populate(run_count: int, pipeline_count: int, days: int = 90) -> list[Pipeli
         if status != "queued":
             per_day[timezone.localdate(queued_at), status] += 1
         if len(batch) == 5000:
-            PipelineRun.objects.bulk_create(batch)
+            _create(batch, rng, logs)
             batch = []
-    PipelineRun.objects.bulk_create(batch)
+    _create(batch, rng, logs)
     RunDay.objects.bulk_create(
         RunDay(day=day, status=status, count=n) for (day, status), n in per_day.items()
     )
     return pipelines
+
+
+def _create(runs: list[PipelineRun], rng: random.Random, logs: bool) -> None:
+    PipelineRun.objects.bulk_create(runs)
+    if logs:
+        LogText.objects.bulk_create(
+            LogText(run=run, first_seq=1, text=_log_text(run, rng)) for run in runs
+        )
+
+
+def _log_text(run: PipelineRun, rng: random.Random) -> str:
+    lines = [
+        f"Starting {run.pipeline.name} on node-{rng.randint(1, 9)}",
+        f"loaded {rng.randint(1, 10**6)} rows from source_{rng.randint(1, 400)}",
+    ]
+    if rng.random() < 0.002:
+        lines.append("ConnectionRefusedError: [Errno 111] Connection refused")
+    if run.status == "failed":
+        lines.append("Traceback (most recent call last):")
+        lines.append(f'  File "main.py", line {rng.randint(1, 300)}')
+        lines.append(f"ValueError: bad value in column c{rng.randint(1, 60)}")
+    else:
+        lines.append(f"done in {rng.uniform(0, 600):.1f} s")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.pipeline_list, name="list"),
     path("<str:name>/", views.pipeline_detail, name="detail"),
     path("<str:name>/docs/", views.models_docs, name="models_docs"),
+    path("<str:name>/code/", views.pipeline_code, name="code"),
     path("<str:name>/runs/", views.recent_runs, name="recent_runs"),
     path("<str:name>/webhook-keys/", views.webhook_key_add, name="webhook_key_add"),
     path(

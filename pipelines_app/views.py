@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from fastflow_site.audit import Action, record
+from pipelines_app import deployed_code
 from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import SyncNotRequested, live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
@@ -33,6 +34,7 @@ from runs_app.models import (
     ScheduleSkip,
     with_last_run,
 )
+from runs_app.dashboard import pipeline_overview
 from runs_app.steps import docs_run, model_graph
 
 RECENT_RUNS = 20
@@ -85,8 +87,11 @@ def _recent_runs(pipeline: Pipeline) -> list[PipelineRun]:
 @permission_required("pipelines_app.view_pipeline", raise_exception=True)
 def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, name=name)
+    overview = pipeline_overview(pipeline)
     context = {
         "pipeline": pipeline,
+        "overview": overview,
+        "duration_chart": overview.duration_chart(width=600, height=64),
         "spec": pipeline.spec,
         "limits": effective_limits(pipeline.spec.run),  # what its next run gets
         "instance_retries": settings.RETRY_ATTEMPTS,
@@ -117,6 +122,21 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         )
         context["docs_run"] = docs_run(pipeline)
     return render(request, "pipelines_app/pipeline_detail.html", context)
+
+
+@permission_required("pipelines_app.view_pipeline", raise_exception=True)
+def pipeline_code(request: HttpRequest, name: str) -> HttpResponse:
+    """The files of the version its runs take, one shown highlighted (`?file=`; its entry
+    point first)."""
+    pipeline = get_object_or_404(Pipeline.objects.select_related("bundle"), name=name)
+    context = {"pipeline": pipeline, "code_page": True, "files": [], "shown": None}
+    if pipeline.bundle is not None:
+        context["files"] = deployed_code.files_of(pipeline.bundle)
+        path = request.GET.get("file") or pipeline.spec.entry_point
+        context["shown"] = deployed_code.show(pipeline.bundle, path)
+        if context["shown"] is None and request.GET.get("file"):
+            context["not_found"] = path
+    return render(request, "pipelines_app/pipeline_code.html", context)
 
 
 # The docs page is the project's own HTML and JavaScript, made inside a run: it is served

@@ -73,3 +73,16 @@ class RunFilterForm(forms.Form):
         if data.get("until"):
             runs = runs.filter(queued_at__lt=data["until"])
         return runs.order_by(*SORTS[data.get("sort") or "-queued_at"])
+
+
+class LogSearchForm(forms.Form):
+    """Search across runs' logs (runs_app.log_search)."""
+
+    q = forms.CharField(max_length=200, label="Text")
+    pipeline = forms.CharField(required=False, max_length=100)
+    window = forms.ChoiceField(required=False, choices=RunFilterForm.base_fields["window"].choices)
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def since(self):
+        window = self.cleaned_data.get("window")
+        return timezone.now() - WINDOWS[window] if window else None

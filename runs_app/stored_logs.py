@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 
-from runs_app.models.chunk import LogChunk, pack, unpack
+from runs_app.models.chunk import LogChunk, LogText, pack, unpack
 
 # A chunk holds at most this much (uncompressed): a reader resuming near the end of a big
 # log decompresses little, and a row stays small.
@@ -32,18 +32,32 @@ def parse_record(record: str) -> tuple[str, str, str]:
 
 def store_lines(run_id: int, first_seq: int, records: list[bytes]) -> None:
     """Store records (each `timestamp stream text\\n`, numbered from `first_seq`) as chunks,
-    in one transaction: a range is stored whole or not at all."""
-    chunks, batch, size, seq = [], [], 0, first_seq
+    with their text for the search across runs, in one transaction: a range is stored whole
+    or not at all."""
+    batches, batch, size, seq = [], [], 0, first_seq
     for record in records:
         if batch and size + len(record) > CHUNK_BYTES:
-            chunks.append(_chunk(run_id, LogChunk.Kind.LINES, seq, batch, size))
+            batches.append((seq, batch, size))
             seq, batch, size = seq + len(batch), [], 0
         batch.append(record)
         size += len(record)
     if batch:
-        chunks.append(_chunk(run_id, LogChunk.Kind.LINES, seq, batch, size))
+        batches.append((seq, batch, size))
     with transaction.atomic():
-        LogChunk.objects.bulk_create(chunks)
+        LogChunk.objects.bulk_create(
+            _chunk(run_id, LogChunk.Kind.LINES, seq, batch, size) for seq, batch, size in batches
+        )
+        LogText.objects.bulk_create(
+            LogText(run_id=run_id, first_seq=seq, text=searchable_text(batch))
+            for seq, batch, _ in batches
+        )
+
+
+def searchable_text(records: list[bytes]) -> str:
+    """The text of records, a line each, without their timestamps and streams."""
+    return "\n".join(
+        parse_record(record.decode("utf-8", errors="replace"))[2] for record in records
+    )
 
 
 def store_new_lines(run_id: int, first_seq: int, records: list[bytes]) -> None:

@@ -8,6 +8,7 @@ app_name = "runs_app"
 
 urlpatterns = [
     path("", views.run_list, name="list"),
+    path("search/", views.search, name="search"),
     path("start/<str:name>/", views.start_run, name="start"),
     path("daemon/<str:name>/", views.daemon_pause, name="daemon_pause"),
     path("<uuid:public_id>/", views.run_detail, name="detail"),

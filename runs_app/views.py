@@ -20,9 +20,9 @@ from fastflow_site.audit import Action, record
 from fastflow_site.paging import page_of
 from pipelines_app.contract import RUN_SELECTION_NAMES
 from pipelines_app.models import Pipeline
-from runs_app import attention, dashboard_charts
+from runs_app import attention, dashboard_charts, log_search
 from runs_app import dashboard as dashboard_data
-from runs_app.forms import RunFilterForm
+from runs_app.forms import LogSearchForm, RunFilterForm
 from runs_app.graph import pipelines_graph, render_svg, run_graph
 from runs_app.logs import SYSTEM
 from runs_app.models import (
@@ -85,6 +85,31 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         return render(request, "runs_app/_runs_table.html", context)
     return render(request, "runs_app/run_list.html", context)
+
+
+@permission_required("runs_app.view_pipelinerun", raise_exception=True)
+def search(request: HttpRequest) -> HttpResponse:
+    """The runs whose log contains a text, newest first."""
+    form = LogSearchForm(request.GET if "q" in request.GET else None)
+    context = {"form": form, "pipeline_names": Pipeline.objects.values_list("name", flat=True)}
+    if form.is_valid():
+        name = form.cleaned_data["pipeline"]
+        pipeline = Pipeline.objects.filter(name=name).first() if name else None
+        try:
+            if name and pipeline is None:
+                raise log_search.SearchError(f"There is no pipeline named {name}.")
+            context["results"] = log_search.search(
+                form.cleaned_data["q"],
+                pipeline_id=pipeline.pk if pipeline else None,
+                since=form.since(),
+                before=form.cleaned_data["before"],
+            )
+        except log_search.SearchError as error:
+            context["error"] = str(error)
+        older = request.GET.copy()
+        older["before"] = getattr(context.get("results"), "older", None) or ""
+        context["older_query"] = older.urlencode()
+    return render(request, "runs_app/search.html", context)
 
 
 def _get_run(public_id) -> PipelineRun:

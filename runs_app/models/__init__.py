@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runs_app.models.chain import ChainLink
 from runs_app.models.chore import Chore
-from runs_app.models.chunk import LogChunk, RunArtifact
+from runs_app.models.chunk import LogChunk, LogText, RunArtifact
 from runs_app.models.daemon import Daemon
 from runs_app.models.entry import RunRefused
 from runs_app.models.environment import EnvironmentLock, NodeWarmth
@@ -33,6 +33,7 @@ __all__ = [
     "EnvironmentLock",
     "Incident",
     "LogChunk",
+    "LogText",
     "NodeWarmth",
     "Notification",
     "PipelineRun",

@@ -53,6 +53,21 @@ class LogChunk(models.Model):
         return self.last_seq - self.first_seq + 1
 
 
+class LogText(models.Model):
+    """The text of a stored chunk of log lines, for searching across runs
+    (runs_app.log_search): the chunk's lines without their timestamps and streams, one per
+    line, uncompressed because the databases' text indexes read it — a trigram index on
+    PostgreSQL (pg_trgm), an FTS5 table with the trigram tokenizer on SQLite (both made by
+    migration 0023, which also keeps the SQLite one in step with this table by triggers)."""
+
+    run = models.ForeignKey("runs_app.PipelineRun", on_delete=models.CASCADE, related_name="+")
+    first_seq = models.PositiveBigIntegerField()
+    text = models.TextField()
+
+    def __str__(self) -> str:
+        return f"text of lines from {self.first_seq} of run {self.run_id}"
+
+
 class RunArtifact(models.Model):
     """A file a models run handed over (runs_app.artifacts), stored when complete."""
 

@@ -19,7 +19,7 @@ from django.db.models import ProtectedError, Q, QuerySet
 from django.utils import timezone
 
 from pipelines_app.models import CodeBundle, Pipeline
-from runs_app.models import Chore, LogChunk, PipelineRun, RunArtifact
+from runs_app.models import Chore, LogChunk, LogText, PipelineRun, RunArtifact
 from runs_app.stored_logs import log_text, samples_after
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def _remove_logs(runs: list[PipelineRun], report: Report, now: datetime) -> None
     ended = PipelineRun.objects.filter(Q(pk__in=removed), status__in=PipelineRun.FINAL_STATUSES)
     ended_ids = list(ended.values_list("pk", flat=True))
     LogChunk.objects.filter(run_id__in=ended_ids).delete()
+    LogText.objects.filter(run_id__in=ended_ids).delete()  # what the search across runs reads
     RunArtifact.objects.filter(run_id__in=ended_ids).delete()  # a models run's docs and graph
     report.logs_removed += ended.update(log_removed_at=now)
 

@@ -1,0 +1,92 @@
+"""The code of a pipeline's deployed version, for reading on its page: the files of the
+bundle its runs take (pipelines_app.bundles), read from the database so any web node shows
+them, highlighted on the server by Pygments.
+
+A bundle holds only the folder's regular files and the links that stay inside it, so
+nothing here reads the disk; a file is shown from the archive, never followed anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.utils.safestring import SafeString, mark_safe
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import TextLexer, get_lexer_for_filename
+from pygments.util import ClassNotFound
+
+from pipelines_app.models import CodeBundle
+
+LARGEST_SHOWN = 512 * 1024  # a bigger file is listed, not shown
+MOST_FILES = 500
+FORMATTER = HtmlFormatter(
+    cssclass="highlight", linenos="table", lineanchors="line", anchorlinenos=True, wrapcode=True
+)
+
+
+@dataclass(frozen=True)
+class CodeFile:
+    path: str
+    size: int
+    link_to: str = ""  # a link inside the folder: where it points
+    offset: int = 0  # where its bytes start in the archive
+
+
+@dataclass
+class Shown:
+    file: CodeFile
+    html: SafeString | None  # None: not shown, `why` says why
+    why: str = ""
+
+
+def files_of(bundle: CodeBundle) -> list[CodeFile]:
+    """The bundle's files, sorted by path (at most MOST_FILES)."""
+    return list(_unpacked(bundle.sha256, bundle.pk)[1].values())[:MOST_FILES]
+
+
+def show(bundle: CodeBundle, path: str) -> Shown | None:
+    """One file highlighted, or why it is not; None when the bundle has no such file."""
+    archive, files = _unpacked(bundle.sha256, bundle.pk)
+    file = files.get(path)
+    if file is None:
+        return None
+    if file.link_to:
+        return Shown(file, None, f"a link to {file.link_to}")
+    if file.size > LARGEST_SHOWN:
+        return Shown(file, None, f"too large to show here ({file.size:,} bytes)")
+    data = archive[file.offset : file.offset + file.size]
+    if b"\0" in data[:8192]:
+        return Shown(file, None, f"not text ({file.size:,} bytes)")
+    text = data.decode("utf-8", errors="replace")
+    try:
+        lexer = get_lexer_for_filename(path, text)
+    except ClassNotFound:
+        lexer = TextLexer()
+    return Shown(file, mark_safe(highlight(text, lexer, FORMATTER)))  # noqa: S308 (escaped by Pygments)
+
+
+@lru_cache(maxsize=4)
+def _unpacked(sha256: str, bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
+    """The bundle's archive and its files by path. A bundle never changes (it is named by
+    its content), so a few stay in memory for the next pages; the bytes are only sliced,
+    never read through a shared file object, so threads can share them."""
+    data = CodeBundle.objects.filter(pk=bundle_id).values_list("data", flat=True).get()
+    archive = zlib.decompress(bytes(data))
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        members = sorted(tar.getmembers(), key=lambda member: member.name)
+    files = {
+        member.name: CodeFile(
+            member.name,
+            member.size,
+            member.linkname if member.issym() else "",
+            member.offset_data,
+        )
+        for member in members
+        if member.isfile() or member.issym()
+    }
+    return archive, files

@@ -1,0 +1,185 @@
+"""Search across runs: the runs whose log holds a text, newest first, by pipeline and time.
+
+Every stored chunk of log lines has its text in LogText (runs_app.stored_logs), indexed by
+the database itself: a trigram index (pg_trgm) that an ILIKE '%…%' uses on PostgreSQL, an
+FTS5 table with the trigram tokenizer on SQLite (migration 0023). Both find a substring of
+three characters or more, case-insensitively, without reading every log. The newest matches
+are read first and the read stops after a page of runs, so a text found in half a million
+logs costs no more than a rare one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection
+
+from runs_app.models import PipelineRun
+
+SHORTEST = 3  # a trigram index cannot narrow a shorter text
+PAGE = 25  # runs per page
+# Matching chunks read per query: a run with a long log can match in many chunks, so a
+# page of runs takes a few more rows than runs.
+ROWS_PER_READ = 200
+# Reads per page at most: with a pipeline chosen, a common text can match thousands of
+# other pipelines' chunks first; the page then ends early and offers to go on from there.
+MOST_READS = 10
+LONGEST_LINE_SHOWN = 300
+
+
+class SearchError(ValueError):
+    """The text cannot be searched (too short); the message says why."""
+
+
+@dataclass
+class Match:
+    run: PipelineRun
+    seq: int  # the first matching line's number: the run page's #L<seq>
+    before: str  # the line cut around the match: before, the match, after
+    found: str
+    after: str
+
+
+@dataclass
+class Page:
+    matches: list[Match]
+    older: int | None  # the cursor of the next page (a LogText id), None at the end
+    cut_short: bool = False  # the reads ran out before the page filled: more may be older
+
+
+def search(
+    text: str,
+    pipeline_id: int | None = None,
+    since: datetime | None = None,
+    before: int | None = None,
+) -> Page:
+    """A page of runs whose log contains `text`, newest first; `before` is the cursor
+    a previous page gave (its `older`)."""
+    text = text.strip()
+    if len(text) < SHORTEST:
+        raise SearchError(
+            f"Type at least {SHORTEST} characters: the index matches pieces of three."
+        )
+    query = _Query(text, pipeline_id, since, lowest=_first_row_since(since) if since else None)
+    # run id → the oldest matching chunk read of it: (LogText id, first_seq, text)
+    runs: dict[int, tuple[int, int, str]] = {}
+    cursor, reads, full = before, 0, False
+    while not full and reads < MOST_READS:
+        rows = query.rows(before=cursor)
+        reads += 1
+        for row_id, run_id, first_seq, chunk_text, wanted in rows:
+            if wanted and run_id not in runs and len(runs) == PAGE:
+                full = True  # a run beyond the page: the next page starts at this row
+                cursor = row_id + 1
+                break
+            if wanted:
+                runs[run_id] = (row_id, first_seq, chunk_text)
+            cursor = row_id
+        if len(rows) < ROWS_PER_READ:
+            break
+    more = full or (reads == MOST_READS and len(rows) == ROWS_PER_READ)
+    found = PipelineRun.objects.select_related("pipeline").in_bulk(list(runs))
+    matches = [
+        _match(found[run_id], first_seq, chunk_text, text)
+        for run_id, (_, first_seq, chunk_text) in runs.items()
+        if run_id in found
+    ]
+    return Page(matches=matches, older=cursor if more else None, cut_short=more and not full)
+
+
+@dataclass
+class _Query:
+    text: str
+    pipeline_id: int | None
+    since: datetime | None
+    lowest: int | None  # no row below this id belongs to a run queued since `since`
+
+    def rows(self, before: int | None) -> list[tuple[int, int, int, str, int]]:
+        """(id, run id, first_seq, text, wanted) of the newest LogText rows holding the
+        text below `before`; `wanted` is 0 for rows of runs not asked for (PostgreSQL
+        leaves those out)."""
+        bounds, params = [], []
+        if before is not None:
+            bounds.append("{id} < %s")
+            params.append(before)
+        if self.lowest is not None:
+            bounds.append("{id} >= %s")
+            params.append(self.lowest)
+        runs, run_params = [], []
+        if self.pipeline_id is not None:
+            runs.append("r.pipeline_id = %s")
+            run_params.append(self.pipeline_id)
+        if self.since is not None:
+            runs.append("r.queued_at >= %s")
+            run_params.append(self.since)
+        run_filter = "".join(f" AND {condition}" for condition in runs)
+        # The fragments put together here are this module's own; values go as parameters.
+        if connection.vendor == "sqlite":
+            # The FTS5 table hands out its matches newest first, stopping at the limit;
+            # the runs' filter is a column, so the cursor moves past rows it leaves out.
+            inner = " AND ".join(
+                ["runs_app_logtext_search MATCH %s", *(b.format(id="rowid") for b in bounds)]
+            )
+            sql = (
+                "SELECT t.id, t.run_id, t.first_seq, t.text, "  # noqa: S608
+                f"CASE WHEN 1 = 1{run_filter} THEN 1 ELSE 0 END FROM "
+                f"(SELECT rowid AS id FROM runs_app_logtext_search WHERE {inner} "
+                "ORDER BY rowid DESC LIMIT %s) m "
+                "JOIN runs_app_logtext t ON t.id = m.id "
+                "JOIN runs_app_pipelinerun r ON r.id = t.run_id ORDER BY t.id DESC"
+            )
+            phrase = '"' + self.text.replace('"', '""') + '"'
+            params = [*run_params, phrase, *params, ROWS_PER_READ]
+        else:
+            where = " AND ".join(["t.text ILIKE %s", *(b.format(id="t.id") for b in bounds)])
+            sql = (
+                "SELECT t.id, t.run_id, t.first_seq, t.text, 1 FROM runs_app_logtext t "  # noqa: S608
+                f"JOIN runs_app_pipelinerun r ON r.id = t.run_id WHERE {where}{run_filter} "
+                "ORDER BY t.id DESC LIMIT %s"
+            )
+            params = [f"%{_escape_like(self.text)}%", *params, *run_params, ROWS_PER_READ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _first_row_since(since: datetime) -> int | None:
+    """The lowest LogText id of the runs queued since `since` (runs' ids grow with their
+    queue times), or None when there are none."""
+    first_run = (
+        PipelineRun.objects.filter(queued_at__gte=since)
+        .order_by("queued_at", "id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if first_run is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(id) FROM runs_app_logtext WHERE run_id >= %s", [first_run])
+        return cursor.fetchone()[0]
+
+
+def _match(run: PipelineRun, first_seq: int, chunk_text: str, text: str) -> Match:
+    """The first line of the chunk holding `text`, cut around it."""
+    at = chunk_text.lower().find(text.lower())
+    if at < 0:  # the index matched what Python's lower() does not (rare Unicode cases)
+        at = 0
+    line_start = chunk_text.rfind("\n", 0, at) + 1
+    line_end = chunk_text.find("\n", at)
+    line = chunk_text[line_start : line_end if line_end >= 0 else None]
+    offset = at - line_start
+    keep = (LONGEST_LINE_SHOWN - len(text)) // 2
+    start = max(0, offset - keep)
+    return Match(
+        run=run,
+        seq=first_seq + chunk_text.count("\n", 0, at),
+        before=("…" if start else "") + line[start:offset],
+        found=line[offset : offset + len(text)],
+        after=line[offset + len(text) : offset + len(text) + keep]
+        + ("…" if len(line) > offset + len(text) + keep else ""),
+    )
