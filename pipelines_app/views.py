@@ -23,6 +23,7 @@ from pipelines_app.forms import ScheduleForm
 from pipelines_app.gitsync import SyncNotRequested, live_commit, request_sync, safe_url
 from pipelines_app.models import DiscoveryScan, GitSource, Pipeline, Schedule, Sync, WebhookKey
 from runs_app.artifacts import artifact_content
+from runs_app.dashboard import pipeline_overview
 from runs_app.graph import pipelines_graph, render_svg
 from runs_app.limits import effective_limits
 from runs_app.models import (
@@ -34,7 +35,6 @@ from runs_app.models import (
     ScheduleSkip,
     with_last_run,
 )
-from runs_app.dashboard import pipeline_overview
 from runs_app.steps import docs_run, model_graph
 
 RECENT_RUNS = 20
