@@ -1,27 +1,24 @@
-"""The chain graph: which pipeline (or run) starts which, drawn as server-side SVG. A models
-pipeline's model graph (runs_app.steps.model_graph) is drawn the same way.
+"""The chain graph: which pipeline (or run) starts which. A models pipeline's model graph
+(runs_app.steps.model_graph) is drawn the same way.
 
-The layering is networkx's: a layer per generation of the graph (an edge that closes a
-cycle — a chain A → B → A — is drawn back up instead of taking part), and each node placed
-under the mean position of the nodes that start it (the barycenter heuristic of layered
-drawing), which keeps most edges straight and uncrossed. Nodes are
-links; their colour and word show the last outcome; edges say when they fire.
+The server writes the graph's parts as SVG — nodes are links whose colour and word show the
+last outcome, edges say when they fire — and static/js/graph.js places them: dagre (vendored,
+static/vendor/dagre) lays the graph out in layers with few crossings, cycles included, and
+the page can be zoomed and moved, so a graph of hundreds of nodes stays readable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
+from django.templatetags.static import static
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from pipelines_app.models import Pipeline
 from runs_app.models import ChainLink, PipelineRun, RunStep, with_last_run
 
-NODE_WIDTH, NODE_HEIGHT = 170, 40
-LAYER_GAP, ROW_GAP = 110, 60
-MARGIN = 20
+NODE_WIDTH, NODE_HEIGHT = 170, 40  # graph.js reads them from the node's rectangle
 
 
 @dataclass
@@ -30,8 +27,6 @@ class Node:
     label: str
     url: str
     status: str = ""  # a run status, "" when never run
-    x: float = 0.0
-    y: float = 0.0
 
 
 @dataclass
@@ -45,8 +40,6 @@ class Edge:
 class Graph:
     nodes: dict[str, Node] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
-    width: float = 0.0
-    height: float = 0.0
 
 
 def trigger_label(trigger) -> str:
@@ -85,7 +78,7 @@ def pipelines_graph(around: Pipeline | None = None) -> Graph:
             status=(pipeline.last_run_status or "") if pipeline else "missing",
         )
     graph.edges = edges
-    return lay_out(graph)
+    return graph
 
 
 def run_graph(run: PipelineRun, upstream: PipelineRun | None, links: list[ChainLink]) -> Graph:
@@ -103,7 +96,7 @@ def run_graph(run: PipelineRun, upstream: PipelineRun | None, links: list[ChainL
             key = f"skipped-{link.pk}"
             graph.nodes[key] = Node(key, f"{link.target_name} (skipped)", "", "skipped")
             graph.edges.append(Edge(run.short_id, key, link.condition))
-    return lay_out(graph)
+    return graph
 
 
 def _run_node(run: PipelineRun) -> Node:
@@ -112,62 +105,39 @@ def _run_node(run: PipelineRun) -> Node:
     )
 
 
-def lay_out(graph: Graph) -> Graph:
-    """Layers from the generations of the graph, ordered by barycenter.
-
-    An edge that would close a cycle (a chain A → B → A) is left out of the layering and
-    drawn as an arrow back up; every other edge points down to a later layer.
-    """
-    layering = nx.DiGraph()
-    layering.add_nodes_from(sorted(graph.nodes))
-    for edge in graph.edges:
-        closes_a_cycle = edge.source == edge.target or (
-            edge.target in layering and nx.has_path(layering, edge.target, edge.source)
-        )
-        if not closes_a_cycle:
-            layering.add_edge(edge.source, edge.target)
-    layers = [sorted(generation) for generation in nx.topological_generations(layering)]
-    slot: dict[str, float] = {}
-    for depth, names in enumerate(layers):
-        if depth == 0:
-            wanted = {name: float(index) for index, name in enumerate(names)}
-        else:
-            # Under the mean position of what starts it, as far as the layer leaves room.
-            wanted = {
-                name: sum(slot[p] for p in layering.predecessors(name))
-                / max(1, layering.in_degree(name))
-                for name in names
-            }
-        right = -1.0
-        for name in sorted(names, key=lambda n: (wanted[n], n)):
-            slot[name] = right = max(wanted[name], right + 1)
-    for depth, names in enumerate(layers):
-        for name in names:
-            node = graph.nodes[name]
-            node.x = MARGIN + slot[name] * (NODE_WIDTH + ROW_GAP)
-            node.y = MARGIN + depth * (NODE_HEIGHT + LAYER_GAP)
-    widest = max(slot.values(), default=0) + 1
-    graph.width = MARGIN * 2 + widest * (NODE_WIDTH + ROW_GAP) + 40
-    graph.height = MARGIN * 2 + len(layers) * (NODE_HEIGHT + LAYER_GAP)
-    return graph
-
-
 def render_svg(graph: Graph, label: str, empty: str = "No chains yet.") -> SafeString:
-    """The graph as an inline SVG: links for nodes, labelled arrows for edges."""
+    """The graph's parts as an inline SVG for graph.js to place: links for nodes, labelled
+    arrows for edges, and the zoom buttons."""
     if not graph.nodes:
         return format_html('<p class="muted empty">{}</p>', empty)
-    edges = format_html_join("", "{}", ((_edge(graph, edge),) for edge in graph.edges))
+    edges = format_html_join(
+        "",
+        '<g class="graph-edge" data-edge="{} {}" data-source="{}" data-target="{}">'
+        '<path marker-end="url(#arrow)"/><text class="edge-label">{}</text></g>',
+        ((edge.source, edge.target, edge.source, edge.target, edge.label) for edge in graph.edges),
+    )
     nodes = format_html_join("", "{}", ((_node(node),) for node in graph.nodes.values()))
     return format_html(
-        '<svg class="chain-graph" role="group" aria-label="{}" viewBox="0 0 {} {}" width="{}" '
-        'height="{}"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
+        '<figure class="graph" data-graph data-layout-script="{}">'
+        '<div class="graph-tools" role="toolbar" aria-label="Zoom {}">'
+        '<button type="button" class="button secondary" data-zoom="in" aria-label="Zoom in">'
+        "+</button>"
+        '<button type="button" class="button secondary" data-zoom="out" aria-label="Zoom out">'
+        "&minus;</button>"
+        '<button type="button" class="button secondary" data-zoom="fit">Fit</button>'
+        '<span class="muted small">drag to move · Ctrl + wheel to zoom</span></div>'
+        '<svg class="chain-graph" role="group" aria-label="{}" tabindex="0" '
+        'viewBox="0 0 {} {}" width="100%" height="{}">'
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="8" markerHeight="8" orient="auto-start-reverse">'
-        '<path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>{}{}</svg>',
+        '<path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>'
+        '<g class="graph-viewport">{}{}</g></svg></figure>',
+        static("vendor/dagre/dagre.min.js"),
         label,
-        round(graph.width),
-        round(graph.height),
-        round(graph.width),
-        round(graph.height),
+        label,
+        NODE_WIDTH,
+        NODE_HEIGHT,
+        NODE_HEIGHT,
         edges,
         nodes,
     )
@@ -175,19 +145,13 @@ def render_svg(graph: Graph, label: str, empty: str = "No chains yet.") -> SafeS
 
 def _node(node: Node) -> SafeString:
     box = format_html(
-        '<rect class="node run-{}" x="{}" y="{}" width="{}" height="{}" rx="6"/>'
-        '<text x="{}" y="{}" class="node-label">{}</text>'
-        '<text x="{}" y="{}" class="node-status">{}</text>',
+        '<rect class="node run-{}" width="{}" height="{}" rx="6"/>'
+        '<text x="8" y="17" class="node-label">{}</text>'
+        '<text x="8" y="33" class="node-status">{}</text>',
         node.status or "never",
-        round(node.x),
-        round(node.y),
         NODE_WIDTH,
         NODE_HEIGHT,
-        round(node.x + 8),
-        round(node.y + 17),
         node.label[:26],
-        round(node.x + 8),
-        round(node.y + 33),
         _status_word(node.status),
     )
     if not node.url:
@@ -198,35 +162,6 @@ def _node(node: Node) -> SafeString:
         node.url,
         node.label,
         box,
-    )
-
-
-def _edge(graph: Graph, edge: Edge) -> SafeString:
-    source, target = graph.nodes[edge.source], graph.nodes[edge.target]
-    if target.y > source.y:  # down to a later layer
-        x1, y1 = source.x + NODE_WIDTH / 2, source.y + NODE_HEIGHT
-        x2, y2 = target.x + NODE_WIDTH / 2, target.y
-        middle = (y1 + y2) / 2
-        path = (
-            f"M {x1:.0f} {y1:.0f} C {x1:.0f} {middle:.0f} {x2:.0f} {middle:.0f} {x2:.0f} {y2:.0f}"
-        )
-        label_x, label_y, anchor = (x1 + x2) / 2 + 4, middle, "start"
-    else:  # back up (it closes a loop): along the right side, through the gap
-        x1, y1 = source.x + NODE_WIDTH, source.y + NODE_HEIGHT / 2
-        x2, y2 = target.x + NODE_WIDTH, target.y + NODE_HEIGHT / 2
-        bulge = max(x1, x2) + ROW_GAP / 2
-        path = f"M {x1:.0f} {y1:.0f} C {bulge:.0f} {y1:.0f} {bulge:.0f} {y2:.0f} {x2:.0f} {y2:.0f}"
-        label_x, label_y, anchor = x2 - 4, target.y + NODE_HEIGHT + 14, "end"
-    return format_html(
-        '<g class="graph-edge" data-edge="{} {}"><path d="{}" marker-end="url(#arrow)"/>'
-        '<text x="{}" y="{}" text-anchor="{}" class="edge-label">{}</text></g>',
-        edge.source,
-        edge.target,
-        path,
-        round(label_x),
-        round(label_y),
-        anchor,
-        edge.label,
     )
 
 

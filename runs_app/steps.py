@@ -22,7 +22,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 
 from pipelines_app.models import Pipeline
 from runs_app.artifacts import artifact_content, has_artifact
-from runs_app.graph import Edge, Graph, Node, lay_out
+from runs_app.graph import Edge, Graph, Node
 from runs_app.models import PipelineRun, RunStep
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def model_graph(pipeline: Pipeline) -> Graph:
             for upstream in node.get("depends_on") or []:
                 if upstream in graph.nodes:
                     graph.edges.append(Edge(str(upstream), str(node["id"]), ""))
-    return lay_out(graph)
+    return graph
 
 
 def docs_run(pipeline: Pipeline) -> PipelineRun | None:

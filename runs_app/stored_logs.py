@@ -8,6 +8,7 @@ in the log, counted from 1, which the live viewer and the API's cursor resume fr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 from django.db import IntegrityError, transaction
@@ -53,10 +54,17 @@ def store_lines(run_id: int, first_seq: int, records: list[bytes]) -> None:
         )
 
 
+# Terminal control sequences (colours: CSI …m; titles and links: OSC … BEL/ST): the page
+# shows their effect, not them, so a search must not need them either.
+CONTROL_SEQUENCES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])")
+
+
 def searchable_text(records: list[bytes]) -> str:
-    """The text of records, a line each, without their timestamps and streams."""
+    """The text of records as people read it, a line each: without their timestamps,
+    streams and terminal control sequences."""
     return "\n".join(
-        parse_record(record.decode("utf-8", errors="replace"))[2] for record in records
+        CONTROL_SEQUENCES.sub("", parse_record(record.decode("utf-8", errors="replace"))[2])
+        for record in records
     )
 
 

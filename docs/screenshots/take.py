@@ -89,6 +89,13 @@ def seed_history() -> None:
             per_day[timezone.localdate(moment), status] += 1
     PipelineRun.objects.bulk_create(runs, batch_size=2000)
     RunDay.objects.bulk_create(RunDay(day=d, status=s, count=n) for (d, s), n in per_day.items())
+    failed = PipelineRun.objects.filter(status="failed").order_by("-queued_at")[:40]
+    for run in failed:  # the search page finds them by their traceback
+        moment = utc_timestamp(run.started_at)
+        store_lines(run.pk, 1, [f"{moment} O {text}\n".encode() for text in (
+            "loading orders from the shop's API", "Traceback (most recent call last):",
+            '  File "main.py", line 12, in <module>', "KeyError: 'orders'",
+        )])  # fmt: skip
 
 
 def seed_now() -> PipelineRun:
@@ -139,8 +146,10 @@ def main() -> None:
         "dashboard": "/",
         "pipelines": "/pipelines/",
         "pipeline": "/pipelines/shop_models/",
-        "run": f"/runs/{running.public_id}/",
         "runs": "/runs/",
+        "pipeline-code": "/pipelines/print_env/code/",
+        "run": f"/runs/{running.public_id}/",
+        "search": "/runs/search/?q=KeyError",
         "chains": "/graph/",
         "workers": "/workers/",
     }
@@ -173,6 +182,8 @@ def shoot(base: str, pages: dict[str, str]) -> None:
                 page.goto(base + url)
                 if name == "run":
                     page.wait_for_selector(".log-line >> nth=100")
+                if page.locator("[data-graph]").count():
+                    page.wait_for_selector("[data-graph][data-laid-out]")
                 page.screenshot(path=OUT / f"{name}-{scheme}.png", full_page=name != "run")
                 print(f"docs/screenshots/{name}-{scheme}.png")
             page.close()

@@ -10,8 +10,10 @@ import re
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
+from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
+from runs_app.stored_logs import store_lines
 from tests.runs_app.test_browser import instance, log_in, start_run  # noqa: F401
 
 pytestmark = [
@@ -54,6 +56,7 @@ def serious_violations(page) -> list[str]:
 def test_every_page_passes_axe_light_dark_and_on_a_phone(instance, browser):  # noqa: F811
     ticker = Pipeline.objects.get(name="ticker")
     ended = PipelineRun.objects.create(pipeline=ticker, status="failed", error_message="boom")
+    store_lines(ended.pk, 1, [b"2026-12-06T10:00:00.000Z stdout Traceback: boom\n"])
     setup = browser.new_page()
     log_in(setup, instance)
     start_run(setup, instance, "sleeper")
@@ -63,6 +66,8 @@ def test_every_page_passes_axe_light_dark_and_on_a_phone(instance, browser):  # 
         "dashboard": "/",
         "pipelines": "/pipelines/",
         "pipeline": "/pipelines/ticker/",
+        "pipeline code": "/pipelines/ticker/code/",
+        "search": "/runs/search/?q=boom",
         "run, live": live_run,
         "run, ended": f"/runs/{ended.public_id}/",
         "runs": "/runs/",
@@ -88,6 +93,8 @@ def test_every_page_passes_axe_light_dark_and_on_a_phone(instance, browser):  # 
             assert response.status == 200, (name, response.status)
             if name == "run, live":
                 page.wait_for_selector(".log-line", timeout=30_000)
+            if name == "search":
+                assert page.locator(".search-results mark").count() == 1
             where = f"{name} {scheme} {size['width']}"
             problems += [f"{where}: {v}" for v in serious_violations(page)]
             # Nothing wider than the phone: tables scroll inside their box.
@@ -186,3 +193,64 @@ def test_find_in_the_log_and_link_to_a_line(instance, browser):  # noqa: F811
     other.goto(url)
     other.wait_for_selector(f"#{line}.linked")
     assert other.inner_text(f"#{line} .log-text") == "tick 7"
+    # Search across runs finds it, and its line link opens the run there.
+    other.goto(f"{instance}/runs/search/?q=tick+7")
+    found = other.locator(".search-results .found-line a")
+    assert found.count() == 1 and found.inner_text() == line.replace("L", "line ")
+    found.click()
+    other.wait_for_selector(f"#{line}.linked")
+
+
+def test_a_chain_graph_of_200_pipelines_is_laid_out_readably_and_zooms(
+    instance,  # noqa: F811
+    browser,
+    make_pipeline,
+):
+    names = [f"c{i:03}" for i in range(200)]
+    for i, name in enumerate(names):  # a binary tree: c000 starts c001 and c002, …
+        children = [names[j] for j in (2 * i + 1, 2 * i + 2) if j < len(names)]
+        make_pipeline(name, config={"downstream_triggers": [{"pipeline": c} for c in children]})
+    discover()
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    log_in(page, instance)
+    page.goto(f"{instance}/graph/")
+    page.wait_for_selector("[data-graph][data-laid-out]")
+    boxes = page.evaluate(NODE_BOXES)
+    assert len(boxes) == 203  # the tree and the instance's three
+    placed = list(boxes.values())
+    for index, (x, y, w, h) in enumerate(placed):  # no two nodes overlap
+        for x2, y2, w2, h2 in placed[index + 1 :]:
+            assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
+    for i, name in enumerate(names[1:], start=1):  # every arrow points down a layer
+        assert boxes[name][1] > boxes[names[(i - 1) // 2]][1]
+    # Readable from the start: full size, not shrunk to fit 200 nodes into the box.
+    assert float(page.get_attribute("[data-graph]", "data-scale")) >= 0.6
+    assert serious_violations(page) == []
+    page.click("[data-zoom=fit]")
+    fitted = float(page.get_attribute("[data-graph]", "data-scale"))
+    assert fitted < 0.6
+    page.click("[data-zoom=in]")
+    assert float(page.get_attribute("[data-graph]", "data-scale")) > fitted
+    # Dragging moves the view and follows no link; a click on a node does.
+    before = page.get_attribute("[data-graph] svg", "viewBox")
+    node = page.locator('[data-node="c000"] rect')
+    box = node.bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 120, box["y"] + 80, steps=5)
+    page.mouse.up()
+    assert page.get_attribute("[data-graph] svg", "viewBox") != before
+    assert page.url.endswith("/graph/")
+    page.locator('[data-node="c000"] rect').click()
+    page.wait_for_url(f"{instance}/pipelines/c000/")
+    context.close()
+
+
+NODE_BOXES = """
+Object.fromEntries(Array.from(document.querySelectorAll(".graph-node")).map((node) => {
+  const m = node.transform.baseVal.consolidate().matrix;
+  const rect = node.querySelector("rect");
+  return [node.dataset.node, [m.e, m.f, +rect.getAttribute("width"), +rect.getAttribute("height")]];
+}))
+"""

@@ -57,6 +57,17 @@ def test_finds_runs_by_any_piece_of_a_line_ignoring_case(two_pipelines):
     assert match.before == "ConnectionRefusedError: [" and match.after == "]"
 
 
+def test_colours_and_links_are_searched_as_people_see_them(two_pipelines):
+    run = _run_with_log(
+        two_pipelines[0],
+        "\x1b[32mtick\x1b[0m 7",
+        "see \x1b]8;;https://example.com\x07the docs\x1b]8;;\x07 \x1b[1;31mnow\x1b[m",
+    )
+    assert _found(log_search.search("tick 7")) == [run]
+    assert _found(log_search.search("see the docs now")) == [run]
+    assert _found(log_search.search("[32m")) == []
+
+
 def test_timestamps_and_streams_are_not_searched(two_pipelines):
     _run_with_log(two_pipelines[0], "plain text")
     assert _found(log_search.search("stdout")) == []
