@@ -5,12 +5,14 @@ runs_app.attention."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import Min
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from pipelines_app.models import Pipeline, Schedule
 from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, with_last_run
@@ -45,21 +47,40 @@ class PipelineOverview:
 
     @property
     def sparkline(self) -> str:
-        return self.duration_chart()
-
-    def duration_chart(self, width: int = 140, height: int = 24) -> str:
-        """An inline SVG: one bar per run, height by duration, colour class and title by
-        outcome. Built here, not in the template: a thousand bars render ten times faster."""
+        """The dashboard's small chart: a path per outcome and one label in words (fifty of
+        them on a page: a fifth of the bytes of a rectangle and a title per run)."""
         if not self.recent:
             return ""
-        longest = max((r.seconds or 0 for r in self.recent), default=0) or 1
+        groups: dict[str, list[str]] = defaultdict(list)
+        for index, (run, height) in enumerate(self._bar_heights()):
+            groups[run.status].append(f"M{index * 7} 100v-{height}h5v{height}z")
+        paths = "".join(
+            f'<path class="bar-{status}" d="{"".join(bars)}"/>' for status, bars in groups.items()
+        )
+        counts = ", ".join(
+            f"{len(groups[status])} {Status(status).label}"
+            for status in Status.values
+            if status in groups
+        )
+        return format_html(
+            '<svg class="sparkline" width="140" height="24" viewBox="0 0 {} 100" '
+            'preserveAspectRatio="none" role="img" aria-label="{}">{}</svg>',
+            max(140, len(self.recent) * 7),
+            f"its last {len(self.recent)} runs: {counts}",
+            SafeString(paths),  # statuses and numbers only
+        )
+
+    def duration_chart(self, width: int, height: int) -> str:
+        """A pipeline page's chart: one bar per run, height by duration, colour class and
+        title (outcome, duration) by run."""
+        if not self.recent:
+            return ""
         bars = format_html_join(
             "",
             '<rect class="bar-{}" x="{}" y="{}" width="5" height="{}"><title>{}</title></rect>',
             (
-                (run.status, index * 7, 100 - height, height, run.label)
-                for index, run in enumerate(self.recent)
-                for height in [max(8, round((run.seconds or 0) / longest * 100))]
+                (run.status, index * 7, 100 - bar, bar, run.label)
+                for index, (run, bar) in enumerate(self._bar_heights())
             ),
         )
         return format_html(
@@ -71,6 +92,11 @@ class PipelineOverview:
             len(self.recent),
             bars,
         )
+
+    def _bar_heights(self) -> list[tuple[ChartRun, int]]:
+        """Each run with its bar's height, 8 to 100 by duration (the longest is 100)."""
+        longest = max((r.seconds or 0 for r in self.recent), default=0) or 1
+        return [(run, max(8, round((run.seconds or 0) / longest * 100))) for run in self.recent]
 
     @property
     def success_rate(self) -> int | None:

@@ -279,15 +279,15 @@ def _bar(bar: Bar, lane_name: str, url: str, top: int, x, end: datetime) -> str:
     wait = ""
     if x(began) - x(bar.queued_at) >= 1:
         wait = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.queued_at):.1f}" y="{top + 7}" '
-            f'width="{x(began) - x(bar.queued_at):.1f}" height="2" opacity=".6"></rect>'
+            f'<rect class="bar-{bar.status}" x="{x(bar.queued_at):.0f}" y="{top + 7}" '
+            f'width="{x(began) - x(bar.queued_at):.0f}" height="2" opacity=".6"/>'
         )
     ran = took = ""
     if bar.started_at:
         width = max(2.0, x(bar.finished_at or end) - x(bar.started_at))
         ran = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.started_at):.1f}" y="{top + 3}" '
-            f'width="{width:.1f}" height="{LANE - 8}"></rect>'
+            f'<rect class="bar-{bar.status}" x="{x(bar.started_at):.0f}" y="{top + 3}" '
+            f'width="{width:.0f}" height="{LANE - 8}"/>'
         )
         took = ", " + format_duration(((bar.finished_at or end) - bar.started_at).total_seconds())
     return (

@@ -72,7 +72,9 @@ def test_dashboard_counts_failures_and_pipelines(viewer_client, make_pipeline):
     assert "Non-zero exit code: exited with code 3" in failures  # the reason, in words
     assert 'id="overview-nightly"' in html and 'id="overview-idle"' in html
     nightly_row = html.split('id="overview-nightly"')[1].split("</tr>")[0]
-    assert nightly_row.count('<rect class="bar-') == 8
+    assert nightly_row.count("h5v") == 8  # a bar per run, in a path per outcome
+    label = 'aria-label="its last 8 runs: 1 queued, 1 running, 3 succeeded, 2 failed, 1 timed out"'
+    assert label in nightly_row
     assert "<td>50%</td>" in nightly_row  # 3 of its 6 ended runs succeeded
     next_due = Schedule.objects.get(pipeline=nightly).next_fire_at
     assert f'<time datetime="{next_due.isoformat()}' in nightly_row  # the scheduler's 03:00
