@@ -61,7 +61,12 @@ def search(
         raise SearchError(
             f"Type at least {SHORTEST} characters: the index matches pieces of three."
         )
-    query = _Query(text, pipeline_id, since, lowest=_first_row_since(since) if since else None)
+    lowest = None
+    if since is not None:
+        lowest = _first_row_since(since)
+        if lowest is None:  # no run since then has a log
+            return Page(matches=[], older=None)
+    query = _Query(text, pipeline_id, since, lowest)
     # run id → the oldest matching chunk read of it: (LogText id, first_seq, text)
     runs: dict[int, tuple[int, int, str]] = {}
     cursor, reads, full = before, 0, False

@@ -1,6 +1,8 @@
 // The live log of a run: a websocket per page; lines so far, new lines, then the final
 // status. Every line carries its sequence number: a reconnect asks for what came after the
-// last one shown, so nothing is lost or shown twice.
+// last one shown, so nothing is lost or shown twice. A module: it imports ansi_up (vendored).
+import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
+
 (function () {
   "use strict";
   const root = document.getElementById("live-log");
@@ -81,34 +83,13 @@
   root.querySelector(".log-find-next").addEventListener("click", function () { step(1); });
   root.querySelector(".log-find-previous").addEventListener("click", function () { step(-1); });
 
-  // ANSI SGR colours → classes; everything else is text (never HTML).
-  const ANSI = /\x1b\[([0-9;]*)m/g;
+  // Terminal colours and styles (16 colours as classes that follow the theme, 256 and
+  // true colours, bold, italic, underline; http(s) links) by ansi_up, which escapes the text
+  // itself. It keeps the colour state from line to line, as a terminal does.
+  const ansi = new AnsiUp();
+  ansi.use_classes = true;
   function renderText(container, text) {
-    let classes = [];
-    let index = 0;
-    let match;
-    ANSI.lastIndex = 0;
-    while ((match = ANSI.exec(text)) !== null) {
-      appendSpan(container, text.slice(index, match.index), classes);
-      index = ANSI.lastIndex;
-      const codes = match[1] === "" ? [0] : match[1].split(";").map(Number);
-      for (const code of codes) {
-        if (code === 0) classes = [];
-        else if (code === 1) classes.push("ansi-bold");
-        else if ((code >= 30 && code <= 37) || (code >= 90 && code <= 97)) {
-          classes = classes.filter((c) => !c.startsWith("ansi-fg")).concat("ansi-fg-" + code);
-        } else if (code === 39) classes = classes.filter((c) => !c.startsWith("ansi-fg"));
-      }
-    }
-    appendSpan(container, text.slice(index), classes);
-  }
-  function appendSpan(container, text, classes) {
-    if (!text) return;
-    if (!classes.length) { container.appendChild(document.createTextNode(text)); return; }
-    const span = document.createElement("span");
-    span.className = classes.join(" ");
-    span.textContent = text;
-    container.appendChild(span);
+    container.innerHTML = ansi.ansi_to_html(text);
   }
 
   function addLine(line) {
@@ -196,47 +177,66 @@
     }
   }
 
-  // Live CPU and memory: the last two minutes, with the soft and hard limits drawn.
+  // Live CPU and memory over the whole run, with the soft and hard limits, drawn by uPlot
+  // (vendored): a time axis, the values under the pointer, drag to zoom. Canvas colours come
+  // from the theme's tokens, so a theme change draws them again.
   const metricsBox = document.getElementById("live-metrics");
   const samples = [];
   let limits = {};
-  const SVG = "http://www.w3.org/2000/svg";
-  function drawChart(name, values, soft, hard, format) {
-    const svg = metricsBox.querySelector('[data-chart="' + name + '"]');
-    const top = Math.max(1, hard || 0, soft || 0, ...values.filter((v) => v != null)) * 1.1;
-    svg.replaceChildren();
-    const y = (v) => 60 - (v / top) * 60;
-    const points = values
-      .map((v, i) => (v == null ? null : (i * 300) / Math.max(1, values.length - 1) + "," + y(v)))
-      .filter(Boolean);
-    if (points.length) {
-      const line = document.createElementNS(SVG, "polyline");
-      line.setAttribute("points", points.join(" "));
-      line.setAttribute("class", "chart-line");
-      svg.appendChild(line);
-    }
-    for (const [limit, kind] of [[soft, "soft"], [hard, "hard"]]) {
-      if (!limit) continue;
-      const rule = document.createElementNS(SVG, "line");
-      rule.setAttribute("x1", 0); rule.setAttribute("x2", 300);
-      rule.setAttribute("y1", y(limit)); rule.setAttribute("y2", y(limit));
-      rule.setAttribute("class", "chart-limit chart-" + kind);
-      svg.appendChild(rule);
-    }
-    const last = values[values.length - 1];
-    metricsBox.querySelector('[data-chart-value="' + name + '"]').textContent =
-      last == null ? "" : format(last);
+  const charts = {};
+  const MIB = 1024 * 1024;
+  const CHARTS = {
+    cpu: { value: (s) => (s.cpu == null ? null : s.cpu / 100), unit: (v) => v.toFixed(2) + " cores",
+      soft: () => limits.cpu_soft, hard: () => limits.cpu_hard },
+    mem: { value: (s) => (s.mem == null ? null : s.mem / MIB), unit: (v) => v.toFixed(0) + " MiB",
+      soft: () => limits.mem_soft && limits.mem_soft / MIB, hard: () => limits.mem_hard && limits.mem_hard / MIB },
+  };
+  function token(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  function chartData(name) {
+    const spec = CHARTS[name];
+    const times = samples.map((s) => Date.parse(s.t.slice(0, 23) + "Z") / 1000);
+    const soft = spec.soft() || null, hard = spec.hard() || null;
+    return [times, samples.map(spec.value), times.map(() => soft), times.map(() => hard)];
+  }
+  function makeChart(name) {
+    const box = metricsBox.querySelector('[data-chart="' + name + '"]');
+    const spec = CHARTS[name];
+    const value = (u, v) => (v == null ? "—" : spec.unit(v));
+    const axis = { stroke: token("--muted"), grid: { stroke: token("--line"), width: 1 }, ticks: { stroke: token("--line") } };
+    box.replaceChildren();
+    return new uPlot({
+      width: Math.max(200, box.clientWidth), height: 150,
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, 0.01) * 1.1] } },
+      axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map((v) => spec.unit(v).replace(/\.0+ /, " ")) }],
+      series: [
+        {},
+        { label: name === "cpu" ? "CPU" : "memory", stroke: token("--accent"), fill: token("--accent-soft"), width: 1.5, value: value },
+        { label: "soft limit", stroke: token("--warn"), dash: [4, 4], width: 1, points: { show: false }, value: value },
+        { label: "hard limit", stroke: token("--bad"), dash: [2, 3], width: 1, points: { show: false }, value: value },
+      ],
+    }, chartData(name), box);
   }
   function drawMetrics() {
     metricsBox.hidden = false;
-    const recent = samples.slice(-120);
-    drawChart("cpu", recent.map((s) => (s.cpu == null ? null : s.cpu / 100)),
-      limits.cpu_soft, limits.cpu_hard, (v) => v.toFixed(2) + " cores");
-    const mib = 1024 * 1024;
-    drawChart("mem", recent.map((s) => (s.mem == null ? null : s.mem / mib)),
-      limits.mem_soft && limits.mem_soft / mib, limits.mem_hard && limits.mem_hard / mib,
-      (v) => v.toFixed(0) + " MiB");
+    if (!window.uPlot) { window.addEventListener("load", drawMetrics, { once: true }); return; }
+    for (const name of Object.keys(CHARTS)) {
+      if (!charts[name]) charts[name] = makeChart(name);
+      else charts[name].setData(chartData(name));
+      const last = samples.length ? CHARTS[name].value(samples[samples.length - 1]) : null;
+      metricsBox.querySelector('[data-chart-value="' + name + '"]').textContent =
+        last == null ? "" : CHARTS[name].unit(last);
+    }
   }
+  function redrawCharts() { // a new theme or width: made again with its colours and size
+    for (const name of Object.keys(charts)) { charts[name].destroy(); delete charts[name]; }
+    if (samples.length) drawMetrics();
+  }
+  new MutationObserver(redrawCharts).observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redrawCharts);
+  let resizing = null;
+  window.addEventListener("resize", function () { clearTimeout(resizing); resizing = setTimeout(redrawCharts, 150); });
 
   function refreshSummary() {
     const url = root.dataset.summaryUrl;

@@ -100,7 +100,7 @@ def test_watch_a_run_live_to_its_end_with_a_reconnect_in_between(instance, brows
     page.wait_for_selector(".log-line:has-text('tick 2')", timeout=60_000)
     assert "running" in page.inner_text("#run-status")
     # ANSI colours are rendered, not shown as escape codes.
-    assert page.locator(".log-line .ansi-fg-32", has_text="tick").count() >= 1
+    assert page.locator(".log-line .ansi-green-fg", has_text="tick").count() >= 1
     # A network blip: the socket dies, the page reconnects and resumes after its last line.
     page.evaluate("window.fastflowLog.socket.close()")
     page.wait_for_selector(".log-line:has-text('tick 12')", timeout=60_000)
@@ -149,10 +149,19 @@ def test_live_cpu_and_memory_chart_with_limits(instance, browser):
     page = browser.new_page()
     log_in(page, instance)
     start_run(page, instance, "hog")
-    page.wait_for_selector("#live-metrics:not([hidden]) .chart-line", timeout=60_000)
-    assert page.locator('[data-chart="mem"] .chart-soft').count() == 1
-    assert page.locator('[data-chart="mem"] .chart-hard').count() == 1
-    assert "MiB" in page.inner_text('[data-chart-value="mem"]')
+    page.wait_for_selector("#live-metrics:not([hidden]) [data-chart=mem] canvas", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('[data-chart-value=mem]').textContent.includes('MiB')"
+    )
+    # The values under the pointer, limits included (40m soft, 200m hard in its pipeline.json).
+    chart = page.locator('[data-chart="mem"] .u-over')
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    legend = page.locator('[data-chart="mem"] .u-legend')
+    page.wait_for_function(
+        "document.querySelector('[data-chart=mem] .u-legend').textContent.includes('200 MiB')"
+    )
+    assert "soft limit" in legend.inner_text() and "40 MiB" in legend.inner_text()
 
 
 def test_times_show_in_the_persons_time_zone(instance, browser):
