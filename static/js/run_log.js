@@ -186,13 +186,19 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
   const charts = {};
   const MIB = 1024 * 1024;
   const CHARTS = {
-    cpu: { value: (s) => (s.cpu == null ? null : s.cpu / 100), unit: (v) => v.toFixed(2) + " cores",
+    cpu: { value: (s) => (s.cpu == null ? null : s.cpu / 100), unit: (v) => +v.toFixed(2) + " cores",
       soft: () => limits.cpu_soft, hard: () => limits.cpu_hard },
-    mem: { value: (s) => (s.mem == null ? null : s.mem / MIB), unit: (v) => v.toFixed(0) + " MiB",
+    mem: { value: (s) => (s.mem == null ? null : s.mem / MIB),
+      unit: (v) => (v >= 1024 ? +(v / 1024).toFixed(1) + " GiB" : v.toFixed(0) + " MiB"),
       soft: () => limits.mem_soft && limits.mem_soft / MIB, hard: () => limits.mem_hard && limits.mem_hard / MIB },
   };
+  // A token's colour as the canvas needs it (the stylesheet's light-dark() resolved).
+  const probe = document.createElement("span");
+  probe.hidden = true;
+  metricsBox.appendChild(probe);
   function token(name) {
-    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    probe.style.color = "var(" + name + ")";
+    return getComputedStyle(probe).color;
   }
   function chartData(name) {
     const spec = CHARTS[name];
@@ -209,7 +215,7 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
     return new uPlot({
       width: Math.max(200, box.clientWidth), height: 150,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, 0.01) * 1.1] } },
-      axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map((v) => spec.unit(v).replace(/\.0+ /, " ")) }],
+      axes: [axis, { ...axis, size: 72, values: (u, ticks) => ticks.map(spec.unit) }],
       series: [
         {},
         { label: name === "cpu" ? "CPU" : "memory", stroke: token("--accent"), fill: token("--accent-soft"), width: 1.5, value: value },
