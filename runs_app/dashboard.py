@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Min
+from django.db.models import Min, QuerySet
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString
 from pipelines_app.models import Pipeline, Schedule
 from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, with_last_run
 from runs_app.placement import why_waiting
+from runs_app.timespans import SecondsBetween, ended_or
 
 Status = PipelineRun.Status
 RECENT_PER_PIPELINE = 20
@@ -29,9 +30,8 @@ CHART_WINDOW = 1000  # newest runs of the instance that feed the small charts
 class ChartRun:
     """A bar of a pipeline's small chart: light tuples, not model instances (fast at scale)."""
 
-    public_id: str
     status: str
-    seconds: float | None
+    seconds: float | None  # None: never started
 
     @property
     def label(self) -> str:
@@ -162,11 +162,11 @@ def last_day() -> LastDay:
     hours = [(start + timedelta(hours=h), {}) for h in range(24)]
     counts: dict[str, int] = {}
     rows = PipelineRun.objects.filter(queued_at__gte=start, queued_at__lt=end).values_list(
-        "queued_at", "status"
+        SecondsBetween("queued_at", start), "status"
     )
-    for queued_at, status in rows.order_by():
+    for seconds, status in rows.order_by():
         counts[status] = counts.get(status, 0) + 1
-        bucket = hours[int((queued_at - start).total_seconds() // 3600)][1]
+        bucket = hours[min(23, int(seconds // 3600))][1]
         bucket[status] = bucket.get(status, 0) + 1
     return LastDay(counts, hours)
 
@@ -189,16 +189,13 @@ def pipeline_overviews() -> list[PipelineOverview]:
     The charts come from the instance's newest runs in one indexed query (a pipeline that
     has not run lately shows fewer bars); the last run is exact, via a subquery each.
     """
-    current = timezone.now()
     pipelines = with_last_run(Pipeline.objects.filter(state=Pipeline.State.PRESENT))
     recent: dict[int, list[ChartRun]] = {}
-    rows = PipelineRun.objects.order_by("-queued_at", "-id").values_list(
-        "pipeline_id", "public_id", "status", "started_at", "finished_at"
-    )[:CHART_WINDOW]
-    for pipeline_id, *run in rows:
+    rows = _chart_rows(PipelineRun.objects.all(), "pipeline_id")[:CHART_WINDOW]
+    for pipeline_id, status, seconds in rows:
         bars = recent.setdefault(pipeline_id, [])
         if len(bars) < RECENT_PER_PIPELINE:
-            bars.append(_chart_run(*run, current))
+            bars.append(ChartRun(status, seconds))
     next_due = _next_due_times()
     overviews = []
     for pipeline in pipelines:
@@ -211,18 +208,16 @@ def pipeline_overviews() -> list[PipelineOverview]:
 
 def pipeline_overview(pipeline: Pipeline, count: int = 30) -> PipelineOverview:
     """One pipeline's newest runs as a chart, and its next due time (its page's overview)."""
-    current = timezone.now()
-    rows = pipeline.runs.order_by("-queued_at", "-id").values_list(
-        "public_id", "status", "started_at", "finished_at"
-    )[:count]
-    bars = [_chart_run(*run, current) for run in reversed(rows)]
+    bars = [ChartRun(*run) for run in reversed(_chart_rows(pipeline.runs.all())[:count])]
     due = _next_due_times(pipeline.pk).get(pipeline.pk) if pipeline.is_runnable else None
     return PipelineOverview(pipeline, bars, due if pipeline.enabled else None)
 
 
-def _chart_run(public_id, status: str, started_at, finished_at, current: datetime) -> ChartRun:
-    seconds = ((finished_at or current) - started_at).total_seconds() if started_at else None
-    return ChartRun(str(public_id), status, seconds)
+def _chart_rows(runs: QuerySet[PipelineRun], *first: str) -> QuerySet:
+    """Newest first: (*first, status, seconds it ran so far); the database works out the
+    seconds (runs_app.timespans)."""
+    took = SecondsBetween(ended_or(timezone.now()), "started_at")
+    return runs.order_by("-queued_at", "-id").values_list(*first, "status", took)
 
 
 def _next_due_times(pipeline_id: int | None = None) -> dict[int, datetime]:

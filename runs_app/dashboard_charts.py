@@ -18,6 +18,7 @@ from django.utils.safestring import SafeString
 from pipelines_app.sizes import format_duration
 from runs_app.dashboard import LastDay
 from runs_app.models import PipelineRun, RunDay
+from runs_app.timespans import SecondsBetween
 
 Status = PipelineRun.Status
 WEEKS = 53
@@ -182,11 +183,14 @@ def hours_svg(day: LastDay) -> SafeString:
 
 @dataclass
 class Bar:
+    """A run on the timeline, its moments in seconds from the window's start (negative:
+    before it; None: not yet)."""
+
     public_id: str
     status: str
-    queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    queued: float
+    started: float | None
+    finished: float | None
 
 
 def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict[str, list[Bar]]]:
@@ -194,9 +198,9 @@ def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict
     those queued before it that ended in it or still wait or go."""
     end = timezone.now()
     start = end - timedelta(hours=hours)
-    fields = ("pipeline__name", "public_id", "status", "queued_at", "started_at", "finished_at")
+    moments = [SecondsBetween(name, start) for name in ("queued_at", "started_at", "finished_at")]
     # Three reads, each on an index of its own (an OR of them would scan the table).
-    runs = PipelineRun.objects.values_list(*fields)
+    runs = PipelineRun.objects.values_list("pipeline__name", "public_id", "status", *moments)
     rows = list(runs.filter(queued_at__gte=start).order_by("-queued_at", "-id")[:MOST_RUNS])
     before = runs.filter(queued_at__lt=start)
     ended = before.filter(finished_at__gte=start).order_by("finished_at")[:MOST_RUNS]
@@ -205,8 +209,8 @@ def timeline_bars(hours: int = TIMELINE_HOURS) -> tuple[datetime, datetime, dict
     rows += [row for row in ended if row[2] in PipelineRun.FINAL_STATUSES]
     rows += before.filter(status__in=NOT_ENDED).order_by("status", "queued_at")[:MOST_WAITING]
     lanes: dict[str, list[Bar]] = defaultdict(list)
-    for name, public_id, status, queued_at, started_at, finished_at in rows:
-        lanes[name].append(Bar(str(public_id), status, queued_at, started_at, finished_at))
+    for name, public_id, status, queued, started, finished in rows:
+        lanes[name].append(Bar(str(public_id), status, queued, started, finished))
     return start, end, dict(sorted(lanes.items()))
 
 
@@ -214,8 +218,10 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     span = (end - start).total_seconds()
     plot = TIMELINE_WIDTH - LABEL_WIDTH
 
-    def x(moment: datetime) -> float:
-        return LABEL_WIDTH + max(0.0, min(1.0, (moment - start).total_seconds() / span)) * plot
+    def x(moment: datetime | float) -> float:
+        if isinstance(moment, datetime):
+            moment = (moment - start).total_seconds()
+        return LABEL_WIDTH + max(0.0, min(1.0, moment / span)) * plot
 
     parts = []
     first_hour = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -251,7 +257,7 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
         )
         for bar in bars:
             url = f"{before_id}{bar.public_id}{after_id}"
-            parts.append(_bar(bar, lane_name, url, top, x, end))
+            parts.append(_bar(bar, lane_name, url, top, x, span))
     parts.append(
         format_html(
             '<line class="now-line" x1="{}" x2="{}" y1="14" y2="{}"></line>',
@@ -271,25 +277,26 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     )
 
 
-def _bar(bar: Bar, lane_name: str, url: str, top: int, x, end: datetime) -> str:
+def _bar(bar: Bar, lane_name: str, url: str, top: int, x, end: float) -> str:
     """The wait (queued → started) thin, the run (started → finished or now) full height.
     Plain formatting: the lane's name comes escaped, everything else is ours (numbers, a
     status, a uuid)."""
-    began = bar.started_at or bar.finished_at or end
+    began = next(m for m in (bar.started, bar.finished, end) if m is not None)
     wait = ""
-    if x(began) - x(bar.queued_at) >= 1:
+    if x(began) - x(bar.queued) >= 1:
         wait = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.queued_at):.0f}" y="{top + 7}" '
-            f'width="{x(began) - x(bar.queued_at):.0f}" height="2" opacity=".6"/>'
+            f'<rect class="bar-{bar.status}" x="{x(bar.queued):.0f}" y="{top + 7}" '
+            f'width="{x(began) - x(bar.queued):.0f}" height="2" opacity=".6"/>'
         )
     ran = took = ""
-    if bar.started_at:
-        width = max(2.0, x(bar.finished_at or end) - x(bar.started_at))
+    if bar.started is not None:
+        finished = end if bar.finished is None else bar.finished
+        width = max(2.0, x(finished) - x(bar.started))
         ran = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.started_at):.0f}" y="{top + 3}" '
+            f'<rect class="bar-{bar.status}" x="{x(bar.started):.0f}" y="{top + 3}" '
             f'width="{width:.0f}" height="{LANE - 8}"/>'
         )
-        took = ", " + format_duration(((bar.finished_at or end) - bar.started_at).total_seconds())
+        took = ", " + format_duration(finished - bar.started)
     return (
         f'<a href="{url}" tabindex="-1"><title>{lane_name} #{bar.public_id[:8]}: '
         f"{Status(bar.status).label}{took}</title>{wait}{ran}</a>"

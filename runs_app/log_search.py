@@ -22,6 +22,7 @@ PAGE = 25  # runs per page
 # Matching chunks read per query: a run with a long log can match in many chunks, so a
 # page of runs takes a few more rows than runs.
 ROWS_PER_READ = 200
+MOST_ROWS_PER_READ = 12_800  # reads grow fourfold while few rows are of the runs asked for
 # Reads per page at most: with a pipeline chosen, a common text can match thousands of
 # other pipelines' chunks first; the page then ends early and offers to go on from there.
 MOST_READS = 10
@@ -69,10 +70,10 @@ def search(
     query = _Query(text, pipeline_id, since, lowest)
     # run id → the oldest matching chunk read of it: (LogText id, first_seq, text)
     runs: dict[int, tuple[int, int, str]] = {}
-    cursor, reads, full = before, 0, False
-    while not full and reads < MOST_READS:
-        rows = query.rows(before=cursor)
-        reads += 1
+    cursor, limit = before, ROWS_PER_READ
+    full = exhausted = False
+    for _ in range(MOST_READS):
+        rows = query.rows(before=cursor, limit=limit)
         for row_id, run_id, first_seq, chunk_text, wanted in rows:
             if wanted and run_id not in runs and len(runs) == PAGE:
                 full = True  # a run beyond the page: the next page starts at this row
@@ -81,9 +82,11 @@ def search(
             if wanted:
                 runs[run_id] = (row_id, first_seq, chunk_text)
             cursor = row_id
-        if len(rows) < ROWS_PER_READ:
+        exhausted = len(rows) < limit
+        if full or exhausted:
             break
-    more = full or (reads == MOST_READS and len(rows) == ROWS_PER_READ)
+        limit = min(limit * 4, MOST_ROWS_PER_READ)  # few were wanted: read further ahead
+    more = full or not exhausted
     found = PipelineRun.objects.select_related("pipeline").in_bulk(list(runs))
     matches = [
         _match(found[run_id], first_seq, chunk_text, text)
@@ -100,7 +103,7 @@ class _Query:
     since: datetime | None
     lowest: int | None  # no row below this id belongs to a run queued since `since`
 
-    def rows(self, before: int | None) -> list[tuple[int, int, int, str, int]]:
+    def rows(self, before: int | None, limit: int) -> list[tuple[int, int, int, str, int]]:
         """(id, run id, first_seq, text, wanted) of the newest LogText rows holding the
         text below `before`; `wanted` is 0 for rows of runs not asked for (PostgreSQL
         leaves those out)."""
@@ -126,16 +129,17 @@ class _Query:
             inner = " AND ".join(
                 ["runs_app_logtext_search MATCH %s", *(b.format(id="rowid") for b in bounds)]
             )
+            wanted = f"1 = 1{run_filter}"
             sql = (
-                "SELECT t.id, t.run_id, t.first_seq, t.text, "  # noqa: S608
-                f"CASE WHEN 1 = 1{run_filter} THEN 1 ELSE 0 END FROM "
+                "SELECT t.id, t.run_id, t.first_seq, "  # noqa: S608
+                f"CASE WHEN {wanted} THEN t.text END, CASE WHEN {wanted} THEN 1 ELSE 0 END FROM "
                 f"(SELECT rowid AS id FROM runs_app_logtext_search WHERE {inner} "
                 "ORDER BY rowid DESC LIMIT %s) m "
                 "JOIN runs_app_logtext t ON t.id = m.id "
                 "JOIN runs_app_pipelinerun r ON r.id = t.run_id ORDER BY t.id DESC"
             )
             phrase = '"' + self.text.replace('"', '""') + '"'
-            params = [*run_params, phrase, *params, ROWS_PER_READ]
+            params = [*run_params, *run_params, phrase, *params, limit]
         else:
             where = " AND ".join(["t.text ILIKE %s", *(b.format(id="t.id") for b in bounds)])
             sql = (
@@ -143,7 +147,7 @@ class _Query:
                 f"JOIN runs_app_pipelinerun r ON r.id = t.run_id WHERE {where}{run_filter} "
                 "ORDER BY t.id DESC LIMIT %s"
             )
-            params = [f"%{_escape_like(self.text)}%", *params, *run_params, ROWS_PER_READ]
+            params = [f"%{_escape_like(self.text)}%", *params, *run_params, limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
@@ -164,8 +168,11 @@ def _first_row_since(since: datetime) -> int | None:
     )
     if first_run is None:
         return None
+    # `id + 0`: read from the run_id index, over the window's rows only (a plain MIN(id)
+    # walks the table from its first row until it meets one: measured 80 vs 2 ms for the
+    # last 7 days of a million runs on SQLite).
     with connection.cursor() as cursor:
-        cursor.execute("SELECT MIN(id) FROM runs_app_logtext WHERE run_id >= %s", [first_run])
+        cursor.execute("SELECT MIN(id + 0) FROM runs_app_logtext WHERE run_id >= %s", [first_run])
         return cursor.fetchone()[0]
 
 

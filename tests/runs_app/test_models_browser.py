@@ -17,6 +17,7 @@ from tests.runs_app.test_browser import (  # noqa: F401 (instance: a fixture)
     log_in,
     start_run,
 )
+from tests.runs_app.test_daily_view_browser import serious_violations
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 MINUTE = 60_000
@@ -82,6 +83,8 @@ def test_a_dbt_models_run_step_by_step_with_its_graph_and_docs(models_instance, 
     node = page.locator('#models [data-node="model.shop.big_orders"]')
     assert node.locator("rect.run-success").count() == 1
     assert page.locator("#models .graph-edge").count() == 5
+    page.wait_for_selector("#models [data-graph][data-laid-out]")  # placed by dagre
+    assert serious_violations(page) == []  # the models section too (axe-core)
     with page.context.expect_page() as opened:
         page.click("#models-docs")
     docs = opened.value
