@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 
 WINDOWS = {
@@ -83,6 +84,15 @@ class LogSearchForm(forms.Form):
     window = forms.ChoiceField(required=False, choices=RunFilterForm.base_fields["window"].choices)
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
-    def since(self):
+    def clean_pipeline(self) -> Pipeline | None:
+        name = self.cleaned_data["pipeline"]
+        if not name:
+            return None
+        pipeline = Pipeline.objects.filter(name=name).first()
+        if pipeline is None:
+            raise forms.ValidationError(f"There is no pipeline named {name}.")
+        return pipeline
+
+    def since(self) -> datetime | None:
         window = self.cleaned_data.get("window")
         return timezone.now() - WINDOWS[window] if window else None

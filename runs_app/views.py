@@ -93,12 +93,9 @@ def search(request: HttpRequest) -> HttpResponse:
     form = LogSearchForm(request.GET if "q" in request.GET else None)
     context = {"form": form, "pipeline_names": Pipeline.objects.values_list("name", flat=True)}
     if form.is_valid():
-        name = form.cleaned_data["pipeline"]
-        pipeline = Pipeline.objects.filter(name=name).first() if name else None
+        pipeline = form.cleaned_data["pipeline"]
         try:
-            if name and pipeline is None:
-                raise log_search.SearchError(f"There is no pipeline named {name}.")
-            context["results"] = log_search.search(
+            results = log_search.search(
                 form.cleaned_data["q"],
                 pipeline_id=pipeline.pk if pipeline else None,
                 since=form.since(),
@@ -106,9 +103,10 @@ def search(request: HttpRequest) -> HttpResponse:
             )
         except log_search.SearchError as error:
             context["error"] = str(error)
-        older = request.GET.copy()
-        older["before"] = getattr(context.get("results"), "older", None) or ""
-        context["older_query"] = older.urlencode()
+        else:
+            older = request.GET.copy()
+            older["before"] = results.older or ""
+            context.update(results=results, older_query=older.urlencode())
     return render(request, "runs_app/search.html", context)
 
 
