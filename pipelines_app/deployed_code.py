@@ -24,6 +24,7 @@ from pipelines_app.models import CodeBundle
 
 LARGEST_SHOWN = 512 * 1024  # a bigger file is listed, not shown
 MOST_FILES = 500
+KEPT_UP_TO = 8 * 1024 * 1024  # archives this small stay in memory (a few of them)
 FORMATTER = HtmlFormatter(
     cssclass="highlight", linenos="table", lineanchors="line", anchorlinenos=True, wrapcode=True
 )
@@ -46,12 +47,12 @@ class Shown:
 
 def files_of(bundle: CodeBundle) -> list[CodeFile]:
     """The bundle's files, sorted by path (at most MOST_FILES)."""
-    return list(_unpacked(bundle.sha256, bundle.pk)[1].values())[:MOST_FILES]
+    return list(_unpacked(bundle)[1].values())[:MOST_FILES]
 
 
 def show(bundle: CodeBundle, path: str) -> Shown | None:
     """One file highlighted, or why it is not; None when the bundle has no such file."""
-    archive, files = _unpacked(bundle.sha256, bundle.pk)
+    archive, files = _unpacked(bundle)
     file = files.get(path)
     if file is None:
         return None
@@ -70,11 +71,22 @@ def show(bundle: CodeBundle, path: str) -> Shown | None:
     return Shown(file, mark_safe(highlight(text, lexer, FORMATTER)))  # noqa: S308 (escaped by Pygments)
 
 
-@lru_cache(maxsize=4)
-def _unpacked(sha256: str, bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
+def _unpacked(bundle: CodeBundle) -> tuple[bytes, dict[str, CodeFile]]:
     """The bundle's archive and its files by path. A bundle never changes (it is named by
-    its content), so a few stay in memory for the next pages; the bytes are only sliced,
-    never read through a shared file object, so threads can share them."""
+    its content), so a few small ones stay in memory for the next pages (a big one, up to
+    BUNDLE_MAX_MB, is read again each time rather than held)."""
+    if bundle.size <= KEPT_UP_TO:
+        return _kept(bundle.sha256, bundle.pk)
+    return _read(bundle.pk)
+
+
+@lru_cache(maxsize=8)
+def _kept(sha256: str, bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
+    # The bytes are only sliced, never read through a shared file object: threads share them.
+    return _read(bundle_id)
+
+
+def _read(bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
     data = CodeBundle.objects.filter(pk=bundle_id).values_list("data", flat=True).get()
     archive = zlib.decompress(bytes(data))
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:

@@ -119,3 +119,15 @@ def test_code_page_needs_a_login(client, make_pipeline):
     discover()
     response = client.get("/pipelines/tidy/code/")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_a_big_version_is_read_each_time_not_kept(viewer_client, make_pipeline, monkeypatch):
+    from pipelines_app import deployed_code
+
+    monkeypatch.setattr(deployed_code, "KEPT_UP_TO", 0)
+    deployed_code._kept.cache_clear()
+    make_pipeline("big", main="print('a big one')\n")
+    discover()
+    html = viewer_client.get("/pipelines/big/code/").content.decode()
+    assert "a big one" in html
+    assert deployed_code._kept.cache_info().currsize == 0
