@@ -173,6 +173,21 @@ def make_runs(pipeline, count, **fields):
     )
 
 
+def test_a_long_list_is_counted_only_so_far(admin_client, finished_run, monkeypatch):
+    monkeypatch.setattr("fastflow_site.paging.COUNT_UP_TO", 60)
+    make_runs(finished_run.pipeline, 120, status=Status.SUCCEEDED)
+    page = admin_client.get(reverse("runs_app:list")).content.decode()
+    assert "page 1 (more than 60 runs)" in page and "older →" in page
+    second = admin_client.get(reverse("runs_app:list") + "?page=2").content.decode()
+    assert second.count('<tr id="run-') == 50 and "← newer" in second and "older →" in second
+    last = admin_client.get(reverse("runs_app:list") + "?page=3").content.decode()
+    assert last.count('<tr id="run-') == 21 and "older →" not in last
+    past = admin_client.get(reverse("runs_app:list") + "?page=99").content.decode()
+    assert past.count('<tr id="run-') > 0
+    few = admin_client.get(reverse("runs_app:list") + "?status=failed").content.decode()
+    assert "page 1 of 1 (1 runs)" in few
+
+
 def test_runs_list_filters_sorts_and_paginates(admin_client, finished_run):
     pipeline = finished_run.pipeline
     make_runs(pipeline, 60, status=Status.SUCCEEDED, queued_at=timezone.now() - timedelta(days=3))
