@@ -2,8 +2,8 @@
 the rest of the query string its links keep (templates/_pager.html).
 
 A list is counted up to COUNT_UP_TO rows and then said to be "more than" that: counting a
-million runs costs PostgreSQL more than reading the page itself, and nobody pages two
-thousand pages back — the filters narrow a list down.
+million runs costs PostgreSQL more than reading the page itself, and the exact number tells
+nobody more than "many". Paging goes on past it ("older →"); the filters narrow a list.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
-COUNT_UP_TO = 100_000
+COUNT_UP_TO = 10_000
 
 
 class CappedPaginator(Paginator):
@@ -22,7 +22,8 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: COUNT_UP_TO + 1].count()
+        # Unordered: the database counts from whichever index narrows the list best.
+        return self.object_list.order_by()[: COUNT_UP_TO + 1].count()
 
     @property
     def counted_all(self) -> bool:
