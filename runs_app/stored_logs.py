@@ -55,8 +55,11 @@ def store_lines(run_id: int, first_seq: int, records: list[bytes]) -> None:
 
 
 # Terminal control sequences (colours: CSI …m; titles and links: OSC … BEL/ST): the page
-# shows their effect, not them, so a search must not need them either.
-CONTROL_SEQUENCES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])")
+# shows their effect, not them, so a search must not need them either. NUL goes too:
+# PostgreSQL's text cannot hold it (a line with one must not cost the chunk its storing).
+CONTROL_SEQUENCES = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])|\x00"
+)
 
 
 def searchable_text(records: list[bytes]) -> str:

@@ -49,7 +49,7 @@ def drop_index(apps, schema_editor):
 
 # As runs_app.stored_logs.CONTROL_SEQUENCES (a migration keeps its own copy).
 CONTROL_SEQUENCES = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])"
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])|\x00"
 )
 
 

@@ -68,6 +68,12 @@ def test_colours_and_links_are_searched_as_people_see_them(two_pipelines):
     assert _found(log_search.search("[32m")) == []
 
 
+def test_a_line_with_nul_bytes_is_stored_and_found(two_pipelines):
+    run = _run_with_log(two_pipelines[0], "before\x00after", "\x00\x00")
+    assert _found(log_search.search("beforeafter")) == [run]
+    assert LogChunk.objects.filter(run=run).exists()  # the log itself keeps every byte
+
+
 def test_timestamps_and_streams_are_not_searched(two_pipelines):
     _run_with_log(two_pipelines[0], "plain text")
     assert _found(log_search.search("stdout")) == []
