@@ -42,8 +42,10 @@ def main() -> None:
         began = time.perf_counter()
         populate(args.runs, args.pipelines, days=365, logs=True)
         if connection.vendor == "postgresql":
+            # As autovacuum leaves a table this size: statistics, and a visibility map
+            # for index-only counts.
             with connection.cursor() as cursor:
-                cursor.execute("ANALYZE")
+                cursor.execute("VACUUM ANALYZE")
         print(
             f"{connection.vendor}: {args.runs:,} runs over {args.pipelines} pipelines "
             f"(inserted in {time.perf_counter() - began:.1f} s)"

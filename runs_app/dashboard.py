@@ -9,7 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Min, QuerySet
+from django.db.models import Count, Min, QuerySet
+from django.db.models.functions import Floor
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -156,18 +157,24 @@ class LastDay:
 
 
 def last_day() -> LastDay:
-    """The last 24 hours by hour and outcome: one indexed range read of light tuples."""
+    """The last 24 hours by hour and outcome."""
     end = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(hours=24)
     hours = [(start + timedelta(hours=h), {}) for h in range(24)]
     counts: dict[str, int] = {}
-    rows = PipelineRun.objects.filter(queued_at__gte=start, queued_at__lt=end).values_list(
-        SecondsBetween("queued_at", start), "status"
+    # Counted by the database, per hour and outcome: a day of a busy instance is thousands
+    # of runs, and a hundred rows come back.
+    rows = (
+        PipelineRun.objects.filter(queued_at__gte=start, queued_at__lt=end)
+        .annotate(hour=Floor(SecondsBetween("queued_at", start) / 3600))
+        .values_list("hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
     )
-    for seconds, status in rows.order_by():
-        counts[status] = counts.get(status, 0) + 1
-        bucket = hours[min(23, int(seconds // 3600))][1]
-        bucket[status] = bucket.get(status, 0) + 1
+    for hour, status, n in rows:
+        counts[status] = counts.get(status, 0) + n
+        bucket = hours[min(23, int(hour))][1]
+        bucket[status] = bucket.get(status, 0) + n
     return LastDay(counts, hours)
 
 

@@ -218,23 +218,22 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     span = (end - start).total_seconds()
     plot = TIMELINE_WIDTH - LABEL_WIDTH
 
-    def x(moment: datetime | float) -> float:
-        if isinstance(moment, datetime):
-            moment = (moment - start).total_seconds()
-        return LABEL_WIDTH + max(0.0, min(1.0, moment / span)) * plot
+    def x(seconds: float) -> float:  # from the window's start, to where it is drawn
+        return LABEL_WIDTH + max(0.0, min(1.0, seconds / span)) * plot
 
     parts = []
     first_hour = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     for hour in range(TIMELINE_HOURS):
         moment = first_hour + timedelta(hours=hour)
+        at = x((moment - start).total_seconds())
         parts.append(
             format_html(
                 '<line class="grid-line" x1="{}" x2="{}" y1="14" y2="{}"></line>'
                 '<text x="{}" y="10">{}</text>',
-                f"{x(moment):.1f}",
-                f"{x(moment):.1f}",
+                f"{at:.1f}",
+                f"{at:.1f}",
                 16 + len(lanes) * LANE,
-                f"{x(moment) - 12:.1f}",
+                f"{at - 12:.1f}",
                 f"{timezone.localtime(moment):%H:%M}",
             )
         )
@@ -261,8 +260,8 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     parts.append(
         format_html(
             '<line class="now-line" x1="{}" x2="{}" y1="14" y2="{}"></line>',
-            f"{x(end):.1f}",
-            f"{x(end):.1f}",
+            f"{x(span):.1f}",
+            f"{x(span):.1f}",
             16 + len(lanes) * LANE,
         )
     )
@@ -277,27 +276,31 @@ def timeline_svg(start: datetime, end: datetime, lanes: dict[str, list[Bar]]) ->
     )
 
 
+STATUS_WORDS = {status.value: str(status.label) for status in Status}
+
+
 def _bar(bar: Bar, lane_name: str, url: str, top: int, x, end: float) -> str:
     """The wait (queued → started) thin, the run (started → finished or now) full height.
     Plain formatting: the lane's name comes escaped, everything else is ours (numbers, a
     status, a uuid)."""
     began = next(m for m in (bar.started, bar.finished, end) if m is not None)
+    queued_x, began_x = x(bar.queued), x(began)
     wait = ""
-    if x(began) - x(bar.queued) >= 1:
+    if began_x - queued_x >= 1:
         wait = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.queued):.0f}" y="{top + 7}" '
-            f'width="{x(began) - x(bar.queued):.0f}" height="2" opacity=".6"/>'
+            f'<rect class="bar-{bar.status}" x="{queued_x:.0f}" y="{top + 7}" '
+            f'width="{began_x - queued_x:.0f}" height="2" opacity=".6"/>'
         )
     ran = took = ""
     if bar.started is not None:
         finished = end if bar.finished is None else bar.finished
-        width = max(2.0, x(finished) - x(bar.started))
+        width = max(2.0, x(finished) - began_x)
         ran = (
-            f'<rect class="bar-{bar.status}" x="{x(bar.started):.0f}" y="{top + 3}" '
+            f'<rect class="bar-{bar.status}" x="{began_x:.0f}" y="{top + 3}" '
             f'width="{width:.0f}" height="{LANE - 8}"/>'
         )
         took = ", " + format_duration(finished - bar.started)
     return (
         f'<a href="{url}" tabindex="-1"><title>{lane_name} #{bar.public_id[:8]}: '
-        f"{Status(bar.status).label}{took}</title>{wait}{ran}</a>"
+        f"{STATUS_WORDS[bar.status]}{took}</title>{wait}{ran}</a>"
     )
