@@ -23,7 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastflow_site.settings")
 if not os.environ.get("DATABASE_URL"):
-    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="fastflow-bench-")
+    # Never the instance's own DATA_DIR: a folder of the bench's (page_times.py hands its
+    # folder to the process that measures).
+    os.environ["DATA_DIR"] = os.environ.get("FASTFLOW_BENCH_DATA_DIR") or tempfile.mkdtemp(
+        prefix="fastflow-bench-"
+    )
 
 import django
 
