@@ -45,35 +45,41 @@ class Shown:
     why: str = ""
 
 
-def files_of(bundle: CodeBundle) -> list[CodeFile]:
-    """The bundle's files, sorted by path (at most MOST_FILES)."""
-    return list(_unpacked(bundle)[1].values())[:MOST_FILES]
+@dataclass(frozen=True)
+class Version:
+    """A bundle opened: its archive and its files by path, sorted."""
+
+    archive: bytes
+    files: dict[str, CodeFile]
+
+    @property
+    def listing(self) -> list[CodeFile]:
+        """The files, sorted by path (at most MOST_FILES)."""
+        return list(self.files.values())[:MOST_FILES]
+
+    def show(self, path: str) -> Shown | None:
+        """One file highlighted, or why it is not; None when there is no such file."""
+        file = self.files.get(path)
+        if file is None:
+            return None
+        if file.link_to:
+            return Shown(file, None, f"a link to {file.link_to}")
+        if file.size > LARGEST_SHOWN:
+            return Shown(file, None, f"too large to show here ({file.size:,} bytes)")
+        data = self.archive[file.offset : file.offset + file.size]
+        if b"\0" in data[:8192]:
+            return Shown(file, None, f"not text ({file.size:,} bytes)")
+        text = data.decode("utf-8", errors="replace")
+        try:
+            lexer = get_lexer_for_filename(path, text)
+        except ClassNotFound:
+            lexer = TextLexer()
+        return Shown(file, mark_safe(highlight(text, lexer, FORMATTER)))  # noqa: S308 (escaped by Pygments)
 
 
-def show(bundle: CodeBundle, path: str) -> Shown | None:
-    """One file highlighted, or why it is not; None when the bundle has no such file."""
-    archive, files = _unpacked(bundle)
-    file = files.get(path)
-    if file is None:
-        return None
-    if file.link_to:
-        return Shown(file, None, f"a link to {file.link_to}")
-    if file.size > LARGEST_SHOWN:
-        return Shown(file, None, f"too large to show here ({file.size:,} bytes)")
-    data = archive[file.offset : file.offset + file.size]
-    if b"\0" in data[:8192]:
-        return Shown(file, None, f"not text ({file.size:,} bytes)")
-    text = data.decode("utf-8", errors="replace")
-    try:
-        lexer = get_lexer_for_filename(path, text)
-    except ClassNotFound:
-        lexer = TextLexer()
-    return Shown(file, mark_safe(highlight(text, lexer, FORMATTER)))  # noqa: S308 (escaped by Pygments)
-
-
-def _unpacked(bundle: CodeBundle) -> tuple[bytes, dict[str, CodeFile]]:
-    """The bundle's archive and its files by path. A bundle never changes (it is named by
-    its content), so a few small ones stay in memory for the next pages (a big one, up to
+def version_of(bundle: CodeBundle) -> Version:
+    """The bundle opened, once per page. A bundle never changes (it is named by its
+    content), so a few small ones stay in memory for the next pages (a big one, up to
     BUNDLE_MAX_MB, is read again each time rather than held)."""
     if bundle.size <= KEPT_UP_TO:
         return _kept(bundle.sha256, bundle.pk)
@@ -81,12 +87,12 @@ def _unpacked(bundle: CodeBundle) -> tuple[bytes, dict[str, CodeFile]]:
 
 
 @lru_cache(maxsize=8)
-def _kept(sha256: str, bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
+def _kept(sha256: str, bundle_id: int) -> Version:
     # The bytes are only sliced, never read through a shared file object: threads share them.
     return _read(bundle_id)
 
 
-def _read(bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
+def _read(bundle_id: int) -> Version:
     data = CodeBundle.objects.filter(pk=bundle_id).values_list("data", flat=True).get()
     archive = zlib.decompress(bytes(data))
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
@@ -101,4 +107,4 @@ def _read(bundle_id: int) -> tuple[bytes, dict[str, CodeFile]]:
         for member in members
         if member.isfile() or member.issym()
     }
-    return archive, files
+    return Version(archive, files)

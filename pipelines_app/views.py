@@ -131,11 +131,12 @@ def pipeline_code(request: HttpRequest, name: str) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline.objects.select_related("bundle"), name=name)
     context = {"pipeline": pipeline, "code_page": True, "files": [], "shown": None}
     if pipeline.bundle is not None:
-        context["files"] = deployed_code.files_of(pipeline.bundle)
-        path = request.GET.get("file") or pipeline.spec.entry_point
-        context["shown"] = deployed_code.show(pipeline.bundle, path)
-        if context["shown"] is None and request.GET.get("file"):
-            context["not_found"] = path
+        version = deployed_code.version_of(pipeline.bundle)  # read once for the page
+        asked = request.GET.get("file")
+        context["files"] = version.listing
+        context["shown"] = version.show(asked or pipeline.spec.entry_point)
+        if context["shown"] is None and asked:
+            context["not_found"] = asked
     return render(request, "pipelines_app/pipeline_code.html", context)
 
 
