@@ -126,16 +126,21 @@ class _Query:
 
     # The SQL fragments put together below are this module's own; values go as parameters.
 
+    def _id_bounds(self, column: str, before: int | None) -> tuple[list[str], list[int]]:
+        """Conditions on a LogText id: below the cursor, and not below the window's first."""
+        bounds, params = [], []
+        if before is not None:
+            bounds.append(f"{column} < %s")
+            params.append(before)
+        if self.lowest is not None:
+            bounds.append(f"{column} >= %s")
+            params.append(self.lowest)
+        return bounds, params
+
     def _sqlite_rows(self, before, limit, run_filter, run_params) -> list:
         """The FTS5 table hands out its matches newest first, stopping at the limit; the
         runs' filter is a column, so the cursor moves past rows it leaves out."""
-        bounds, params = [], []
-        if before is not None:
-            bounds.append("rowid < %s")
-            params.append(before)
-        if self.lowest is not None:
-            bounds.append("rowid >= %s")
-            params.append(self.lowest)
+        bounds, params = self._id_bounds("rowid", before)
         inner = " AND ".join(["runs_app_logtext_search MATCH %s", *bounds])
         wanted = f"1 = 1{run_filter}"
         sql = (
@@ -154,19 +159,14 @@ class _Query:
         rows the text is in (a guess that read a rare text backwards through a million
         rows: 100 ms): a text in the newest ids often enough is read walking the newest
         ids; a rarer one is asked of the trigram index, all its matches sorted (few)."""
-        bounds, params = [], []
-        if before is not None:
-            bounds.append(" AND t.id < %s")
-            params.append(before)
-        if self.lowest is not None:
-            bounds.append(" AND t.id >= %s")
-            params.append(self.lowest)
+        bounds, params = self._id_bounds("t.id", before)
         # `t.id + 0`: not the primary key's order, so the trigram index is read instead.
         order = "t.id DESC" if self._common else "t.id + 0 DESC"
         sql = (
             "SELECT t.id, t.run_id, t.first_seq, t.text, 1 FROM runs_app_logtext t "  # noqa: S608
             "JOIN runs_app_pipelinerun r ON r.id = t.run_id "
-            f"WHERE t.text ILIKE %s{''.join(bounds)}{run_filter} ORDER BY {order} LIMIT %s"
+            f"WHERE t.text ILIKE %s{''.join(f' AND {b}' for b in bounds)}{run_filter} "
+            f"ORDER BY {order} LIMIT %s"
         )
         return _fetch(sql, [self._pattern(), *params, *run_params, limit])
 
