@@ -206,18 +206,21 @@ def pipeline_overviews() -> list[PipelineOverview]:
     next_due = _next_due_times()
     overviews = []
     for pipeline in pipelines:
-        # A disabled or broken pipeline's schedules are paused: no next time to show.
-        next_run_at = next_due.get(pipeline.pk) if pipeline.enabled and pipeline.is_valid else None
         bars = list(reversed(recent.get(pipeline.pk, [])))
-        overviews.append(PipelineOverview(pipeline, bars, next_run_at))
+        overviews.append(PipelineOverview(pipeline, bars, _next_run(pipeline, next_due)))
     return overviews
 
 
 def pipeline_overview(pipeline: Pipeline, count: int = 30) -> PipelineOverview:
     """One pipeline's newest runs as a chart, and its next due time (its page's overview)."""
     bars = [ChartRun(*run) for run in reversed(_chart_rows(pipeline.runs.all())[:count])]
-    due = _next_due_times(pipeline.pk).get(pipeline.pk) if pipeline.is_runnable else None
-    return PipelineOverview(pipeline, bars, due if pipeline.enabled else None)
+    return PipelineOverview(pipeline, bars, _next_run(pipeline, _next_due_times(pipeline.pk)))
+
+
+def _next_run(pipeline: Pipeline, due_times: dict[int, datetime]) -> datetime | None:
+    """Its next scheduled run; none while its schedules are paused (it is disabled, broken
+    or missing)."""
+    return due_times.get(pipeline.pk) if pipeline.enabled and pipeline.is_runnable else None
 
 
 def _chart_rows(runs: QuerySet[PipelineRun], *first: str) -> QuerySet:
