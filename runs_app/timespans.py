@@ -50,5 +50,5 @@ def _expression(value):
         return F(value)
     if isinstance(value, datetime):
         return Value(value, output_field=DateTimeField())
-    assert isinstance(value, Combinable | Func), value
+    assert isinstance(value, Combinable), value
     return value

@@ -225,8 +225,7 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
     }, chartData(name), box);
   }
   function drawMetrics() {
-    metricsBox.hidden = false;
-    if (!window.uPlot) { window.addEventListener("load", drawMetrics, { once: true }); return; }
+    metricsBox.hidden = false; // uPlot is loaded: its deferred script runs before this module
     for (const name of Object.keys(CHARTS)) {
       if (!charts[name]) charts[name] = makeChart(name);
       else charts[name].setData(chartData(name));
