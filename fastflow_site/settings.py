@@ -162,11 +162,25 @@ PYTHON_IMAGES = env.dict("PYTHON_IMAGES", default={"3.13": "fastflow-worker:py3.
 # The minor version of WORKER_IMAGE's Python (the Dockerfile and build-offline.sh: Debian
 # bookworm's 3.11): a pipeline's requires-python picks it when it fits, else PYTHON_IMAGES.
 WORKER_IMAGE_PYTHON = env.str("WORKER_IMAGE_PYTHON", default="3.11")
+EXECUTORS = ("docker", "swarm", "sandbox", "local")
 FASTFLOW_EXECUTOR = env.str("FASTFLOW_EXECUTOR", default="docker")
-if FASTFLOW_EXECUTOR not in ("docker", "swarm", "local"):
+if FASTFLOW_EXECUTOR not in EXECUTORS:
     raise ImproperlyConfigured(
-        f"FASTFLOW_EXECUTOR={FASTFLOW_EXECUTOR!r} is not an executor; use docker, swarm or local"
+        f"FASTFLOW_EXECUTOR={FASTFLOW_EXECUTOR!r} is not an executor; use "
+        + ", ".join(EXECUTORS[:-1])
+        + f" or {EXECUTORS[-1]}"
     )
+# Executors a pipeline may choose for itself (pipeline.json "executor"), beside
+# FASTFLOW_EXECUTOR, which every other pipeline's runs take: "sandbox,docker".
+PIPELINE_EXECUTORS = [name.strip() for name in env.list("PIPELINE_EXECUTORS", default=[])]
+for _name in PIPELINE_EXECUTORS:
+    if _name not in ("docker", "sandbox"):
+        raise ImproperlyConfigured(
+            f"PIPELINE_EXECUTORS names {_name!r}; a pipeline may choose docker or sandbox"
+        )
+# The sandbox executor (docs/execution.md): the addresses of its runs' own networks, a /30
+# each (the host's end .1, the run's .2). Pick a range no network of this machine uses.
+SANDBOX_NETWORK = env.str("SANDBOX_NETWORK", default="10.213.0.0/16")
 # The swarm executor (docs/swarm.md): placement constraints every run's service gets, beside
 # those of its pipeline's `placement` ("node.role==worker,node.labels.zone==a").
 SWARM_CONSTRAINTS = [c.strip() for c in env.list("SWARM_CONSTRAINTS", default=[]) if c.strip()]

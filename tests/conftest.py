@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         names = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
         executor = params.get("executor", "docker")
-        in_containers = "runs_setup" in names and executor == "docker"
+        # Sandboxed runs need the engine too: their root is the worker image, unpacked.
+        in_containers = "runs_setup" in names and executor in ("docker", "sandbox")
         if in_containers or names & {"docker_engine", "pooled", "private_index"}:
             item.add_marker("docker")
         if "runs_setup" in names and executor == "local":

@@ -1,5 +1,5 @@
 """Executors run one pipeline run each: Docker (the product), Docker Swarm (a cluster
-places them) or local subprocesses."""
+places them), the sandbox (namespaces and cgroups, no engine) or local subprocesses."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from runs_app.executors.base import (
 from runs_app.executors.docker import DockerExecutor
 from runs_app.executors.local import LocalExecutor
 from runs_app.executors.pool import PooledDockerExecutor
+from runs_app.executors.sandbox import SandboxExecutor
 from runs_app.executors.swarm import SwarmExecutor
 
 __all__ = [
@@ -37,17 +38,23 @@ def engine_description() -> str:
     """What runs this node's runs, for the Workers page."""
     if settings.FASTFLOW_EXECUTOR == "local":
         return "local processes"
+    if settings.FASTFLOW_EXECUTOR == "sandbox":
+        return "sandboxes (bubblewrap, cgroups)"
     if settings.FASTFLOW_EXECUTOR == "swarm":
         return f"docker swarm, managed at {engine.host()}"
     return f"docker at {engine.host()}"
 
 
-def get_executor() -> Executor:
-    """The executor FASTFLOW_EXECUTOR names: Docker unless `local` is asked for (starting
-    runs in pooled containers when RUN_POOL_SIZE is set)."""
-    if settings.FASTFLOW_EXECUTOR == "local":
+def get_executor(name: str = "") -> Executor:
+    """The executor `name` names (a pipeline's own choice), else FASTFLOW_EXECUTOR's: Docker
+    unless another is asked for (starting runs in pooled containers when RUN_POOL_SIZE is
+    set)."""
+    name = name or settings.FASTFLOW_EXECUTOR
+    if name == "local":
         return LocalExecutor()
-    if settings.FASTFLOW_EXECUTOR == "swarm":
+    if name == "sandbox":
+        return SandboxExecutor()
+    if name == "swarm":
         return SwarmExecutor()
     if settings.RUN_POOL_SIZE:
         return PooledDockerExecutor()

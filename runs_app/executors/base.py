@@ -83,6 +83,8 @@ class RunSpec:
     index_options: tuple[str, ...] = ()
     # pipeline.json `placement` (label, value) pairs: the nodes a cluster may place it on.
     placement: tuple[tuple[str, str], ...] = ()
+    # pipeline.json `network`: False gives the run no network at all (loopback only).
+    network: bool = True
 
 
 @dataclass

@@ -77,15 +77,6 @@ def container_layout(api: docker.APIClient, *, warm: bool) -> Layout:
         HOME: f"size={settings.RUN_TMPFS_SIZE_MB}m,uid={RUN_UID},gid={RUN_UID},mode=0700",
         WORK_DIR: f"size={WORK_TMPFS_MB}m,uid={RUN_UID},gid={RUN_UID},mode=0700,exec",
     }
-    env = {
-        "HOME": HOME,
-        "PYTHONUNBUFFERED": "1",
-        "UV_CACHE_DIR": CACHE_DIR,
-        "UV_PYTHON_INSTALL_DIR": f"{CACHE_DIR}/python",
-        "UV_LINK_MODE": "symlink",
-        "UV_NO_PROGRESS": "1",
-        "FASTFLOW_ROUTE_FILE": f"{WORK_DIR}/route",
-    }
     if warm:
         # The one container that writes the shared cache: no secrets, no pipeline code.
         mounts.append(Mount(CACHE_DIR, str(shared_cache), type="bind"))
@@ -96,11 +87,32 @@ def container_layout(api: docker.APIClient, *, warm: bool) -> Layout:
             Mount(f"{CACHE_DIR}/{bucket.name}", str(bucket), type="bind", read_only=True)
             for bucket in shared_buckets(shared_cache)
         ]
-        env.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
-    if settings.RUN_CA_BUNDLE and Path(settings.RUN_CA_BUNDLE).is_file():
+    if run_ca_bundle():
         mounts.append(Mount(CA_PATH, settings.RUN_CA_BUNDLE, type="bind", read_only=True))
+    return Layout(mounts, tmpfs, layout_variables(warm=warm))
+
+
+def layout_variables(*, warm: bool) -> dict[str, str]:
+    """The variables that go with the layout (the sandbox executor's runs get the same)."""
+    env = {
+        "HOME": HOME,
+        "PYTHONUNBUFFERED": "1",
+        "UV_CACHE_DIR": CACHE_DIR,
+        "UV_PYTHON_INSTALL_DIR": f"{CACHE_DIR}/python",
+        "UV_LINK_MODE": "symlink",
+        "UV_NO_PROGRESS": "1",
+        "FASTFLOW_ROUTE_FILE": f"{WORK_DIR}/route",
+    }
+    if not warm:
+        env.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
+    if run_ca_bundle():
         env.update(SSL_CERT_FILE=CA_PATH, REQUESTS_CA_BUNDLE=CA_PATH)
-    return Layout(mounts, tmpfs, env)
+    return env
+
+
+def run_ca_bundle() -> bool:
+    """Whether runs get RUN_CA_BUNDLE (at CA_PATH): it is set and the file is there."""
+    return bool(settings.RUN_CA_BUNDLE) and Path(settings.RUN_CA_BUNDLE).is_file()
 
 
 def host_config(

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -107,45 +108,15 @@ class LocalExecutor:
         except OSError as exc:
             raise ExecutorError("internal_error", f"The run could not be started: {exc}") from exc
         watch.on_started(f"{HANDLE_PREFIX}{process.pid}")
-        reader = MarkerReader(log, outcome, watch)
-        readers = [
-            threading.Thread(target=_pump, args=(process.stdout, STDOUT, reader), daemon=True),
-            threading.Thread(target=_pump, args=(process.stderr, STDERR, reader), daemon=True),
-        ]
-        for thread in readers:
-            thread.start()
-        sampler = threading.Thread(target=_sample, args=(process, outcome, watch), daemon=True)
-        sampler.start()
-
-        def still_running(wait_seconds: float) -> bool:
-            # A program that ends closes its pipes: that wakes the follower at once, where
-            # waiting on the process alone is a poll (Popen.wait sleeps up to 50 ms).
-            if _all_ended(readers, wait_seconds):
-                try:
-                    process.wait(timeout=wait_seconds)
-                except subprocess.TimeoutExpired:
-                    return True  # its pipes closed early: it goes on
-                return False
-            return process.poll() is None  # ended, with its pipes held by what it started
-
-        supervise(
+        return follow_process(
+            process,
             spec,
             outcome,
             log,
             watch,
-            still_running=still_running,
+            sample=lambda: _sample(process, outcome, watch),
             stop=lambda grace: _stop_group(process, grace),
         )
-        for thread in readers:
-            thread.join(timeout=5)
-        log_verdict(outcome, log)
-        code = process.returncode
-        outcome.exit_code = 128 - code if code < 0 else code  # killed by signal N → 128+N
-        outcome.finished_at = datetime.now(UTC)
-        outcome.limit_warnings = soft_limit_warnings(
-            spec, outcome.peak_cpu_percent, outcome.peak_memory_bytes
-        )
-        return outcome
 
     def reattach(self, spec, handle, log, watch, resume_after) -> Outcome:
         pid = _pid(handle)
@@ -171,6 +142,52 @@ class LocalExecutor:
 
     def remove(self, handle: str) -> None:
         """Nothing to remove: a finished process leaves nothing behind."""
+
+
+def follow_process(
+    process: subprocess.Popen,
+    spec: RunSpec,
+    outcome: Outcome,
+    log: LogWriter,
+    watch: Watch,
+    *,
+    sample: Callable[[], None],
+    stop: Callable[[int], None],
+) -> Outcome:
+    """Follow a started process to its end: its output lines (and markers) into the log,
+    `sample()` in a thread of its own while it runs, the supervisor's checks (`stop(grace)`
+    ends it), then its exit code and the verdicts (the sandbox executor's runs too)."""
+    reader = MarkerReader(log, outcome, watch)
+    readers = [
+        threading.Thread(target=_pump, args=(process.stdout, STDOUT, reader), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, STDERR, reader), daemon=True),
+    ]
+    for thread in readers:
+        thread.start()
+    threading.Thread(target=sample, daemon=True).start()
+
+    def still_running(wait_seconds: float) -> bool:
+        # A program that ends closes its pipes: that wakes the follower at once, where
+        # waiting on the process alone is a poll (Popen.wait sleeps up to 50 ms).
+        if _all_ended(readers, wait_seconds):
+            try:
+                process.wait(timeout=wait_seconds)
+            except subprocess.TimeoutExpired:
+                return True  # its pipes closed early: it goes on
+            return False
+        return process.poll() is None  # ended, with its pipes held by what it started
+
+    supervise(spec, outcome, log, watch, still_running=still_running, stop=stop)
+    for thread in readers:
+        thread.join(timeout=5)
+    log_verdict(outcome, log)
+    code = process.returncode
+    outcome.exit_code = 128 - code if code < 0 else code  # killed by signal N → 128+N
+    outcome.finished_at = datetime.now(UTC)
+    outcome.limit_warnings = soft_limit_warnings(
+        spec, outcome.peak_cpu_percent, outcome.peak_memory_bytes
+    )
+    return outcome
 
 
 def _all_ended(threads: list[threading.Thread], timeout: float) -> bool:

@@ -153,13 +153,20 @@ def executor(request, settings) -> str:
     """The executor under test: docker unless a test is parametrized with "local" too."""
     name = getattr(request, "param", "docker")
     settings.FASTFLOW_EXECUTOR = name
-    if name == "docker":
-        request.getfixturevalue("docker_engine")
+    if name in ("docker", "sandbox"):
+        request.getfixturevalue("docker_engine")  # the sandbox unpacks the worker image
+    if name == "sandbox":
+        from runs_app.executors.sandbox import SandboxExecutor
+
+        problem = SandboxExecutor.unavailable()
+        require(not problem, f"the sandbox executor ({problem})")
     return name
 
 
 # Tests marked with this run once per executor: the behaviour both must share.
 both_executors = pytest.mark.parametrize("executor", ["docker", "local"], indirect=True)
+# The lock-down every isolating executor keeps (test_hostile.py, test_sandbox.py).
+isolating_executors = pytest.mark.parametrize("executor", ["docker", "sandbox"], indirect=True)
 
 
 @pytest.fixture
