@@ -163,10 +163,10 @@ def executor(request, settings) -> str:
     return name
 
 
-# Tests marked with this run once per executor: the behaviour both must share.
-both_executors = pytest.mark.parametrize("executor", ["docker", "local"], indirect=True)
-# The lock-down every isolating executor keeps (test_hostile.py, test_sandbox.py).
-isolating_executors = pytest.mark.parametrize("executor", ["docker", "sandbox"], indirect=True)
+# Tests marked with this run once per executor: the follower contract all of them keep.
+every_executor = pytest.mark.parametrize(
+    "executor", ["docker", "sandbox", "local"], indirect=True
+)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pipelines_app.models import CodeBundle, Pipeline
 from runs_app.models import PipelineRun, RunRefused
 from runs_app.worker import code, retention
 from runs_app.worker.code import code_folder
-from tests.runs_app.conftest import both_executors, execute, output_lines
+from tests.runs_app.conftest import every_executor, execute, output_lines
 
 Status = PipelineRun.Status
 
@@ -100,7 +100,7 @@ def test_each_run_names_the_code_it_was_queued_with(make_pipeline, settings):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("runs_setup")
-@both_executors
+@every_executor
 def test_a_node_without_the_folder_runs_the_code_from_the_database(make_pipeline, executor):
     folder = write_folder(make_pipeline("far", main=None))
     discover()

@@ -16,7 +16,7 @@ from runs_app.environment import build_environment
 from runs_app.models import PipelineRun
 from secrets_app import crypto
 from secrets_app.models import Variable
-from tests.runs_app.conftest import both_executors, execute, log_text
+from tests.runs_app.conftest import every_executor, execute, log_text
 from tests.runs_app.test_live_log import ORIGIN, connect, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,7 +111,7 @@ PRINTER = (
 )
 
 
-@both_executors
+@every_executor
 def test_secrets_are_masked_in_the_file_the_stream_and_the_download(
     make_pipeline, settings, runs_setup, admin_client, admin_user
 ):

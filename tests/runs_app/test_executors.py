@@ -1,6 +1,7 @@
-"""Runs for real — in containers on a real Docker engine, and as local processes.
+"""Runs for real — in containers on a real Docker engine, in sandboxes, and as local
+processes.
 
-Tests marked `both_executors` are the shared contract; the rest are Docker's own (lock-down,
+Tests marked `every_executor` are the shared contract; the rest are Docker's own (lock-down,
 container limits, labels).
 """
 
@@ -14,7 +15,7 @@ import pytest
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import (
-    both_executors,
+    every_executor,
     execute,
     log_text,
     output_lines,
@@ -65,7 +66,7 @@ def test_every_line_is_timestamped_and_marked_with_its_stream(make_pipeline):
     assert "x" * 40000 in log_text(run)  # a line longer than docker's 16 KiB chunks, whole
 
 
-@both_executors
+@every_executor
 def test_a_failing_run_reports_its_exit_code(make_pipeline):
     run = run_now(make_pipeline, "fails", "import sys\nprint('bad input')\nsys.exit(3)\n")
     assert run.status == Status.FAILED
@@ -75,7 +76,7 @@ def test_a_failing_run_reports_its_exit_code(make_pipeline):
     assert "finished: failed — exited with code 3" in log_text(run)
 
 
-@both_executors
+@every_executor
 def test_an_uncaught_exception_looks_like_python_main_py(make_pipeline):
     run = run_now(make_pipeline, "raises", "def boom():\n    raise ValueError('nope')\nboom()\n")
     assert run.status == Status.FAILED and run.exit_code == 1
@@ -85,7 +86,7 @@ def test_an_uncaught_exception_looks_like_python_main_py(make_pipeline):
     assert lines[-1] == "ValueError: nope"
 
 
-@both_executors
+@every_executor
 def test_out_of_memory_is_named_as_such(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -102,7 +103,7 @@ def test_out_of_memory_is_named_as_such(make_pipeline):
     assert "survived" not in output_lines(run)
 
 
-@both_executors
+@every_executor
 def test_timeout_kills_the_run(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -116,14 +117,14 @@ def test_timeout_kills_the_run(make_pipeline):
     assert (run.finished_at - run.started_at).total_seconds() < 30
 
 
-@both_executors
+@every_executor
 def test_instance_timeout_applies_when_the_pipeline_sets_none(make_pipeline, settings):
     settings.CONTAINER_TIMEOUT = 1
     run = run_now(make_pipeline, "sleepy", "import time\ntime.sleep(60)\n")
     assert run.status == Status.TIMED_OUT
 
 
-@both_executors
+@every_executor
 def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     from pipelines_app.discovery import discover
     from pipelines_app.models import Pipeline
@@ -148,7 +149,7 @@ def test_cancel_stops_a_running_run_and_it_stays_cancelled(make_pipeline):
     assert not run.retries.exists()  # a cancelled run is not retried
 
 
-@both_executors
+@every_executor
 def test_the_route_file_is_read_back(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -234,7 +235,7 @@ def test_limits_and_labels_reach_the_container(make_pipeline, docker_engine, set
     worker.join(timeout=60)
 
 
-@both_executors
+@every_executor
 @pytest.mark.fresh  # a cold run warms itself (a pool is made after a warm-up)
 def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline):
     main = "import six\nprint('six', six.__version__)\n"
@@ -251,7 +252,7 @@ def test_requirements_are_installed_once_then_come_from_the_cache(make_pipeline)
     assert not any(word in line for line in second_uv for word in ("Prepared", "Downloaded"))
 
 
-@both_executors
+@every_executor
 def test_a_requirement_that_cannot_be_resolved_fails_as_dependency_install(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -276,7 +277,7 @@ def test_a_missing_image_fails_the_run_with_the_command_that_builds_it(make_pipe
     assert "build-offline.sh" in log_text(run)
 
 
-@both_executors
+@every_executor
 def test_failed_runs_are_retried_with_backoff(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -308,7 +309,7 @@ def _due(run: PipelineRun) -> bool:
     return run.not_before <= timezone.now()
 
 
-@both_executors
+@every_executor
 def test_no_retry_after_a_timeout_unless_configured(make_pipeline, settings):
     config = {
         "timeout": 1,
@@ -322,7 +323,7 @@ def test_no_retry_after_a_timeout_unless_configured(make_pipeline, settings):
     assert run.retries.get().attempt == 2
 
 
-@both_executors
+@every_executor
 def test_soft_limits_are_watched_and_peaks_stored(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -339,7 +340,7 @@ def test_soft_limits_are_watched_and_peaks_stored(make_pipeline):
     assert "above the soft limit of 20 MiB" in run.limit_warnings[0]
 
 
-@both_executors
+@every_executor
 def test_a_notebook_runs_cell_by_cell(make_pipeline):
     cells = [
         {"cell_type": "markdown", "source": ["# title"]},
@@ -368,7 +369,7 @@ FLAKY_CELLS = [
 ]
 
 
-@both_executors
+@every_executor
 def test_a_failing_cell_is_retried_in_the_same_namespace(make_pipeline):
     run = run_now(
         make_pipeline,
@@ -413,7 +414,7 @@ def test_a_cell_out_of_retries_fails_the_run_and_the_page_shows_each_cell(
     assert 'id="cell-2"' in page and "failed" in page
 
 
-@both_executors
+@every_executor
 def test_a_run_that_prints_more_than_the_cap_is_stopped_and_fails(make_pipeline, settings):
     settings.LOG_MAX_SIZE_MB = 1
     run = run_now(
@@ -432,7 +433,7 @@ def test_a_run_that_prints_more_than_the_cap_is_stopped_and_fails(make_pipeline,
     assert "finished: failed" in text  # Fast-Flow's own lines are kept past the cap
 
 
-@both_executors
+@every_executor
 def test_timeout_zero_means_no_limit_even_with_an_instance_timeout(make_pipeline, settings):
     settings.CONTAINER_TIMEOUT = 1
     run = run_now(

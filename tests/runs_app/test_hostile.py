@@ -1,6 +1,7 @@
-"""Hostile pipelines on the real Docker engine: each ends as its own run's failure (or is
-simply refused what it tries), with a reason a person understands, and nothing of it
-reaches the worker, the host or another run."""
+"""Hostile pipelines on every isolating executor — Docker (containers made for their run
+and pooled ones) and the sandbox: each ends as its own run's failure (or is simply refused
+what it tries), with a reason a person understands, and nothing of it reaches the worker,
+the host or another run."""
 
 from __future__ import annotations
 
@@ -13,24 +14,43 @@ import pytest
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app.executors.sandbox import places
+from runs_app.executors.sandbox.cgroups import RunCgroup
+from runs_app.executors.sandbox.network import RunNetwork
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
 from tests.runs_app.conftest import execute, log_text, output_lines, read_log, run_now
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("runs_setup", "docker_engine"),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
 Status, Reason = PipelineRun.Status, PipelineRun.FailureReason
+# Where each hostile pipeline runs: a container made for its run, a pooled one, a sandbox.
+ISOLATIONS = {"docker": ("docker", "fresh"), "pooled": ("docker", "pooled"), "sandbox": ("sandbox", "")}
+DOCKER_ONLY = {"docker": ISOLATIONS["docker"], "pooled": ISOLATIONS["pooled"]}
 
 
-@pytest.fixture(autouse=True, params=["fresh", "pooled"])
-def container(request):
-    """Every hostile pipeline meets a container made for its run and a pooled one."""
+def pytest_generate_tests(metafunc):
+    if "container" in metafunc.fixturenames:
+        chosen = DOCKER_ONLY if metafunc.definition.get_closest_marker("docker_only") else ISOLATIONS
+        metafunc.parametrize(
+            ("executor", "container"), list(chosen.values()), ids=list(chosen), indirect=True
+        )
+
+
+@pytest.fixture(autouse=True)
+def container(request, executor):
+    """The pooled case: runs of the test start in pooled containers."""
     if request.param == "pooled":
         request.getfixturevalue("pooled")
     return request.param
+
+
+docker_only = pytest.mark.docker_only
+
+
+def place_of(run: PipelineRun) -> int:
+    """A sandboxed run's place (its handle: sandbox:<pid>:<place>)."""
+    return int(run.container_id.rsplit(":", 1)[1])
 
 
 ROUTE_TRICKS = {
@@ -142,7 +162,7 @@ def test_a_memory_hog_is_killed_as_out_of_memory(make_pipeline):
     assert "96 MiB" in run.error_message or "96.0 MiB" in run.error_message
 
 
-def test_every_run_gets_the_instance_limits_and_no_more(make_pipeline, docker_engine, settings):
+def test_every_run_gets_the_instance_limits_and_no_more(make_pipeline, executor, settings):
     settings.RUN_MEMORY_LIMIT = 256 * 1024**2
     settings.RUN_CPU_LIMIT = 1.0
     make_pipeline(
@@ -158,9 +178,7 @@ def test_every_run_gets_the_instance_limits_and_no_more(make_pipeline, docker_en
         follower.start()
         assert wait_for(lambda run=run: "O up\n" in read_log(run), timeout=60)
         run.refresh_from_db()
-        host = docker_engine.api.inspect_container(run.container_id)["HostConfig"]
-        assert host["Memory"] == 256 * 1024**2
-        assert host["NanoCpus"] == 1_000_000_000
+        assert applied_limits(run, executor) == (256 * 1024**2, 1.0)
         text = log_text(run)
         assert ("above this instance's RUN_MEMORY_LIMIT" in text) is note
         assert ("above this instance's RUN_CPU_LIMIT" in text) is note
@@ -168,34 +186,60 @@ def test_every_run_gets_the_instance_limits_and_no_more(make_pipeline, docker_en
         follower.join(timeout=60)
 
 
-def test_runs_cannot_reach_each_other(make_pipeline, docker_engine):
-    listener = (
-        "import socket\n"
-        "server = socket.create_server(('0.0.0.0', 8765))\n"
-        "print('listening', flush=True)\n"
-        "server.settimeout(20)\n"
-        "try:\n"
-        "    server.accept()\n"
-        "    print('reached')\n"
-        "except OSError:\n"
-        "    print('nobody came')\n"
-    )
-    make_pipeline("listener", main=listener)
+def applied_limits(run: PipelineRun, executor: str) -> tuple[int, float]:
+    """(memory bytes, CPU cores) as the engine or the kernel holds them for the run."""
+    if executor == "sandbox":
+        cgroup = RunCgroup(places.cgroup_name(place_of(run)))
+        memory = int(cgroup._read("memory", "memory.limit_in_bytes"))
+        quota = int(cgroup._read("cpu", "cpu.cfs_quota_us")) / int(
+            cgroup._read("cpu", "cpu.cfs_period_us")
+        )
+        return memory, quota
+    import docker
+
+    host = docker.from_env().api.inspect_container(run.container_id)["HostConfig"]
+    return host["Memory"], host["NanoCpus"] / 1e9
+
+
+def run_address(run: PipelineRun, executor: str) -> str:
+    """The address another run would try to reach this one at."""
+    if executor == "sandbox":
+        return str(RunNetwork(place_of(run)).address)
+    import docker
+
+    networks = docker.from_env().api.inspect_container(run.container_id)["NetworkSettings"]
+    return next(iter(networks["Networks"].values()))["IPAddress"]
+
+
+LISTENER = (
+    "import socket\n"
+    "server = socket.create_server(('0.0.0.0', 8765))\n"
+    "print('listening', flush=True)\n"
+    "server.settimeout(20)\n"
+    "try:\n"
+    "    server.accept()\n"
+    "    print('reached')\n"
+    "except OSError:\n"
+    "    print('nobody came')\n"
+)
+
+
+def test_runs_cannot_reach_each_other(make_pipeline, executor):
+    make_pipeline("listener", main=LISTENER)
     discover()
     server = PipelineRun.enqueue(Pipeline.objects.get(name="listener"), trigger="manual")
     follower = threading.Thread(target=execute, args=(server,), daemon=True)
     follower.start()
     assert wait_for(lambda: "O listening\n" in read_log(server), timeout=60)
     server.refresh_from_db()
-    networks = docker_engine.api.inspect_container(server.container_id)["NetworkSettings"]
-    address = next(iter(networks["Networks"].values()))["IPAddress"]
-    caller = run_now(make_pipeline, "caller", connection_probe(address))
+    caller = run_now(make_pipeline, "caller", connection_probe(run_address(server, executor)))
     assert caller.status == Status.SUCCEEDED, log_text(caller)
     assert output_lines(caller)[0].startswith("refused")
     server.request_cancel()
     follower.join(timeout=60)
 
 
+@docker_only
 def test_a_run_network_that_lets_containers_meet_is_refused(make_pipeline, docker_engine, settings):
     name = f"fastflow-test-open-{os.getpid()}"
     docker_engine.api.create_network(name, driver="bridge")  # ICC on: made by someone else

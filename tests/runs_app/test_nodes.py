@@ -26,7 +26,7 @@ from runs_app.worker import supervisor as supervisor_module
 from runs_app.worker.pool_keeper import POOL_IDLE_SECONDS, PoolKeeper
 from runs_app.worker.supervisor import RunSupervisor
 from secrets_app.models import Variable
-from tests.runs_app.conftest import both_executors, execute, log_text, output_lines, run_now
+from tests.runs_app.conftest import every_executor, execute, log_text, output_lines, run_now
 
 Status = PipelineRun.Status
 
@@ -203,7 +203,7 @@ def test_a_second_node_refuses_keys_of_its_own(settings):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("runs_setup")
-@both_executors
+@every_executor
 @pytest.mark.fresh  # each node here has a cache of its own: no pool made from another's
 def test_a_cold_node_installs_the_lock_first_and_says_so(
     make_pipeline, settings, tmp_path, client, viewer
