@@ -164,9 +164,7 @@ def executor(request, settings) -> str:
 
 
 # Tests marked with this run once per executor: the follower contract all of them keep.
-every_executor = pytest.mark.parametrize(
-    "executor", ["docker", "sandbox", "local"], indirect=True
-)
+every_executor = pytest.mark.parametrize("executor", ["docker", "sandbox", "local"], indirect=True)
 
 
 @pytest.fixture

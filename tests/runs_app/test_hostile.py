@@ -25,13 +25,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 Status, Reason = PipelineRun.Status, PipelineRun.FailureReason
 # Where each hostile pipeline runs: a container made for its run, a pooled one, a sandbox.
-ISOLATIONS = {"docker": ("docker", "fresh"), "pooled": ("docker", "pooled"), "sandbox": ("sandbox", "")}
-DOCKER_ONLY = {"docker": ISOLATIONS["docker"], "pooled": ISOLATIONS["pooled"]}
+DOCKER = {"docker": ("docker", "fresh"), "pooled": ("docker", "pooled")}
+ISOLATIONS = {**DOCKER, "sandbox": ("sandbox", "")}
 
 
 def pytest_generate_tests(metafunc):
     if "container" in metafunc.fixturenames:
-        chosen = DOCKER_ONLY if metafunc.definition.get_closest_marker("docker_only") else ISOLATIONS
+        only_docker = metafunc.definition.get_closest_marker("docker_only")
+        chosen = DOCKER if only_docker else ISOLATIONS
         metafunc.parametrize(
             ("executor", "container"), list(chosen.values()), ids=list(chosen), indirect=True
         )

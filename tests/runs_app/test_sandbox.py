@@ -18,4 +18,3 @@ def test_a_sandboxed_run_prints_and_succeeds(make_pipeline):
     run = run_now(make_pipeline, "hello", "import os\nprint('hello', os.getuid())\n")
     assert run.status == Status.SUCCEEDED, log_text(run)
     assert output_lines(run) == ["hello 10001"]
-
