@@ -182,6 +182,22 @@ class Pipeline(models.Model):
         return SOURCE_LABELS.get(self.requirements_file, self.requirements_file)
 
     @property
+    def executor(self) -> tuple[str, str]:
+        """The executor its runs take (pipeline.json "executor", else the instance's), and
+        why they cannot start ("" when they can)."""
+        chosen = self.spec.executor
+        if not chosen or chosen == settings.FASTFLOW_EXECUTOR:
+            return settings.FASTFLOW_EXECUTOR, ""
+        if chosen in settings.PIPELINE_EXECUTORS:
+            return chosen, ""
+        allowed = ", ".join(settings.PIPELINE_EXECUTORS) or "none"
+        return chosen, (
+            f"its pipeline.json asks for the {chosen} executor, which this instance does not "
+            f"let pipelines choose (PIPELINE_EXECUTORS: {allowed}; runs here take "
+            f"{settings.FASTFLOW_EXECUTOR})"
+        )
+
+    @property
     def data_folder(self) -> Path | None:
         """pipeline.json data_folder: DATA_DIR/pipeline-data/<name>, kept between runs."""
         if not self.spec.data_folder:

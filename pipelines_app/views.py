@@ -94,6 +94,7 @@ def pipeline_detail(request: HttpRequest, name: str, new_webhook_key: str = "") 
         "duration_chart": overview.duration_chart(width=600, height=64),
         "spec": pipeline.spec,
         "limits": effective_limits(pipeline.spec.run),  # what its next run gets
+        "executor": pipeline.executor,
         "instance_retries": settings.RETRY_ATTEMPTS,
         "runs": _recent_runs(pipeline),
         "can_run": request.user.has_perm("runs_app.add_pipelinerun"),

@@ -71,8 +71,13 @@ TOP_LEVEL_KEYS = (
     "data_folder",
     "environment",
     "placement",
+    "network",
+    "executor",
 )
 PIPELINE_TYPES = ("script", "notebook", "models")
+# What pipeline.json "executor" may name (the instance's PIPELINE_EXECUTORS says which it
+# allows).
+PIPELINE_EXECUTOR_CHOICES = ("docker", "sandbox")
 MODELS_KEYS = (
     "engine",
     "commands",
@@ -158,6 +163,13 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
         values["data_folder"] = reader.boolean(data["data_folder"], "data_folder")
     if "placement" in data:
         values["placement"] = _placement(reader, data["placement"])
+    if "network" in data and (flag := reader.boolean(data["network"], "network")) is not None:
+        values["network"] = flag
+    if "executor" in data:
+        if data["executor"] in PIPELINE_EXECUTOR_CHOICES:
+            values["executor"] = data["executor"]
+        else:
+            reader.error("executor", f'{show(data["executor"])} must be "docker" or "sandbox"')
 
     config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
     return ParseResult(config, reader.errors, reader.warnings)

@@ -193,6 +193,11 @@ class PipelineConfig:
     environment: EnvironmentSpec = field(default_factory=EnvironmentSpec)
     # Labels a worker must have to take its runs (name, value), sorted: WORKER_LABELS.
     placement: tuple[tuple[str, str], ...] = ()
+    # False: its runs get no network at all, only their own loopback.
+    network: bool = True
+    # The executor its runs take ("docker", "sandbox"); "": the instance's FASTFLOW_EXECUTOR.
+    # Only those PIPELINE_EXECUTORS allows (runs_app.placement says why a run cannot start).
+    executor: str = ""
 
     @property
     def entry_point(self) -> str:

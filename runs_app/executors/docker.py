@@ -133,7 +133,12 @@ class DockerExecutor:
             mounts.append(Mount(DATA_MOUNT, str(spec.data_dir), type="bind"))
             layout.env["FASTFLOW_DATA_DIR"] = DATA_MOUNT
         limits = host_config(
-            self.api, mounts, layout.tmpfs, spec.mem_hard_limit_bytes, spec.cpu_hard_limit
+            self.api,
+            mounts,
+            layout.tmpfs,
+            spec.mem_hard_limit_bytes,
+            spec.cpu_hard_limit,
+            network=spec.network or spec.purpose == "warm",
         )
         try:
             created = self.api.create_container(

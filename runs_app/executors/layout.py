@@ -121,8 +121,11 @@ def host_config(
     tmpfs: dict[str, str],
     memory: int | None,
     cpu: float | None,
+    *,
+    network: bool = True,
 ) -> dict:
-    """The lock-down every run container keeps (docs/execution.md), with its limits."""
+    """The lock-down every run container keeps (docs/execution.md), with its limits; no
+    network at all for a pipeline that says `"network": false`."""
     limits: dict = {"pids_limit": settings.RUN_PIDS_LIMIT}
     if memory:
         # memswap == mem: no swap on top of the limit, so exceeding it means OOM.
@@ -136,7 +139,7 @@ def host_config(
         cap_drop=["ALL"],
         security_opt=["no-new-privileges:true"],
         mounts=mounts,
-        network_mode=settings.RUN_NETWORK,
+        network_mode=settings.RUN_NETWORK if network else "none",
         log_config=LogConfig(
             type="json-file", config={"max-size": f"{settings.LOG_MAX_SIZE_MB + 1}m"}
         ),

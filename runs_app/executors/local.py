@@ -93,6 +93,8 @@ class LocalExecutor:
             )
         if spec.cpu_hard_limit:
             log.system("cpu_hard_limit is not enforced by the local executor")
+        if not spec.network:
+            log.system('"network": false is not enforced by the local executor')
         command = ["sh", str(PREPARE), spec.entry_point]
         outcome = Outcome(started_at=datetime.now(UTC))
         try:

@@ -202,6 +202,8 @@ def fits(profile: Profile, spec: RunSpec) -> bool:
         return False  # pooled containers are of WORKER_IMAGE (PYTHON_IMAGES pick others)
     if spec.data_dir is not None:
         return False  # a mount cannot be added to a started container
+    if not spec.network:
+        return False  # pooled containers are on RUN_NETWORK; this run has none
     if profile.memory and not spec.mem_hard_limit_bytes:
         return False
     if profile.cpu and not spec.cpu_hard_limit:

@@ -102,6 +102,13 @@ class SwarmExecutor(DockerExecutor):
                 "its pipeline.json asks for a data_folder, a folder on one machine's disk; "
                 "the swarm executor places runs on any node and has none",
             )
+        if not spec.network and spec.purpose == "run":
+            raise ExecutorError(
+                "internal_error",
+                'its pipeline.json says "network": false, which the swarm executor cannot '
+                "give a service; run it with the docker or sandbox executor "
+                '(pipeline.json "executor", PIPELINE_EXECUTORS)',
+            )
         name = run_container_name(spec.run_id)
         labels = {
             LABEL_RUN: spec.run_id,

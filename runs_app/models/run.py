@@ -95,6 +95,7 @@ class PipelineRun(EntryPoints, models.Model):
         LOG_LIMIT = "log_limit", "printed more than LOG_MAX_SIZE_MB"
         LOG_UNWRITABLE = "log_unwritable", "its log could not be written"
         LOST = "lost", "lost (container vanished)"
+        NOT_ALLOWED = "not_allowed", "its executor is not allowed here"
         INTERNAL_ERROR = "internal_error", "internal error"
 
     class Trigger(models.TextChoices):
@@ -179,6 +180,8 @@ class PipelineRun(EntryPoints, models.Model):
         help_text="The packages it ran with (its warm-up's lock).",
     )
     container_id = models.CharField(max_length=64, blank=True)
+    # The executor that started it (docker, swarm, sandbox, local); "" until it started.
+    executor = models.CharField(max_length=16, blank=True)
     cluster_waiting = models.CharField(
         max_length=500,
         blank=True,

@@ -158,7 +158,9 @@ class RunFollower:
         self.run = run
         self.lets_go = lets_go
         self.lease = Lease(run)
-        self.executor: Executor = get_executor()
+        # The executor that started it (a follower taking over), else the pipeline's.
+        name, self.not_allowed = (run.executor, "") if run.executor else run.pipeline.executor
+        self.executor: Executor = get_executor(name)
         self.log: LogWriter | None = None
         self.metrics: MetricsWriter | None = None
         self.spec: RunSpec | None = None
@@ -286,10 +288,14 @@ class RunFollower:
 
     def _start(self, environment, notes: list[str], watch: Watch) -> Outcome | None:
         run, log, spec = self.run, self.log, self.spec
+        if self.not_allowed:
+            self._conclude(Status.FAILED, FailureReason.NOT_ALLOWED, self.not_allowed)
+            return None
         with_database(
             lambda: run.record(
                 environment=environment.visible,
                 secret_env_names=sorted(environment.secret_names),
+                executor=self.executor.name,
             ),
             self.lease,
         )
@@ -519,6 +525,7 @@ def run_spec(run: PipelineRun, environment: dict[str, str]) -> tuple[RunSpec, li
         image=run.pipeline.worker_image,
         data_dir=run.pipeline.data_folder,
         placement=tuple(config.placement),
+        network=config.network,
         env=environment,
         cpu_hard_limit=limits.cpu_hard,
         mem_hard_limit_bytes=limits.mem_hard_bytes,

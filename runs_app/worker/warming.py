@@ -60,7 +60,8 @@ def warm(pipeline_id: int) -> None:
     path.unlink(missing_ok=True)  # the newest warm-up's output, for a look when it fails
     log = LogWriter(path)
     try:
-        _warm_and_record(pipeline, get_executor(), log, Watch())
+        executor = get_executor(pipeline.executor[0])
+        _warm_and_record(pipeline, executor, log, Watch())
     finally:
         log.close()
     dispatch_warmups()

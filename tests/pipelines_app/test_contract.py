@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -639,3 +640,25 @@ def test_placement_is_the_labels_a_worker_must_have():
 )
 def test_a_bad_placement_says_how_to_write_one(placement, expected):
     assert only_error({"placement": placement}).startswith(expected)
+
+
+def test_network_and_executor_are_read_and_kept():
+    config = parse({"network": False, "executor": "sandbox"}).config
+    assert (config.network, config.executor) == (False, "sandbox")
+    assert PipelineConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert (parse({}).config.network, parse({}).config.executor) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"network": "off"}, "pipeline.json: network 'off' must be true or false"),
+        (
+            {"executor": "podman"},
+            'pipeline.json: executor \'podman\' must be "docker" or "sandbox"',
+        ),
+        ({"executor": "local"}, 'pipeline.json: executor \'local\' must be "docker" or "sandbox"'),
+    ],
+)
+def test_a_bad_network_or_executor_says_what_it_may_be(data, expected):
+    assert only_error(data).startswith(expected)

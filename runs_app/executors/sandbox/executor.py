@@ -60,7 +60,7 @@ from runs_app.executors.layout import (
     shared_buckets,
     shared_tools,
 )
-from runs_app.executors.local import follow_process
+from runs_app.executors.local import follow_process, process_alive
 from runs_app.executors.sandbox import cgroups, network, places, rootfs, seccomp
 from runs_app.executors.sandbox.cgroups import RunCgroup
 from runs_app.executors.sandbox.network import NetworkError, RunNetwork
@@ -260,7 +260,7 @@ class SandboxExecutor:
 
     def state(self, handle: str) -> str | None:
         pid = _pid(handle)
-        return "running" if pid and _alive(pid) else "exited"
+        return "running" if pid and process_alive(pid) else "exited"
 
     def labelled_containers(self) -> dict[str, str]:
         """Nothing to hand over; what dead workers left (cgroups, namespaces) is swept."""
@@ -305,12 +305,6 @@ def _pid(handle: str) -> int | None:
         return None
     pid = handle.removeprefix(HANDLE_PREFIX).split(":")[0]
     return int(pid) if pid.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    from runs_app.executors.local import process_alive
-
-    return process_alive(pid)
 
 
 def _etc_file(name: str, content: str) -> Path:
