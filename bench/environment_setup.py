@@ -1,9 +1,9 @@
 """Issue 23's shape: how long a run's environment takes to set up once its warm-up is done —
 the run installs its lock, offline, linked from the shared cache — for pandas + requests
 (requirements.txt) and for a locked uv project of about 40 packages, through a real
-`manage.py worker`, in pooled and in fresh containers.
+`manage.py worker`, in pooled and in fresh containers, and in sandboxes.
 
-    uv run python bench/environment_setup.py [--runs 20] [--pool 2 0]
+    uv run python bench/environment_setup.py [--runs 20] [--pool 2 0] [--sandbox | --no-sandbox]
 
 "Setup" is the run's own record (setup_duration): its container started → its code
 started; the install of the lock is all of it but starting Python. Printed per pipeline and
@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--pool", type=int, nargs="+", default=[2, 0])
+    parser.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     discover()
     began = time.monotonic()
@@ -86,12 +87,16 @@ def main() -> None:
     for name in ("pandas_requests", "locked_project"):
         lock = EnvironmentLock.current(Pipeline.objects.get(name=name))
         print(f"  {name}: {len(lock.packages)} packages in its lock {lock.short_hash}")
-    for pool in args.pool:
-        worker = start_worker("docker", pool)
+    measured = [("docker", pool) for pool in args.pool]
+    if args.sandbox:
+        measured.append(("sandbox", 0))
+    for executor, pool in measured:
+        worker = start_worker(executor, pool)
         try:
             if pool:
                 wait_for_pool(WORK / "data", pool)
-            print(f"setup (container started → code started), RUN_POOL_SIZE={pool}:")
+            where = "sandbox" if executor == "sandbox" else f"container, RUN_POOL_SIZE={pool}"
+            print(f"setup ({where} started → code started):")
             for name in ("pandas_requests", "locked_project"):
                 print_percentiles(name, setups(name, args.runs))
         finally:

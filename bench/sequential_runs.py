@@ -1,10 +1,11 @@
 """Issue 15's shape: 40 tiny runs one after another (each queued the moment the previous one
 is final, each computing fib(10) and printing it), through a real `manage.py worker`, per
-executor — the total, and where each run's time goes:
+executor — the total, and where each run's time goes ("container started": the sandbox's
+or the local process's start for those executors):
 
     queued → claimed → container started → first line → program ended → final
 
-    uv run python bench/sequential_runs.py                    # docker and local
+    uv run python bench/sequential_runs.py                    # docker, sandbox and local
     uv run python bench/sequential_runs.py --executors docker --runs 40 --pool 0 2 8
     uv run python bench/sequential_runs.py --executors docker --pool 2 --pool-max 2 8
 
@@ -104,7 +105,7 @@ def measure(executor: str, count: int, pool: int, pool_max: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--executors", nargs="+", default=["docker", "local"])
+    parser.add_argument("--executors", nargs="+", default=["docker", "sandbox", "local"])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--pool", type=int, nargs="+", default=[0, 2], help="RUN_POOL_SIZE")
     parser.add_argument(

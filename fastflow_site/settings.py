@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import socket
 import sys
 import warnings
@@ -181,6 +182,15 @@ for _name in PIPELINE_EXECUTORS:
 # The sandbox executor (docs/execution.md): the addresses of its runs' own networks, a /30
 # each (the host's end .1, the run's .2). Pick a range no network of this machine uses.
 SANDBOX_NETWORK = env.str("SANDBOX_NETWORK", default="10.213.0.0/16")
+try:
+    if ipaddress.ip_network(SANDBOX_NETWORK).version != 4:
+        raise ValueError("an IPv4 range")
+    if ipaddress.ip_network(SANDBOX_NETWORK).prefixlen > 28:
+        raise ValueError("room for at least three runs: a /28 or larger")
+except ValueError as problem:
+    raise ImproperlyConfigured(f"SANDBOX_NETWORK={SANDBOX_NETWORK!r}: {problem}") from None
+# Where the sandbox unpacks worker images (about 200 MB each; the newest three are kept).
+SANDBOX_ROOTS_DIR = _path("SANDBOX_ROOTS_DIR", DATA_DIR / "sandbox" / "roots")
 # The swarm executor (docs/swarm.md): placement constraints every run's service gets, beside
 # those of its pipeline's `placement` ("node.role==worker,node.labels.zone==a").
 SWARM_CONSTRAINTS = [c.strip() for c in env.list("SWARM_CONSTRAINTS", default=[]) if c.strip()]

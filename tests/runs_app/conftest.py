@@ -148,6 +148,12 @@ def shared_uv_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("uv_cache")
 
 
+@pytest.fixture(scope="session")
+def sandbox_roots(tmp_path_factory):
+    """Worker images unpacked for the sandbox once per session, as once per instance."""
+    return tmp_path_factory.mktemp("sandbox_roots")
+
+
 @pytest.fixture
 def executor(request, settings) -> str:
     """The executor under test: docker unless a test is parametrized with "local" too."""
@@ -168,13 +174,16 @@ every_executor = pytest.mark.parametrize("executor", ["docker", "sandbox", "loca
 
 
 @pytest.fixture
-def runs_setup(request, settings, tmp_path, pipelines_dir, shared_uv_cache, executor):
+def runs_setup(
+    request, settings, tmp_path, pipelines_dir, shared_uv_cache, sandbox_roots, executor
+):
     """Runs of this test start as in production: in pooled containers (a pool of this test's
     own, made when its first run is followed here), or — a test marked `fresh`, or a run no
     pooled container fits — in fresh ones."""
     settings.LOGS_DIR = tmp_path / "logs"
     settings.DATA_DIR = tmp_path / "data"
     settings.UV_CACHE_DIR = shared_uv_cache
+    settings.SANDBOX_ROOTS_DIR = sandbox_roots
     settings.RUN_STOP_GRACE_SECONDS = 2
     fresh = executor != "docker" or request.node.get_closest_marker("fresh") is not None
     settings.RUN_POOL_SIZE = 0 if fresh else DEFAULT_POOL_SIZE

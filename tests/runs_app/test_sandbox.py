@@ -5,7 +5,6 @@ every executor keeps are in test_hostile.py and test_executors.py)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from pathlib import Path
@@ -149,24 +148,25 @@ def test_network_false_gives_a_run_no_network_at_all(make_pipeline, executor):
     assert output_lines(run)[1] == "interfaces ['lo']"
 
 
-def leftovers() -> dict[str, list]:
-    """What sandboxes leave on this machine: places, cgroups, namespaces, host interfaces."""
-    links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("ffh"))
-    held = [entry.name for entry in places.STATE_DIR.glob("*")] if places.STATE_DIR.exists() else []
-    return {
-        "places": held,
-        "cgroups": cgroups.existing(),
-        "namespaces": network.existing(),
-        "links": links,
+def place_of(run: PipelineRun) -> int:
+    return int(run.container_id.rsplit(":", 1)[1])  # sandbox:<pid>:<place>
+
+
+def left_of(place: int) -> list[str]:
+    """What of a run's place is still on this machine (tests in parallel have their own)."""
+    cgroup = cgroups.RunCgroup(places.cgroup_name(place))
+    run_network = network.RunNetwork(place)
+    found = {
+        "place": (places.STATE_DIR / str(place)).exists(),
+        "cgroup": any(folder.exists() for folder in cgroup.folders),
+        "namespace": run_network.path.exists(),
+        "link": Path(f"/sys/class/net/{run_network.host_side}").exists(),
     }
-
-
-NOTHING = {"places": [], "cgroups": [], "namespaces": [], "links": []}
+    return [name for name, there in found.items() if there]
 
 
 @sandbox
 def test_nothing_of_a_run_is_left_when_it_ends(make_pipeline, settings):
-    assert leftovers() == NOTHING
     ok = run_now(make_pipeline, "quick", "print('done')\n")
     assert ok.status == Status.SUCCEEDED, log_text(ok)
     killed = run_now(
@@ -174,7 +174,8 @@ def test_nothing_of_a_run_is_left_when_it_ends(make_pipeline, settings):
         config={"timeout": 2},
     )  # fmt: skip
     assert killed.status == Status.TIMED_OUT, log_text(killed)
-    assert leftovers() == NOTHING
+    for run in (ok, killed):  # released by a thread of its own, once the run ended
+        assert wait_for(lambda run=run: left_of(place_of(run)) == [], timeout=10)
 
 
 @sandbox
@@ -246,7 +247,15 @@ def test_a_sandbox_dies_with_its_worker_and_the_run_is_retried(make_pipeline, se
         "    time.sleep(60)\n"
         "print('second')\n"
     )
-    make_pipeline("fragile", main=main, config={"retry_attempts": 1, "data_folder": True})
+    make_pipeline(
+        "fragile",
+        main=main,
+        config={
+            "retry_attempts": 1,
+            "retry_strategy": {"type": "fixed_delay", "delay": 1},
+            "data_folder": True,
+        },
+    )
     discover()
     worker = Worker(settings, tmp_path)
     worker.env["FASTFLOW_EXECUTOR"] = "sandbox"
@@ -255,7 +264,7 @@ def test_a_sandbox_dies_with_its_worker_and_the_run_is_retried(make_pipeline, se
         run = PipelineRun.enqueue(Pipeline.objects.get(name="fragile"), trigger="manual")
         assert wait_for(lambda: "O first\n" in read_log(run), timeout=60), worker.log.read_text()
         run.refresh_from_db()
-        place = int(run.container_id.rsplit(":", 1)[1])
+        place = place_of(run)
         cgroup = cgroups.RunCgroup(places.cgroup_name(place))
         assert cgroup.pids()
         worker.kill()
@@ -269,6 +278,6 @@ def test_a_sandbox_dies_with_its_worker_and_the_run_is_retried(make_pipeline, se
         assert wait_for(lambda: all_final([retry]), timeout=90), worker.log.read_text()[-3000:]
         retry.refresh_from_db()
         assert retry.status == Status.SUCCEEDED, log_text(retry)
-        assert wait_for(lambda: leftovers() == NOTHING, timeout=30), leftovers()
+        assert wait_for(lambda: left_of(place) == [], timeout=30), left_of(place)
     finally:
         worker.kill()

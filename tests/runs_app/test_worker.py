@@ -57,6 +57,7 @@ class Worker:
             "LOGS_DIR": str(settings.LOGS_DIR),
             "PIPELINES_DIR": str(settings.PIPELINES_DIR),
             "UV_CACHE_DIR": str(settings.UV_CACHE_DIR),
+            "SANDBOX_ROOTS_DIR": str(settings.SANDBOX_ROOTS_DIR),
             "MAX_CONCURRENT_RUNS": str(settings.MAX_CONCURRENT_RUNS),
             # Pooled containers, as in production (runs_setup; 0 for a `fresh` test).
             "RUN_POOL_SIZE": str(settings.RUN_POOL_SIZE),

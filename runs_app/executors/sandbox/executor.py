@@ -67,6 +67,9 @@ from runs_app.executors.sandbox.network import NetworkError, RunNetwork
 from runs_app.logs import LogWriter
 
 HANDLE_PREFIX = "sandbox:"
+# A rebuilt image (a new id under the same name) is seen within this many seconds.
+IMAGE_CHECK_SECONDS = 5.0
+_image_ids: dict[str, tuple[str, float]] = {}
 HOSTNAME = "fastflow-run"
 SHM_MB = 64  # as Docker's /dev/shm
 MiB = 1024 * 1024
@@ -107,36 +110,43 @@ class SandboxExecutor:
 
     @staticmethod
     def _image_id(image: str) -> str | None:
+        """The engine's id of `image`, asked at most every IMAGE_CHECK_SECONDS (a run
+        starts in a few milliseconds; asking the engine each time would double that)."""
+        known = _image_ids.get(image)
+        if known and time.monotonic() - known[1] < IMAGE_CHECK_SECONDS:
+            return known[0]
         try:
-            return DockerExecutor().check_image(image)
+            image_id = DockerExecutor().check_image(image)
         except EngineUnavailable:
             return None
+        _image_ids[image] = (image_id, time.monotonic())
+        return image_id
 
     def start(self, spec: RunSpec, log: LogWriter, watch: Watch) -> Outcome:
         self.check()
         image = spec.image or settings.WORKER_IMAGE
         root = rootfs.root_for(image, self._image_id(image))
+        with_network = spec.purpose == "warm" or spec.network
         try:
-            place = places.take(spec.run_id)
+            place, network_made = places.take(spec.run_id, with_network=with_network)
         except places.NoPlace as exc:
             raise ExecutorError("internal_error", f"The run could not be started: {exc}") from exc
         try:
-            return self._run(spec, root, place, log, watch)
+            run_network = RunNetwork(place) if with_network else None
+            cgroup = RunCgroup(places.cgroup_name(place))
+            try:
+                if run_network is not None and not network_made:
+                    run_network.create()
+                limits = spec.mem_hard_limit_bytes, spec.cpu_hard_limit, settings.RUN_PIDS_LIMIT
+                cgroup.create(*limits)
+            except (NetworkError, OSError) as exc:
+                message = f"The run's sandbox could not be made: {exc}"
+                raise ExecutorError("internal_error", message) from exc
+            return self._run(spec, root, place, cgroup, run_network, log, watch)
         finally:
-            places.release(place)
+            places.release_soon(place)  # its processes, if any are left, are killed
 
-    def _run(self, spec: RunSpec, root: rootfs.Root, place: int, log, watch) -> Outcome:
-        warm = spec.purpose == "warm"
-        cgroup = RunCgroup(places.cgroup_name(place))
-        cgroup.create(spec.mem_hard_limit_bytes, spec.cpu_hard_limit, settings.RUN_PIDS_LIMIT)
-        run_network = RunNetwork(place) if warm or spec.network else None
-        try:
-            if run_network is not None:
-                run_network.create()
-        except (NetworkError, OSError) as exc:
-            raise ExecutorError(
-                "internal_error", f"The run's network could not be made: {exc}"
-            ) from exc
+    def _run(self, spec, root, place, cgroup: RunCgroup, run_network, log, watch) -> Outcome:
         seccomp_fd = seccomp.filter_fd()
         command = [
             "/bin/sh", "-c", JOIN_CGROUP, "fastflow-sandbox",
@@ -241,6 +251,8 @@ class SandboxExecutor:
             **prepare_environment(spec, f"{WORK_DIR}/env", f"{TOOLS_DIR}/launcher.py"),
             "FASTFLOW_ENTRY_POINT": spec.entry_point,
         }
+        if root.uv_version:
+            variables["FASTFLOW_UV_VERSION"] = root.uv_version
         if spec.data_dir is not None and spec.purpose == "run":
             variables["FASTFLOW_DATA_DIR"] = DATA_MOUNT
         return variables

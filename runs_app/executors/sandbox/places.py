@@ -3,18 +3,23 @@ namespace and its addresses, held by the worker process that follows the run.
 
 Places are folders under /run/fastflow-sandbox (gone with a reboot, like network namespaces
 and cgroups): made with one atomic mkdir, so worker processes of one machine never share
-one, with the holder's pid and start time inside. A place whose holder is gone — a worker
-that died, and its sandboxes with it (--die-with-parent) — is swept: its cgroup's
-processes killed and the cgroup removed, its namespace and veth pair deleted.
+one, with the holder's pid and start time inside. Each worker process keeps a couple of
+places with their network made ahead (a namespace is never given to a second run), and
+releases a run's place in a thread of its own once the run ended. A place whose holder
+is gone — a worker that died, and its sandboxes with it (--die-with-parent) — is swept:
+its cgroup's processes killed and the cgroup removed, its namespace and veth pair deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
+import queue
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from runs_app.executors.sandbox.cgroups import RunCgroup
 from runs_app.executors.sandbox.network import RunNetwork
 
 STATE_DIR = Path("/run/fastflow-sandbox")
+SPARE_NETWORKS = 2
+logger = logging.getLogger(__name__)
 
 
 class NoPlace(Exception):
@@ -35,8 +42,16 @@ def capacity() -> int:
     return ipaddress.ip_network(settings.SANDBOX_NETWORK).num_addresses // 4
 
 
-def take(run_id: str) -> int:
-    """A free place for the run, held by this process from now on."""
+def take(run_id: str, *, with_network: bool) -> tuple[int, bool]:
+    """A free place for the run, held by this process from now on, and whether its network
+    is made already (a spare made ahead: the run need not wait for it)."""
+    if with_network and (place := _spares.take()) is not None:
+        (STATE_DIR / str(place) / "run").write_text(run_id)
+        return place, True
+    return _new_place(run_id), False
+
+
+def _new_place(run_id: str) -> int:
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     count = capacity()
     start = random.randrange(count)  # noqa: S311 - spreads concurrent takers, not a secret
@@ -61,6 +76,78 @@ def release(place: int) -> None:
     with contextlib.suppress(network.NetworkError):
         RunNetwork(place).remove()
     shutil.rmtree(STATE_DIR / str(place), ignore_errors=True)
+
+
+def release_soon(place: int) -> None:
+    """Release the place in a thread of its own: deleting a network namespace takes the
+    kernel tens of milliseconds, which the run's end need not wait for. (Whatever the
+    process leaves at its end is swept by the next.)"""
+    _releaser.put(place)
+
+
+class _Spares:
+    """Places with their network made ahead, SPARE_NETWORKS of them, by a thread of this
+    process: each is a fresh namespace, never one a run had."""
+
+    def __init__(self) -> None:
+        self.ready: list[int] = []
+        self.lock = threading.Lock()
+        self.wanted = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def take(self) -> int | None:
+        with self.lock:
+            place = self.ready.pop(0) if self.ready else None
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._make, name="sandbox-spares", daemon=True
+                )
+                self.thread.start()
+        self.wanted.set()
+        return place
+
+    def _make(self) -> None:
+        while True:
+            self.wanted.wait()
+            self.wanted.clear()
+            while len(self.ready) < SPARE_NETWORKS:
+                place = _new_place("")
+                try:
+                    RunNetwork(place).create()
+                except (network.NetworkError, OSError):
+                    logger.warning("a spare sandbox network could not be made", exc_info=True)
+                    release(place)
+                    break  # runs make their own; tried again at the next run
+                with self.lock:
+                    self.ready.append(place)
+
+
+class _Releaser:
+    def __init__(self) -> None:
+        self.places: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def put(self, place: int) -> None:
+        self.places.put(place)
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._release, name="sandbox-releaser", daemon=True
+                )
+                self.thread.start()
+
+    def _release(self) -> None:
+        while True:
+            place = self.places.get()
+            try:
+                release(place)
+            except OSError:
+                logger.warning("sandbox place %s could not be released", place, exc_info=True)
+
+
+_spares = _Spares()
+_releaser = _Releaser()
 
 
 def cgroup_name(place: int) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import shutil
+import subprocess
 import tarfile
 import threading
 import uuid
@@ -41,10 +42,11 @@ class Root:
     path: Path
     image_id: str
     env: dict[str, str]  # the image's own variables (PATH, LANG)
+    uv_version: str  # `uv --version` in it, read once ("" when it could not be)
 
 
 def roots_dir() -> Path:
-    return Path(settings.DATA_DIR) / "sandbox" / "roots"
+    return Path(settings.SANDBOX_ROOTS_DIR)
 
 
 def root_for(image: str, image_id: str | None) -> Root:
@@ -70,8 +72,8 @@ def root_for(image: str, image_id: str | None) -> Root:
         with _lock, _file_lock(folder):
             names = _names(folder) | {image: image_id}
             _write_json(folder / "names.json", names)
-    env = json.loads((folder / f"{_short(image_id)}.json").read_text())
-    return Root(target, image_id, env)
+    described = json.loads((folder / f"{_short(image_id)}.json").read_text())
+    return Root(target, image_id, described["env"], described["uv_version"])
 
 
 def _unpack(image_id: str, target: Path) -> None:
@@ -111,12 +113,27 @@ def _unpack(image_id: str, target: Path) -> None:
             )
         partial.chmod(0o755)
         variables = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-        _write_json(target.with_name(f"{target.name}.json"), variables)
+        described = {"env": variables, "uv_version": _uv_version(partial)}
+        _write_json(target.with_name(f"{target.name}.json"), described)
         partial.rename(target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         with contextlib.suppress(APIError, DockerException, EngineUnavailable), engine.reachable():
             api.remove_container(container["Id"], force=True)
+
+
+def _uv_version(root: Path) -> str:
+    """The image's uv, asked in a bare sandbox of its own root (every run says it)."""
+    command = [
+        "bwrap", "--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+        "--ro-bind", str(root), "/", "--proc", "/proc", "--dev", "/dev",
+        "--", "uv", "--version",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 class _StreamFile:
