@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 from django.conf import settings
@@ -98,7 +99,7 @@ class SandboxExecutor:
 
     @staticmethod
     def unavailable() -> str:
-        if shutil.which("bwrap") is None:
+        if _tool("bwrap") is None:
             return "bubblewrap is not installed (apt-get install bubblewrap)"
         return cgroups.available() or network.available()
 
@@ -186,13 +187,13 @@ class SandboxExecutor:
     def _network_entry(run_network: RunNetwork | None) -> list[str]:
         if run_network is None:
             return []
-        return [shutil.which("nsenter") or "nsenter", f"--net={run_network.path}", "--"]
+        return [_tool("nsenter") or "nsenter", f"--net={run_network.path}", "--"]
 
     def _bubblewrap(self, spec: RunSpec, root: rootfs.Root, seccomp_fd: int, *, network: bool):
         warm = spec.purpose == "warm"
         tmpfs_bytes = settings.RUN_TMPFS_SIZE_MB * MiB
         arguments = [
-            shutil.which("bwrap") or "bwrap",
+            _tool("bwrap") or "bwrap",
             "--die-with-parent", "--new-session",
             "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
             *([] if network else ["--unshare-net"]),
@@ -319,10 +320,22 @@ def _pid(handle: str) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
+@cache
+def _tool(name: str) -> str | None:
+    """Where a program of the host is (asked once: every run starts a few of them)."""
+    return shutil.which(name)
+
+
+_written: dict[Path, str] = {}
+
+
 def _etc_file(name: str, content: str) -> Path:
     """A file every sandbox mounts read-only, written when it changes."""
     folder = Path(settings.DATA_DIR) / "sandbox" / "etc"
     path = folder / name
+    if _written.get(path) == content and path.is_file():
+        return path
+    _written[path] = content
     if not path.is_file() or path.read_text() != content:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f".{name}.{os.getpid()}"
