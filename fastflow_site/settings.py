@@ -190,7 +190,11 @@ try:
 except ValueError as problem:
     raise ImproperlyConfigured(f"SANDBOX_NETWORK={SANDBOX_NETWORK!r}: {problem}") from None
 # Where the sandbox unpacks worker images (about 200 MB each; the newest three are kept).
-SANDBOX_ROOTS_DIR = _path("SANDBOX_ROOTS_DIR", DATA_DIR / "sandbox" / "roots")
+SANDBOX_ROOTS_DIR = (
+    _path("SANDBOX_ROOTS_DIR", "")
+    if env.str("SANDBOX_ROOTS_DIR", default="")
+    else DATA_DIR / "sandbox" / "roots"
+)
 # The swarm executor (docs/swarm.md): placement constraints every run's service gets, beside
 # those of its pipeline's `placement` ("node.role==worker,node.labels.zone==a").
 SWARM_CONSTRAINTS = [c.strip() for c in env.list("SWARM_CONSTRAINTS", default=[]) if c.strip()]

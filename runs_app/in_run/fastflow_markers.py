@@ -30,7 +30,6 @@ spells its one marker (uv) itself; a test holds it to MARK. Standard library onl
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -64,11 +63,16 @@ def encode(word: str, text: str = "") -> bytes:
 def tell(word: str, text: str = "") -> None:
     """A marker on the real stderr (fd 2), whatever the code did to sys.stderr; what the
     code printed before it is flushed first, so the log keeps its order."""
+    # try/except, not contextlib: every run imports this before its code starts.
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a stream the pipeline closed or replaced
+        try:  # noqa: SIM105
             stream.flush()
-    with contextlib.suppress(OSError):
+        except Exception:  # noqa: S110 - a stream the pipeline closed or replaced
+            pass
+    try:  # noqa: SIM105
         os.write(2, encode(word, text))
+    except OSError:
+        pass
 
 
 def parse(line: str) -> tuple[str, str] | None:
