@@ -25,6 +25,7 @@ HOST_SIDE, RUN_SIDE = "ffh", "ffr"  # + the place number; interface names ≤ 15
 CHAIN = "FASTFLOW-SANDBOX"
 NETNS_DIR = Path("/var/run/netns")
 _firewall_ready = threading.Event()
+_tools_found = threading.Event()
 _firewall_lock = threading.Lock()
 
 
@@ -33,10 +34,13 @@ class NetworkError(Exception):
 
 
 def available() -> str:
-    """Why run networks cannot be made here ("" when they can)."""
+    """Why run networks cannot be made here ("" when they can; then not asked again)."""
+    if _tools_found.is_set():
+        return ""
     for tool in ("ip", "iptables", "nsenter"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (iproute2, iptables, util-linux)"
+    _tools_found.set()
     return ""
 
 

@@ -35,6 +35,8 @@ MOUNT_FILES = (CA_PATH, "/etc/resolv.conf", "/etc/hosts")
 # Roots kept: the newest few (a run of a just-replaced image may still use the previous).
 KEEP_ROOTS = 3
 _lock = threading.Lock()
+# Roots this process found: (roots folder, image name, id asked for) → root.
+_known: dict[tuple[Path, str, str | None], Root] = {}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ def root_for(image: str, image_id: str | None) -> Root:
     """The unpacked root of `image` (whose id the engine gave, or None: the engine is away,
     so the one last unpacked for this name)."""
     folder = roots_dir()
+    known_root = _known.get((folder, image, image_id))
+    if known_root is not None and known_root.path.is_dir():
+        return known_root  # every run asks: the files need not be read each time
     if image_id is None:
         known = _names(folder).get(image)
         if not known or not (folder / _short(known)).is_dir():
@@ -73,7 +78,9 @@ def root_for(image: str, image_id: str | None) -> Root:
             names = _names(folder) | {image: image_id}
             _write_json(folder / "names.json", names)
     described = json.loads((folder / f"{_short(image_id)}.json").read_text())
-    return Root(target, image_id, described["env"], described["uv_version"])
+    root = Root(target, image_id, described["env"], described["uv_version"])
+    _known[(folder, image, image_id)] = root
+    return root
 
 
 def _unpack(image_id: str, target: Path) -> None:
