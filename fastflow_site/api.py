@@ -120,6 +120,10 @@ class RunOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     git_commit: str
+    executor: str = Field(
+        description="The executor that started it: docker, swarm, sandbox or local "
+        "(empty until it started)"
+    )
     environment: EnvironmentOut | None = Field(
         alias="environment_lock", description="The packages it ran with (its warm-up's lock)"
     )

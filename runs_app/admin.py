@@ -159,6 +159,7 @@ class PipelineRunAdmin(RecordAdmin):  # runs are started, not typed in
                     "git_commit",
                     "uv_version",
                     "environment_lock",
+                    "executor",
                     "container_id",
                     "stored_log",
                     "environment_display",

@@ -131,3 +131,28 @@ def test_a_big_version_is_read_each_time_not_kept(viewer_client, make_pipeline, 
     html = viewer_client.get("/pipelines/big/code/").content.decode()
     assert "a big one" in html
     assert deployed_code._kept.cache_info().currsize == 0
+
+
+def test_the_configuration_says_which_executor_runs_it_and_its_network(
+    viewer_client, make_pipeline, settings
+):
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "docker", ["sandbox"]
+    make_pipeline("plain")
+    make_pipeline("boxed", config={"executor": "sandbox", "network": False})
+    make_pipeline("refused", config={"executor": "docker"})
+    settings.FASTFLOW_EXECUTOR = "sandbox"  # docker is not among PIPELINE_EXECUTORS
+    discover()
+
+    def shown(name: str, field: str) -> str:
+        html = viewer_client.get(f"/pipelines/{name}/").content.decode()
+        start = html.index(f'id="pipeline-{field}">') + len(f'id="pipeline-{field}">')
+        return html[start : html.index("</dd>", start)]
+
+    assert shown("plain", "executor") == "sandbox (this instance's)"
+    assert shown("plain", "network") == "yes"
+    assert shown("boxed", "executor") == "sandbox (its pipeline.json)"
+    assert shown("boxed", "network").startswith("none: its runs have only their own loopback")
+    refused = shown("refused", "executor")
+    assert refused.startswith("docker (its pipeline.json)")
+    assert "its runs cannot start: its pipeline.json asks for the docker executor" in refused
+    assert "PIPELINE_EXECUTORS: sandbox; runs here take sandbox" in refused

@@ -13,10 +13,18 @@ import pytest
 
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
-from runs_app.executors.sandbox import cgroups, network, places
+from runs_app.executors.sandbox import SandboxExecutor, cgroups, network, places
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import in_thread, log_text, output_lines, read_log, run_now
+from tests.runs_app.conftest import (
+    execute,
+    in_thread,
+    log_text,
+    output_lines,
+    read_log,
+    require,
+    run_now,
+)
 from tests.runs_app.test_worker import Worker, all_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
@@ -281,3 +289,28 @@ def test_a_sandbox_dies_with_its_worker_and_the_run_is_retried(make_pipeline, se
         assert wait_for(lambda: left_of(place) == [], timeout=30), left_of(place)
     finally:
         worker.kill()
+
+
+def test_a_pipeline_chooses_the_sandbox_where_the_instance_allows_it(
+    make_pipeline, settings, client, admin_user
+):
+    """On a Docker instance: a pipeline asking for the sandbox gets it when
+    PIPELINE_EXECUTORS lists it, and its page and run say so; else its run fails, unstarted."""
+    problem = SandboxExecutor.unavailable()
+    require(not problem, f"the sandbox executor ({problem})")
+    main = "import os\nprint('uid', os.getuid())\n"
+    settings.PIPELINE_EXECUTORS = []
+    refused = run_now(make_pipeline, "chooser", main, config={"executor": "sandbox"})
+    assert refused.status == Status.FAILED
+    assert refused.failure_reason == Reason.NOT_ALLOWED
+    assert "asks for the sandbox executor" in refused.error_message
+    assert (refused.executor, refused.container_id, output_lines(refused)) == ("", "", [])
+
+    settings.PIPELINE_EXECUTORS = ["sandbox"]
+    chosen = execute(PipelineRun.enqueue(refused.pipeline, trigger="manual"))
+    assert chosen.status == Status.SUCCEEDED, log_text(chosen)
+    assert chosen.executor == "sandbox" and chosen.container_id.startswith("sandbox:")
+    assert "with the sandbox executor" in log_text(chosen)
+    client.force_login(admin_user)
+    page = client.get(chosen.get_absolute_url()).content.decode()
+    assert 'id="run-executor">sandbox</dd>' in page
