@@ -523,3 +523,10 @@ def test_a_pipeline_with_a_data_folder_is_told_it_has_no_place_on_a_swarm(make_p
     assert run.status == Status.FAILED, log_text(run)
     assert "asks for a data_folder" in run.error_message
     assert "kept" not in output_lines(run)
+
+
+def test_a_pipeline_without_network_is_told_the_swarm_cannot_give_it_none(make_pipeline):
+    run = run_now(make_pipeline, "hermit", "print('alone')\n", config={"network": False})
+    assert run.status == Status.FAILED, log_text(run)
+    assert '"network": false, which the swarm executor cannot give' in run.error_message
+    assert "alone" not in output_lines(run)

@@ -205,6 +205,7 @@ class SandboxExecutor:
             "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",  # noqa: S108
             "--perms", "0700", "--size", str(tmpfs_bytes), "--tmpfs", HOME,
             "--perms", "0700", "--size", str(WORK_TMPFS_MB * MiB), "--tmpfs", WORK_DIR,
+            *_proc_as_docker_leaves_it(),
             "--ro-bind", str(spec.folder), CODE_DIR,
             "--ro-bind", str(shared_tools()), TOOLS_DIR,
             "--ro-bind", str(_etc_file("hosts", _hosts())), "/etc/hosts",
@@ -318,6 +319,30 @@ def _pid(handle: str) -> int | None:
         return None
     pid = handle.removeprefix(HANDLE_PREFIX).split(":")[0]
     return int(pid) if pid.isdigit() else None
+
+
+# What Docker hides of /proc in a container (its masked paths) and keeps read-only; bwrap
+# itself makes /proc/bus and /proc/irq read-only, and mounts no /sys at all.
+DOCKER_MASKED_PROC = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+)  # fmt: skip
+DOCKER_READ_ONLY_PROC = ("/proc/fs", "/proc/sys", "/proc/sysrq-trigger")
+
+
+@cache
+def _proc_as_docker_leaves_it() -> tuple[str, ...]:
+    """bwrap arguments masking and protecting what the host's kernel has of those paths."""
+    arguments: list[str] = []
+    for path in DOCKER_MASKED_PROC:
+        if Path(path).is_dir():
+            arguments += ["--perms", "0555", "--size", "4096", "--tmpfs", path]
+        elif Path(path).exists():
+            arguments += ["--ro-bind", "/dev/null", path]
+    for path in DOCKER_READ_ONLY_PROC:
+        if Path(path).exists():
+            arguments += ["--ro-bind", path, path]
+    return tuple(arguments)
 
 
 @cache
