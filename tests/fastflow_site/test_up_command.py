@@ -21,7 +21,8 @@ from django.core.management import CommandError, call_command
 
 from fastflow_site.management.commands.up import Command
 from pipelines_app.models import Pipeline
-from tests.runs_app.conftest import free_port
+from runs_app.executors.sandbox import executor as sandbox_executor
+from tests.runs_app.conftest import docker_engine, free_port  # noqa: F401 - a fixture
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -185,3 +186,15 @@ def test_without_an_engine_production_does_not_start_and_nothing_falls_back(
     Command(stdout=out).prepare_executor()
     assert "Runs wait in the queue until it is" in out.getvalue()
     assert "FASTFLOW_EXECUTOR=local" in out.getvalue()
+
+
+@pytest.mark.usefixtures("docker_engine")
+def test_the_sandbox_executor_says_what_it_lacks_before_starting(settings, monkeypatch):
+    settings.FASTFLOW_EXECUTOR, settings.DEBUG = "sandbox", False
+    monkeypatch.setenv("PATH", "/nowhere")  # no bubblewrap on it
+    sandbox_executor._tool.cache_clear()
+    try:
+        with pytest.raises(CommandError, match="bubblewrap is not installed"):
+            Command(stdout=StringIO()).prepare_executor()
+    finally:
+        sandbox_executor._tool.cache_clear()

@@ -29,6 +29,7 @@ from pipelines_app.gitsync import sync
 from pipelines_app.models import GitSource, Sync
 from runs_app.executors import EngineUnavailable, ExecutorError
 from runs_app.executors.docker import DockerExecutor
+from runs_app.executors.sandbox import SandboxExecutor
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 PASSWORD_FILE_NAME = "initial-admin-password.txt"  # noqa: S105 (a file name)
@@ -174,6 +175,12 @@ class Command(BaseCommand):
             executor.check_image()
         except ExecutorError:
             self.build_worker_image()
+        if settings.FASTFLOW_EXECUTOR == "sandbox" and (problem := SandboxExecutor.unavailable()):
+            # Its runs would wait for what is missing: a production instance says so first.
+            message = f"The sandbox executor cannot start runs here: {problem}."
+            if not settings.DEBUG:
+                raise CommandError(message)
+            self.stdout.write(self.style.WARNING(message))
 
     def build_worker_image(self) -> None:
         image = settings.WORKER_IMAGE
