@@ -33,6 +33,7 @@ DBT_POSTGRES = "dbt-core>=1.10,<1.12\ndbt-postgres>=1.9,<1.12\n"
 FFT_POSTGRES = "fastflowtransform[postgres]==0.6.19\nclick\n"
 
 
+@pytest.mark.parametrize("executor", ["docker", "sandbox"], indirect=True)
 def test_a_dbt_duckdb_project_runs_model_by_model(pipelines_dir, settings):
     copy_project(pipelines_dir, DBT_SHOP, "shop")
     run = run_models("shop")
