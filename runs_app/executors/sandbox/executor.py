@@ -74,19 +74,18 @@ _image_ids: dict[str, tuple[str, float]] = {}
 HOSTNAME = "fastflow-run"
 SHM_MB = 64  # as Docker's /dev/shm
 MiB = 1024 * 1024
-# Inside the sandbox, still root: the tmpfs folders become the run user's, then setpriv
-# leaves root for good (every capability dropped, from the bounding set too).
+# On the host, before anything else: the first process joins the run's cgroup.
+JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+# Inside the sandbox, still root (with only SETUP_CAPABILITIES): the tmpfs folders become
+# the run user's, then setpriv leaves root for good (every capability dropped, from the
+# bounding set too) and prepare.sh starts. Its arguments: the entry point, the folders.
 BECOME_RUN_USER = (
-    'chown {uid}:{uid} "$@" || exit 125; '
+    'entry="$1"; shift; chown {uid}:{uid} "$@" || exit 125; '
     "exec /usr/bin/setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
     "--ambient-caps=-all --bounding-set=-all --no-new-privs -- "
+    f'sh {TOOLS_DIR}/prepare.sh "$entry"'
 )
-# On the host, before anything else: the first process joins the run's cgroup.
-# What the sandbox's first process (root, every other capability dropped) may do: hand
-# its tmpfs folders over and become the run's user.
 SETUP_CAPABILITIES = ("CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
-RUN_COMMAND = f'sh {TOOLS_DIR}/prepare.sh "$FASTFLOW_ENTRY_POINT"'
-JOIN_CGROUP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 class SandboxExecutor:
@@ -237,8 +236,8 @@ class SandboxExecutor:
             *(word for cap in SETUP_CAPABILITIES for word in ("--cap-add", cap)),
             "--",
             "/bin/sh", "-c",
-            BECOME_RUN_USER.format(uid=RUN_UID) + RUN_COMMAND,
-            "become-run-user", *owned,
+            BECOME_RUN_USER.replace("{uid}", str(RUN_UID)),
+            "become-run-user", spec.entry_point, *owned,
         ]  # fmt: skip
         return arguments
 
@@ -251,7 +250,6 @@ class SandboxExecutor:
             **spec.env,
             **layout_variables(warm=spec.purpose == "warm"),
             **prepare_environment(spec, f"{WORK_DIR}/env", f"{TOOLS_DIR}/launcher.py"),
-            "FASTFLOW_ENTRY_POINT": spec.entry_point,
         }
         if root.uv_version:
             variables["FASTFLOW_UV_VERSION"] = root.uv_version
