@@ -547,7 +547,8 @@ def reconcile(executor: Executor | None = None, *, startup: bool = False) -> dic
       of this host) are released: they wait for a follower again;
     - runs waiting for a follower whose task was never taken are handed out again — only
       while the engine answers (else they wait for it);
-    - containers of runs that are already final are removed;
+    - containers of runs that are already final are removed (of every executor this
+      instance lets pipelines choose too; the sandbox's: what dead workers left, swept);
     - log spools no writer holds any more are stored and removed.
     """
     executor = executor or get_executor()
@@ -566,16 +567,19 @@ def reconcile(executor: Executor | None = None, *, startup: bool = False) -> dic
     resend = list(waiting.values_list("pk", flat=True))
     PipelineRun.hand_to_workers(resend)
     counts["resent"] = len(resend)
-    try:
-        containers = executor.labelled_containers()
-        final = PipelineRun.objects.filter(
-            public_id__in=list(containers), status__in=PipelineRun.FINAL_STATUSES
-        ).values_list("public_id", flat=True)
-        for public_id in final:
-            executor.remove(containers[str(public_id)])
-            counts["removed"] += 1
-    except EngineUnavailable:
-        pass
+    # Pipelines may choose another executor (PIPELINE_EXECUTORS): what it left goes too.
+    chosen = [name for name in settings.PIPELINE_EXECUTORS if name != settings.FASTFLOW_EXECUTOR]
+    for each in [executor, *(get_executor(name) for name in chosen)]:
+        try:
+            containers = each.labelled_containers()
+            final = PipelineRun.objects.filter(
+                public_id__in=list(containers), status__in=PipelineRun.FINAL_STATUSES
+            ).values_list("public_id", flat=True)
+            for public_id in final:
+                each.remove(containers[str(public_id)])
+                counts["removed"] += 1
+        except EngineUnavailable:
+            pass
     return counts
 
 

@@ -16,6 +16,7 @@ from pipelines_app.models import Pipeline
 from runs_app.executors.sandbox import SandboxExecutor, cgroups, network, places
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
+from runs_app.worker.execution import reconcile
 from tests.runs_app.conftest import (
     execute,
     in_thread,
@@ -321,3 +322,19 @@ def test_a_pipeline_chooses_the_sandbox_where_the_instance_allows_it(
     client.force_login(admin_user)
     page = client.get(chosen.get_absolute_url()).content.decode()
     assert 'id="run-executor">sandbox</dd>' in page
+
+
+def test_what_a_dead_worker_left_is_swept_by_reconcile_on_a_docker_instance(settings):
+    """A docker instance whose pipelines may choose the sandbox sweeps its leftovers too."""
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "docker", ["sandbox"]
+    problem = SandboxExecutor.unavailable()
+    require(not problem, f"the sandbox executor ({problem})")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    place, _ = places.take("left-behind", with_network=False)
+    (places.STATE_DIR / str(place) / "holder").write_text(f"{gone.pid} 12345")
+    cgroups.RunCgroup(places.cgroup_name(place)).create(64 * 1024**2, None, 16)
+    network.RunNetwork(place).create()
+    assert sorted(left_of(place)) == ["cgroup", "link", "namespace", "place"]
+    reconcile()
+    assert left_of(place) == []
