@@ -4,10 +4,12 @@ live views, with REDIS_URL set (Redis broker and channel layer)."""
 
 from __future__ import annotations
 
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fastflow_site.roles import Role, set_role
 from pipelines_app.discovery import discover
@@ -154,13 +156,23 @@ def test_live_cpu_and_memory_chart_with_limits(instance, browser):
         "document.querySelector('[data-chart-value=mem]').textContent.includes('MiB')"
     )
     # The values under the pointer, limits included (40m soft, 200m hard in its pipeline.json).
-    chart = page.locator('[data-chart="mem"] .u-over')
-    box = chart.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    # The chart is drawn again as samples arrive and when the run ends, which forgets where
+    # the pointer was: point again until the legend answers (within a deadline).
     legend = page.locator('[data-chart="mem"] .u-legend')
-    page.wait_for_function(
-        "document.querySelector('[data-chart=mem] .u-legend').textContent.includes('200 MiB')"
-    )
+    deadline = time.monotonic() + 45
+    while True:
+        box = page.locator('[data-chart="mem"] .u-over').bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+        try:
+            page.wait_for_function(
+                "document.querySelector('[data-chart=mem] .u-legend')"
+                ".textContent.includes('200 MiB')",
+                timeout=2_000,
+            )
+            break
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline, legend.inner_text()
     assert "soft limit" in legend.inner_text() and "40 MiB" in legend.inner_text()
 
 

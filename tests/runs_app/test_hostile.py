@@ -248,6 +248,10 @@ def test_a_run_network_that_lets_containers_meet_is_refused(make_pipeline, docke
         settings.RUN_NETWORK = name
         run = run_now(make_pipeline, "open", "print('should not run')\n")
     finally:
+        # A pool keeper that read the setting as it changed may have made a container on
+        # it (no run is handed such a container: the run checks the network first).
+        for endpoint in docker_engine.api.inspect_network(name).get("Containers") or {}:
+            docker_engine.api.remove_container(endpoint, force=True)
         docker_engine.api.remove_network(name)
     assert run.status == Status.FAILED
     assert "lets its containers reach each other" in run.error_message
