@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from django.conf import settings
@@ -116,12 +116,14 @@ class LocalExecutor:
             outcome,
             log,
             watch,
-            sample=lambda: _sample(process, outcome, watch),
+            sample=lambda: sample_every_second(
+                process, outcome, watch, partial(_session_usage, process.pid)
+            ),
             stop=lambda grace: _stop_group(process, grace),
         )
 
     def reattach(self, spec, handle, log, watch, resume_after) -> Outcome:
-        pid = _pid(handle)
+        pid = pid_of(handle)
         if pid and process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -136,7 +138,7 @@ class LocalExecutor:
         return None
 
     def state(self, handle: str) -> str | None:
-        pid = _pid(handle)
+        pid = pid_of(handle)
         return "running" if pid and process_alive(pid) else "exited"
 
     def labelled_containers(self) -> dict[str, str]:
@@ -221,38 +223,52 @@ def _stop_group(process: subprocess.Popen, grace_seconds: int) -> None:
         pass
 
 
-def _sample(process: subprocess.Popen, outcome: Outcome, watch: Watch) -> None:
-    """Peak memory (RSS) and CPU of the run's session, from /proc, about once a second."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    page = os.sysconf("SC_PAGE_SIZE")
+def sample_every_second(
+    process: subprocess.Popen,
+    outcome: Outcome,
+    watch: Watch,
+    usage: Callable[[], tuple[float | None, int | None]],
+) -> None:
+    """While the process runs, about once a second: its CPU (percent of one core, from the
+    CPU seconds `usage()` counts) and memory (bytes) as a sample, and their peaks."""
     previous_cpu, previous_time = None, None
     while process.poll() is None:
-        rss, cpu = 0, 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) != process.pid:  # session id
-                continue
-            cpu += int(fields[11]) + int(fields[12])
-            rss += int(fields[21]) * page
+        cpu, memory = usage()
         now = time.monotonic()
         percent = None
-        if previous_cpu is not None and now > previous_time:
-            percent = (cpu - previous_cpu) / ticks / (now - previous_time) * 100
+        if cpu is not None and previous_cpu is not None and now > previous_time:
+            percent = (cpu - previous_cpu) / (now - previous_time) * 100
         previous_cpu, previous_time = cpu, now
-        record_sample(outcome, watch, percent, rss or None)
+        record_sample(outcome, watch, percent, memory)
         time.sleep(1)
 
 
-def _pid(handle: str) -> int | None:
-    if not handle.startswith(HANDLE_PREFIX):
+def _session_usage(session: int) -> tuple[float, int | None]:
+    """CPU seconds and resident memory of the processes of a session, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    rss, cpu = 0, 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) != session:  # session id
+            continue
+        cpu += int(fields[11]) + int(fields[12])
+        rss += int(fields[21]) * page
+    return cpu / ticks, rss or None
+
+
+def pid_of(handle: str, prefix: str = HANDLE_PREFIX) -> int | None:
+    """The process id a handle names: `<prefix><pid>`, perhaps followed by `:<more>`."""
+    if not handle.startswith(prefix):
         return None
-    return int(handle.removeprefix(HANDLE_PREFIX))
+    pid = handle.removeprefix(prefix).split(":")[0]
+    return int(pid) if pid.isdigit() else None
 
 
 def process_alive(pid: int) -> bool:

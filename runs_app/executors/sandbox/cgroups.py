@@ -113,6 +113,10 @@ class RunCgroup:
         text = self._read("cpuacct", "cpuacct.usage").strip()
         return int(text) / 1e9 if text else None
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """CPU seconds and memory bytes, as a run's samples are made of."""
+        return self.cpu_seconds(), self.memory_bytes()
+
     def memory_bytes(self) -> int | None:
         """Memory in use as `docker stats` counts it: all charged, less inactive file cache."""
         current = self._read("memory", "memory.current" if self.v2 else "memory.usage_in_bytes")

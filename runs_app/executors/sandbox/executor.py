@@ -41,7 +41,6 @@ from runs_app.executors.base import (
     Watch,
     ensure_data_folder,
     prepare_environment,
-    record_sample,
 )
 from runs_app.executors.docker import DockerExecutor
 from runs_app.executors.layout import (
@@ -61,7 +60,12 @@ from runs_app.executors.layout import (
     shared_buckets,
     shared_tools,
 )
-from runs_app.executors.local import follow_process, process_alive
+from runs_app.executors.local import (
+    follow_process,
+    pid_of,
+    process_alive,
+    sample_every_second,
+)
 from runs_app.executors.sandbox import cgroups, network, places, rootfs, seccomp
 from runs_app.executors.sandbox.cgroups import RunCgroup
 from runs_app.executors.sandbox.network import NetworkError, RunNetwork
@@ -176,7 +180,7 @@ class SandboxExecutor:
             outcome,
             log,
             watch,
-            sample=lambda: _sample(process, cgroup, outcome, watch),
+            sample=lambda: sample_every_second(process, outcome, watch, cgroup.usage),
             stop=lambda grace: _stop(process, cgroup, grace),
         )
         outcome.oom_killed = outcome.oom_killed or cgroup.oom_kills() > 0
@@ -271,7 +275,7 @@ class SandboxExecutor:
         return None
 
     def state(self, handle: str) -> str | None:
-        pid = _pid(handle)
+        pid = pid_of(handle, HANDLE_PREFIX)
         return "running" if pid and process_alive(pid) else "exited"
 
     def labelled_containers(self) -> dict[str, str]:
@@ -282,19 +286,6 @@ class SandboxExecutor:
     def remove(self, handle: str) -> None:
         """A run's place is released when its follower ends; a dead worker's by the sweep."""
         places.sweep()
-
-
-def _sample(process: subprocess.Popen, cgroup: RunCgroup, outcome: Outcome, watch: Watch):
-    """CPU (percent of one core) and memory of the run's cgroup, about once a second."""
-    previous_cpu, previous_time = None, None
-    while process.poll() is None:
-        cpu, now = cgroup.cpu_seconds(), time.monotonic()
-        percent = None
-        if cpu is not None and previous_cpu is not None and now > previous_time:
-            percent = (cpu - previous_cpu) / (now - previous_time) * 100
-        previous_cpu, previous_time = cpu, now
-        record_sample(outcome, watch, percent, cgroup.memory_bytes())
-        time.sleep(1)
 
 
 def _stop(process: subprocess.Popen, cgroup: RunCgroup, grace_seconds: int) -> None:
@@ -310,13 +301,6 @@ def _stop(process: subprocess.Popen, cgroup: RunCgroup, grace_seconds: int) -> N
     with contextlib.suppress(ProcessLookupError):
         os.kill(process.pid, signal.SIGKILL)  # its pid namespace, and all in it, ends
     cgroup.signal(signal.SIGKILL)
-
-
-def _pid(handle: str) -> int | None:
-    if not handle.startswith(HANDLE_PREFIX):
-        return None
-    pid = handle.removeprefix(HANDLE_PREFIX).split(":")[0]
-    return int(pid) if pid.isdigit() else None
 
 
 # What Docker hides of /proc in a container (its masked paths) and keeps read-only; bwrap
