@@ -127,14 +127,13 @@ def ensure_firewall() -> None:
             ["-i", f"{HOST_SIDE}+", "-j", "REJECT"],
             ["-o", f"{HOST_SIDE}+", "-j", "DROP"],
         ]:  # fmt: skip
-            _ensure_rule(["-A", CHAIN, *rule])
-        _ensure_rule(["-I", "FORWARD", "1", "-j", CHAIN])
+            _ensure_rule(CHAIN, rule)
+        _ensure_rule("FORWARD", ["-j", CHAIN], first=True)
         # The host itself, on any of its addresses (the run's gateway included).
-        _ensure_rule(["-I", "INPUT", "1", "-i", f"{HOST_SIDE}+", "-j", "REJECT"])
+        _ensure_rule("INPUT", ["-i", f"{HOST_SIDE}+", "-j", "REJECT"], first=True)
         for name in outward:
-            _ensure_rule(
-                ["-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", name, "-j", "MASQUERADE"]
-            )
+            masquerade = ["-s", subnet, "-o", name, "-j", "MASQUERADE"]
+            _ensure_rule("POSTROUTING", masquerade, table="nat")
         _firewall_ready.set()
 
 
@@ -149,15 +148,13 @@ def default_route_interfaces() -> list[str]:
     return sorted(set(names))
 
 
-def _ensure_rule(rule: list[str]) -> None:
-    """Add the rule unless it is there (`iptables -C` with the same words)."""
-    table = rule[:2] if rule[0] == "-t" else []
-    words = rule[2:] if table else rule
-    action, chain = words[0], words[1]
-    spec = words[3:] if action == "-I" and words[2:3] == ["1"] else words[2:]
-    if _iptables(*table, "-C", chain, *spec, allowed_failure=True):
+def _ensure_rule(
+    chain: str, rule: list[str], *, table: str = "filter", first: bool = False
+) -> None:
+    """Add the rule to the chain (at its end, or `first`) unless it is there already."""
+    if _iptables("-t", table, "-C", chain, *rule, allowed_failure=True):
         return
-    _iptables(*rule)
+    _iptables("-t", table, *(["-I", chain, "1"] if first else ["-A", chain]), *rule)
 
 
 def _iptables(*words: str, allowed_failure: bool = False) -> bool:
