@@ -284,8 +284,8 @@ class SandboxExecutor:
         return {}
 
     def remove(self, handle: str) -> None:
-        """A run's place is released when its follower ends; a dead worker's by the sweep."""
-        places.sweep()
+        """Nothing to do: a run's place is released as its follower ends, and what a dead
+        worker left is swept by reconcile (`labelled_containers`), not after every run."""
 
 
 def _stop(process: subprocess.Popen, cgroup: RunCgroup, grace_seconds: int) -> None:
