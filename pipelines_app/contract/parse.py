@@ -121,10 +121,7 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
     if "enabled" in data and (flag := reader.boolean(data["enabled"], "enabled")) is not None:
         values["enabled"] = flag
     if "type" in data:
-        if data["type"] in PIPELINE_TYPES:
-            values["type"] = data["type"]
-        else:
-            reader.error("type", f'{show(data["type"])} must be "script", "notebook" or "models"')
+        values["type"] = reader.choice(data["type"], "type", PIPELINE_TYPES)
     if "python_version" in data:
         values["python_version"] = _python_version(reader, data["python_version"])
     if "environment" in data and (environment := parse_environment(reader, data["environment"])):
@@ -166,10 +163,7 @@ def parse_config(data: Any, *, file: str = "pipeline.json", tz_name: str = "UTC"
     if "network" in data and (flag := reader.boolean(data["network"], "network")) is not None:
         values["network"] = flag
     if "executor" in data:
-        if data["executor"] in PIPELINE_EXECUTOR_CHOICES:
-            values["executor"] = data["executor"]
-        else:
-            reader.error("executor", f'{show(data["executor"])} must be "docker" or "sandbox"')
+        values["executor"] = reader.choice(data["executor"], "executor", PIPELINE_EXECUTOR_CHOICES)
 
     config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
     return ParseResult(config, reader.errors, reader.warnings)
@@ -182,14 +176,10 @@ def _models(reader: FieldReader, value: Any) -> ModelsSpec | None:
         return None
     reader.unknown_keys(value, MODELS_KEYS, "models.")
     values: dict[str, Any] = {}
-    engine = value.get("engine")
-    if engine is not None:
-        if engine in MODELS_ENGINES:
-            values["engine"] = engine
-        else:
-            reader.error(
-                "models.engine", f'{show(engine)} must be "dbt" or "fft" (FastFlowTransform)'
-            )
+    if value.get("engine") is not None:
+        values["engine"] = reader.choice(
+            value["engine"], "models.engine", MODELS_ENGINES, note=" (FastFlowTransform)"
+        )
     if "commands" in value:
         commands = _names(reader, value["commands"], "models.commands")
         allowed = MODELS_COMMANDS.get(values.get("engine", ""), ())

@@ -84,6 +84,17 @@ class FieldReader:
             return None
         return value
 
+    def choice(
+        self, value: Any, path: str, choices: tuple[str, ...], *, note: str = ""
+    ) -> str | None:
+        """One of `choices`, or an error naming them all ("a", "b" or "c")."""
+        if value in choices:
+            return value
+        names = [f'"{choice}"' for choice in choices]
+        listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        self.error(path, f"{show(value)} must be {listed}{note}")
+        return None
+
     def boolean(self, value: Any, path: str) -> bool | None:
         if not isinstance(value, bool):
             self.error(path, f"{show(value)} must be true or false (without quotes)")
