@@ -98,11 +98,7 @@ class _Spares:
     def take(self) -> int | None:
         with self.lock:
             place = self.ready.pop(0) if self.ready else None
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self._make, name="sandbox-spares", daemon=True
-                )
-                self.thread.start()
+            self.thread = _running(self.thread, self._make, "sandbox-spares")
         self.wanted.set()
         return place
 
@@ -131,11 +127,7 @@ class _Releaser:
     def put(self, place: int) -> None:
         self.places.put(place)
         with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self._release, name="sandbox-releaser", daemon=True
-                )
-                self.thread.start()
+            self.thread = _running(self.thread, self._release, "sandbox-releaser")
 
     def _release(self) -> None:
         while True:
@@ -144,6 +136,16 @@ class _Releaser:
                 release(place)
             except OSError:
                 logger.warning("sandbox place %s could not be released", place, exc_info=True)
+
+
+def _running(thread: threading.Thread | None, target, name: str) -> threading.Thread:
+    """`thread` while it runs, else a new one of `target`, started (one that died on an
+    error it did not expect is replaced by the next call)."""
+    if thread is not None and thread.is_alive():
+        return thread
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 _spares = _Spares()
