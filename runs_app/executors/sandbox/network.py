@@ -12,10 +12,13 @@ ours: bubblewrap gives it an empty one (loopback only).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -24,6 +27,7 @@ NAMESPACE_PREFIX = "fastflow-run-"
 HOST_SIDE, RUN_SIDE = "ffh", "ffr"  # + the place number; interface names ≤ 15 characters
 CHAIN = "FASTFLOW-SANDBOX"
 NETNS_DIR = Path("/var/run/netns")
+FIREWALL_LOCK = Path("/run/fastflow-sandbox.firewall.lock")
 _firewall_ready = threading.Event()
 _tools_found = threading.Event()
 _firewall_lock = threading.Lock()
@@ -111,7 +115,7 @@ def ensure_firewall() -> None:
     processes of this machine make the same ones)."""
     if _firewall_ready.is_set():
         return
-    with _firewall_lock:
+    with _firewall_lock, _machine_lock():
         if _firewall_ready.is_set():
             return
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
@@ -135,6 +139,18 @@ def ensure_firewall() -> None:
             masquerade = ["-s", subnet, "-o", name, "-j", "MASQUERADE"]
             _ensure_rule("POSTROUTING", masquerade, table="nat")
         _firewall_ready.set()
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Between worker processes of this machine: checking a rule and adding it is two
+    iptables calls, and two processes doing both at once would add it twice."""
+    with open(FIREWALL_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_route_interfaces() -> list[str]:
