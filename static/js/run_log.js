@@ -186,7 +186,7 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
   const charts = {};
   const MIB = 1024 * 1024;
   const CHARTS = {
-    cpu: { value: (s) => (s.cpu == null ? null : s.cpu / 100), unit: (v) => +v.toFixed(2) + " cores",
+    cpu: { value: (s) => (s.cpu == null ? null : s.cpu / 100), unit: (v) => +v.toFixed(2) + (+v.toFixed(2) === 1 ? " core" : " cores"),
       soft: () => limits.cpu_soft, hard: () => limits.cpu_hard },
     mem: { value: (s) => (s.mem == null ? null : s.mem / MIB),
       unit: (v) => (v >= 1024 ? +(v / 1024).toFixed(1) + " GiB" : v.toFixed(0) + " MiB"),
@@ -206,6 +206,12 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
     const soft = spec.soft() || null, hard = spec.hard() || null;
     return [times, samples.map(spec.value), times.map(() => soft), times.map(() => hard)];
   }
+  // With its first sample alone a run's time axis spanned years (uPlot widens a single time
+  // to "a day" counted in its ms units: 86,400,000 s): ten seconds from it instead.
+  function oneSampleWide(u, min, max) {
+    const times = u.data[0];
+    return times.length && times[0] === times[times.length - 1] ? [times[0], times[0] + 10] : [min, max];
+  }
   function makeChart(name) {
     const box = metricsBox.querySelector('[data-chart="' + name + '"]');
     const spec = CHARTS[name];
@@ -214,7 +220,7 @@ import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
     box.replaceChildren();
     return new uPlot({
       width: Math.max(200, box.clientWidth), height: 150,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, 0.01) * 1.1] } },
+      scales: { x: { time: true, range: oneSampleWide }, y: { range: (u, min, max) => [0, Math.max(max || 0, 0.01) * 1.1] } },
       axes: [axis, { ...axis, size: 72, values: (u, ticks) => ticks.map(spec.unit) }],
       series: [
         {},

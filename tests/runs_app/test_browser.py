@@ -157,13 +157,17 @@ def test_live_cpu_and_memory_chart_with_limits(instance, browser):
     )
     # The values under the pointer, limits included (40m soft, 200m hard in its pipeline.json).
     # The chart is drawn again as samples arrive and when the run ends, which forgets where
-    # the pointer was: point again until the legend answers (within a deadline).
+    # the pointer was, and the summary above it grows as the run goes (pushing the chart
+    # towards the "queued" toast at the bottom): dismiss the toast, then point again (hover
+    # scrolls the chart into view) until the legend answers, within a deadline.
+    page.click("#toasts .toast-close")
     legend = page.locator('[data-chart="mem"] .u-legend')
+    plot = page.locator('[data-chart="mem"] .u-over')
     deadline = time.monotonic() + 45
     while True:
-        box = page.locator('[data-chart="mem"] .u-over').bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
-        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+        box = plot.bounding_box()
+        plot.hover(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
+        plot.hover(position={"x": box["width"] * 0.9, "y": box["height"] / 2})
         try:
             page.wait_for_function(
                 "document.querySelector('[data-chart=mem] .u-legend')"
