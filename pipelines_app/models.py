@@ -198,6 +198,14 @@ class Pipeline(models.Model):
         )
 
     @property
+    def executor_wanted(self) -> str:
+        """The executor a worker must be able to start for its runs: its pipeline.json's
+        allowed choice; "" when any worker will do (its own executor, or a refused choice
+        any worker fails the run for)."""
+        name, refused = self.executor
+        return "" if refused or not self.spec.executor else name
+
+    @property
     def data_folder(self) -> Path | None:
         """pipeline.json data_folder: DATA_DIR/pipeline-data/<name>, kept between runs."""
         if not self.spec.data_folder:

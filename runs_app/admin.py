@@ -286,9 +286,10 @@ class WorkerNodeAdmin(RecordAdmin):
         "in_flight",
         "pool",
         "engine",
+        "executors",
     ]
-    readonly_fields = ["name", "labels", "capacity", "engine", "pool", "seen_at", "draining",
-                       "drained_at", "drained_by"]  # fmt: skip
+    readonly_fields = ["name", "labels", "capacity", "engine", "executors", "pool", "seen_at",
+                       "draining", "drained_at", "drained_by"]  # fmt: skip
     actions = ["drain", "resume"]
 
     @admin.display(boolean=True, description="alive")

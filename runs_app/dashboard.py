@@ -133,7 +133,8 @@ def now() -> Now:
         run.node = nodes_of.get(run.worker_id) or run.worker_id.partition(":")[0]
     alive = list(WorkerNode.alive())
     for run in waiting:
-        run.why = why_waiting(alive, run.pipeline.spec.placement) if alive else "no worker is up"
+        placement, executor = run.pipeline.spec.placement, run.pipeline.executor_wanted
+        run.why = why_waiting(alive, placement, executor) if alive else "no worker is up"
     return Now(
         running=running,
         running_total=len(running) if len(running) < NOW_SHOWN else in_flight.count(),

@@ -31,6 +31,7 @@ __all__ = [
     "Watch",
     "engine_description",
     "get_executor",
+    "startable_executors",
 ]
 
 
@@ -43,6 +44,17 @@ def engine_description() -> str:
     if settings.FASTFLOW_EXECUTOR == "swarm":
         return f"docker swarm, managed at {engine.host()}"
     return f"docker at {engine.host()}"
+
+
+def startable_executors() -> list[str]:
+    """The executors this node's runs can take: its own (whose outages pass: its runs wait)
+    and each one pipelines may choose (PIPELINE_EXECUTORS) this machine has what it needs
+    for — a node without bubblewrap, or not root, leaves sandbox runs to other nodes."""
+    names = [settings.FASTFLOW_EXECUTOR]
+    for name in settings.PIPELINE_EXECUTORS:
+        if name not in names and not (name == "sandbox" and SandboxExecutor.unavailable()):
+            names.append(name)
+    return names
 
 
 def get_executor(name: str = "") -> Executor:

@@ -1,6 +1,7 @@
 """Worker nodes: the machines (or containers) whose workers follow runs, as their heartbeats
-describe them — name, labels, engine, capacity, container pool — and whether they take new
-runs (a drained node does not; its runs in flight finish). docs/nodes.md."""
+describe them — name, labels, engine, the executors they can start, capacity, container
+pool — and whether they take new runs (a drained node does not; its runs in flight finish).
+docs/nodes.md."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ class WorkerNode(models.Model):
     placed_by_cluster = models.BooleanField(
         default=False,
         help_text="A cluster (Docker Swarm) places its runs: it takes runs of any placement.",
+    )
+    executors = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The executors its runs can take: its own (FASTFLOW_EXECUTOR) and those of "
+        "PIPELINE_EXECUTORS its machine can start.",
     )
     pool = models.JSONField(
         default=dict, blank=True, help_text="Its container pool: ready, target and maximum."
@@ -59,6 +66,7 @@ class WorkerNode(models.Model):
         engine: str,
         pool: dict,
         placed_by_cluster: bool = False,
+        executors: list[str] | None = None,
     ) -> None:
         """A worker of this node is alive (its drain stays as it is)."""
         fields = {
@@ -67,23 +75,24 @@ class WorkerNode(models.Model):
             "engine": engine,
             "pool": pool,
             "placed_by_cluster": placed_by_cluster,
+            "executors": executors or [],
             "seen_at": timezone.now(),
         }
         if not cls.objects.filter(name=name).update(**fields):
             cls.objects.get_or_create(name=name, defaults=fields)
 
     @classmethod
-    def why_waiting(cls, placement) -> str:
-        """Why no live worker takes runs of a pipeline with this placement now ("" when one
-        would, or when no worker is alive at all)."""
-        return why_waiting(list(cls.alive()), placement)
+    def why_waiting(cls, placement, executor: str = "") -> str:
+        """Why no live worker takes runs of a pipeline with this placement (and executor)
+        now ("" when one would, or when no worker is alive at all)."""
+        return why_waiting(list(cls.alive()), placement, executor)
 
     @property
     def is_alive(self) -> bool:
         return self.seen_at >= timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
 
-    def fits(self, placement) -> bool:
-        return node_fits(self, placement)
+    def fits(self, placement, executor: str = "") -> bool:
+        return node_fits(self, placement, executor)
 
     def drain(self, by: str = "") -> None:
         """No new runs from now on; those it follows finish."""

@@ -341,7 +341,8 @@ class PipelineRun(EntryPoints, models.Model):
             if slots.full:
                 return []
             # With live workers, a run is claimed only when one of them would take it (its
-            # labels fit, not drained); without any, runs are claimed and wait as ever.
+            # labels fit, it can start the executor the pipeline chose, not drained); without
+            # any, runs are claimed and wait as ever.
             nodes = list(WorkerNode.alive())
             candidates = (
                 cls.objects.filter(status=cls.Status.QUEUED)
@@ -354,7 +355,9 @@ class PipelineRun(EntryPoints, models.Model):
                 is_daemon = run.trigger == cls.Trigger.DAEMON
                 if not slots.admits(run.pipeline_id, is_daemon, run.pipeline.spec.max_instances):
                     continue
-                if nodes and not taking(nodes, run.pipeline.spec.placement):
+                if nodes and not taking(
+                    nodes, run.pipeline.spec.placement, run.pipeline.executor_wanted
+                ):
                     continue  # it waits (its page says why: WorkerNode.why_waiting)
                 took = cls.objects.filter(pk=run.pk, status=cls.Status.QUEUED).update(
                     status=cls.Status.CLAIMED, claimed_at=now
@@ -573,7 +576,7 @@ class PipelineRun(EntryPoints, models.Model):
             return self.cluster_waiting
         if self.status not in (self.Status.QUEUED, self.Status.CLAIMED):
             return ""
-        return WorkerNode.why_waiting(self.pipeline.spec.placement)
+        return WorkerNode.why_waiting(self.pipeline.spec.placement, self.pipeline.executor_wanted)
 
     @cached_property
     def node_name(self) -> str:

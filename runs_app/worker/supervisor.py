@@ -5,8 +5,9 @@ enough, and one process can follow many runs for a few MB each (a process per ru
 ~60 MB). The supervisor takes claimed runs oldest first (`PipelineRun.take`: exactly one
 worker wins each, across processes and machines) as soon as it is woken (runs_app.wakeup),
 up to what this worker may follow at once (WORKER_CAPACITY) — only runs whose pipeline's
-`placement` its node's labels fit, and none while its node is drained; the instance's
-limits were applied when the runs were claimed.
+`placement` its node's labels fit and whose chosen `executor` its machine can start, and
+none while its node is drained; the instance's limits were applied when the runs were
+claimed.
 
 Stopping the worker does not wait for runs: `stop()` makes every follower let go of its run
 at once (LeaseLost: nothing more is written), and the runs wait for the next follower —
@@ -22,6 +23,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from runs_app.executors import startable_executors
 from runs_app.models import PipelineRun, WorkerNode
 from runs_app.placement import fits
 from runs_app.worker.execution import follow_run, worker_id
@@ -79,9 +81,7 @@ class RunSupervisor:
         for claimed in waiting[:LOOK_AT_MOST]:
             if self.stopping.is_set() or room <= 0:
                 return
-            if settings.FASTFLOW_EXECUTOR != "swarm" and not fits(
-                settings.WORKER_LABELS, claimed.pipeline.spec.placement
-            ):
+            if settings.FASTFLOW_EXECUTOR != "swarm" and not self.takes(claimed):
                 continue  # another node's (a Swarm places every run by its constraints)
             run = PipelineRun.take(claimed.pk, worker_id())
             if run is None:
@@ -92,6 +92,15 @@ class RunSupervisor:
             self.followers[run.pk] = follower
             follower.start()
             room -= 1
+
+    @staticmethod
+    def takes(claimed: PipelineRun) -> bool:
+        """Its node's labels fit the run's placement, and its node can start the executor
+        the run's pipeline chose."""
+        wanted = claimed.pipeline.executor_wanted
+        return fits(settings.WORKER_LABELS, claimed.pipeline.spec.placement) and (
+            not wanted or wanted in startable_executors()
+        )
 
     def follow(self, run: PipelineRun) -> None:
         try:

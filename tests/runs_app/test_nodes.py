@@ -19,7 +19,9 @@ from fastflow_site.node_keys import (
 )
 from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
+from runs_app.executors import startable_executors
 from runs_app.executors.pool import DEMAND
+from runs_app.executors.sandbox import SandboxExecutor
 from runs_app.models import NodeWarmth, PipelineRun, WorkerNode, WorkerProcess
 from runs_app.placement import fits, why_waiting
 from runs_app.worker import supervisor as supervisor_module
@@ -37,6 +39,7 @@ class Node:
     labels: dict = field(default_factory=dict)
     draining: bool = False
     placed_by_cluster: bool = False
+    executors: list = field(default_factory=list)
 
 
 def test_a_node_fits_when_it_has_every_label_asked_for():
@@ -58,6 +61,24 @@ def test_why_a_run_waits_in_plain_words():
     )
 
 
+def test_why_a_run_of_a_pipeline_choosing_its_executor_waits():
+    docker_only = Node("a", {"zone": "a"}, executors=["docker"])
+    both = Node("b", {"zone": "b"}, executors=["docker", "sandbox"])
+    assert why_waiting([docker_only, both], [], "sandbox") == ""
+    assert why_waiting([docker_only], [], "sandbox") == (
+        "no live worker can start sandbox runs (live: a)"
+    )
+    assert why_waiting([docker_only, both], [("zone", "a")], "sandbox") == (
+        "no live worker with the labels zone=a can start sandbox runs (live: a, b)"
+    )
+    assert why_waiting([Node("old", {})], [], "sandbox") == ""  # not told: an older worker
+    assert why_waiting([Node("swarm", placed_by_cluster=True)], [], "sandbox") == ""
+    both.draining = True
+    assert why_waiting([docker_only, both], [], "sandbox") == (
+        "every worker that could take it is draining (b)"
+    )
+
+
 @pytest.fixture
 def catalogue(make_pipeline, settings, tmp_path):
     settings.LOGS_DIR = tmp_path / "logs"
@@ -67,9 +88,54 @@ def catalogue(make_pipeline, settings, tmp_path):
     return {p.name: p for p in Pipeline.objects.all()}
 
 
-def node(name: str, **labels) -> WorkerNode:
-    WorkerNode.report(name, labels=labels, capacity=4, engine="local processes", pool={})
+def node(name: str, executors: list[str] | None = None, **labels) -> WorkerNode:
+    WorkerNode.report(
+        name, labels=labels, capacity=4, engine="local processes", pool={}, executors=executors
+    )
     return WorkerNode.objects.get(name=name)
+
+
+@pytest.mark.django_db
+def test_runs_of_a_pipeline_choosing_the_sandbox_wait_for_a_node_that_can_start_it(
+    make_pipeline, settings, client, viewer
+):
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "docker", ["sandbox"]
+    make_pipeline("boxed", config={"executor": "sandbox"})
+    make_pipeline("plain")
+    discover()
+    boxed = PipelineRun.enqueue(Pipeline.objects.get(name="boxed"), trigger="manual")
+    plain = PipelineRun.enqueue(Pipeline.objects.get(name="plain"), trigger="manual")
+    node("docker-box", executors=["docker"])
+    assert PipelineRun.claim_runs() == [plain.pk]
+    boxed = PipelineRun.objects.get(pk=boxed.pk)
+    assert boxed.waiting_reason == "no live worker can start sandbox runs (live: docker-box)"
+    client.force_login(viewer)
+    assert "It waits: no live worker can start sandbox runs" in (
+        client.get(boxed.get_absolute_url()).content.decode()
+    )
+    workers = client.get(reverse("workers")).content.decode()
+    assert '<dd class="executors"><code>docker</code> </dd>' in workers
+
+    node("sandbox-box", executors=["docker", "sandbox"])
+    assert PipelineRun.claim_runs() == [boxed.pk]
+
+    # A choice the instance refuses waits for nobody: any worker fails the run, unstarted.
+    settings.PIPELINE_EXECUTORS = []
+    WorkerNode.objects.filter(name="sandbox-box").delete()
+    refused = PipelineRun.enqueue(Pipeline.objects.get(name="boxed"), trigger="manual")
+    assert PipelineRun.claim_runs() == [refused.pk]
+
+
+def test_a_node_offers_the_executors_pipelines_may_choose_that_it_can_start(settings, monkeypatch):
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "docker", ["docker", "sandbox"]
+    monkeypatch.setattr(SandboxExecutor, "unavailable", staticmethod(lambda: ""))
+    assert startable_executors() == ["docker", "sandbox"]
+    monkeypatch.setattr(
+        SandboxExecutor, "unavailable", staticmethod(lambda: "bubblewrap is not installed")
+    )
+    assert startable_executors() == ["docker"]
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "sandbox", ["docker"]
+    assert startable_executors() == ["sandbox", "docker"]  # its own: an outage passes
 
 
 @pytest.mark.django_db
@@ -122,6 +188,33 @@ def test_a_worker_takes_only_runs_its_labels_fit_and_none_while_drained(
         follower.join(timeout=10)
     assert [run.pk for run in followed] == [runs[1].pk]
     assert PipelineRun.objects.get(pk=runs[0].pk).status == Status.CLAIMED  # a gpu node's
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_leaves_runs_of_an_executor_its_machine_cannot_start(
+    make_pipeline, settings, monkeypatch
+):
+    followed = []
+    monkeypatch.setattr(supervisor_module, "follow_run", lambda run, lets_go: followed.append(run))
+    monkeypatch.setattr(
+        SandboxExecutor, "unavailable", staticmethod(lambda: "bubblewrap is not installed")
+    )
+    settings.FASTFLOW_EXECUTOR, settings.PIPELINE_EXECUTORS = "docker", ["sandbox"]
+    make_pipeline("boxed", config={"executor": "sandbox"})
+    make_pipeline("plain")
+    discover()
+    runs = [
+        PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger="manual")
+        for name in ("boxed", "plain")
+    ]
+    PipelineRun.objects.update(status=Status.CLAIMED)  # (claimed while a sandbox node was live)
+    supervisor = RunSupervisor(capacity=4)
+    supervisor.listener = type("Quiet", (), {"wake": lambda self: None})()
+    supervisor.take_claimed()
+    for follower in supervisor.followers.values():
+        follower.join(timeout=10)
+    assert [run.pk for run in followed] == [runs[1].pk]
+    assert PipelineRun.objects.get(pk=runs[0].pk).status == Status.CLAIMED  # a sandbox node's
 
 
 @pytest.mark.django_db

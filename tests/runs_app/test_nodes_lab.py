@@ -149,6 +149,7 @@ def test_nodes_that_share_nothing_but_the_database(
         for node in nodes:
             node.start()
         assert wait_for(lambda: WorkerNode.alive().count() == 2, timeout=60)
+        assert [node.executors for node in WorkerNode.alive()] == [["docker"], ["docker"]]
 
         # Runs spread over the nodes; placement is honoured; each line reaches the web live.
         spread = [PipelineRun.enqueue(Pipeline.objects.get(name=name), trigger="api")

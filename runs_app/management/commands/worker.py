@@ -40,7 +40,12 @@ from fastflow_site.node_keys import KeysOfItsOwn, refuse_keys_of_its_own
 from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.gitsync import request_sync_when_due
 from runs_app import notify
-from runs_app.executors import EngineUnavailable, engine_description, get_executor
+from runs_app.executors import (
+    EngineUnavailable,
+    engine_description,
+    get_executor,
+    startable_executors,
+)
 from runs_app.executors.local import process_alive
 from runs_app.models import PipelineRun, WorkerNode, WorkerProcess, dispatch
 from runs_app.warmup import dispatch_warmups, requeue_interrupted_warmups
@@ -169,6 +174,7 @@ class Command(BaseCommand):
                     engine=engine_description(),
                     pool=self.keeper.state() if self.keeper else {},
                     placed_by_cluster=settings.FASTFLOW_EXECUTOR == "swarm",
+                    executors=startable_executors(),
                 )
             self.stopping.wait(REPORT_EVERY_SECONDS)
 
