@@ -324,10 +324,12 @@ def log_text(run: PipelineRun) -> str:
     return stored_log_text(run.pk)
 
 
-def output_lines(run: PipelineRun) -> list[str]:
-    """The pipeline's own output lines (stdout and stderr), without timestamps."""
+def output_lines(run: PipelineRun, streams: str = "OE") -> list[str]:
+    """The pipeline's own output lines (stdout and stderr, or `streams` of them: O, E),
+    without timestamps. A stdout line and a stderr line written close together may be
+    logged in either order (the engine reads the two pipes apart, as a terminal would not)."""
     return [
         line.split(" ", 2)[2]
         for line in log_text(run).split("\n")[:-1]
-        if line.split(" ", 2)[1] in ("O", "E")
+        if line.split(" ", 2)[1] in streams
     ]

@@ -415,7 +415,7 @@ def test_a_whole_swarm_run_passes_through_the_guard(make_pipeline, swarm_guard, 
         requirements="six==1.16.0\n",
     )
     assert run.status == Status.SUCCEEDED, log_text(run)
-    assert output_lines(run)[-1] == "through the guard with six 1.16.0"
+    assert output_lines(run, streams="O")[-1] == "through the guard with six 1.16.0"
 
 
 @pytest.mark.parametrize("case", SERVICE_FORBIDDEN)
@@ -478,7 +478,7 @@ def test_a_node_whose_cache_lacks_the_packages_downloads_exactly_the_lock(make_p
     discover()
     cold = execute(PipelineRun.enqueue(Pipeline.objects.get(name="six-warm"), trigger="manual"))
     assert cold.status == Status.SUCCEEDED, log_text(cold)
-    assert output_lines(cold)[-1] == "six 1.16.0"
+    assert output_lines(cold, streams="O")[-1] == "six 1.16.0"
     assert "uv cache lacks some of its packages" in log_text(cold)
 
 
