@@ -58,9 +58,11 @@ def format_size(num_bytes: int | float | None) -> str:
 
 def format_duration(seconds: float) -> str:
     """How long something took, in the two largest units: "12.3 s", "4 min 5 s", "3 h 12 min"."""
-    if seconds < 60:
+    if seconds < 59.95:  # (what rounds to 60.0 is a minute)
         return f"{seconds:.1f} s"
-    whole = int(seconds)
+    # To the nearest second: durations measured by the database come with its rounding
+    # (SQLite's julianday keeps milliseconds), and ten minutes read back as 599.999 s.
+    whole = round(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipelines_app.cron import next_fire_times, normalize_cron
-from pipelines_app.sizes import format_size, parse_size
+from pipelines_app.sizes import format_duration, format_size, parse_size
 
 UTC = ZoneInfo("UTC")
 
@@ -32,6 +32,21 @@ UTC = ZoneInfo("UTC")
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (12.34, "12.3 s"),
+        (59.94, "59.9 s"),
+        (59.96, "1 min 0 s"),
+        (599.999, "10 min 0 s"),  # ten minutes as SQLite's julianday reads them back
+        (3599.6, "1 h 0 min"),
+        (2 * 86400 + 5, "2 d 0 h"),
+    ],
+)
+def test_durations_read_to_the_nearest_unit_shown(seconds, expected):
+    assert format_duration(seconds) == expected
 
 
 @pytest.mark.parametrize("text", ["", "m", "1.5x", "1e6", "-3m", "1,5g", "1 g b", "0x10"])
