@@ -79,6 +79,25 @@ def _size(name: str, default: str) -> int:
         ) from None
 
 
+def _ports(name: str) -> list[str]:
+    """`5432,47200-47239` → ["5432", "47200:47239"] (iptables' words for a port and a range)."""
+    ports = []
+    for item in filter(None, (part.strip() for part in env.str(name, default="").split(","))):
+        low, dash, high = item.partition("-")
+        bounds = [low.strip(), high.strip() if dash else low.strip()]
+        if not (
+            all(bound.isdigit() and 1 <= int(bound) <= 65535 for bound in bounds)
+            and int(bounds[0]) <= int(bounds[1])
+        ):
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not a TCP port or a range of them; write e.g. "
+                f"{name}=5432,8080-8089"
+            )
+        first, last = (int(bound) for bound in bounds)
+        ports.append(f"{first}:{last}" if dash else str(first))
+    return ports
+
+
 def _cores(name: str, default: float) -> float:
     raw = env.str(name, default=str(default)).strip()
     try:
@@ -247,6 +266,10 @@ RUN_CPU_LIMIT = _cores("RUN_CPU_LIMIT", 2.0)
 # The Docker network of run containers (made on first use; containers on it cannot reach
 # each other).
 RUN_NETWORK = env.str("RUN_NETWORK", default="fastflow-runs")
+# TCP ports of this machine's own addresses that runs (Docker's and the sandbox's) may reach,
+# e.g. a database or a package index on the host; every other port is refused them
+# (runs_app/executors/host_firewall.py).
+RUN_HOST_PORTS = _ports("RUN_HOST_PORTS")
 # Run containers each worker keeps made and started before their runs exist (0: none; every
 # run then waits for its container to be made). One container serves one run, never two.
 RUN_POOL_SIZE = _int("RUN_POOL_SIZE", 2, minimum=0)

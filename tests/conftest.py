@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from bench.common import CHROMIUM_ARGS
 from fastflow_site.roles import Role, set_role
-from tests.runs_app.conftest import require
+from tests.runs_app.conftest import HOST_PORTS, require
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples" / "pipelines"
 
@@ -70,6 +70,18 @@ def _no_container_pool_unless_asked():
     start); the pool's own tests, and the lock-down tests run on pooled containers, ask."""
     os.environ.setdefault("RUN_POOL_SIZE", "0")
     override = override_settings(RUN_POOL_SIZE=0)
+    override.enable()
+    yield
+    override.disable()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runs_reach_the_servers_tests_start_for_them():
+    """Runs reach only RUN_HOST_PORTS of this machine: a private index or a database relay
+    a test starts for its runs listens on one of HOST_PORTS (on_a_host_port)."""
+    ports = f"{HOST_PORTS[0]}-{HOST_PORTS[-1]}"
+    os.environ["RUN_HOST_PORTS"] = ports
+    override = override_settings(RUN_HOST_PORTS=[ports.replace("-", ":")])
     override.enable()
     yield
     override.disable()

@@ -15,6 +15,7 @@ the same layout.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -26,6 +27,7 @@ from django.conf import settings
 from docker.errors import APIError, NotFound
 from docker.types import LogConfig, Mount
 
+from runs_app.executors import host_firewall
 from runs_app.executors.base import ExecutorError, RunSpec, prepare_environment
 from runs_app.in_run import TOOLS
 
@@ -178,8 +180,12 @@ def run_environment(spec: RunSpec, layout: Layout) -> dict[str, str]:
     }
 
 
+logger = logging.getLogger(__name__)
 _network_ready: set[str] = set()
+# Run networks this worker could not guard the host from, and why (`manage.py up` says so).
+unguarded_networks: dict[str, str] = {}
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
 
 def ensure_run_network(api: docker.APIClient) -> None:
@@ -209,7 +215,32 @@ def ensure_run_network(api: docker.APIClient) -> None:
             if exc.status_code != 409:  # another worker made it meanwhile
                 raise
         keep_one_run_network(api, name)
+    guard_the_host(api, name)
     _network_ready.add(name)
+
+
+def guard_the_host(api: docker.APIClient, name: str) -> None:
+    """Runs on the network reach only RUN_HOST_PORTS of this machine (host_firewall.py) —
+    where the worker can say so to the firewall; otherwise it warns, once per network."""
+    network = api.inspect_network(name)
+    options = network.get("Options") or {}
+    interface = options.get(BRIDGE_NAME_OPTION) or f"br-{network['Id'][:12]}"
+    problem = host_firewall.unguarded(interface)
+    if problem:
+        unguarded_networks[name] = problem
+        logger.warning(
+            "runs on the Docker network %s can reach every service of this machine that "
+            'listens on its other addresses: %s (docs/execution.md, "What runs reach of '
+            'the host")',
+            name,
+            problem,
+        )
+        return
+    try:
+        host_firewall.guard(interface)
+    except host_firewall.FirewallError as exc:
+        raise ExecutorError("internal_error", f"The host's firewall: {exc}") from exc
+    unguarded_networks.pop(name, None)
 
 
 def keep_one_run_network(api: docker.APIClient, name: str) -> None:

@@ -130,12 +130,24 @@ def test_a_malformed_encryption_key_is_refused(tmp_path):
         ("MAX_CONCURRENT_RUNS", "many", "MAX_CONCURRENT_RUNS='many' is not a whole number"),
         ("MAX_CONCURRENT_RUNS", "0", "MAX_CONCURRENT_RUNS=0 must be at least 1"),
         ("PIPELINES_SUBDIR", "../etc", "must stay inside PIPELINES_DIR"),
+        ("RUN_HOST_PORTS", "5432,db", "RUN_HOST_PORTS: 'db' is not a TCP port or a range"),
+        ("RUN_HOST_PORTS", "9000-8000", "RUN_HOST_PORTS: '9000-8000' is not a TCP port"),
+        ("RUN_HOST_PORTS", "70000", "RUN_HOST_PORTS: '70000' is not a TCP port"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, name, value, words):
     result = start(tmp_path, **{name: value})
     assert result.returncode != 0
     assert words in result.stderr
+
+
+def test_host_ports_runs_may_reach_are_ports_and_ranges(tmp_path):
+    code = "print(json.dumps(settings.RUN_HOST_PORTS))"
+    result = start(tmp_path, code, RUN_HOST_PORTS=" 5432, 8080-8089 ,")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == ["5432", "8080:8089"]
+    result = start(tmp_path, code, RUN_HOST_PORTS="")
+    assert json.loads(result.stdout.splitlines()[-1]) == []  # the default: none
 
 
 def test_defaults(tmp_path):

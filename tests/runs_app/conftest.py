@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from functools import partial
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from django.conf import settings as django_settings
@@ -333,3 +336,20 @@ def output_lines(run: PipelineRun, streams: str = "OE") -> list[str]:
         for line in log_text(run).split("\n")[:-1]
         if line.split(" ", 2)[1] in streams
     ]
+
+
+# The ports of this machine that runs may reach during the tests (RUN_HOST_PORTS, set for the
+# whole session by tests/conftest.py): servers the tests start for runs take one of them.
+HOST_PORTS = range(47200, 47240)
+T = TypeVar("T")
+
+
+def on_a_host_port(make_server: Callable[[tuple[str, int]], T], host: str) -> T:
+    """`make_server((host, port))` at the first port of HOST_PORTS that is free."""
+    for port in HOST_PORTS:
+        try:
+            return make_server((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise RuntimeError(f"every port of {HOST_PORTS} is taken")

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from pipelines_app.discovery import discover
 from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun
 from secrets_app.models import Variable
-from tests.runs_app.conftest import execute, require
+from tests.runs_app.conftest import execute, on_a_host_port, require
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
 PROJECTS = Path(__file__).parent / "models_projects"
@@ -122,7 +123,7 @@ def run_database_fixture(docker_engine) -> Iterator[RunDatabase]:
     ensure_run_network(docker_engine.api)
     network = docker_engine.api.inspect_network(settings.RUN_NETWORK)
     gateway = network["IPAM"]["Config"][0]["Gateway"]
-    relay = _Relay((gateway, 0), _Pipe)
+    relay = on_a_host_port(partial(_Relay, RequestHandlerClass=_Pipe), gateway)
     threading.Thread(target=relay.serve_forever, daemon=True).start()
     name = f"models_{uuid.uuid4().hex[:10]}"
     admin.execute(f'CREATE DATABASE "{name}"')

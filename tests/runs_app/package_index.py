@@ -10,7 +10,10 @@ import io
 import tarfile
 import threading
 import zipfile
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.runs_app.conftest import on_a_host_port
 
 PRIVATE_WHEEL = "fastflow_private_demo-1.0-py3-none-any.whl"
 COMPILED_SDIST = "needs_compiler-1.0.tar.gz"
@@ -93,7 +96,9 @@ class PrivateIndex:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = on_a_host_port(
+            partial(ThreadingHTTPServer, RequestHandlerClass=Handler), host
+        )
         self.url = f"http://{host}:{self.server.server_port}/simple"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

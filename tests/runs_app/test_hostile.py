@@ -5,8 +5,10 @@ the host or another run."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -19,7 +21,14 @@ from runs_app.executors.sandbox.cgroups import RunCgroup
 from runs_app.executors.sandbox.network import RunNetwork
 from runs_app.follow import wait_for
 from runs_app.models import PipelineRun
-from tests.runs_app.conftest import execute, log_text, output_lines, read_log, run_now
+from tests.runs_app.conftest import (
+    execute,
+    log_text,
+    on_a_host_port,
+    output_lines,
+    read_log,
+    run_now,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("runs_setup")]
 
@@ -291,16 +300,46 @@ def test_the_shared_cache_is_read_only_and_the_next_run_is_unaffected(make_pipel
     assert os.stat(cache).st_uid == 10001  # warm-ups write it as the run user, never root
 
 
-def test_a_run_cannot_reach_the_orchestrator_on_the_host_loopback(make_pipeline):
-    """The web server listens on the host's 127.0.0.1: a run's own loopback is its own."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        run = run_now(
-            make_pipeline,
-            "prober",
-            "import socket\ntry:\n"
-            f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-            "    print('reached the host')\n"
-            "except OSError:\n    print('refused')\n",
+HOST_PROBE = """
+import socket
+gateway = next(
+    socket.inet_ntoa(bytes.fromhex(fields[2])[::-1])
+    for fields in (line.split() for line in open('/proc/net/route').readlines()[1:])
+    if fields[1] == '00000000'
+)
+for address, port in [*((a, CLOSED) for a in [*ADDRESSES, gateway, '127.0.0.1']),
+                      (gateway, ALLOWED)]:
+    try:
+        socket.create_connection((address, port), timeout=3)
+        print('reached', port == ALLOWED and 'allowed' or address)
+    except OSError as exc:
+        print('refused', type(exc).__name__)
+"""
+
+
+def host_addresses() -> list[str]:
+    """This machine's own IPv4 addresses but loopback (the default route's, Docker's bridges)."""
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    found = [line.split()[3].split("/")[0] for line in shown.splitlines()]
+    return [address for address in found if not address.startswith("127.")]
+
+
+def test_a_run_reaches_of_the_host_only_the_ports_allowed(make_pipeline):
+    """Not the orchestrator on the host's loopback, nor a service listening on all the host's
+    addresses (the run's own gateway included) — but a port RUN_HOST_PORTS names."""
+    with (
+        socket.create_server(("0.0.0.0", 0)) as closed,  # noqa: S104 - the point of the test
+        on_a_host_port(socket.create_server, "0.0.0.0") as allowed,  # noqa: S104
+    ):
+        addresses = host_addresses()
+        main = (
+            HOST_PROBE.replace("ADDRESSES", json.dumps(addresses))
+            .replace("CLOSED", str(closed.getsockname()[1]))
+            .replace("ALLOWED", str(allowed.getsockname()[1]))
         )
-    assert output_lines(run) == ["refused"], log_text(run)
+        run = run_now(make_pipeline, "host_prober", main)
+    assert run.status == Status.SUCCEEDED, log_text(run)
+    refused = ["refused ConnectionRefusedError"] * (len(addresses) + 2)
+    assert output_lines(run) == [*refused, "reached allowed"]

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from docker.errors import DockerException
 
 from fastflow_site.node_keys import KeysOfItsOwn, refuse_new_keys_beside_nodes
 from fastflow_site.roles import Role, set_role
@@ -27,7 +28,7 @@ from fastflow_site.upgrades import NewerDatabase, refuse_a_newer_database
 from pipelines_app.discovery import discover, pipelines_root
 from pipelines_app.gitsync import sync
 from pipelines_app.models import GitSource, Sync
-from runs_app.executors import EngineUnavailable, ExecutorError
+from runs_app.executors import EngineUnavailable, ExecutorError, layout
 from runs_app.executors.docker import DockerExecutor
 from runs_app.executors.sandbox import SandboxExecutor
 
@@ -175,12 +176,30 @@ class Command(BaseCommand):
             executor.check_image()
         except ExecutorError:
             self.build_worker_image()
+        if settings.FASTFLOW_EXECUTOR == "docker":
+            self.say_what_runs_reach(executor)
         if settings.FASTFLOW_EXECUTOR == "sandbox" and (problem := SandboxExecutor.unavailable()):
             # Its runs would wait for what is missing: a production instance says so first.
             message = f"The sandbox executor cannot start runs here: {problem}."
             if not settings.DEBUG:
                 raise CommandError(message)
             self.stdout.write(self.style.WARNING(message))
+
+    def say_what_runs_reach(self, executor: DockerExecutor) -> None:
+        """Runs reach only RUN_HOST_PORTS of this machine, or the operator hears why not."""
+        try:
+            layout.ensure_run_network(executor.api)
+        except (ExecutorError, DockerException):
+            return  # the first run says why
+        problem = layout.unguarded_networks.get(settings.RUN_NETWORK)
+        if problem:
+            self.stdout.write(
+                self.style.WARNING(
+                    "Runs can reach services listening on this machine's other addresses: "
+                    f'{problem}. docs/execution.md ("What runs reach of the host") gives '
+                    "the firewall rule that closes them."
+                )
+            )
 
     def build_worker_image(self) -> None:
         image = settings.WORKER_IMAGE

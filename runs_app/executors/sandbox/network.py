@@ -4,37 +4,37 @@ default route, and nothing else — the recipe a container engine uses, without 
 Each run gets a /30 of SANDBOX_NETWORK by its place number (the host's end .1, the run's
 .2). The host's firewall (chains of our own, made once and kept) lets a run's packets out
 through the default route's interfaces and their answers back in; everything else from a
-run is refused: the host itself on any of its addresses (INPUT), other runs, container
-networks and any other interface (FORWARD). IPv6 is off on the host's end, so the run has
-no link-local way to the host either. A run with `"network": false` gets no namespace of
-ours: bubblewrap gives it an empty one (loopback only).
+run is refused: the host itself on any of its addresses but RUN_HOST_PORTS (INPUT:
+host_firewall.py), other runs, container networks and any other interface (FORWARD). IPv6
+is off on the host's end, so the run has no link-local way to the host either. A run with
+`"network": false` gets no namespace of ours: bubblewrap gives it an empty one (loopback
+only).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import ipaddress
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+
+from runs_app.executors import host_firewall
+from runs_app.executors.host_firewall import FirewallError, ensure_rule, iptables, machine_lock
 
 NAMESPACE_PREFIX = "fastflow-run-"
 HOST_SIDE, RUN_SIDE = "ffh", "ffr"  # + the place number; interface names ≤ 15 characters
 CHAIN = "FASTFLOW-SANDBOX"
 NETNS_DIR = Path("/var/run/netns")
-FIREWALL_LOCK = Path("/run/fastflow-sandbox.firewall.lock")
 _firewall_ready = threading.Event()
 _tools_found = threading.Event()
 _firewall_lock = threading.Lock()
 
 
-class NetworkError(Exception):
-    pass
+class NetworkError(FirewallError):
+    """A run's network, or the host's rules for them, could not be made."""
 
 
 def available() -> str:
@@ -113,9 +113,22 @@ def existing() -> list[int]:
 def ensure_firewall() -> None:
     """The host's rules for run networks, made once per process (idempotently: other worker
     processes of this machine make the same ones)."""
-    if _firewall_ready.is_set():
-        return
-    with _firewall_lock, _machine_lock():
+    try:
+        if not _firewall_ready.is_set():
+            _make_firewall()
+        # The host itself, on any of its addresses (the run's gateway included): only
+        # RUN_HOST_PORTS (a set lookup once made; written again if the setting changes).
+        host_firewall.guard(f"{HOST_SIDE}+")
+        if not _firewall_ready.is_set():
+            # The sandbox's own INPUT rule of before goes (the guard's chain ends the same).
+            iptables("-D", "INPUT", "-i", f"{HOST_SIDE}+", "-j", "REJECT", allowed_failure=True)
+            _firewall_ready.set()
+    except FirewallError as exc:
+        raise NetworkError(str(exc)) from exc
+
+
+def _make_firewall() -> None:
+    with _firewall_lock, machine_lock():
         if _firewall_ready.is_set():
             return
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
@@ -123,7 +136,7 @@ def ensure_firewall() -> None:
         outward = default_route_interfaces()
         if not outward:
             raise NetworkError("this machine has no default route: runs could not get out")
-        _iptables("-N", CHAIN, allowed_failure=True)
+        iptables("-N", CHAIN, allowed_failure=True)
         for rule in [
             *(["-i", f"{HOST_SIDE}+", "-o", name, "-j", "ACCEPT"] for name in outward),
             ["-o", f"{HOST_SIDE}+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
@@ -131,26 +144,11 @@ def ensure_firewall() -> None:
             ["-i", f"{HOST_SIDE}+", "-j", "REJECT"],
             ["-o", f"{HOST_SIDE}+", "-j", "DROP"],
         ]:  # fmt: skip
-            _ensure_rule(CHAIN, rule)
-        _ensure_rule("FORWARD", ["-j", CHAIN], first=True)
-        # The host itself, on any of its addresses (the run's gateway included).
-        _ensure_rule("INPUT", ["-i", f"{HOST_SIDE}+", "-j", "REJECT"], first=True)
+            ensure_rule(CHAIN, rule)
+        ensure_rule("FORWARD", ["-j", CHAIN], first=True)
         for name in outward:
             masquerade = ["-s", subnet, "-o", name, "-j", "MASQUERADE"]
-            _ensure_rule("POSTROUTING", masquerade, table="nat")
-        _firewall_ready.set()
-
-
-@contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
-    """Between worker processes of this machine: checking a rule and adding it is two
-    iptables calls, and two processes doing both at once would add it twice."""
-    with open(FIREWALL_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            ensure_rule("POSTROUTING", masquerade, table="nat")
 
 
 def default_route_interfaces() -> list[str]:
@@ -162,23 +160,6 @@ def default_route_interfaces() -> list[str]:
         if "dev" in words:
             names.append(words[words.index("dev") + 1])
     return sorted(set(names))
-
-
-def _ensure_rule(
-    chain: str, rule: list[str], *, table: str = "filter", first: bool = False
-) -> None:
-    """Add the rule to the chain (at its end, or `first`) unless it is there already."""
-    if _iptables("-t", table, "-C", chain, *rule, allowed_failure=True):
-        return
-    _iptables("-t", table, *(["-I", chain, "1"] if first else ["-A", chain]), *rule)
-
-
-def _iptables(*words: str, allowed_failure: bool = False) -> bool:
-    command = ["iptables", "-w", "5", *words]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-    if done.returncode and not allowed_failure:
-        raise NetworkError(f"iptables {' '.join(words)}: {done.stderr.strip()}")
-    return done.returncode == 0
 
 
 def _ip(*words: str) -> None:
