@@ -22,19 +22,22 @@ class NodeLike(Protocol):
     executors: list
 
 
-def fits(labels: Mapping[str, str], placement: Placement) -> bool:
-    """Whether a node with `labels` has every label the placement asks for."""
-    return all(labels.get(name) == value for name, value in placement)
+def fits(
+    labels: Mapping[str, str],
+    placement: Placement,
+    executor: str = "",
+    executors: Sequence[str] = (),
+) -> bool:
+    """Whether a node with `labels` that can start `executors` (none told: any) has every
+    label the placement asks for, and can start the executor a pipeline chose ("" for the
+    node's own)."""
+    return all(labels.get(name) == value for name, value in placement) and (
+        not executor or not executors or executor in executors
+    )
 
 
 def node_fits(node: NodeLike, placement: Placement, executor: str = "") -> bool:
-    """Whether the node takes runs with this placement, of a pipeline choosing `executor`
-    ("" for the node's own)."""
-    return node.placed_by_cluster or (fits(node.labels, placement) and runs(node, executor))
-
-
-def runs(node: NodeLike, executor: str) -> bool:
-    return not executor or not node.executors or executor in node.executors
+    return node.placed_by_cluster or fits(node.labels, placement, executor, node.executors)
 
 
 def describe(placement: Placement) -> str:
@@ -56,8 +59,8 @@ def why_waiting(nodes: Sequence[NodeLike], placement: Placement, executor: str =
     names = ", ".join(node.name for node in nodes)
     if placement and not any(node_fits(node, placement) for node in nodes):
         return f"no live worker has the labels {describe(placement)} (live: {names})"
-    if not any(node_fits(node, placement, executor) for node in nodes):
+    fitting = [node.name for node in nodes if node_fits(node, placement, executor)]
+    if not fitting:
         with_labels = f" with the labels {describe(placement)}" if placement else ""
         return f"no live worker{with_labels} can start {executor} runs (live: {names})"
-    fitting = [node.name for node in nodes if node_fits(node, placement, executor)]
     return f"every worker that could take it is draining ({', '.join(fitting)})"

@@ -78,10 +78,17 @@ class RunSupervisor:
             .select_related("pipeline")
             .order_by("claimed_at", "pk")
         )
+        executors = startable_executors()
         for claimed in waiting[:LOOK_AT_MOST]:
             if self.stopping.is_set() or room <= 0:
                 return
-            if settings.FASTFLOW_EXECUTOR != "swarm" and not self.takes(claimed):
+            pipeline = claimed.pipeline
+            if settings.FASTFLOW_EXECUTOR != "swarm" and not fits(
+                settings.WORKER_LABELS,
+                pipeline.spec.placement,
+                pipeline.executor_wanted,
+                executors,
+            ):
                 continue  # another node's (a Swarm places every run by its constraints)
             run = PipelineRun.take(claimed.pk, worker_id())
             if run is None:
@@ -92,15 +99,6 @@ class RunSupervisor:
             self.followers[run.pk] = follower
             follower.start()
             room -= 1
-
-    @staticmethod
-    def takes(claimed: PipelineRun) -> bool:
-        """Its node's labels fit the run's placement, and its node can start the executor
-        the run's pipeline chose."""
-        wanted = claimed.pipeline.executor_wanted
-        return fits(settings.WORKER_LABELS, claimed.pipeline.spec.placement) and (
-            not wanted or wanted in startable_executors()
-        )
 
     def follow(self, run: PipelineRun) -> None:
         try:

@@ -41,7 +41,7 @@ def available() -> str:
     """Why run networks cannot be made here ("" when they can; then not asked again)."""
     if _tools_found.is_set():
         return ""
-    for tool in ("ip", "iptables", "nsenter"):
+    for tool in ("ip", "iptables", "iptables-restore", "nsenter"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (iproute2, iptables, util-linux)"
     _tools_found.set()
